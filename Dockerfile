@@ -1,0 +1,26 @@
+# Build: docker build -t tripwire .
+# Run:   docker run --rm -p 8080:8080 -p 127.0.0.1:9090:9090 tripwire
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY benches ./benches
+COPY rules.yaml ./
+RUN cargo build --release --locked --bin tripwire
+
+FROM debian:bookworm-slim
+# tzdata: jiff reads the system zone database first (a bundled copy is the fallback).
+# curl: the HEALTHCHECK below.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tzdata curl ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin tripwire
+COPY --from=build /src/target/release/tripwire /usr/local/bin/tripwire
+COPY rules.yaml /etc/tripwire/rules.yaml
+USER tripwire
+EXPOSE 8080 9090
+HEALTHCHECK --interval=10s --timeout=2s --start-period=5s --retries=3 \
+    CMD curl -fsS http://127.0.0.1:9090/healthz || exit 1
+# Exec form: tripwire is PID 1 and receives SIGTERM directly for a graceful stop.
+ENTRYPOINT ["/usr/local/bin/tripwire"]
+CMD ["serve", "--rules", "/etc/tripwire/rules.yaml", "--listen", "0.0.0.0:8080", "--admin-listen", "0.0.0.0:9090"]

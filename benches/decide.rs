@@ -1,0 +1,224 @@
+//! In-process cost of a decision, against two baselines measured in the same run:
+//! one ahash map lookup, and a serde_json parse of a decide request into a typed struct.
+//!
+//!     cargo bench --bench decide
+//!
+//! Ratios between these lines are what BENCHMARKS.md reports; absolute times on a shared
+//! machine are not.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde::Deserialize;
+use tripwire::engine;
+use tripwire::interceptor::Interceptor;
+use tripwire::reload::LiveRules;
+use tripwire::rules::Action;
+use tripwire::state::{CustomerHistory, Event, Store, StoreConfig};
+use tripwire::txn::{self, Amount, GeoPoint};
+
+const RULES: &[u8] = include_bytes!("../rules.yaml");
+const CUSTOMERS: usize = 1_000;
+const RING: usize = 64;
+/// Distinct timestamps per customer timeline (three minutes apart: about 8.5 days).
+const TIMES: usize = 4096;
+/// 2026-03-01T10:00:00Z in microseconds.
+const T0: i64 = 1_772_359_200_000_000;
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct TypedRequest<'a> {
+    transaction_id: &'a str,
+    customer_id: &'a str,
+    timestamp: &'a str,
+    amount: &'a str,
+    currency: Option<&'a str>,
+    lat: Option<f64>,
+    lon: Option<f64>,
+}
+
+/// A decide body whose transaction id, customer id and timestamp are patched in place, so
+/// that building the next request costs a few copies, not a format.
+struct BodyTemplate {
+    bytes: Vec<u8>,
+    txn_digits: std::ops::Range<usize>,
+    customer_digits: std::ops::Range<usize>,
+    timestamp: std::ops::Range<usize>,
+    /// RFC 3339 times three minutes apart from 2026-03-01T10:00:00+08:00, all 25 bytes long.
+    times: Vec<[u8; 25]>,
+}
+
+impl BodyTemplate {
+    fn new() -> BodyTemplate {
+        let text = r#"{"transaction_id":"t000000000000","customer_id":"c000000","timestamp":"2026-03-01T18:00:00+08:00","amount":"120.50","currency":"CNY","lat":31.2304,"lon":121.4737,"channel":"app","merchant_id":"m-20931"}"#;
+        let t = text.find("t000000000000").unwrap() + 1;
+        let c = text.find("c000000").unwrap() + 1;
+        let ts = text.find("2026-03-01T18:00:00+08:00").unwrap();
+        let start: jiff::Timestamp = "2026-03-01T10:00:00+08:00".parse().unwrap();
+        let zone = jiff::tz::TimeZone::fixed(jiff::tz::offset(8));
+        let times = (0..TIMES)
+            .map(|i| {
+                let at = start + jiff::SignedDuration::from_secs(180 * i as i64);
+                let text = at
+                    .to_zoned_datetime(zone.clone())
+                    .strftime("%Y-%m-%dT%H:%M:%S%:z")
+                    .to_string();
+                text.as_bytes().try_into().expect("25-byte timestamps")
+            })
+            .collect();
+        BodyTemplate {
+            bytes: text.as_bytes().to_vec(),
+            txn_digits: t..t + 12,
+            customer_digits: c..c + 6,
+            timestamp: ts..ts + 25,
+            times,
+        }
+    }
+
+    /// Transaction `txn` of `customer`, stamped at step `step` of the customer's own timeline.
+    fn set(&mut self, txn: u64, customer: usize, step: usize) -> &[u8] {
+        write_digits(&mut self.bytes[self.txn_digits.clone()], txn);
+        write_digits(
+            &mut self.bytes[self.customer_digits.clone()],
+            customer as u64,
+        );
+        self.bytes[self.timestamp.clone()].copy_from_slice(&self.times[step % TIMES]);
+        &self.bytes
+    }
+}
+
+fn write_digits(out: &mut [u8], mut n: u64) {
+    for b in out.iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+fn full_history() -> Vec<Event> {
+    (0..RING as i64)
+        .map(|i| {
+            Event::new(
+                T0 - (RING as i64 - i) * 45_000_000,
+                i as u64,
+                Amount::from_minor(10_000 + (i % 7) * 4_900).unwrap(),
+                (i % 3 == 0).then_some(GeoPoint {
+                    lat: 31.2 + i as f64 * 0.001,
+                    lon: 121.47,
+                }),
+                Action::Allow,
+            )
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decide");
+
+    let keys: Vec<String> = (0..CUSTOMERS).map(|i| format!("c{i:06}")).collect();
+    let map: HashMap<String, u64, ahash::RandomState> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.clone(), i as u64))
+        .collect();
+    let mut i = 0usize;
+    group.bench_function("baseline_ahash_map_lookup", |b| {
+        b.iter(|| {
+            i = (i + 1) % CUSTOMERS;
+            black_box(map.get(black_box(keys[i].as_str())))
+        })
+    });
+
+    let mut template = BodyTemplate::new();
+    let body = template.set(1, 1, 0).to_vec();
+    group.bench_function("baseline_json_parse_request", |b| {
+        b.iter(|| {
+            let r: TypedRequest<'_> = serde_json::from_slice(black_box(&body)).unwrap();
+            black_box(r.amount.len())
+        })
+    });
+
+    let live = LiveRules::new(RULES, "rules.yaml").unwrap();
+    let rules = live.load_full();
+    let events = full_history();
+    let history = CustomerHistory {
+        events: (&events, &[]),
+        credit_line: None,
+    };
+    let txn = txn::parse_decide(&body).unwrap();
+    group.bench_function("evaluate_shipped_rules_full_ring", |b| {
+        b.iter(|| {
+            black_box(engine::evaluate(&rules.set, black_box(&history), black_box(&txn)).action)
+        })
+    });
+
+    let interceptor = Interceptor::new(
+        Store::new(StoreConfig {
+            max_customers: CUSTOMERS * 2,
+            ring_capacity: RING,
+        }),
+        LiveRules::new(RULES, "rules.yaml").unwrap(),
+    );
+    let mut out = Vec::with_capacity(1024);
+    // Fill every customer's ring so the measured decisions scan full histories. Each
+    // customer's transactions are three minutes apart, so most decisions allow and some (at
+    // night, local time) review: the mix a gateway sees.
+    let mut seq = 0u64;
+    for step in 0..RING {
+        for customer in 0..CUSTOMERS {
+            seq += 1;
+            out.clear();
+            interceptor
+                .decide(template.set(seq, customer, step), &mut out)
+                .unwrap();
+        }
+    }
+    let mut n = 0usize;
+    group.bench_function("decide_in_process_full_ring", |b| {
+        b.iter(|| {
+            seq += 1;
+            n += 1;
+            let (customer, step) = (n % CUSTOMERS, RING + n / CUSTOMERS);
+            out.clear();
+            let summary = interceptor
+                .decide(template.set(seq, customer, step), &mut out)
+                .unwrap();
+            black_box(summary.action)
+        })
+    });
+
+    // The worst case: every decision denies with two reasons to render (all of a customer's
+    // transactions at one instant and one amount).
+    let burst = Interceptor::new(
+        Store::new(StoreConfig {
+            max_customers: CUSTOMERS * 2,
+            ring_capacity: RING,
+        }),
+        LiveRules::new(RULES, "rules.yaml").unwrap(),
+    );
+    for _ in 0..RING {
+        for customer in 0..CUSTOMERS {
+            seq += 1;
+            out.clear();
+            burst
+                .decide(template.set(seq, customer, 0), &mut out)
+                .unwrap();
+        }
+    }
+    let mut customer = 0usize;
+    group.bench_function("decide_in_process_deny_with_reasons", |b| {
+        b.iter(|| {
+            seq += 1;
+            customer = (customer + 1) % CUSTOMERS;
+            out.clear();
+            let summary = burst
+                .decide(template.set(seq, customer, 0), &mut out)
+                .unwrap();
+            black_box(summary.action)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,350 @@
+//! The decision path in process, without HTTP: parse → shard lock → duplicate check → evaluate
+//! → record → unlock → write the answer. The server, the benches and the tests all call this,
+//! so what is measured and tested is what serves.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
+
+use crate::engine::explain::Explanation;
+use crate::engine::{self, Decision, Hits};
+use crate::reload::{LiveRules, LoadedRules};
+use crate::rules::Action;
+use crate::state::{Event, Store};
+use crate::txn::{self, CreditLine, EventTime, OutcomeReport, Txn, TxnError};
+
+/// How far ahead of the wall clock an event time may move the watermark used to find idle
+/// customers. Event times drive every window; this cap only stops one far-future timestamp
+/// from making every other customer look idle.
+const WATERMARK_SKEW_MICROS: i64 = 5 * 60 * 1_000_000;
+
+/// Extra history kept past the longest window before a customer counts as idle, so that
+/// transactions arriving a little out of order still see it.
+const IDLE_GRACE_MICROS: i64 = 15 * 60 * 1_000_000;
+
+/// When rules read travel, the previous location matters for as long as any journey could be
+/// too fast: half the earth's circumference at 900 km/h is about 22 hours.
+const TRAVEL_HORIZON_MICROS: i64 = 24 * 3_600 * 1_000_000;
+
+/// What one decision came to, for metrics and logs.
+#[derive(Clone, Debug)]
+pub struct DecideSummary {
+    /// The decision returned.
+    pub action: Action,
+    /// The transaction id had been decided before; its first decision was returned.
+    pub duplicate: bool,
+    /// Enforced rules that matched (indices into the rule set used).
+    pub hits: Hits,
+    /// Shadow rules that matched.
+    pub shadow: Hits,
+}
+
+/// Why an outcome report was not applied.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OutcomeError {
+    /// The customer is not in memory (never seen, or evicted).
+    #[error("customer_id: no customer {0:?} is held")]
+    UnknownCustomer(String),
+    /// The customer has no recent transaction with that id.
+    #[error(
+        "transaction_id: no recent transaction {transaction_id:?} for customer {customer_id:?}"
+    )]
+    UnknownTransaction {
+        /// The customer.
+        customer_id: String,
+        /// The transaction.
+        transaction_id: String,
+    },
+}
+
+/// The interceptor: customer state plus the live rules.
+#[derive(Debug)]
+pub struct Interceptor {
+    store: Store,
+    rules: LiveRules,
+}
+
+// A decision lives on the stack for one call; boxing it would allocate on every request.
+#[allow(clippy::large_enum_variant)]
+enum Evaluated {
+    Fresh(Decision),
+    Duplicate { action: Action, first_at: EventTime },
+}
+
+fn wall_clock_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+impl Interceptor {
+    /// An interceptor over `store` deciding with `rules`.
+    pub fn new(store: Store, rules: LiveRules) -> Interceptor {
+        Interceptor { store, rules }
+    }
+
+    /// The customer store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The live rules.
+    pub fn rules(&self) -> &LiveRules {
+        &self.rules
+    }
+
+    /// Decides on a `POST /v1/decide` body, writing the JSON answer into `out`.
+    /// A body that is not a valid transaction changes nothing.
+    pub fn decide(&self, body: &[u8], out: &mut Vec<u8>) -> Result<DecideSummary, TxnError> {
+        let txn = txn::parse_decide(body)?;
+        Ok(self.decide_txn(&txn, out))
+    }
+
+    /// Decides on a validated transaction, writing the JSON answer into `out`.
+    pub fn decide_txn(&self, txn: &Txn<'_>, out: &mut Vec<u8>) -> DecideSummary {
+        let rules = self.rules.load();
+        let set = &rules.set;
+        let txn_hash = self.store.txn_hash(&txn.customer_id, &txn.transaction_id);
+        let evaluated = self
+            .store
+            .with_customer(&txn.customer_id, |record, capacity| {
+                if let Some(first) = record.ring.find(txn_hash) {
+                    return Evaluated::Duplicate {
+                        action: first.decision(),
+                        first_at: first.at,
+                    };
+                }
+                if let Some(line) = txn.credit_line {
+                    update_credit_line(&mut record.credit_line, line);
+                    record.last_event_at = record.last_event_at.max(line.granted_at);
+                }
+                let decision = engine::evaluate(set, &record.history(), txn);
+                record.ring.push(
+                    Event::new(txn.at, txn_hash, txn.amount, txn.geo, decision.action),
+                    capacity,
+                );
+                record.last_event_at = record.last_event_at.max(txn.at);
+                Evaluated::Fresh(decision)
+            });
+        self.store.observe_event_time(
+            txn.at
+                .min(wall_clock_micros().saturating_add(WATERMARK_SKEW_MICROS)),
+        );
+        match evaluated {
+            Evaluated::Fresh(decision) => {
+                write_answer(out, &rules, txn, &decision);
+                DecideSummary {
+                    action: decision.action,
+                    duplicate: false,
+                    hits: decision.hits,
+                    shadow: decision.shadow,
+                }
+            }
+            Evaluated::Duplicate { action, first_at } => {
+                write_duplicate(out, &rules, txn, action, first_at);
+                DecideSummary {
+                    action,
+                    duplicate: true,
+                    hits: Hits::new(),
+                    shadow: Hits::new(),
+                }
+            }
+        }
+    }
+
+    /// Records a customer's new or changed credit line (`PUT /v1/customers/{id}/credit-line`).
+    /// A line granted earlier than the one held is ignored as a late, out-of-order message.
+    pub fn set_credit_line(&self, customer_id: &str, line: CreditLine) {
+        self.store.with_customer(customer_id, |record, _| {
+            update_credit_line(&mut record.credit_line, line);
+            record.last_event_at = record.last_event_at.max(line.granted_at);
+        });
+    }
+
+    /// Applies a gateway's outcome report to the recorded transaction.
+    pub fn record_outcome(&self, report: &OutcomeReport<'_>) -> Result<(), OutcomeError> {
+        let txn_hash = self
+            .store
+            .txn_hash(&report.customer_id, &report.transaction_id);
+        let found = self
+            .store
+            .with_existing(&report.customer_id, |record| {
+                record
+                    .ring
+                    .find_mut(txn_hash)
+                    .map(|event| event.set_outcome(report.status.into()))
+                    .is_some()
+            })
+            .ok_or_else(|| OutcomeError::UnknownCustomer(report.customer_id.to_string()))?;
+        if found {
+            Ok(())
+        } else {
+            Err(OutcomeError::UnknownTransaction {
+                customer_id: report.customer_id.to_string(),
+                transaction_id: report.transaction_id.to_string(),
+            })
+        }
+    }
+
+    /// Drops the history of customers idle past what any rule can look at; returns the number
+    /// of customers removed. Idleness is measured on event time, against the latest event
+    /// time seen.
+    pub fn sweep_idle(&self) -> usize {
+        let Some(watermark) = self.store.watermark() else {
+            return 0;
+        };
+        let rules = self.rules.load();
+        let mut horizon = rules.set.horizon();
+        if rules.set.needs.geo {
+            horizon = horizon.max(TRAVEL_HORIZON_MICROS);
+        }
+        self.store.sweep_idle(
+            watermark
+                .saturating_sub(horizon)
+                .saturating_sub(IDLE_GRACE_MICROS),
+        )
+    }
+}
+
+fn update_credit_line(held: &mut Option<CreditLine>, line: CreditLine) {
+    if held.is_none_or(|h| line.granted_at >= h.granted_at) {
+        *held = Some(line);
+    }
+}
+
+/// The reasons (or shadow hits) of a decision, serialised one by one.
+struct ReasonList<'a> {
+    rules: &'a LoadedRules,
+    hits: &'a Hits,
+    decision: &'a Decision,
+    txn: &'a Txn<'a>,
+}
+
+impl Serialize for ReasonList<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.hits.len()))?;
+        for &rule in self.hits {
+            seq.serialize_element(&Reason {
+                rules: self.rules,
+                rule,
+                decision: self.decision,
+                txn: self.txn,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+struct Reason<'a> {
+    rules: &'a LoadedRules,
+    rule: u16,
+    decision: &'a Decision,
+    txn: &'a Txn<'a>,
+}
+
+impl Serialize for Reason<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let rule = &self.rules.set.rules[self.rule as usize];
+        let mut st = s.serialize_struct("Reason", 3)?;
+        st.serialize_field("rule", &*rule.id)?;
+        st.serialize_field("action", rule.action.as_str())?;
+        st.serialize_field(
+            "message",
+            &Message(Explanation {
+                set: &self.rules.set,
+                rule: self.rule,
+                features: &self.decision.features,
+                txn: self.txn,
+            }),
+        )?;
+        st.end()
+    }
+}
+
+/// Serialises a `Display` as a JSON string without an intermediate `String`.
+struct Message<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Message<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+#[derive(Serialize)]
+struct Answer<'a, R: Serialize> {
+    transaction_id: &'a str,
+    decision: &'static str,
+    reasons: R,
+    shadow: R,
+    tags: [&'a str; 0],
+    score: Option<i64>,
+    rules_version: &'a str,
+}
+
+fn write_answer(out: &mut Vec<u8>, rules: &LoadedRules, txn: &Txn<'_>, decision: &Decision) {
+    let list = |hits| ReasonList {
+        rules,
+        hits,
+        decision,
+        txn,
+    };
+    let answer = Answer {
+        transaction_id: &txn.transaction_id,
+        decision: decision.action.as_str(),
+        reasons: list(&decision.hits),
+        shadow: list(&decision.shadow),
+        tags: [],
+        score: None,
+        rules_version: &rules.version.label,
+    };
+    serde_json::to_writer(out, &answer).expect("writing JSON to a Vec cannot fail");
+}
+
+#[derive(Serialize)]
+struct DuplicateReason<'a> {
+    rule: &'static str,
+    action: &'static str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct DuplicateAnswer<'a> {
+    transaction_id: &'a str,
+    decision: &'static str,
+    reasons: [DuplicateReason<'a>; 1],
+    shadow: [&'a str; 0],
+    tags: [&'a str; 0],
+    score: Option<i64>,
+    rules_version: &'a str,
+    duplicate: bool,
+}
+
+fn write_duplicate(
+    out: &mut Vec<u8>,
+    rules: &LoadedRules,
+    txn: &Txn<'_>,
+    action: Action,
+    first_at: EventTime,
+) {
+    let message = format!(
+        "transaction_id already decided ({}) for the transaction at {}; the first decision is returned and nothing is recorded again",
+        action.as_str(),
+        txn::format_timestamp(first_at)
+    );
+    let answer = DuplicateAnswer {
+        transaction_id: &txn.transaction_id,
+        decision: action.as_str(),
+        reasons: [DuplicateReason {
+            rule: "duplicate_transaction",
+            action: action.as_str(),
+            message: &message,
+        }],
+        shadow: [],
+        tags: [],
+        score: None,
+        rules_version: &rules.version.label,
+        duplicate: true,
+    };
+    serde_json::to_writer(out, &answer).expect("writing JSON to a Vec cannot fail");
+}

@@ -1,0 +1,19 @@
+//! Tripwire: a low-latency fraud interceptor for a revolving consumer-credit product.
+//!
+//! The data flows one way:
+//!
+//! ```text
+//! request bytes ─▶ txn (parse + validate) ─▶ state (shard lock, ring) ─▶ engine (evaluate) ─▶ answer
+//! rules.yaml ───▶ rules (parse ─▶ validate ─▶ compile) ─▶ reload (ArcSwap<RuleSet>) ──────▲
+//! ```
+//!
+//! [`interceptor`] ties the pipeline together for one request; [`server`] puts it behind HTTP;
+//! `main.rs` only parses flags.
+
+pub mod engine;
+pub mod interceptor;
+pub mod reload;
+pub mod rules;
+pub mod server;
+pub mod state;
+pub mod txn;

@@ -1,0 +1,290 @@
+//! Rules as data until compiled: `rules.yaml` is parsed ([`schema`]), validated with line and
+//! column for every problem ([`validate`]), then compiled ([`compile`]) into an immutable
+//! [`RuleSet`] that the engine evaluates without allocating or looking anything up by name.
+//!
+//! Nothing here touches customer state or the network; a failed load returns errors and leaves
+//! whatever rule set is live untouched.
+
+pub mod compile;
+pub mod schema;
+pub mod validate;
+
+use std::fmt;
+use std::path::Path;
+
+pub use compile::{RuleSet, compile};
+pub use schema::{Action, Mode};
+pub use validate::ValidRules;
+
+/// Largest rules file accepted, in bytes. Far above any real rule set (the shipped file is a
+/// few KiB, 1,000 generated rules about 150 KiB) and small enough that parsing it cannot stall.
+pub const MAX_RULES_BYTES: usize = 4 * 1024 * 1024;
+/// Most rules in one file.
+pub const MAX_RULES: usize = 4_096;
+/// Most distinct history windows across all rules; the engine keeps one aggregate per window
+/// on the stack.
+pub const MAX_DISTINCT_WINDOWS: usize = 32;
+/// Most distinct (list, window) pairs used by `list_count`.
+pub const MAX_LIST_WINDOWS: usize = 32;
+
+/// One problem in a rules file, at a line and column (1-based; 0 when unknown).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line.
+    pub line: u64,
+    /// 1-based column.
+    pub column: u64,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.line, self.column, self.message)
+    }
+}
+
+/// Why a rule set could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The text is larger than [`MAX_RULES_BYTES`].
+    #[error("rules are {bytes} bytes; the limit is {MAX_RULES_BYTES}")]
+    TooLarge {
+        /// Size offered.
+        bytes: usize,
+    },
+    /// The text is not UTF-8.
+    #[error("rules are not valid UTF-8 (at byte {valid_up_to})")]
+    NotUtf8 {
+        /// Bytes before the first invalid one.
+        valid_up_to: usize,
+    },
+    /// YAML or validation problems, each with a position.
+    #[error("{}", .0.first().map(ToString::to_string).unwrap_or_default())]
+    Invalid(Vec<Problem>),
+}
+
+impl RulesError {
+    /// The problems with positions, or one at 0:0 for errors without a position.
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            RulesError::Invalid(problems) => problems.clone(),
+            other => vec![Problem {
+                line: 0,
+                column: 0,
+                message: other.to_string(),
+            }],
+        }
+    }
+}
+
+/// Budgets for the YAML parser: far above what a rules file needs, far below what would let an
+/// alias bomb or a deep nest stall a reload.
+fn parse_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_events = 200_000;
+    budget.max_aliases = 1_000;
+    budget.max_anchors = 1_000;
+    budget.max_nodes = 100_000;
+    budget.max_depth = 48;
+    budget.max_total_scalar_bytes = MAX_RULES_BYTES;
+    budget.max_recorded_anchor_events = 50_000;
+    budget.max_documents = 1;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
+/// Parses YAML text into the file schema, mapping serde-saphyr's error to a positioned problem.
+pub fn parse(text: &str) -> Result<schema::RulesFile, RulesError> {
+    if text.len() > MAX_RULES_BYTES {
+        return Err(RulesError::TooLarge { bytes: text.len() });
+    }
+    serde_saphyr::from_str_with_options(text, parse_options()).map_err(|e| {
+        let plain = e.without_snippet().to_string();
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        // serde-saphyr appends the position to its message; we print it in front instead.
+        let suffix = format!(" at line {line}, column {column}");
+        let message = plain.strip_suffix(&suffix).unwrap_or(&plain).to_string();
+        RulesError::Invalid(vec![Problem {
+            line,
+            column,
+            message,
+        }])
+    })
+}
+
+/// Parse → validate → compile, from YAML bytes.
+pub fn load_bytes(bytes: &[u8]) -> Result<RuleSet, RulesError> {
+    if bytes.len() > MAX_RULES_BYTES {
+        return Err(RulesError::TooLarge { bytes: bytes.len() });
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| RulesError::NotUtf8 {
+        valid_up_to: e.valid_up_to(),
+    })?;
+    let file = parse(text)?;
+    let valid = validate::validate(&file).map_err(RulesError::Invalid)?;
+    Ok(compile(&valid))
+}
+
+/// Parse → validate, from YAML bytes; for tests and the reference evaluator.
+pub fn validate_bytes(bytes: &[u8]) -> Result<ValidRules, RulesError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| RulesError::NotUtf8 {
+        valid_up_to: e.valid_up_to(),
+    })?;
+    let file = parse(text)?;
+    validate::validate(&file).map_err(RulesError::Invalid)
+}
+
+/// Reads a rules file, refusing it before reading when it is too large.
+pub fn read_file(path: &Path) -> Result<Vec<u8>, RulesError> {
+    let io = |source| RulesError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > MAX_RULES_BYTES as u64 {
+        return Err(RulesError::TooLarge {
+            bytes: usize::try_from(len).unwrap_or(usize::MAX),
+        });
+    }
+    std::fs::read(path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> Vec<Problem> {
+        match load_bytes(yaml.as_bytes()) {
+            Ok(_) => panic!("expected a refusal for:\n{yaml}"),
+            Err(e) => e.problems(),
+        }
+    }
+
+    const HEAD: &str = "timezone: Asia/Shanghai\nlists:\n  sensitive: [99, 499]\nrules:\n";
+
+    #[test]
+    fn shipped_rules_load() {
+        let text = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/rules.yaml")).unwrap();
+        let set = load_bytes(&text).unwrap();
+        assert!(set.rules().len() >= 6);
+    }
+
+    #[test]
+    fn unknown_feature_is_refused_at_its_position() {
+        let p = problems(&format!(
+            "{HEAD}  - id: a\n    action: deny\n    when:\n      cuont: {{ window: 10m, at_least: 5 }}\n"
+        ));
+        assert_eq!((p[0].line, p[0].column), (8, 7));
+        assert!(p[0].message.contains("unknown variant `cuont`"), "{p:?}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let p = problems(&format!(
+            "{HEAD}  - id: a\n    action: deny\n    severity: 3\n    when:\n      count: {{ window: 10m, at_least: 5 }}\n"
+        ));
+        assert_eq!(p[0].line, 7);
+        assert!(p[0].message.contains("unknown field `severity`"), "{p:?}");
+    }
+
+    #[test]
+    fn bad_action_is_refused() {
+        let p = problems(&format!(
+            "{HEAD}  - id: a\n    action: block\n    when:\n      count: {{ window: 10m, at_least: 5 }}\n"
+        ));
+        assert_eq!(p[0].line, 6);
+        assert!(p[0].message.contains("unknown variant `block`"), "{p:?}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_with_its_position() {
+        let p = problems(&format!(
+            "{HEAD}  - id: a\n    action: deny\n    when:\n      count: {{ window: 10x, at_least: 5 }}\n  - id: a\n    action: review\n    when:\n      list_count: {{ window: 1h, list: nope, at_least: two }}\n"
+        ));
+        let lines: Vec<u64> = p.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![8, 9, 12, 12], "{p:?}");
+        assert!(p[0].message.contains("bad window \"10x\""));
+        assert!(
+            p[1].message
+                .contains("duplicate rule id `a` (first defined on line 5)")
+        );
+        assert!(p.iter().any(|p| p.message.contains("unknown list `nope`")));
+        assert!(p.iter().any(|p| p.message.contains("threshold \"two\"")));
+    }
+
+    #[test]
+    fn wrong_types_and_missing_parameters_are_refused() {
+        let p = problems(&format!(
+            "{HEAD}  - id: a\n    action: deny\n    when:\n      count: {{ at_least: 5 }}\n"
+        ));
+        assert!(p[0].message.contains("needs a `window`"), "{p:?}");
+        let p = problems(&format!(
+            "{HEAD}  - id: a\n    action: deny\n    when:\n      local_time: {{ from: \"01:00\", to: \"05:00\", window: 1h }}\n"
+        ));
+        assert!(
+            p[0].message
+                .contains("`window` does not apply to `local_time`"),
+            "{p:?}"
+        );
+        let p = problems(&format!(
+            "{HEAD}  - id: a\n    action: deny\n    when:\n      amount: {{ in: sensitive, at_least: 5 }}\n"
+        ));
+        assert!(p[0].message.contains("has 2 tests"), "{p:?}");
+        let p = problems(&format!(
+            "{HEAD}  - id: Bad-Id\n    action: deny\n    when:\n      amount: {{ at_least: 5 }}\n"
+        ));
+        assert!(p[0].message.contains("snake_case"), "{p:?}");
+    }
+
+    #[test]
+    fn amount_lists_must_hold_amounts() {
+        let p = problems(
+            "timezone: UTC\nlists:\n  odd: [99, abc]\nrules:\n  - id: a\n    action: deny\n    when:\n      amount: { in: odd }\n",
+        );
+        assert_eq!((p[0].line, p[0].column), (3, 13));
+    }
+
+    #[test]
+    fn unknown_time_zone_is_refused() {
+        let p = problems(
+            "timezone: Mars/Olympus\nrules:\n  - id: a\n    action: deny\n    when:\n      amount: { at_least: 5 }\n",
+        );
+        assert_eq!((p[0].line, p[0].column), (1, 11));
+    }
+
+    #[test]
+    fn alias_bomb_is_refused_quickly() {
+        let mut yaml = String::from(
+            "timezone: UTC\nrules: []\nx0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n",
+        );
+        for i in 1..12 {
+            let prev = i - 1;
+            yaml.push_str(&format!(
+                "x{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"
+            ));
+        }
+        assert!(load_bytes(yaml.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn oversize_text_is_refused_before_parsing() {
+        let yaml = " ".repeat(MAX_RULES_BYTES + 1);
+        assert!(matches!(
+            load_bytes(yaml.as_bytes()),
+            Err(RulesError::TooLarge { .. })
+        ));
+    }
+}

@@ -1,0 +1,156 @@
+//! The rules file as written: serde types that mirror `rules.yaml` key for key.
+//!
+//! Unknown keys, unknown features, unknown actions and wrong YAML types are refused here by
+//! serde itself (`deny_unknown_fields`, closed enums), with the line and column serde-saphyr
+//! reports. Everything that needs more than the shape of the file (windows, thresholds, list
+//! names, duplicate ids) is checked in `validate`, which keeps the spans captured here.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// The whole rules file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesFile {
+    /// IANA time zone for time-of-day features, e.g. `Asia/Shanghai`.
+    pub timezone: Spanned<String>,
+    /// Named lists (amounts, merchants, channels) referenced by rules.
+    #[serde(default)]
+    pub lists: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
+    /// The rules, evaluated in order.
+    pub rules: Vec<Spanned<RuleDoc>>,
+}
+
+/// One rule as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDoc {
+    /// Unique snake_case id, reported in reasons and metrics.
+    pub id: Spanned<String>,
+    /// What the rule is for, for people.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// What a match does.
+    pub action: Spanned<Action>,
+    /// `enforce` (default) or `shadow`.
+    #[serde(default)]
+    pub mode: Option<Spanned<Mode>>,
+    /// The condition that makes the rule match.
+    pub when: Spanned<Condition>,
+}
+
+/// What a matching rule asks for. Precedence: deny > review > allow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Let the transaction through (documents an explicit pass; never overrides review or deny).
+    Allow,
+    /// Let it through but send it to a person.
+    Review,
+    /// Stop it.
+    Deny,
+}
+
+impl Action {
+    /// The action's name as written in rules and answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Review => "review",
+            Action::Deny => "deny",
+        }
+    }
+}
+
+/// Whether a rule's match changes the decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// A match changes the decision.
+    #[default]
+    Enforce,
+    /// A match is reported under `shadow` and never changes the decision.
+    Shadow,
+}
+
+impl Mode {
+    /// The mode's name as written in rules.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Shadow => "shadow",
+        }
+    }
+}
+
+/// A condition: a combination of others, or one feature put to a test.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// Every sub-condition holds.
+    All(Vec<Spanned<Condition>>),
+    /// At least one sub-condition holds.
+    Any(Vec<Spanned<Condition>>),
+    /// The sub-condition does not hold.
+    Not(Box<Spanned<Condition>>),
+    /// Transactions in the window, the current one included.
+    Count(Test),
+    /// Sum of amounts in the window, the current one included.
+    Sum(Test),
+    /// Transactions in the window of exactly the current amount, the current one included.
+    SameAmountCount(Test),
+    /// Transactions in the window whose amount is in `list`, the current one included.
+    ListCount(Test),
+    /// Transactions in the window reported failed through `/v1/outcomes`.
+    FailedCount(Test),
+    /// The current amount.
+    Amount(Test),
+    /// Local time of day of the transaction, in the file's time zone.
+    LocalTime(Test),
+    /// Local hour (0–23) of the transaction, in the file's time zone.
+    LocalHour(Test),
+    /// Great-circle distance from the previous geotagged transaction, km.
+    DistanceKm(Test),
+    /// Speed needed to come from the previous geotagged transaction, km/h.
+    SpeedKmh(Test),
+    /// Time since the customer's credit line was granted.
+    SinceCreditGrant(Test),
+    /// The amount as a fraction of the customer's credit limit.
+    AmountToLimit(Test),
+    /// The transaction's channel.
+    Channel(Test),
+    /// The transaction's merchant.
+    MerchantId(Test),
+}
+
+/// The parameters and the comparison applied to one feature. Which keys apply depends on the
+/// feature; `validate` refuses the ones that do not.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Test {
+    /// Window over the customer's history, e.g. `10m`, `1h`, `7d`.
+    pub window: Option<Spanned<String>>,
+    /// List whose members are counted (`list_count`).
+    pub list: Option<Spanned<String>>,
+    /// value ≥ threshold
+    pub at_least: Option<Spanned<String>>,
+    /// value > threshold
+    pub more_than: Option<Spanned<String>>,
+    /// value ≤ threshold
+    pub at_most: Option<Spanned<String>>,
+    /// value < threshold
+    pub less_than: Option<Spanned<String>>,
+    /// value = threshold
+    pub equals: Option<Spanned<String>>,
+    /// value is a member of the named list
+    #[serde(rename = "in")]
+    pub in_list: Option<Spanned<String>>,
+    /// value is not a member of the named list
+    pub not_in: Option<Spanned<String>>,
+    /// start of a time-of-day range, inclusive (`local_time`)
+    pub from: Option<Spanned<String>>,
+    /// end of a time-of-day range, exclusive (`local_time`)
+    pub to: Option<Spanned<String>>,
+}

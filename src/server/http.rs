@@ -1,0 +1,135 @@
+//! HTTP plumbing shared by the listeners: reading a bounded body, JSON answers, and the one
+//! place where errors become status codes.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use serde::Serialize;
+
+use crate::interceptor::OutcomeError;
+use crate::txn::TxnError;
+
+/// The response type of every handler.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// Everything a request can fail with, mapped to an HTTP answer in [`ApiError::response`].
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not a valid request.
+    #[error("{0}")]
+    BadRequest(#[from] TxnError),
+    /// The body is larger than the limit.
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit, bytes.
+        limit: usize,
+    },
+    /// The body could not be read off the connection.
+    #[error("could not read the request body: {0}")]
+    BodyRead(String),
+    /// No such path.
+    #[error("no such path: {0}")]
+    NotFound(String),
+    /// The path exists but not for this method.
+    #[error("method {method} is not allowed here; allowed: {allowed}")]
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+        /// The methods the path takes.
+        allowed: &'static str,
+    },
+    /// An outcome for a transaction not held.
+    #[error("{0}")]
+    UnknownTransaction(#[from] OutcomeError),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    /// The status code for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound(_) | ApiError::UnknownTransaction(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    /// The field at fault, when one is.
+    fn field(&self) -> Option<&'static str> {
+        match self {
+            ApiError::BadRequest(e) => e.field,
+            ApiError::UnknownTransaction(OutcomeError::UnknownCustomer(_)) => Some("customer_id"),
+            ApiError::UnknownTransaction(OutcomeError::UnknownTransaction { .. }) => {
+                Some("transaction_id")
+            }
+            _ => None,
+        }
+    }
+
+    /// The JSON answer `{"error": ..., "field": ...}` with the right status.
+    pub fn response(&self) -> HttpResponse {
+        let message = self.to_string();
+        let body = ErrorBody {
+            error: &message,
+            field: self.field(),
+        };
+        let mut response = json(self.status(), &body);
+        if let ApiError::MethodNotAllowed { allowed, .. } = self {
+            response
+                .headers_mut()
+                .insert(hyper::header::ALLOW, HeaderValue::from_static(allowed));
+        }
+        response
+    }
+}
+
+/// A JSON answer.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> HttpResponse {
+    let bytes = serde_json::to_vec(value).expect("serialising plain structs cannot fail");
+    json_bytes(status, bytes)
+}
+
+/// A JSON answer from bytes already written.
+pub fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// An empty answer.
+pub fn empty(status: StatusCode) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+/// Reads the whole body, refusing it with 413 as soon as it is known to exceed `limit`.
+pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        Err(e) => Err(ApiError::BodyRead(e.to_string())),
+    }
+}

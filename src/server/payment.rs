@@ -1,0 +1,74 @@
+//! The payment listener: `POST /v1/decide`, `PUT /v1/customers/{id}/credit-line`,
+//! `POST /v1/outcomes`. Admin paths do not exist here.
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use percent_encoding::percent_decode_str;
+use tracing::debug;
+
+use super::AppState;
+use super::http::{ApiError, HttpResponse, empty, json_bytes, read_body};
+use crate::txn;
+
+/// Routes one request of the payment listener.
+pub async fn handle(state: &AppState, req: Request<Incoming>) -> HttpResponse {
+    match route(state, req).await {
+        Ok(response) => response,
+        Err(e) => {
+            debug!(error = %e, "request refused");
+            e.response()
+        }
+    }
+}
+
+async fn route(state: &AppState, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let limit = state.config.max_body_bytes;
+    let not_allowed = |allowed| ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        allowed,
+    };
+    match path.as_str() {
+        "/v1/decide" => {
+            if method != Method::POST {
+                return Err(not_allowed("POST"));
+            }
+            let body = read_body(req, limit).await?;
+            let mut out = Vec::with_capacity(512);
+            state.interceptor.decide(&body, &mut out)?;
+            Ok(json_bytes(StatusCode::OK, out))
+        }
+        "/v1/outcomes" => {
+            if method != Method::POST {
+                return Err(not_allowed("POST"));
+            }
+            let body = read_body(req, limit).await?;
+            let report = txn::parse_outcome(&body)?;
+            state.interceptor.record_outcome(&report)?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        _ => {
+            if let Some(encoded) = path
+                .strip_prefix("/v1/customers/")
+                .and_then(|rest| rest.strip_suffix("/credit-line"))
+            {
+                if method != Method::PUT {
+                    return Err(not_allowed("PUT"));
+                }
+                let customer_id = percent_decode_str(encoded).decode_utf8().map_err(|_| {
+                    ApiError::BadRequest(txn::TxnError {
+                        field: Some("customer_id"),
+                        message: "customer_id: the path segment is not valid UTF-8".into(),
+                    })
+                })?;
+                txn::validate_customer_id(&customer_id)?;
+                let body = read_body(req, limit).await?;
+                let line = txn::parse_credit_line(&body)?;
+                state.interceptor.set_credit_line(&customer_id, line);
+                return Ok(empty(StatusCode::NO_CONTENT));
+            }
+            Err(ApiError::NotFound(path))
+        }
+    }
+}

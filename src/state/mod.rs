@@ -1,0 +1,493 @@
+//! Per-customer state: a sharded map from customer id to a [`CustomerRecord`] (a ring of recent
+//! events plus the credit line), bounded by a customer cap with least-recently-active eviction.
+//!
+//! Each shard is one `parking_lot` mutex over a hash table, a slab of records and an intrusive
+//! recency list, so a lookup, an insert, an eviction and a touch are all O(1) and the customer
+//! id is stored once. A decision takes exactly one shard lock and holds it only to read and
+//! record; nothing here awaits, logs or allocates on the way unless a new customer arrives.
+
+pub mod event;
+pub mod ring;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+
+use hashbrown::HashTable;
+use parking_lot::Mutex;
+
+pub use event::{Event, Outcome};
+pub use ring::Ring;
+
+use crate::txn::{CreditLine, EventTime};
+
+/// Sizing of the store.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreConfig {
+    /// Most customers held; beyond it the least recently active customer of a shard is evicted.
+    pub max_customers: usize,
+    /// Events kept per customer.
+    pub ring_capacity: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig {
+            max_customers: 1_000_000,
+            ring_capacity: 64,
+        }
+    }
+}
+
+/// One customer's state.
+#[derive(Debug)]
+pub struct CustomerRecord {
+    /// The customer id.
+    pub key: Box<str>,
+    /// Recent events, arrival order.
+    pub ring: Ring,
+    /// The current credit line, when known.
+    pub credit_line: Option<CreditLine>,
+    /// Latest event time seen for the customer (transaction or credit grant).
+    pub last_event_at: EventTime,
+    newer: u32,
+    older: u32,
+}
+
+/// Read-only view of a customer's history handed to the engine.
+#[derive(Clone, Copy, Debug)]
+pub struct CustomerHistory<'a> {
+    /// Events in arrival order, older part first.
+    pub events: (&'a [Event], &'a [Event]),
+    /// The credit line, when known.
+    pub credit_line: Option<CreditLine>,
+}
+
+impl CustomerHistory<'_> {
+    /// A history with no events and no credit line.
+    pub const EMPTY: CustomerHistory<'static> = CustomerHistory {
+        events: (&[], &[]),
+        credit_line: None,
+    };
+}
+
+impl CustomerRecord {
+    /// The engine's view of this record.
+    #[inline]
+    pub fn history(&self) -> CustomerHistory<'_> {
+        CustomerHistory {
+            events: self.ring.as_slices(),
+            credit_line: self.credit_line,
+        }
+    }
+}
+
+const NIL: u32 = u32::MAX;
+
+struct Shard {
+    table: HashTable<u32>,
+    slots: Vec<Option<CustomerRecord>>,
+    free: Vec<u32>,
+    /// Most recently active.
+    newest: u32,
+    /// Least recently active: evicted first.
+    oldest: u32,
+    len: usize,
+}
+
+impl Shard {
+    fn new() -> Shard {
+        Shard {
+            table: HashTable::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            newest: NIL,
+            oldest: NIL,
+            len: 0,
+        }
+    }
+
+    fn record(&self, slot: u32) -> &CustomerRecord {
+        self.slots[slot as usize]
+            .as_ref()
+            .expect("linked slots are occupied")
+    }
+
+    fn record_mut(&mut self, slot: u32) -> &mut CustomerRecord {
+        self.slots[slot as usize]
+            .as_mut()
+            .expect("linked slots are occupied")
+    }
+
+    fn unlink(&mut self, slot: u32) {
+        let (newer, older) = {
+            let r = self.record(slot);
+            (r.newer, r.older)
+        };
+        if newer == NIL {
+            self.newest = older;
+        } else {
+            self.record_mut(newer).older = older;
+        }
+        if older == NIL {
+            self.oldest = newer;
+        } else {
+            self.record_mut(older).newer = newer;
+        }
+    }
+
+    fn link_newest(&mut self, slot: u32) {
+        let previous_newest = self.newest;
+        {
+            let r = self.record_mut(slot);
+            r.newer = NIL;
+            r.older = previous_newest;
+        }
+        if previous_newest == NIL {
+            self.oldest = slot;
+        } else {
+            self.record_mut(previous_newest).newer = slot;
+        }
+        self.newest = slot;
+    }
+
+    fn find(&self, hash: u64, key: &str) -> Option<u32> {
+        let slots = &self.slots;
+        self.table
+            .find(hash, |&s| {
+                slots[s as usize].as_ref().is_some_and(|r| &*r.key == key)
+            })
+            .copied()
+    }
+
+    /// Removes a record from table, list and slab; returns it.
+    fn remove(&mut self, slot: u32, hash: u64) -> CustomerRecord {
+        self.unlink(slot);
+        if let Ok(entry) = self.table.find_entry(hash, |&s| s == slot) {
+            entry.remove();
+        }
+        self.free.push(slot);
+        self.len -= 1;
+        self.slots[slot as usize]
+            .take()
+            .expect("removed slots are occupied")
+    }
+}
+
+/// The sharded customer store.
+pub struct Store {
+    shards: Box<[Mutex<Shard>]>,
+    shard_mask: u64,
+    per_shard_cap: usize,
+    hasher: ahash::RandomState,
+    config: StoreConfig,
+    customers: AtomicUsize,
+    events: AtomicUsize,
+    evictions: AtomicU64,
+    idle_drops: AtomicU64,
+    watermark: AtomicI64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("shards", &self.shards.len())
+            .field("config", &self.config)
+            .field("customers", &self.customers())
+            .finish()
+    }
+}
+
+impl Store {
+    /// An empty store. The shard count is a power of two chosen so that shards hold a few
+    /// hundred customers at the cap: enough shards that customers rarely contend, few enough
+    /// that per-shard eviction stays close to global least-recently-active order.
+    pub fn new(config: StoreConfig) -> Store {
+        let max_customers = config.max_customers.max(1);
+        let shard_count = (max_customers / 256)
+            .clamp(1, 1024)
+            .next_power_of_two()
+            .min(1024);
+        Store {
+            shards: (0..shard_count).map(|_| Mutex::new(Shard::new())).collect(),
+            shard_mask: shard_count as u64 - 1,
+            per_shard_cap: max_customers.div_ceil(shard_count),
+            hasher: ahash::RandomState::new(),
+            config,
+            customers: AtomicUsize::new(0),
+            events: AtomicUsize::new(0),
+            evictions: AtomicU64::new(0),
+            idle_drops: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// The configuration the store was built with.
+    pub fn config(&self) -> StoreConfig {
+        self.config
+    }
+
+    fn hash(&self, customer_id: &str) -> u64 {
+        self.hasher.hash_one(customer_id)
+    }
+
+    fn shard(&self, hash: u64) -> &Mutex<Shard> {
+        // The table uses the low bits of the hash; the shard is picked by the high ones.
+        &self.shards[((hash >> 52) & self.shard_mask) as usize]
+    }
+
+    /// A keyed hash of a transaction id, for duplicate detection. Keyed per process so that
+    /// nobody can craft an id that collides with another customer's transaction.
+    pub fn txn_hash(&self, customer_id: &str, transaction_id: &str) -> u64 {
+        self.hasher.hash_one((customer_id, transaction_id))
+    }
+
+    /// Runs `f` on the customer's record under its shard lock, creating the record (and
+    /// evicting the shard's least recently active customer when full) if it does not exist.
+    /// `f` returns the result and the change in the number of events held.
+    pub fn with_customer<R>(
+        &self,
+        customer_id: &str,
+        f: impl FnOnce(&mut CustomerRecord, usize) -> R,
+    ) -> R {
+        let hash = self.hash(customer_id);
+        let mut shard = self.shard(hash).lock();
+        let slot = match shard.find(hash, customer_id) {
+            Some(slot) => {
+                if shard.newest != slot {
+                    shard.unlink(slot);
+                    shard.link_newest(slot);
+                }
+                slot
+            }
+            None => self.insert(&mut shard, hash, customer_id),
+        };
+        let record = shard.record_mut(slot);
+        let before = record.ring.len();
+        let result = f(record, self.config.ring_capacity);
+        let after = record.ring.len();
+        if after != before {
+            self.events
+                .fetch_add(after.wrapping_sub(before), Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Runs `f` on the customer's record if it exists, without creating it or changing its
+    /// recency.
+    pub fn with_existing<R>(
+        &self,
+        customer_id: &str,
+        f: impl FnOnce(&mut CustomerRecord) -> R,
+    ) -> Option<R> {
+        let hash = self.hash(customer_id);
+        let mut shard = self.shard(hash).lock();
+        let slot = shard.find(hash, customer_id)?;
+        Some(f(shard.record_mut(slot)))
+    }
+
+    fn insert(&self, shard: &mut Shard, hash: u64, customer_id: &str) -> u32 {
+        if shard.len >= self.per_shard_cap && shard.oldest != NIL {
+            let victim = shard.oldest;
+            let victim_hash = self.hash(&shard.record(victim).key);
+            let evicted = shard.remove(victim, victim_hash);
+            self.customers.fetch_sub(1, Ordering::Relaxed);
+            self.events.fetch_sub(evicted.ring.len(), Ordering::Relaxed);
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        let record = CustomerRecord {
+            key: customer_id.into(),
+            ring: Ring::default(),
+            credit_line: None,
+            last_event_at: i64::MIN,
+            newer: NIL,
+            older: NIL,
+        };
+        let slot = match shard.free.pop() {
+            Some(slot) => {
+                shard.slots[slot as usize] = Some(record);
+                slot
+            }
+            None => {
+                shard.slots.push(Some(record));
+                u32::try_from(shard.slots.len() - 1)
+                    .expect("a shard holds far fewer than 2^32 customers")
+            }
+        };
+        let hasher = &self.hasher;
+        let slots = &shard.slots;
+        shard.table.insert_unique(hash, slot, |&s| {
+            hasher.hash_one(
+                &*slots[s as usize]
+                    .as_ref()
+                    .expect("indexed slots are occupied")
+                    .key,
+            )
+        });
+        shard.link_newest(slot);
+        shard.len += 1;
+        self.customers.fetch_add(1, Ordering::Relaxed);
+        slot
+    }
+
+    /// Advances the event-time watermark (the latest event time seen), used to find idle
+    /// customers.
+    pub fn observe_event_time(&self, at: EventTime) {
+        self.watermark.fetch_max(at, Ordering::Relaxed);
+    }
+
+    /// The latest event time seen, if any.
+    pub fn watermark(&self) -> Option<EventTime> {
+        let w = self.watermark.load(Ordering::Relaxed);
+        (w != i64::MIN).then_some(w)
+    }
+
+    /// Drops the history of customers whose last event is older than `cutoff`: such history
+    /// can no longer fall inside any window. A customer with a credit line keeps the record
+    /// (limit and grant time) without events; one without is removed. Walks one shard at a
+    /// time, so decisions on other shards never wait. Returns the customers removed.
+    pub fn sweep_idle(&self, cutoff: EventTime) -> usize {
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            let mut slot = shard.oldest;
+            while slot != NIL {
+                let (newer, idle, has_line, events) = {
+                    let r = shard.record(slot);
+                    (
+                        r.newer,
+                        r.last_event_at < cutoff,
+                        r.credit_line.is_some(),
+                        r.ring.len(),
+                    )
+                };
+                if idle {
+                    if has_line {
+                        shard.record_mut(slot).ring.clear();
+                    } else {
+                        let hash = self.hash(&shard.record(slot).key);
+                        shard.remove(slot, hash);
+                        self.customers.fetch_sub(1, Ordering::Relaxed);
+                        self.idle_drops.fetch_add(1, Ordering::Relaxed);
+                        removed += 1;
+                    }
+                    self.events.fetch_sub(events, Ordering::Relaxed);
+                }
+                slot = newer;
+            }
+        }
+        removed
+    }
+
+    /// Customers held.
+    pub fn customers(&self) -> usize {
+        self.customers.load(Ordering::Relaxed)
+    }
+
+    /// Events held over all customers.
+    pub fn events(&self) -> usize {
+        self.events.load(Ordering::Relaxed)
+    }
+
+    /// Customers evicted by the cap since start.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+
+    /// Customers dropped for idleness since start.
+    pub fn idle_drops(&self) -> u64 {
+        self.idle_drops.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::Action;
+    use crate::txn::Amount;
+
+    fn push(store: &Store, id: &str, at: EventTime) {
+        store.with_customer(id, |r, cap| {
+            r.ring.push(
+                Event::new(
+                    at,
+                    at as u64,
+                    Amount::from_minor(100).unwrap(),
+                    None,
+                    Action::Allow,
+                ),
+                cap,
+            );
+            r.last_event_at = r.last_event_at.max(at);
+        });
+    }
+
+    #[test]
+    fn evicts_the_least_recently_active_customer_at_the_cap() {
+        let store = Store::new(StoreConfig {
+            max_customers: 3,
+            ring_capacity: 4,
+        });
+        push(&store, "a", 1);
+        push(&store, "b", 2);
+        push(&store, "c", 3);
+        push(&store, "a", 4); // a is now the most recent; b the least
+        push(&store, "d", 5);
+        assert_eq!(store.customers(), 3);
+        assert_eq!(store.evictions(), 1);
+        assert!(store.with_existing("b", |_| ()).is_none());
+        for id in ["a", "c", "d"] {
+            assert!(store.with_existing(id, |_| ()).is_some(), "{id} kept");
+        }
+        assert_eq!(store.events(), 4);
+    }
+
+    #[test]
+    fn ring_capacity_bounds_events_per_customer() {
+        let store = Store::new(StoreConfig {
+            max_customers: 10,
+            ring_capacity: 4,
+        });
+        for t in 0..10 {
+            push(&store, "a", t);
+        }
+        assert_eq!(store.events(), 4);
+        let times: Vec<i64> = store
+            .with_existing("a", |r| r.ring.iter().map(|e| e.at).collect())
+            .unwrap();
+        assert_eq!(times, vec![6, 7, 8, 9]);
+    }
+
+    #[test]
+    fn idle_sweep_drops_history_but_keeps_credit_lines() {
+        let store = Store::new(StoreConfig::default());
+        push(&store, "old", 10);
+        push(&store, "lined", 10);
+        store.with_existing("lined", |r| {
+            r.credit_line = Some(CreditLine {
+                limit: Amount::from_minor(1).unwrap(),
+                granted_at: 0,
+            });
+        });
+        push(&store, "fresh", 100);
+        assert_eq!(store.sweep_idle(50), 1);
+        assert!(store.with_existing("old", |_| ()).is_none());
+        assert_eq!(store.with_existing("lined", |r| r.ring.len()), Some(0));
+        assert_eq!(store.with_existing("fresh", |r| r.ring.len()), Some(1));
+        assert_eq!(store.customers(), 2);
+        assert_eq!(store.events(), 1);
+    }
+
+    #[test]
+    fn many_customers_survive_slot_reuse() {
+        let store = Store::new(StoreConfig {
+            max_customers: 300,
+            ring_capacity: 2,
+        });
+        for i in 0..5_000 {
+            push(&store, &format!("c{i}"), i);
+        }
+        assert!(store.customers() <= 300 + store.shards.len());
+        for i in 4_900..5_000 {
+            assert!(store.with_existing(&format!("c{i}"), |_| ()).is_some());
+        }
+    }
+}

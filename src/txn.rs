@@ -1,0 +1,803 @@
+//! Transactions as they arrive: the fixed-point [`Amount`], event time, and the parsing and
+//! validation of the JSON bodies of the decision API.
+//!
+//! Everything here is pure: bytes in, a validated value or a [`TxnError`] naming the field at
+//! fault out. Nothing is recorded until a request has passed all of it, so a rejected request
+//! changes no state. Money never passes through a float: JSON numbers are read from their raw
+//! text.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use std::cell::Cell;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// Decimal places carried by an [`Amount`]: amounts are counted in hundredths (minor units).
+pub const AMOUNT_SCALE: u32 = 2;
+const MINOR_PER_UNIT: i64 = 10i64.pow(AMOUNT_SCALE);
+/// Largest accepted amount in minor units: one trillion currency units. Bounded so that sums
+/// over any window and ratios against a credit limit stay far from `i64` overflow, and so an
+/// amount fits the 48 bits an event keeps for it.
+pub const MAX_AMOUNT_MINOR: i64 = 1_000_000_000_000 * MINOR_PER_UNIT;
+/// Longest accepted `transaction_id` and `customer_id`, in characters.
+pub const MAX_ID_CHARS: usize = 128;
+
+/// A non-negative amount of money in minor units (hundredths), exact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Amount(i64);
+
+impl Amount {
+    /// The amount with this many minor units; `None` if negative or beyond [`MAX_AMOUNT_MINOR`].
+    pub fn from_minor(minor: i64) -> Option<Amount> {
+        (0..=MAX_AMOUNT_MINOR)
+            .contains(&minor)
+            .then_some(Amount(minor))
+    }
+
+    /// The amount in minor units.
+    pub fn minor(self) -> i64 {
+        self.0
+    }
+
+    /// Parses a plain decimal such as `499`, `499.0` or `499.00`.
+    ///
+    /// Digits beyond the second decimal place must be zeros: `499.000` is exact and accepted,
+    /// `499.001` is over-precise and refused. Signs, exponents, spaces and empty parts are
+    /// refused so that every accepted text has exactly one meaning.
+    pub fn parse(text: &str) -> Result<Amount, AmountError> {
+        let (int_part, frac_part) = match text.split_once('.') {
+            Some((i, f)) => (i, Some(f)),
+            None => (text, None),
+        };
+        if int_part.is_empty() || !int_part.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(if text.starts_with('-') {
+                AmountError::Negative
+            } else {
+                AmountError::NotDecimal
+            });
+        }
+        let mut minor: i64 = 0;
+        for b in int_part.bytes() {
+            minor = minor
+                .checked_mul(10)
+                .and_then(|m| m.checked_add(i64::from(b - b'0')))
+                .ok_or(AmountError::TooLarge)?;
+            if minor > MAX_AMOUNT_MINOR {
+                return Err(AmountError::TooLarge);
+            }
+        }
+        minor = minor
+            .checked_mul(MINOR_PER_UNIT)
+            .ok_or(AmountError::TooLarge)?;
+        if let Some(frac) = frac_part {
+            if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(AmountError::NotDecimal);
+            }
+            let (kept, rest) = frac.split_at(frac.len().min(AMOUNT_SCALE as usize));
+            if rest.bytes().any(|b| b != b'0') {
+                return Err(AmountError::OverPrecise);
+            }
+            let mut scale = MINOR_PER_UNIT;
+            for b in kept.bytes() {
+                scale /= 10;
+                minor += i64::from(b - b'0') * scale;
+            }
+        }
+        Amount::from_minor(minor).ok_or(AmountError::TooLarge)
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}.{:02}",
+            self.0 / MINOR_PER_UNIT,
+            self.0 % MINOR_PER_UNIT
+        )
+    }
+}
+
+/// Why a text is not an [`Amount`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    #[error("must be a plain decimal number such as \"499.00\"")]
+    NotDecimal,
+    #[error("must not be negative")]
+    Negative,
+    #[error("has more than {AMOUNT_SCALE} decimal places")]
+    OverPrecise,
+    #[error("is larger than the maximum of 1000000000000.00")]
+    TooLarge,
+}
+
+/// Event time in microseconds since the Unix epoch. Windows are computed on this, never on the
+/// wall clock.
+pub type EventTime = i64;
+
+/// Microseconds in one second, for converting durations.
+pub const MICROS_PER_SECOND: i64 = 1_000_000;
+
+/// Parses an RFC 3339 timestamp that carries an offset (`Z` or `+08:00`).
+pub fn parse_timestamp(text: &str) -> Result<EventTime, String> {
+    let ts: jiff::Timestamp = text.parse().map_err(|e: jiff::Error| {
+        format!("must be an RFC 3339 timestamp with an offset, such as \"2026-03-01T02:15:00+08:00\" ({e})")
+    })?;
+    Ok(ts.as_microsecond())
+}
+
+/// Formats an event time as RFC 3339 in UTC.
+pub fn format_timestamp(at: EventTime) -> String {
+    match jiff::Timestamp::from_microsecond(at) {
+        Ok(ts) => ts.to_string(),
+        Err(_) => at.to_string(),
+    }
+}
+
+/// A point on the earth, degrees.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GeoPoint {
+    /// Latitude in degrees, −90 to 90.
+    pub lat: f64,
+    /// Longitude in degrees, −180 to 180.
+    pub lon: f64,
+}
+
+/// A customer's credit line: the limit and when it was granted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CreditLine {
+    /// The line's limit.
+    pub limit: Amount,
+    /// When the line was granted (or last changed), event time.
+    pub granted_at: EventTime,
+}
+
+/// A validated transaction from `POST /v1/decide`, borrowing its strings from the request body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Txn<'a> {
+    /// The gateway's transaction id, unique per customer.
+    pub transaction_id: Cow<'a, str>,
+    /// The customer whose credit line is drawn.
+    pub customer_id: Cow<'a, str>,
+    /// Event time of the transaction.
+    pub at: EventTime,
+    /// Amount drawn or paid.
+    pub amount: Amount,
+    /// ISO 4217 code, when sent; informational, the product runs in one currency.
+    pub currency: Option<[u8; 3]>,
+    /// Where the transaction happened, when known.
+    pub geo: Option<GeoPoint>,
+    /// The customer's current credit line, when the gateway sends it.
+    pub credit_line: Option<CreditLine>,
+    /// Channel (app, web, pos...), when sent.
+    pub channel: Option<Cow<'a, str>>,
+    /// Merchant, when sent.
+    pub merchant_id: Option<Cow<'a, str>>,
+}
+
+/// A request body that is not a valid transaction: what is wrong, and which field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TxnError {
+    /// The field at fault, when one is.
+    pub field: Option<&'static str>,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+impl TxnError {
+    fn field(field: &'static str, message: impl Into<String>) -> TxnError {
+        TxnError {
+            field: Some(field),
+            message: format!("{field}: {}", message.into()),
+        }
+    }
+
+    fn body(message: impl Into<String>) -> TxnError {
+        TxnError {
+            field: None,
+            message: message.into(),
+        }
+    }
+}
+
+fn present(raw: Option<&RawValue>) -> Option<&RawValue> {
+    raw.filter(|r| r.get() != "null")
+}
+
+/// Reads a JSON string, borrowing it when it has no escapes.
+fn read_str<'a>(field: &'static str, raw: &'a RawValue) -> Result<Cow<'a, str>, TxnError> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return Err(TxnError::field(field, "must be a string"));
+    }
+    if let Some(inner) = text.get(1..text.len() - 1)
+        && text.len() >= 2
+        && !inner.contains(['\\', '"'])
+    {
+        return Ok(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<Cow<'a, str>>(text)
+        .map_err(|e| TxnError::field(field, format!("is not a valid JSON string ({e})")))
+}
+
+fn read_id<'a>(field: &'static str, raw: Option<&'a RawValue>) -> Result<Cow<'a, str>, TxnError> {
+    let raw = present(raw).ok_or_else(|| TxnError::field(field, "is required"))?;
+    let id = read_str(field, raw)?;
+    let chars = id.chars().count();
+    if chars == 0 || id.trim().is_empty() {
+        return Err(TxnError::field(field, "must not be empty"));
+    }
+    if chars > MAX_ID_CHARS {
+        return Err(TxnError::field(
+            field,
+            format!("must be at most {MAX_ID_CHARS} characters, got {chars}"),
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(TxnError::field(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(id)
+}
+
+/// Reads an amount given as a decimal string (`"499.00"`) or a JSON number (`499`), from its
+/// raw text.
+pub fn read_amount(field: &'static str, raw: &RawValue) -> Result<Amount, TxnError> {
+    let text = raw.get();
+    let decimal: Cow<'_, str> = if text.starts_with('"') {
+        read_str(field, raw)?
+    } else {
+        Cow::Borrowed(text)
+    };
+    let amount =
+        Amount::parse(&decimal).map_err(|e| TxnError::field(field, format!("{e}, got {text}")))?;
+    Ok(amount)
+}
+
+fn read_positive_amount(field: &'static str, raw: Option<&RawValue>) -> Result<Amount, TxnError> {
+    let raw = present(raw).ok_or_else(|| TxnError::field(field, "is required"))?;
+    let amount = read_amount(field, raw)?;
+    if amount.minor() == 0 {
+        return Err(TxnError::field(field, "must be greater than zero"));
+    }
+    Ok(amount)
+}
+
+fn read_timestamp(field: &'static str, raw: Option<&RawValue>) -> Result<EventTime, TxnError> {
+    let raw = present(raw).ok_or_else(|| TxnError::field(field, "is required"))?;
+    let text = read_str(field, raw)?;
+    parse_timestamp(&text).map_err(|e| TxnError::field(field, e))
+}
+
+fn malformed(e: &serde_json::Error) -> TxnError {
+    TxnError::body(format!("malformed JSON body: {e}"))
+}
+
+/// A JSON string, borrowed from the body when it has no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(TextVisitor)
+    }
+}
+
+/// The fields of a decide body, each read straight into its type in one pass over the body.
+#[derive(Default)]
+struct DecideFields<'a> {
+    transaction_id: Option<Cow<'a, str>>,
+    customer_id: Option<Cow<'a, str>>,
+    timestamp: Option<Cow<'a, str>>,
+    /// Kept as raw JSON so that a number is read from its text, never through a float.
+    amount: Option<&'a RawValue>,
+    currency: Option<Cow<'a, str>>,
+    lat: Option<f64>,
+    lon: Option<f64>,
+    credit_limit: Option<&'a RawValue>,
+    credit_granted_at: Option<Cow<'a, str>>,
+    channel: Option<Cow<'a, str>>,
+    merchant_id: Option<Cow<'a, str>>,
+}
+
+/// Which field was being read when the JSON deserializer failed, so the error can name it.
+#[derive(Default)]
+struct FieldCursor {
+    field: Cell<Option<&'static str>>,
+    duplicate: Cell<bool>,
+}
+
+struct DecideVisitor<'c>(&'c FieldCursor);
+
+fn take_once<'de, T, A: MapAccess<'de>>(
+    slot: &mut Option<T>,
+    map: &mut A,
+    cursor: &FieldCursor,
+    read: impl FnOnce(&mut A) -> Result<Option<T>, A::Error>,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        cursor.duplicate.set(true);
+        return Err(de::Error::custom("duplicate field"));
+    }
+    *slot = read(map)?;
+    Ok(())
+}
+
+impl<'de> Visitor<'de> for DecideVisitor<'_> {
+    type Value = DecideFields<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DecideFields<'de>, A::Error> {
+        let mut out = DecideFields::default();
+        let cursor = self.0;
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            let text = |m: &mut A| m.next_value::<Option<Text<'de>>>().map(|t| t.map(|t| t.0));
+            let raw = |m: &mut A| {
+                m.next_value::<Option<&'de RawValue>>()
+                    .map(|r| r.filter(|r| r.get() != "null"))
+            };
+            let number = |m: &mut A| m.next_value::<Option<f64>>();
+            let field: &'static str = match &*key.0 {
+                "transaction_id" => "transaction_id",
+                "customer_id" => "customer_id",
+                "timestamp" => "timestamp",
+                "amount" => "amount",
+                "currency" => "currency",
+                "lat" => "lat",
+                "lon" => "lon",
+                "credit_limit" => "credit_limit",
+                "credit_granted_at" => "credit_granted_at",
+                "channel" => "channel",
+                "merchant_id" => "merchant_id",
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                    continue;
+                }
+            };
+            cursor.field.set(Some(field));
+            match field {
+                "transaction_id" => take_once(&mut out.transaction_id, &mut map, cursor, text)?,
+                "customer_id" => take_once(&mut out.customer_id, &mut map, cursor, text)?,
+                "timestamp" => take_once(&mut out.timestamp, &mut map, cursor, text)?,
+                "amount" => take_once(&mut out.amount, &mut map, cursor, raw)?,
+                "currency" => take_once(&mut out.currency, &mut map, cursor, text)?,
+                "lat" => take_once(&mut out.lat, &mut map, cursor, number)?,
+                "lon" => take_once(&mut out.lon, &mut map, cursor, number)?,
+                "credit_limit" => take_once(&mut out.credit_limit, &mut map, cursor, raw)?,
+                "credit_granted_at" => {
+                    take_once(&mut out.credit_granted_at, &mut map, cursor, text)?
+                }
+                "channel" => take_once(&mut out.channel, &mut map, cursor, text)?,
+                _ => take_once(&mut out.merchant_id, &mut map, cursor, text)?,
+            }
+            cursor.field.set(None);
+        }
+        Ok(out)
+    }
+}
+
+fn expected_type(field: &str) -> &'static str {
+    match field {
+        "lat" | "lon" => "must be a number of degrees",
+        _ => "must be a string",
+    }
+}
+
+fn check_id<'a>(field: &'static str, id: Option<Cow<'a, str>>) -> Result<Cow<'a, str>, TxnError> {
+    let id = id.ok_or_else(|| TxnError::field(field, "is required"))?;
+    let chars = id.chars().count();
+    if chars == 0 || id.trim().is_empty() {
+        return Err(TxnError::field(field, "must not be empty"));
+    }
+    if chars > MAX_ID_CHARS {
+        return Err(TxnError::field(
+            field,
+            format!("must be at most {MAX_ID_CHARS} characters, got {chars}"),
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(TxnError::field(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(id)
+}
+
+fn check_label<'a>(
+    field: &'static str,
+    label: Option<Cow<'a, str>>,
+) -> Result<Option<Cow<'a, str>>, TxnError> {
+    if let Some(text) = &label
+        && text.chars().count() > MAX_ID_CHARS
+    {
+        return Err(TxnError::field(
+            field,
+            format!("must be at most {MAX_ID_CHARS} characters"),
+        ));
+    }
+    Ok(label)
+}
+
+fn check_timestamp(field: &'static str, text: Option<&str>) -> Result<EventTime, TxnError> {
+    let text = text.ok_or_else(|| TxnError::field(field, "is required"))?;
+    parse_timestamp(text).map_err(|e| TxnError::field(field, e))
+}
+
+fn check_degrees(field: &'static str, value: f64, max: f64) -> Result<f64, TxnError> {
+    if !value.is_finite() || value.abs() > max {
+        return Err(TxnError::field(
+            field,
+            format!("must be between -{max} and {max}, got {value}"),
+        ));
+    }
+    Ok(value)
+}
+
+/// Parses and validates a `POST /v1/decide` body.
+///
+/// One pass of serde_json over the body reads every known field into its type; unknown fields
+/// are skipped; a field given twice is refused (a gateway and tripwire must never read two
+/// different amounts from one body).
+pub fn parse_decide(body: &[u8]) -> Result<Txn<'_>, TxnError> {
+    let cursor = FieldCursor::default();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = de
+        .deserialize_map(DecideVisitor(&cursor))
+        .and_then(|fields| de.end().map(|()| fields));
+    let raw = match parsed {
+        Ok(raw) => raw,
+        Err(e) => {
+            return Err(match (cursor.field.get(), e.classify()) {
+                (Some(field), _) if cursor.duplicate.get() => {
+                    TxnError::field(field, "appears more than once")
+                }
+                (Some(field), serde_json::error::Category::Data) => {
+                    TxnError::field(field, expected_type(field))
+                }
+                _ => malformed(&e),
+            });
+        }
+    };
+    let transaction_id = check_id("transaction_id", raw.transaction_id)?;
+    let customer_id = check_id("customer_id", raw.customer_id)?;
+    let at = check_timestamp("timestamp", raw.timestamp.as_deref())?;
+    let amount = read_positive_amount("amount", raw.amount)?;
+    let currency = match raw.currency.as_deref() {
+        None => None,
+        Some(code) => match code.as_bytes() {
+            [a, b, c] if [a, b, c].iter().all(|x| x.is_ascii_uppercase()) => Some([*a, *b, *c]),
+            _ => {
+                return Err(TxnError::field(
+                    "currency",
+                    format!("must be a three-letter ISO 4217 code such as \"CNY\", got {code:?}"),
+                ));
+            }
+        },
+    };
+    let geo = match (raw.lat, raw.lon) {
+        (None, None) => None,
+        (Some(lat), Some(lon)) => Some(GeoPoint {
+            lat: check_degrees("lat", lat, 90.0)?,
+            lon: check_degrees("lon", lon, 180.0)?,
+        }),
+        (Some(_), None) => return Err(TxnError::field("lon", "is required when lat is given")),
+        (None, Some(_)) => return Err(TxnError::field("lat", "is required when lon is given")),
+    };
+    let credit_line = match (raw.credit_limit, raw.credit_granted_at.as_deref()) {
+        (None, None) => None,
+        (Some(limit), Some(granted_at)) => Some(CreditLine {
+            limit: read_positive_amount("credit_limit", Some(limit))?,
+            granted_at: check_timestamp("credit_granted_at", Some(granted_at))?,
+        }),
+        (Some(_), None) => {
+            return Err(TxnError::field(
+                "credit_granted_at",
+                "is required when credit_limit is given",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(TxnError::field(
+                "credit_limit",
+                "is required when credit_granted_at is given",
+            ));
+        }
+    };
+    Ok(Txn {
+        transaction_id,
+        customer_id,
+        at,
+        amount,
+        currency,
+        geo,
+        credit_line,
+        channel: check_label("channel", raw.channel)?,
+        merchant_id: check_label("merchant_id", raw.merchant_id)?,
+    })
+}
+
+#[derive(Deserialize)]
+struct RawCreditLine<'a> {
+    #[serde(borrow)]
+    limit: Option<&'a RawValue>,
+    #[serde(borrow)]
+    granted_at: Option<&'a RawValue>,
+}
+
+/// Parses a `PUT /v1/customers/{id}/credit-line` body.
+pub fn parse_credit_line(body: &[u8]) -> Result<CreditLine, TxnError> {
+    let raw: RawCreditLine<'_> = serde_json::from_slice(body).map_err(|e| malformed(&e))?;
+    Ok(CreditLine {
+        limit: read_positive_amount("limit", raw.limit)?,
+        granted_at: read_timestamp("granted_at", raw.granted_at)?,
+    })
+}
+
+/// What the gateway reports happened to a decided transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutcomeStatus {
+    /// The payment went through.
+    Settled,
+    /// The payment failed (declined downstream, insufficient funds...).
+    Failed,
+    /// The payment was reversed after settling.
+    Reversed,
+}
+
+/// A validated `POST /v1/outcomes` body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutcomeReport<'a> {
+    /// The transaction the outcome is for.
+    pub transaction_id: Cow<'a, str>,
+    /// Its customer.
+    pub customer_id: Cow<'a, str>,
+    /// What happened.
+    pub status: OutcomeStatus,
+}
+
+#[derive(Deserialize)]
+struct RawOutcome<'a> {
+    #[serde(borrow)]
+    transaction_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    customer_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    status: Option<&'a RawValue>,
+}
+
+/// Parses a `POST /v1/outcomes` body.
+pub fn parse_outcome(body: &[u8]) -> Result<OutcomeReport<'_>, TxnError> {
+    let raw: RawOutcome<'_> = serde_json::from_slice(body).map_err(|e| malformed(&e))?;
+    let transaction_id = read_id("transaction_id", raw.transaction_id)?;
+    let customer_id = read_id("customer_id", raw.customer_id)?;
+    let status_raw = present(raw.status).ok_or_else(|| TxnError::field("status", "is required"))?;
+    let status = match &*read_str("status", status_raw)? {
+        "settled" => OutcomeStatus::Settled,
+        "failed" => OutcomeStatus::Failed,
+        "reversed" => OutcomeStatus::Reversed,
+        _ => {
+            return Err(TxnError::field(
+                "status",
+                format!(
+                    "must be one of \"settled\", \"failed\", \"reversed\", got {}",
+                    status_raw.get()
+                ),
+            ));
+        }
+    };
+    Ok(OutcomeReport {
+        transaction_id,
+        customer_id,
+        status,
+    })
+}
+
+/// Validates a customer id taken from a URL path.
+pub fn validate_customer_id(id: &str) -> Result<(), TxnError> {
+    let chars = id.chars().count();
+    if chars == 0 || id.trim().is_empty() {
+        return Err(TxnError::field("customer_id", "must not be empty"));
+    }
+    if chars > MAX_ID_CHARS {
+        return Err(TxnError::field(
+            "customer_id",
+            format!("must be at most {MAX_ID_CHARS} characters, got {chars}"),
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(TxnError::field(
+            "customer_id",
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn amount(text: &str) -> Result<i64, AmountError> {
+        Amount::parse(text).map(Amount::minor)
+    }
+
+    #[test]
+    fn equal_amounts_parse_equal_whatever_the_spelling() {
+        assert_eq!(amount("200"), Ok(20_000));
+        assert_eq!(amount("200.00"), Ok(20_000));
+        assert_eq!(amount("200.0"), Ok(20_000));
+        assert_eq!(amount("200.000"), Ok(20_000));
+        assert_eq!(amount("200.01"), Ok(20_001));
+        assert_eq!(amount("0.5"), Ok(50));
+    }
+
+    #[test]
+    fn rejects_amounts_that_are_not_exact_decimals() {
+        assert_eq!(amount("200.001"), Err(AmountError::OverPrecise));
+        assert_eq!(amount("-5"), Err(AmountError::Negative));
+        assert_eq!(amount("NaN"), Err(AmountError::NotDecimal));
+        assert_eq!(amount("1e3"), Err(AmountError::NotDecimal));
+        assert_eq!(amount(""), Err(AmountError::NotDecimal));
+        assert_eq!(amount("5."), Err(AmountError::NotDecimal));
+        assert_eq!(amount(".5"), Err(AmountError::NotDecimal));
+        assert_eq!(amount("+5"), Err(AmountError::NotDecimal));
+        assert_eq!(amount(" 5"), Err(AmountError::NotDecimal));
+        assert_eq!(
+            amount("99999999999999999999999"),
+            Err(AmountError::TooLarge)
+        );
+        assert_eq!(amount("1000000000000.01"), Err(AmountError::TooLarge));
+        assert_eq!(amount("1000000000000.00"), Ok(MAX_AMOUNT_MINOR));
+    }
+
+    proptest! {
+        #[test]
+        fn amount_display_round_trips(minor in 0..=MAX_AMOUNT_MINOR) {
+            let a = Amount::from_minor(minor).unwrap();
+            prop_assert_eq!(Amount::parse(&a.to_string()), Ok(a));
+        }
+
+        #[test]
+        fn amount_parse_never_panics(text in "\\PC{0,24}") {
+            let _ = Amount::parse(&text);
+        }
+    }
+
+    const GOOD: &str = r#"{"transaction_id":"t1","customer_id":"c1","timestamp":"2026-03-01T02:15:00+08:00","amount":"499.00"}"#;
+
+    #[test]
+    fn parses_a_minimal_decide_body() {
+        let txn = parse_decide(GOOD.as_bytes()).unwrap();
+        assert_eq!(txn.transaction_id, "t1");
+        assert_eq!(txn.amount.minor(), 49_900);
+        assert_eq!(
+            txn.at,
+            "2026-02-28T18:15:00Z"
+                .parse::<jiff::Timestamp>()
+                .unwrap()
+                .as_microsecond()
+        );
+        assert!(txn.geo.is_none() && txn.credit_line.is_none());
+    }
+
+    #[test]
+    fn json_number_amount_is_read_exactly() {
+        let body = GOOD.replace("\"499.00\"", "499.10");
+        assert_eq!(
+            parse_decide(body.as_bytes()).unwrap().amount.minor(),
+            49_910
+        );
+    }
+
+    fn field_of(body: &str) -> Option<&'static str> {
+        parse_decide(body.as_bytes()).unwrap_err().field
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        assert_eq!(
+            field_of(&GOOD.replace("\"t1\"", "\"\"")),
+            Some("transaction_id")
+        );
+        assert_eq!(field_of(&GOOD.replace("\"c1\"", "7")), Some("customer_id"));
+        assert_eq!(
+            field_of(&GOOD.replace("+08:00", "")),
+            Some("timestamp"),
+            "a timestamp without offset is refused"
+        );
+        assert_eq!(
+            field_of(&GOOD.replace("\"499.00\"", "\"-1\"")),
+            Some("amount")
+        );
+        assert_eq!(
+            field_of(&GOOD.replace("\"499.00\"", "\"0\"")),
+            Some("amount")
+        );
+        assert_eq!(
+            field_of(&GOOD.replace("\"499.00\"", "\"4.999\"")),
+            Some("amount")
+        );
+        assert_eq!(
+            field_of(&GOOD.replace("\"499.00\"", "\"NaN\"")),
+            Some("amount")
+        );
+        assert_eq!(field_of(&GOOD.replace("}", ",\"lat\":10}")), Some("lon"));
+        assert_eq!(
+            field_of(&GOOD.replace("}", ",\"lat\":91,\"lon\":0}")),
+            Some("lat")
+        );
+        assert_eq!(
+            field_of(&GOOD.replace("}", ",\"lat\":1,\"lon\":180.5}")),
+            Some("lon")
+        );
+        assert_eq!(
+            field_of(&GOOD.replace("}", ",\"currency\":\"cny\"}")),
+            Some("currency")
+        );
+        assert_eq!(
+            field_of(&GOOD.replace("}", ",\"credit_limit\":\"100\"}")),
+            Some("credit_granted_at")
+        );
+        assert_eq!(
+            field_of("{\"transaction_id\":\"x\""),
+            None,
+            "malformed JSON"
+        );
+        assert_eq!(field_of("[1]"), None);
+    }
+
+    #[test]
+    fn a_field_given_twice_is_refused() {
+        let body = GOOD.replace("}", ",\"amount\":\"1.00\"}");
+        let err = parse_decide(body.as_bytes()).unwrap_err();
+        assert_eq!(err.field, Some("amount"));
+        assert!(err.message.contains("more than once"), "{err}");
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded() {
+        let body = GOOD.replace("\"c1\"", "\"c\\u00e9\\\"1\"");
+        assert_eq!(
+            parse_decide(body.as_bytes()).unwrap().customer_id,
+            "c\u{e9}\"1"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let body = GOOD.replace("}", ",\"device\":{\"os\":\"ios\"}}");
+        assert!(parse_decide(body.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn outcome_status_must_be_known() {
+        let err = parse_outcome(br#"{"transaction_id":"t","customer_id":"c","status":"lost"}"#)
+            .unwrap_err();
+        assert_eq!(err.field, Some("status"));
+    }
+}

@@ -1,0 +1,170 @@
+//! The `tripwire` binary itself: `check`, and `serve` from start to a graceful stop.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use hyper::StatusCode;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tripwire");
+
+fn rules_path() -> String {
+    format!("{}/rules.yaml", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn check_accepts_the_shipped_rules_with_a_summary() {
+    let out = Command::new(BIN)
+        .args(["check", &rules_path()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("ok: 6 rules (6 enforce, 0 shadow), 1 lists, timezone Asia/Shanghai"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_reports_every_problem_as_path_line_column() {
+    let dir = std::env::temp_dir().join(format!("tripwire-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.yaml");
+    std::fs::write(
+        &path,
+        "timezone: Asia/Shanghai\nrules:\n  - id: burst\n    action: deny\n    when:\n      count: { window: 10q, at_least: 5 }\n  - id: burst\n    action: deny\n    when:\n      amount: { in: nowhere }\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).arg("check").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let p = path.display();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!("{p}:6:24: bad window \"10q\"")),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{p}:7:9: duplicate rule id `burst`")),
+        "{stderr}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("{p}:10:21: unknown list `nowhere`")),
+        "{stderr}"
+    );
+
+    let missing = Command::new(BIN)
+        .args(["check", "/nonexistent/rules.yaml"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent/rules.yaml")
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn serve_refuses_to_start_on_a_bad_rules_file() {
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--rules",
+            "/nonexistent/rules.yaml",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+/// Kills the server if the test fails before stopping it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn serve_answers_and_stops_gracefully_on_sigterm() {
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--rules",
+            &rules_path(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+        ])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let field = |line: &str, key: &str| -> Option<std::net::SocketAddr> {
+        let start = line.find(key)? + key.len();
+        line[start..].split_whitespace().next()?.parse().ok()
+    };
+    let (mut payment, mut admin) = (None, None);
+    while payment.is_none() || admin.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server logs its addresses");
+        payment = payment.or_else(|| field(&line, "payment="));
+        admin = admin.or_else(|| field(&line, "admin="));
+    }
+    let (payment, admin) = (payment.unwrap(), admin.unwrap());
+
+    let (status, body) = common::get(admin, "/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = common::post(
+        payment,
+        "/v1/decide",
+        &common::txn("t1", "zed", "2026-03-01T02:30:00+08:00", "10"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["decision"], "review",
+        "02:30 local is in the night window: {body}"
+    );
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tripwire did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
