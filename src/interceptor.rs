@@ -2,6 +2,7 @@
 //! → record → unlock → write the answer. The server, the benches and the tests all call this,
 //! so what is measured and tested is what serves.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -28,7 +29,7 @@ const IDLE_GRACE_MICROS: i64 = 15 * 60 * 1_000_000;
 const TRAVEL_HORIZON_MICROS: i64 = 24 * 3_600 * 1_000_000;
 
 /// What one decision came to, for metrics and logs.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct DecideSummary {
     /// The decision returned.
     pub action: Action,
@@ -38,6 +39,8 @@ pub struct DecideSummary {
     pub hits: Hits,
     /// Shadow rules that matched.
     pub shadow: Hits,
+    /// The rule set the decision used (hit indices point into it).
+    pub rules: arc_swap::Guard<Arc<LoadedRules>>,
 }
 
 /// Why an outcome report was not applied.
@@ -139,6 +142,7 @@ impl Interceptor {
                     duplicate: false,
                     hits: decision.hits,
                     shadow: decision.shadow,
+                    rules,
                 }
             }
             Evaluated::Duplicate { action, first_at } => {
@@ -148,6 +152,7 @@ impl Interceptor {
                     duplicate: true,
                     hits: Hits::new(),
                     shadow: Hits::new(),
+                    rules,
                 }
             }
         }

@@ -10,8 +10,10 @@
 //! [`interceptor`] ties the pipeline together for one request; [`server`] puts it behind HTTP;
 //! `main.rs` only parses flags.
 
+pub mod decision_log;
 pub mod engine;
 pub mod interceptor;
+pub mod metrics;
 pub mod reload;
 pub mod rules;
 pub mod server;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use tripwire::decision_log::DecisionLogConfig;
 use tripwire::interceptor::Interceptor;
 use tripwire::reload::LiveRules;
 use tripwire::rules::{self, Mode, RulesError};
@@ -59,7 +60,22 @@ struct ServeArgs {
     /// Largest request body accepted, bytes.
     #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(256..=16_777_216))]
     max_body_bytes: u64,
+    /// Do not watch the rules file; reload only on SIGHUP or PUT /admin/rules.
+    #[arg(long)]
+    no_watch: bool,
+    /// Write one JSON line per decision to this file.
+    #[arg(long)]
+    decision_log: Option<PathBuf>,
+    /// Rotate the decision log when it would pass this many bytes.
+    #[arg(long, default_value_t = 104_857_600, value_parser = clap::value_parser!(u64).range(4096..))]
+    decision_log_max_bytes: u64,
+    /// Rotated decision log files kept (PATH.1 ... PATH.N).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    decision_log_keep: u32,
 }
+
+/// The environment variable holding the admin bearer token.
+const ADMIN_TOKEN_VAR: &str = "TRIPWIRE_ADMIN_TOKEN";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -133,10 +149,27 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ring_capacity: usize::from(args.ring_capacity),
     });
     let interceptor = Arc::new(Interceptor::new(store, live));
+    let admin_token = match std::env::var(ADMIN_TOKEN_VAR) {
+        Ok(token) if token.trim().is_empty() => {
+            anyhow::bail!("{ADMIN_TOKEN_VAR} is set but empty; unset it or give a token")
+        }
+        Ok(token) => Some(token),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => anyhow::bail!("{ADMIN_TOKEN_VAR} is not UTF-8"),
+    };
+    let decision_log = args.decision_log.clone().map(|path| DecisionLogConfig {
+        max_bytes: args.decision_log_max_bytes,
+        keep: args.decision_log_keep,
+        ..DecisionLogConfig::new(path)
+    });
     let config = ServeConfig {
         listen: args.listen,
         admin_listen: args.admin_listen,
         max_body_bytes: usize::try_from(args.max_body_bytes).context("--max-body-bytes")?,
+        rules_path: Some(args.rules.clone()),
+        watch_rules: !args.no_watch,
+        admin_token,
+        decision_log,
         ..ServeConfig::default()
     };
 

@@ -44,11 +44,84 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex
 }
 
-/// The rule set in force, swapped atomically.
+/// How many loads and refusals `GET /admin/rules/history` remembers.
+pub const HISTORY_LEN: usize = 50;
+/// How many earlier good versions rollback can walk back through.
+pub const ROLLBACK_DEPTH: usize = 20;
+
+/// One entry of the reload history.
+#[derive(Clone, Debug)]
+pub struct HistoryEntry {
+    /// When it happened (wall clock).
+    pub at: jiff::Timestamp,
+    /// Where the rules came from.
+    pub source: String,
+    /// SHA-256 of the text offered.
+    pub sha256: String,
+    /// The version it became, or the error that refused it.
+    pub outcome: Result<RulesVersion, Refusal>,
+}
+
+/// Why a rule set was refused, with the position of the first problem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The first problem's message.
+    pub error: String,
+    /// Its line (0 when unknown).
+    pub line: u64,
+    /// Its column (0 when unknown).
+    pub column: u64,
+    /// Every problem, as `LINE:COLUMN: message`.
+    pub problems: Vec<String>,
+}
+
+impl Refusal {
+    /// The refusal for a load error.
+    pub fn from_error(e: &RulesError) -> Refusal {
+        let problems = e.problems();
+        let first = problems.first();
+        Refusal {
+            error: first.map_or_else(|| e.to_string(), |p| p.message.clone()),
+            line: first.map_or(0, |p| p.line),
+            column: first.map_or(0, |p| p.column),
+            problems: problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+/// Why a rollback did not happen.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RollbackError {
+    /// No earlier good version is remembered.
+    #[error("no earlier good rule set to roll back to")]
+    NothingToRollBack,
+}
+
+struct Book {
+    next_seq: u64,
+    history: std::collections::VecDeque<HistoryEntry>,
+    /// Good versions, oldest first; the last is the live one. Rollback pops it.
+    good: Vec<(RulesVersion, Arc<[u8]>)>,
+    /// Rule sets swapped out but perhaps still used by requests in flight. Freeing a rule set
+    /// is many deallocations; holding the last reference here means it happens on the reload
+    /// path (at a later swap), never at the end of a decision.
+    retired: Vec<Arc<LoadedRules>>,
+}
+
+impl Book {
+    fn remember(&mut self, entry: HistoryEntry) {
+        if self.history.len() == HISTORY_LEN {
+            self.history.pop_front();
+        }
+        self.history.push_back(entry);
+    }
+}
+
+/// The rule set in force, swapped atomically, with the record of every load and refusal.
 pub struct LiveRules {
     current: ArcSwap<LoadedRules>,
     /// Serialises installs so sequence numbers follow swap order.
-    install_lock: Mutex<u64>,
+    book: Mutex<Book>,
 }
 
 impl std::fmt::Debug for LiveRules {
@@ -63,9 +136,22 @@ impl LiveRules {
     /// Compiles `bytes` as the first rule set (sequence 1).
     pub fn new(bytes: &[u8], source: &str) -> Result<LiveRules, RulesError> {
         let set = rules::load_bytes(bytes)?;
+        let loaded = Self::loaded(set, bytes, source, 1);
+        let mut book = Book {
+            next_seq: 2,
+            history: std::collections::VecDeque::new(),
+            good: vec![(loaded.version.clone(), Arc::from(bytes))],
+            retired: Vec::new(),
+        };
+        book.remember(HistoryEntry {
+            at: loaded.loaded_at,
+            source: source.to_string(),
+            sha256: loaded.version.sha256.clone(),
+            outcome: Ok(loaded.version.clone()),
+        });
         Ok(LiveRules {
-            current: ArcSwap::from_pointee(Self::loaded(set, bytes, source, 1)),
-            install_lock: Mutex::new(1),
+            current: ArcSwap::from_pointee(loaded),
+            book: Mutex::new(book),
         })
     }
 
@@ -83,7 +169,7 @@ impl LiveRules {
         }
     }
 
-    /// The rule set in force now. Hold the returned `Arc` for the whole decision.
+    /// The rule set in force now. Hold the returned guard for the whole decision.
     #[inline]
     pub fn load(&self) -> arc_swap::Guard<Arc<LoadedRules>> {
         self.current.load()
@@ -94,14 +180,168 @@ impl LiveRules {
         self.current.load_full()
     }
 
-    /// Parses, validates and compiles `bytes`, then swaps it in. On error nothing changes.
+    /// Parses, validates and compiles `bytes`, then swaps it in. On error nothing changes but
+    /// the history, which records the refusal.
     pub fn install(&self, bytes: &[u8], source: &str) -> Result<Arc<LoadedRules>, RulesError> {
         // Compile before taking the lock: a slow or bad file never blocks another install.
-        let set = rules::load_bytes(bytes)?;
-        let mut seq = self.install_lock.lock();
-        *seq += 1;
-        let loaded = Arc::new(Self::loaded(set, bytes, source, *seq));
-        self.current.store(Arc::clone(&loaded));
+        let compiled = rules::load_bytes(bytes);
+        let mut book = self.book.lock();
+        match compiled {
+            Ok(set) => {
+                let loaded = self.swap_in(&mut book, set, bytes, source);
+                book.good.push((loaded.version.clone(), Arc::from(bytes)));
+                if book.good.len() > ROLLBACK_DEPTH {
+                    book.good.remove(0);
+                }
+                Ok(loaded)
+            }
+            Err(e) => {
+                book.remember(HistoryEntry {
+                    at: jiff::Timestamp::now(),
+                    source: source.to_string(),
+                    sha256: sha256_hex(bytes),
+                    outcome: Err(Refusal::from_error(&e)),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    fn swap_in(
+        &self,
+        book: &mut Book,
+        set: RuleSet,
+        bytes: &[u8],
+        source: &str,
+    ) -> Arc<LoadedRules> {
+        let seq = book.next_seq;
+        book.next_seq += 1;
+        let loaded = Arc::new(Self::loaded(set, bytes, source, seq));
+        let previous = self.current.swap(Arc::clone(&loaded));
+        // Sets no request holds any more are freed here, on the reload path.
+        book.retired.retain(|set| Arc::strong_count(set) > 1);
+        book.retired.push(previous);
+        book.remember(HistoryEntry {
+            at: loaded.loaded_at,
+            source: source.to_string(),
+            sha256: loaded.version.sha256.clone(),
+            outcome: Ok(loaded.version.clone()),
+        });
+        loaded
+    }
+
+    /// Goes back to the good rule set loaded before the live one, as a new version (the
+    /// sequence number moves on; the content hash is the earlier one's). Repeated rollbacks
+    /// walk further back.
+    pub fn rollback(&self) -> Result<Arc<LoadedRules>, RollbackError> {
+        let mut book = self.book.lock();
+        if book.good.len() < 2 {
+            return Err(RollbackError::NothingToRollBack);
+        }
+        book.good.pop();
+        let (version, text) = book.good.last().cloned().expect("two or more were held");
+        let set = rules::load_bytes(&text)
+            .expect("a rule set that compiled once compiles again: compilation is deterministic");
+        let source = format!("rollback to {}", version.label);
+        let loaded = self.swap_in(&mut book, set, &text, &source);
+        if let Some(top) = book.good.last_mut() {
+            top.0 = loaded.version.clone();
+        }
         Ok(loaded)
     }
+
+    /// Records a refusal that happened before compiling (unreadable or oversized text).
+    pub fn record_refusal(&self, source: &str, bytes: &[u8], error: &RulesError) {
+        self.book.lock().remember(HistoryEntry {
+            at: jiff::Timestamp::now(),
+            source: source.to_string(),
+            sha256: sha256_hex(bytes),
+            outcome: Err(Refusal::from_error(error)),
+        });
+    }
+
+    /// Loads and refusals, newest first.
+    pub fn history(&self) -> Vec<HistoryEntry> {
+        self.book.lock().history.iter().rev().cloned().collect()
+    }
+}
+
+/// Watches a rules file and calls `on_change` once changes have settled.
+///
+/// The file's directory is watched rather than the file, so that editors that save by writing
+/// a temporary file and renaming it over the original, and Kubernetes ConfigMap updates (which
+/// swap a `..data` symlink), are seen like an in-place write. When the path is a symlink, the
+/// directory of its target is watched too. The callback re-reads the file and compares content
+/// hashes, so a spurious event never changes the version.
+pub struct FileWatcher {
+    _watcher: notify::RecommendedWatcher,
+}
+
+impl std::fmt::Debug for FileWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileWatcher").finish_non_exhaustive()
+    }
+}
+
+/// Starts watching `path`; events closer together than `debounce` make one call.
+pub fn watch_file(
+    path: &std::path::Path,
+    debounce: std::time::Duration,
+    on_change: impl Fn() + Send + 'static,
+) -> notify::Result<FileWatcher> {
+    use notify::Watcher;
+    use std::sync::mpsc;
+
+    let absolute = std::path::absolute(path).map_err(notify::Error::io)?;
+    let mut dirs = Vec::new();
+    let mut names = Vec::new();
+    for candidate in [
+        Some(absolute.clone()),
+        std::fs::canonicalize(&absolute).ok(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let (Some(dir), Some(name)) = (candidate.parent(), candidate.file_name()) {
+            if !dirs.iter().any(|d: &std::path::PathBuf| d == dir) {
+                dirs.push(dir.to_path_buf());
+            }
+            names.push(name.to_os_string());
+        }
+    }
+    let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
+    let mut watcher = notify::recommended_watcher(move |event| {
+        let _ = tx.send(event);
+    })?;
+    for dir in &dirs {
+        watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
+    }
+    let relevant = move |event: &notify::Event| {
+        event.paths.iter().any(|p| {
+            p.file_name().is_some_and(|n| {
+                names.iter().any(|name| name == n) || n.to_string_lossy().starts_with("..")
+            })
+        })
+    };
+    std::thread::Builder::new()
+        .name("rules-watch".into())
+        .spawn(move || {
+            while let Ok(event) = rx.recv() {
+                let Ok(event) = event else { continue };
+                if !relevant(&event) || event.kind.is_access() {
+                    continue;
+                }
+                // Let a burst of events (write, chmod, rename...) settle into one reload.
+                loop {
+                    match rx.recv_timeout(debounce) {
+                        Ok(_) => continue,
+                        Err(mpsc::RecvTimeoutError::Timeout) => break,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                on_change();
+            }
+        })
+        .map_err(notify::Error::io)?;
+    Ok(FileWatcher { _watcher: watcher })
 }

@@ -95,13 +95,11 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[tokio::test]
-async fn serve_answers_and_stops_gracefully_on_sigterm() {
+/// Starts `tripwire serve` on ephemeral ports; returns the process and its two addresses.
+fn spawn_serve(extra: &[&str]) -> (KillOnDrop, std::net::SocketAddr, std::net::SocketAddr) {
     let child = Command::new(BIN)
         .args([
             "serve",
-            "--rules",
-            &rules_path(),
             "--listen",
             "127.0.0.1:0",
             "--admin-listen",
@@ -109,7 +107,9 @@ async fn serve_answers_and_stops_gracefully_on_sigterm() {
             "--workers",
             "1",
         ])
+        .args(extra)
         .env("RUST_LOG", "info")
+        .env_remove("TRIPWIRE_ADMIN_TOKEN")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -134,8 +134,20 @@ async fn serve_answers_and_stops_gracefully_on_sigterm() {
         payment = payment.or_else(|| field(&line, "payment="));
         admin = admin.or_else(|| field(&line, "admin="));
     }
-    let (payment, admin) = (payment.unwrap(), admin.unwrap());
+    (child, payment.unwrap(), admin.unwrap())
+}
 
+fn signal(child: &KillOnDrop, name: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{name}"), &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+#[tokio::test]
+async fn serve_answers_and_stops_gracefully_on_sigterm() {
+    let (mut child, payment, admin) = spawn_serve(&["--rules", &rules_path()]);
     let (status, body) = common::get(admin, "/readyz").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = common::post(
@@ -150,11 +162,7 @@ async fn serve_answers_and_stops_gracefully_on_sigterm() {
         "02:30 local is in the night window: {body}"
     );
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    signal(&child, "TERM");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = child.0.try_wait().unwrap() {
@@ -167,4 +175,38 @@ async fn serve_answers_and_stops_gracefully_on_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_rules_file() {
+    let dir = std::env::temp_dir().join(format!("tripwire-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("rules.yaml");
+    let first = "timezone: UTC\nrules:\n  - id: big\n    action: deny\n    when:\n      amount: { at_least: 1000 }\n";
+    std::fs::write(&path, first).unwrap();
+    let path_text = path.display().to_string();
+    let (child, payment, admin) = spawn_serve(&["--rules", &path_text, "--no-watch"]);
+    std::fs::write(&path, first.replace("deny", "review")).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        common::get(admin, "/admin/rules").await.1["seq"],
+        1,
+        "--no-watch: the edit alone does nothing"
+    );
+    signal(&child, "HUP");
+    let reloaded = common::eventually(10, || async {
+        common::get(admin, "/admin/rules").await.1["seq"] == 2
+    })
+    .await;
+    assert!(reloaded, "SIGHUP reloaded the file");
+    let (_, answer) = common::post(
+        payment,
+        "/v1/decide",
+        &common::txn("h1", "c", "2026-03-01T10:00:00Z", "5000"),
+    )
+    .await;
+    assert_eq!(answer["decision"], "review");
+    assert!(answer["rules_version"].as_str().unwrap().starts_with("2-"));
+    drop(child);
+    std::fs::remove_dir_all(&dir).ok();
 }

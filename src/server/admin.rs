@@ -1,14 +1,22 @@
-//! The admin listener: health and readiness. Kept apart from the payment listener so that it
-//! can stay on loopback while payments are exposed.
+//! The admin listener: health, readiness, metrics, and rule operations. Kept apart from the
+//! payment listener so that it can stay on loopback while payments are exposed. When an admin
+//! token is configured, every call but `/healthz` and `/readyz` needs it as a bearer token.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use hyper::body::Incoming;
+use hyper::header::AUTHORIZATION;
 use hyper::{Method, Request, StatusCode};
 use serde::Serialize;
+use subtle::ConstantTimeEq;
 
 use super::AppState;
-use super::http::{ApiError, HttpResponse, json};
+use super::http::{ApiError, HttpResponse, json, read_body, text};
+use super::ops::{self, Reloaded};
+use crate::metrics::ReloadTrigger;
+use crate::reload::{HistoryEntry, LoadedRules};
+use crate::rules::{self, RulesError};
 
 #[derive(Serialize)]
 struct Health<'a> {
@@ -17,48 +25,207 @@ struct Health<'a> {
     rules_version: Option<&'a str>,
 }
 
-/// Routes one request of the admin listener.
-pub async fn handle(state: &AppState, req: Request<Incoming>) -> HttpResponse {
-    let path = req.uri().path();
-    let get_only = |allowed| {
-        (req.method() != Method::GET && req.method() != Method::HEAD).then(|| {
-            ApiError::MethodNotAllowed {
-                method: req.method().to_string(),
-                allowed,
-            }
-            .response()
-        })
+#[derive(Serialize)]
+struct RuleSummary<'a> {
+    id: &'a str,
+    action: &'static str,
+    mode: &'static str,
+    description: &'a str,
+}
+
+#[derive(Serialize)]
+struct RulesBody<'a> {
+    version: &'a str,
+    seq: u64,
+    sha256: &'a str,
+    loaded_at: String,
+    source: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changed: Option<bool>,
+    rules: Vec<RuleSummary<'a>>,
+}
+
+fn rules_body(loaded: &LoadedRules, changed: Option<bool>) -> RulesBody<'_> {
+    RulesBody {
+        version: &loaded.version.label,
+        seq: loaded.version.seq,
+        sha256: &loaded.version.sha256,
+        loaded_at: loaded.loaded_at.to_string(),
+        source: &loaded.source,
+        changed,
+        rules: loaded
+            .set
+            .rules()
+            .iter()
+            .map(|r| RuleSummary {
+                id: &r.id,
+                action: r.action.as_str(),
+                mode: r.mode.as_str(),
+                description: &r.description,
+            })
+            .collect(),
+    }
+}
+
+#[derive(Serialize)]
+struct HistoryItem<'a> {
+    at: String,
+    outcome: &'static str,
+    version: Option<&'a str>,
+    sha256: &'a str,
+    source: &'a str,
+    error: Option<&'a str>,
+    line: Option<u64>,
+    column: Option<u64>,
+}
+
+fn history_item(entry: &HistoryEntry) -> HistoryItem<'_> {
+    match &entry.outcome {
+        Ok(version) => HistoryItem {
+            at: entry.at.to_string(),
+            outcome: "loaded",
+            version: Some(&version.label),
+            sha256: &entry.sha256,
+            source: &entry.source,
+            error: None,
+            line: None,
+            column: None,
+        },
+        Err(refusal) => HistoryItem {
+            at: entry.at.to_string(),
+            outcome: "refused",
+            version: None,
+            sha256: &entry.sha256,
+            source: &entry.source,
+            error: Some(&refusal.error),
+            line: Some(refusal.line),
+            column: Some(refusal.column),
+        },
+    }
+}
+
+/// Whether the request carries the configured bearer token (or none is configured).
+fn authorized(state: &AppState, req: &Request<Incoming>) -> bool {
+    let Some(expected) = &state.config.admin_token else {
+        return true;
     };
-    match path {
-        "/healthz" => get_only("GET").unwrap_or_else(|| {
-            json(
+    let offered = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant time in the token's content; only lengths can differ observably.
+    offered.as_bytes().ct_eq(expected.as_bytes()).into()
+}
+
+/// Routes one request of the admin listener.
+pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> HttpResponse {
+    match route(state, req).await {
+        Ok(response) => response,
+        Err(e) => e.response(),
+    }
+}
+
+fn method_not_allowed(req: &Request<Incoming>, allowed: &'static str) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: req.method().to_string(),
+        allowed,
+    }
+}
+
+async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    let path = req.uri().path().to_owned();
+    let is_get = req.method() == Method::GET || req.method() == Method::HEAD;
+    match path.as_str() {
+        "/healthz" => {
+            if !is_get {
+                return Err(method_not_allowed(&req, "GET"));
+            }
+            return Ok(json(
                 StatusCode::OK,
                 &Health {
                     status: "ok",
                     rules_version: None,
                 },
-            )
-        }),
-        "/readyz" => get_only("GET").unwrap_or_else(|| {
-            let rules = state.interceptor.rules().load();
-            if state.accepting.load(Ordering::SeqCst) {
-                json(
-                    StatusCode::OK,
-                    &Health {
-                        status: "ready",
-                        rules_version: Some(&rules.version.label),
-                    },
-                )
-            } else {
-                json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &Health {
-                        status: "shutting down",
-                        rules_version: Some(&rules.version.label),
-                    },
-                )
+            ));
+        }
+        "/readyz" => {
+            if !is_get {
+                return Err(method_not_allowed(&req, "GET"));
             }
-        }),
-        other => ApiError::NotFound(other.to_string()).response(),
+            let rules = state.interceptor.rules().load();
+            let accepting = state.accepting.load(Ordering::SeqCst);
+            return Ok(json(
+                if accepting {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                },
+                &Health {
+                    status: if accepting { "ready" } else { "shutting down" },
+                    rules_version: Some(&rules.version.label),
+                },
+            ));
+        }
+        "/metrics" | "/admin/rules" | "/admin/rules/history" | "/admin/rules/rollback" => {}
+        _ => return Err(ApiError::NotFound(path)),
+    }
+    if !authorized(state, &req) {
+        return Err(ApiError::Unauthorized);
+    }
+    match (path.as_str(), req.method().clone()) {
+        ("/metrics", m) if m == Method::GET || m == Method::HEAD => {
+            let dropped = state.decision_log.as_ref().map_or(0, |l| l.dropped());
+            Ok(text(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                state.metrics.render(state.interceptor.store(), dropped),
+            ))
+        }
+        ("/metrics", _) => Err(method_not_allowed(&req, "GET")),
+        ("/admin/rules", m) if m == Method::GET || m == Method::HEAD => {
+            let loaded = state.interceptor.rules().load_full();
+            Ok(json(StatusCode::OK, &rules_body(&loaded, None)))
+        }
+        ("/admin/rules", Method::PUT) => {
+            let body = match read_body(req, rules::MAX_RULES_BYTES).await {
+                Ok(body) => body,
+                Err(e @ ApiError::PayloadTooLarge { .. }) => {
+                    let error = RulesError::TooLarge {
+                        bytes: rules::MAX_RULES_BYTES + 1,
+                    };
+                    state
+                        .interceptor
+                        .rules()
+                        .record_refusal("PUT /admin/rules", &[], &error);
+                    ops::refused(state, ReloadTrigger::Api, "PUT /admin/rules", &error);
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
+            let reloaded = ops::reload(state, ReloadTrigger::Api, Some(body)).await?;
+            let changed = matches!(reloaded, Reloaded::Installed(_));
+            Ok(json(
+                StatusCode::OK,
+                &rules_body(reloaded.live(), Some(changed)),
+            ))
+        }
+        ("/admin/rules", _) => Err(method_not_allowed(&req, "GET, PUT")),
+        ("/admin/rules/history", m) if m == Method::GET || m == Method::HEAD => {
+            let history = state.interceptor.rules().history();
+            let items: Vec<HistoryItem<'_>> = history.iter().map(history_item).collect();
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "entries": items }),
+            ))
+        }
+        ("/admin/rules/history", _) => Err(method_not_allowed(&req, "GET")),
+        ("/admin/rules/rollback", Method::POST) => {
+            let loaded = ops::rollback(state)?;
+            Ok(json(StatusCode::OK, &rules_body(&loaded, Some(true))))
+        }
+        ("/admin/rules/rollback", _) => Err(method_not_allowed(&req, "POST")),
+        _ => Err(ApiError::NotFound(path)),
     }
 }

@@ -9,6 +9,7 @@ use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 
 use crate::interceptor::OutcomeError;
+use crate::reload::Refusal;
 use crate::txn::TxnError;
 
 /// The response type of every handler.
@@ -43,6 +44,26 @@ pub enum ApiError {
     /// An outcome for a transaction not held.
     #[error("{0}")]
     UnknownTransaction(#[from] OutcomeError),
+    /// A rule set was refused; the live one keeps serving.
+    #[error("{}", .0.error)]
+    RulesRefused(Refusal),
+    /// An admin call without the right bearer token.
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    /// The request cannot be done in the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// Something failed inside tripwire.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct RefusalBody<'a> {
+    error: &'a str,
+    line: u64,
+    column: u64,
+    problems: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -60,6 +81,26 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) | ApiError::UnknownTransaction(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RulesRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::PayloadTooLarge { .. } => "too_large",
+            ApiError::BodyRead(_) => "body_read",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::UnknownTransaction(_) => "unknown_transaction",
+            ApiError::RulesRefused(_) => "rules_refused",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Internal(_) => "internal",
         }
     }
 
@@ -75,8 +116,20 @@ impl ApiError {
         }
     }
 
-    /// The JSON answer `{"error": ..., "field": ...}` with the right status.
+    /// The JSON answer `{"error": ..., "field": ...}` with the right status; a refused rule
+    /// set answers `{"error", "line", "column", "problems"}`.
     pub fn response(&self) -> HttpResponse {
+        if let ApiError::RulesRefused(refusal) = self {
+            return json(
+                self.status(),
+                &RefusalBody {
+                    error: &refusal.error,
+                    line: refusal.line,
+                    column: refusal.column,
+                    problems: &refusal.problems,
+                },
+            );
+        }
         let message = self.to_string();
         let body = ErrorBody {
             error: &message,
@@ -87,6 +140,12 @@ impl ApiError {
             response
                 .headers_mut()
                 .insert(hyper::header::ALLOW, HeaderValue::from_static(allowed));
+        }
+        if let ApiError::Unauthorized = self {
+            response.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tripwire-admin\""),
+            );
         }
         response
     }
@@ -99,12 +158,22 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> HttpResponse {
 }
 
 /// A JSON answer from bytes already written.
-pub fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+pub fn json_bytes(status: StatusCode, bytes: impl Into<Bytes>) -> HttpResponse {
+    let mut response = Response::new(Full::new(bytes.into()));
     *response.status_mut() = status;
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A plain-text answer.
+pub fn text(status: StatusCode, content_type: &'static str, body: String) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 

@@ -1,12 +1,14 @@
 //! The HTTP side: a payment listener (the decision API) and a separate admin listener (health,
-//! readiness), both hyper 1 over tokio. Handlers parse, call the [`Interceptor`], and map
-//! errors to answers in one place ([`http::ApiError`]).
+//! readiness, metrics, rule operations), both hyper 1 over tokio. Handlers parse, call the
+//! [`Interceptor`], and map errors to answers in one place ([`http::ApiError`]). The reload
+//! triggers (file watch, SIGHUP, `PUT /admin/rules`) all go through [`ops::reload`].
 //!
 //! Shutdown stops both accept loops at once, lets requests in flight finish within a grace
 //! period, then returns.
 
 pub mod admin;
 pub mod http;
+pub mod ops;
 pub mod payment;
 
 use std::net::SocketAddr;
@@ -23,7 +25,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::decision_log::{DecisionLog, DecisionLogConfig};
 use crate::interceptor::Interceptor;
+use crate::metrics::{Metrics, ReloadTrigger};
+use crate::reload::FileWatcher;
 
 /// Listener and limit settings of `tripwire serve`.
 #[derive(Clone, Debug)]
@@ -40,6 +45,17 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// How often idle customers are swept (wall clock cadence; idleness is event time).
     pub sweep_interval: Duration,
+    /// The rules file: watched for changes and re-read on SIGHUP. `None` when rules came from
+    /// elsewhere (tests); then only `PUT /admin/rules` reloads.
+    pub rules_path: Option<std::path::PathBuf>,
+    /// Watch the rules file for changes.
+    pub watch_rules: bool,
+    /// Quiet time after a file event before reloading.
+    pub watch_debounce: Duration,
+    /// Bearer token required by admin calls other than `/healthz` and `/readyz`.
+    pub admin_token: Option<String>,
+    /// Where to write the decision log, if anywhere.
+    pub decision_log: Option<DecisionLogConfig>,
 }
 
 impl Default for ServeConfig {
@@ -51,6 +67,11 @@ impl Default for ServeConfig {
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             sweep_interval: Duration::from_secs(10),
+            rules_path: None,
+            watch_rules: true,
+            watch_debounce: Duration::from_millis(200),
+            admin_token: None,
+            decision_log: None,
         }
     }
 }
@@ -64,6 +85,10 @@ pub struct AppState {
     pub config: ServeConfig,
     /// False once shutdown began: readiness answers 503 so a balancer stops sending.
     pub accepting: AtomicBool,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The decision log, when enabled.
+    pub decision_log: Option<DecisionLog>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -79,6 +104,7 @@ pub struct Server {
     state: Arc<AppState>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    _watcher: Option<FileWatcher>,
 }
 
 impl Server {
@@ -91,13 +117,26 @@ impl Server {
         let admin = TcpListener::bind(config.admin_listen).await?;
         let payment_addr = payment.local_addr()?;
         let admin_addr = admin.local_addr()?;
+        let decision_log = match &config.decision_log {
+            Some(log) => Some(DecisionLog::open(log.clone()).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot open the decision log {}: {e}", log.path.display()),
+                )
+            })?),
+            None => None,
+        };
+        let metrics = Metrics::new();
+        metrics.set_live_rules(&interceptor.rules().load());
         let state = Arc::new(AppState {
             interceptor,
             config,
             accepting: AtomicBool::new(true),
+            metrics,
+            decision_log,
         });
         let (stop, stopped) = watch::channel(false);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(accept_loop(
                 payment,
                 Arc::clone(&state),
@@ -110,8 +149,42 @@ impl Server {
                 Role::Admin,
                 stopped.clone(),
             )),
-            tokio::spawn(sweep_loop(Arc::clone(&state), stopped)),
+            tokio::spawn(sweep_loop(Arc::clone(&state), stopped.clone())),
         ];
+        let mut watcher = None;
+        if let Some(path) = state.config.rules_path.clone() {
+            let (changed, mut changes) = tokio::sync::mpsc::channel::<ReloadTrigger>(4);
+            if state.config.watch_rules {
+                let file_changed = changed.clone();
+                watcher = Some(
+                    crate::reload::watch_file(&path, state.config.watch_debounce, move || {
+                        // A full queue already holds a pending reload, which will read the
+                        // latest file: dropping this one loses nothing.
+                        let _ = file_changed.try_send(ReloadTrigger::File);
+                    })
+                    .map_err(|e| {
+                        std::io::Error::other(format!("cannot watch {}: {e}", path.display()))
+                    })?,
+                );
+            }
+            #[cfg(unix)]
+            tasks.push(tokio::spawn(hangup_loop(changed, stopped.clone())));
+            let reload_state = Arc::clone(&state);
+            let mut reload_stopped = stopped;
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        trigger = changes.recv() => match trigger {
+                            Some(trigger) => {
+                                let _ = ops::reload(&reload_state, trigger, None).await;
+                            }
+                            None => break,
+                        },
+                        _ = reload_stopped.changed() => break,
+                    }
+                }
+            }));
+        }
         info!(payment = %payment_addr, admin = %admin_addr, "listening");
         Ok(Server {
             payment_addr,
@@ -119,6 +192,7 @@ impl Server {
             state,
             stop,
             tasks,
+            _watcher: watcher,
         })
     }
 
@@ -204,6 +278,30 @@ async fn accept_loop(
             grace_seconds = grace.as_secs_f64(),
             "requests still in flight after the grace period were dropped"
         );
+    }
+}
+
+#[cfg(unix)]
+async fn hangup_loop(
+    changed: tokio::sync::mpsc::Sender<ReloadTrigger>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGHUP; reload through the file or the admin API");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => {
+                info!("SIGHUP: reloading rules");
+                let _ = changed.send(ReloadTrigger::Signal).await;
+            }
+            _ = stopped.changed() => break,
+        }
     }
 }
 

@@ -1,6 +1,9 @@
 //! The payment listener: `POST /v1/decide`, `PUT /v1/customers/{id}/credit-line`,
 //! `POST /v1/outcomes`. Admin paths do not exist here.
 
+use std::time::Instant;
+
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use percent_encoding::percent_decode_str;
@@ -16,6 +19,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> HttpResponse {
         Ok(response) => response,
         Err(e) => {
             debug!(error = %e, "request refused");
+            state.metrics.record_rejected(e.kind());
             e.response()
         }
     }
@@ -35,9 +39,20 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<HttpResponse,
                 return Err(not_allowed("POST"));
             }
             let body = read_body(req, limit).await?;
+            let started = Instant::now();
             let mut out = Vec::with_capacity(512);
-            state.interceptor.decide(&body, &mut out)?;
-            Ok(json_bytes(StatusCode::OK, out))
+            let summary = state.interceptor.decide(&body, &mut out)?;
+            let elapsed = started.elapsed();
+            state
+                .metrics
+                .record_decision(&summary, elapsed.as_secs_f64());
+            let answer = Bytes::from(out);
+            if let Some(log) = &state.decision_log
+                && log.record(body, answer.clone(), elapsed)
+            {
+                state.metrics.record_logged();
+            }
+            Ok(json_bytes(StatusCode::OK, answer))
         }
         "/v1/outcomes" => {
             if method != Method::POST {

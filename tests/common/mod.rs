@@ -51,27 +51,92 @@ pub async fn send_bytes(
     path: &str,
     body: Bytes,
 ) -> (StatusCode, String) {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string())
-        .header("content-type", "application/json")
-        .body(Full::new(body))
-        .unwrap();
-    let response = sender.send_request(req).await.expect("response");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, String::from_utf8_lossy(&bytes).into_owned())
+    send_with(addr, method, path, body, &[]).await
+}
+
+/// One request with extra headers on a fresh connection.
+pub async fn send_with(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Bytes,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String) {
+    let mut client = Client::connect(addr).await;
+    client.request(method, path, body, headers).await
+}
+
+/// A keep-alive HTTP/1.1 connection.
+pub struct Client {
+    addr: SocketAddr,
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        Client { addr, sender }
+    }
+
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, String) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string())
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(body)).unwrap();
+        self.sender.ready().await.expect("connection ready");
+        let response = self.sender.send_request(req).await.expect("response");
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    pub async fn post(&mut self, path: &str, body: &str) -> (StatusCode, serde_json::Value) {
+        let (status, text) = self
+            .request(
+                Method::POST,
+                path,
+                Bytes::copy_from_slice(body.as_bytes()),
+                &[],
+            )
+            .await;
+        (status, parse(&text))
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true or `seconds` pass.
+pub async fn eventually<F, Fut>(seconds: u64, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
 }
 
 pub async fn post(addr: SocketAddr, path: &str, body: &str) -> (StatusCode, serde_json::Value) {

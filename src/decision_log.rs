@@ -1,0 +1,191 @@
+//! The decision log: one JSON line per decision — the request as received, the answer as sent,
+//! the in-process latency — written by a background thread.
+//!
+//! The hot path only hands two reference-counted buffers to a bounded channel; when the channel
+//! is full the line is dropped and counted, never waited for. The writer rotates the file by
+//! size, keeping a fixed number of older files (`PATH.1` newest ... `PATH.N` oldest).
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tracing::warn;
+
+/// Settings of the decision log.
+#[derive(Clone, Debug)]
+pub struct DecisionLogConfig {
+    /// File to write.
+    pub path: PathBuf,
+    /// Rotate when the file would grow past this many bytes.
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub keep: u32,
+    /// Lines buffered between the hot path and the writer.
+    pub queue: usize,
+}
+
+impl DecisionLogConfig {
+    /// Defaults: rotate at 100 MiB, keep 5 files, queue 16,384 lines.
+    pub fn new(path: PathBuf) -> DecisionLogConfig {
+        DecisionLogConfig {
+            path,
+            max_bytes: 100 * 1024 * 1024,
+            keep: 5,
+            queue: 16_384,
+        }
+    }
+}
+
+struct Entry {
+    logged_at: jiff::Timestamp,
+    latency_micros: u64,
+    request: Bytes,
+    answer: Bytes,
+}
+
+/// Handle to the decision log, cheap to share.
+#[derive(Clone)]
+pub struct DecisionLog {
+    tx: SyncSender<Entry>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for DecisionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecisionLog")
+            .field("dropped", &self.dropped())
+            .finish()
+    }
+}
+
+impl DecisionLog {
+    /// Opens (appending) the log file and starts the writer thread.
+    pub fn open(config: DecisionLogConfig) -> std::io::Result<DecisionLog> {
+        let file = open_append(&config.path)?;
+        let size = file.metadata()?.len();
+        let (tx, rx) = sync_channel(config.queue.max(1));
+        std::thread::Builder::new()
+            .name("decision-log".into())
+            .spawn(move || write_loop(rx, config, file, size))?;
+        Ok(DecisionLog {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Queues one decision; returns false (and counts a drop) when the writer is behind.
+    pub fn record(&self, request: Bytes, answer: Bytes, latency: Duration) -> bool {
+        let entry = Entry {
+            logged_at: jiff::Timestamp::now(),
+            latency_micros: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            request,
+            answer,
+        };
+        match self.tx.try_send(entry) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Lines dropped since start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+fn rotated(path: &Path, n: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+fn rotate(config: &DecisionLogConfig) -> std::io::Result<File> {
+    if config.keep == 0 {
+        std::fs::remove_file(&config.path)?;
+    } else {
+        for n in (1..config.keep).rev() {
+            let from = rotated(&config.path, n);
+            if from.exists() {
+                std::fs::rename(&from, rotated(&config.path, n + 1))?;
+            }
+        }
+        std::fs::rename(&config.path, rotated(&config.path, 1))?;
+    }
+    open_append(&config.path)
+}
+
+/// Renders one line: the request body is re-encoded compactly so that a pretty-printed body
+/// still makes one line.
+fn render(entry: &Entry, line: &mut Vec<u8>) {
+    line.clear();
+    line.extend_from_slice(b"{\"logged_at\":\"");
+    line.extend_from_slice(entry.logged_at.to_string().as_bytes());
+    line.extend_from_slice(b"\",\"latency_us\":");
+    line.extend_from_slice(entry.latency_micros.to_string().as_bytes());
+    line.extend_from_slice(b",\"request\":");
+    match serde_json::from_slice::<serde_json::Value>(&entry.request) {
+        Ok(value) => {
+            serde_json::to_writer(&mut *line, &value).expect("writing to a Vec cannot fail")
+        }
+        Err(_) => line.extend_from_slice(b"null"),
+    }
+    line.extend_from_slice(b",\"answer\":");
+    line.extend_from_slice(&entry.answer);
+    line.extend_from_slice(b"}\n");
+}
+
+fn write_loop(rx: Receiver<Entry>, config: DecisionLogConfig, file: File, mut size: u64) {
+    let mut out = BufWriter::with_capacity(256 * 1024, file);
+    let mut line = Vec::with_capacity(1024);
+    let mut failing = false;
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(entry) = next {
+            render(&entry, &mut line);
+            if size > 0 && size + line.len() as u64 > config.max_bytes {
+                let flushed = out.flush();
+                match flushed.and_then(|()| rotate(&config)) {
+                    Ok(file) => {
+                        out = BufWriter::with_capacity(256 * 1024, file);
+                        size = 0;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, path = %config.path.display(), "decision log rotation failed")
+                    }
+                }
+            }
+            match out.write_all(&line) {
+                Ok(()) => {
+                    size += line.len() as u64;
+                    failing = false;
+                }
+                Err(e) if !failing => {
+                    warn!(error = %e, path = %config.path.display(), "decision log write failed");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+            next = rx.try_recv().ok();
+        }
+        // The queue is empty: make what was written visible before waiting again.
+        if let Err(e) = out.flush()
+            && !failing
+        {
+            warn!(error = %e, "decision log flush failed");
+            failing = true;
+        }
+    }
+    let _ = out.flush();
+}

@@ -1,0 +1,333 @@
+//! Prometheus metrics, exported by `GET /metrics` on the admin listener through the
+//! `prometheus-client` crate (OpenMetrics text).
+//!
+//! Counters on the hot path are resolved once (decisions by outcome) or looked up only when a
+//! rule matches (hits by rule id and mode); gauges that mirror the store are read at scrape
+//! time, so recording a decision costs a few atomic increments and one histogram observation.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::interceptor::DecideSummary;
+use crate::reload::LoadedRules;
+use crate::rules::Action;
+use crate::state::Store;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleHitLabels {
+    rule: String,
+    mode: &'static str,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    trigger: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RulesInfoLabels {
+    version: String,
+    sha256: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectLabels {
+    reason: &'static str,
+}
+
+/// What started a reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadTrigger {
+    /// The rules file changed on disk.
+    File,
+    /// SIGHUP.
+    Signal,
+    /// `PUT /admin/rules`.
+    Api,
+    /// `POST /admin/rules/rollback`.
+    Rollback,
+}
+
+impl ReloadTrigger {
+    /// The trigger's label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadTrigger::File => "file",
+            ReloadTrigger::Signal => "sighup",
+            ReloadTrigger::Api => "api",
+            ReloadTrigger::Rollback => "rollback",
+        }
+    }
+}
+
+/// Every metric tripwire exports.
+pub struct Metrics {
+    registry: Registry,
+    decisions: [Counter; 3],
+    duplicates: Counter,
+    rejected: Family<RejectLabels, Counter>,
+    rule_hits: Family<RuleHitLabels, Counter>,
+    decide_seconds: Histogram,
+    reloads: Family<ReloadLabels, Counter>,
+    rules_version: Gauge,
+    rules_info: Family<RulesInfoLabels, Gauge>,
+    rules_count: Gauge,
+    customers: Gauge,
+    events: Gauge,
+    evictions: Counter,
+    idle_drops: Counter,
+    decision_log_dropped: Counter,
+    decision_log_written: Counter,
+    last_rules_info: parking_lot::Mutex<Option<RulesInfoLabels>>,
+    log_dropped_seen: AtomicU64,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+/// Buckets of the decide latency histogram, seconds: 5 µs to 100 ms.
+const LATENCY_BUCKETS: [f64; 14] = [
+    5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3,
+    100e-3,
+];
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let decision_family = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "tripwire_decisions",
+            "Decisions answered, by decision",
+            decision_family.clone(),
+        );
+        let decisions = [Action::Allow, Action::Review, Action::Deny].map(|a| {
+            decision_family
+                .get_or_create(&DecisionLabels {
+                    decision: a.as_str(),
+                })
+                .clone()
+        });
+        let duplicates = Counter::default();
+        registry.register(
+            "tripwire_duplicate_transactions",
+            "Decide requests for a transaction id already decided (answered with the first decision)",
+            duplicates.clone(),
+        );
+        let rejected = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "tripwire_rejected_requests",
+            "Requests refused before deciding, by reason",
+            rejected.clone(),
+        );
+        let rule_hits = Family::<RuleHitLabels, Counter>::default();
+        registry.register(
+            "tripwire_rule_hits",
+            "Rule matches, by rule id, mode (enforce or shadow) and action",
+            rule_hits.clone(),
+        );
+        let decide_seconds = Histogram::new(LATENCY_BUCKETS);
+        registry.register_with_unit(
+            "tripwire_decide_duration",
+            "Time to decide in process: parse, lock, evaluate, record, answer",
+            Unit::Seconds,
+            decide_seconds.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "tripwire_rule_reloads",
+            "Rule set reloads, by trigger and outcome (accepted or refused)",
+            reloads.clone(),
+        );
+        let rules_version = Gauge::default();
+        registry.register(
+            "tripwire_rules_version",
+            "Sequence number of the live rule set",
+            rules_version.clone(),
+        );
+        let rules_info = Family::<RulesInfoLabels, Gauge>::default();
+        registry.register(
+            "tripwire_rules_info",
+            "The live rule set's version and content hash (value 1)",
+            rules_info.clone(),
+        );
+        let rules_count = Gauge::default();
+        registry.register(
+            "tripwire_rules",
+            "Rules in the live rule set",
+            rules_count.clone(),
+        );
+        let customers = Gauge::default();
+        registry.register(
+            "tripwire_customers",
+            "Customers held in memory",
+            customers.clone(),
+        );
+        let events = Gauge::default();
+        registry.register(
+            "tripwire_events",
+            "Transactions held in memory over all customers",
+            events.clone(),
+        );
+        let evictions = Counter::default();
+        registry.register(
+            "tripwire_customer_evictions",
+            "Customers evicted because the customer cap was reached",
+            evictions.clone(),
+        );
+        let idle_drops = Counter::default();
+        registry.register(
+            "tripwire_customer_idle_drops",
+            "Customers dropped because their history was older than every window",
+            idle_drops.clone(),
+        );
+        let decision_log_dropped = Counter::default();
+        registry.register(
+            "tripwire_decision_log_dropped",
+            "Decision log lines dropped because the writer could not keep up",
+            decision_log_dropped.clone(),
+        );
+        let decision_log_written = Counter::default();
+        registry.register(
+            "tripwire_decision_log_written",
+            "Decision log lines handed to the writer",
+            decision_log_written.clone(),
+        );
+        Metrics {
+            registry,
+            decisions,
+            duplicates,
+            rejected,
+            rule_hits,
+            decide_seconds,
+            reloads,
+            rules_version,
+            rules_info,
+            rules_count,
+            customers,
+            events,
+            evictions,
+            idle_drops,
+            decision_log_dropped,
+            decision_log_written,
+            last_rules_info: parking_lot::Mutex::new(None),
+            log_dropped_seen: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one answered decision.
+    pub fn record_decision(&self, summary: &DecideSummary, seconds: f64) {
+        let index = match summary.action {
+            Action::Allow => 0,
+            Action::Review => 1,
+            Action::Deny => 2,
+        };
+        self.decisions[index].inc();
+        self.decide_seconds.observe(seconds);
+        if summary.duplicate {
+            self.duplicates.inc();
+            return;
+        }
+        let rules = &summary.rules.set.rules;
+        for (hits, mode) in [(&summary.hits, "enforce"), (&summary.shadow, "shadow")] {
+            for &i in hits.iter() {
+                let rule = &rules[i as usize];
+                self.rule_hits
+                    .get_or_create(&RuleHitLabels {
+                        rule: rule.id.to_string(),
+                        mode,
+                        action: rule.action.as_str(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    /// Records a request refused before deciding (`bad_request`, `too_large`...).
+    pub fn record_rejected(&self, reason: &'static str) {
+        self.rejected.get_or_create(&RejectLabels { reason }).inc();
+    }
+
+    /// Records a reload attempt.
+    pub fn record_reload(&self, trigger: ReloadTrigger, accepted: bool) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                trigger: trigger.as_str(),
+                outcome: if accepted { "accepted" } else { "refused" },
+            })
+            .inc();
+    }
+
+    /// Points the rules gauges at the live rule set.
+    pub fn set_live_rules(&self, rules: &LoadedRules) {
+        self.rules_version
+            .set(i64::try_from(rules.version.seq).unwrap_or(i64::MAX));
+        self.rules_count
+            .set(i64::try_from(rules.set.rules().len()).unwrap_or(i64::MAX));
+        let labels = RulesInfoLabels {
+            version: rules.version.label.clone(),
+            sha256: rules.version.sha256.clone(),
+        };
+        let mut last = self.last_rules_info.lock();
+        if let Some(old) = last.take() {
+            self.rules_info.remove(&old);
+        }
+        self.rules_info.get_or_create(&labels).set(1);
+        *last = Some(labels);
+    }
+
+    /// Counts a decision-log line handed to the writer.
+    pub fn record_logged(&self) {
+        self.decision_log_written.inc();
+    }
+
+    /// Renders every metric, refreshing those mirrored from the store and the decision log.
+    pub fn render(&self, store: &Store, log_dropped_total: u64) -> String {
+        self.customers
+            .set(i64::try_from(store.customers()).unwrap_or(i64::MAX));
+        self.events
+            .set(i64::try_from(store.events()).unwrap_or(i64::MAX));
+        catch_up(&self.evictions, store.evictions());
+        catch_up(&self.idle_drops, store.idle_drops());
+        let seen = self
+            .log_dropped_seen
+            .swap(log_dropped_total, Ordering::Relaxed);
+        if log_dropped_total > seen {
+            self.decision_log_dropped.inc_by(log_dropped_total - seen);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Raises a counter mirroring a monotonic total kept elsewhere.
+fn catch_up(counter: &Counter, total: u64) {
+    let current = counter.get();
+    if total > current {
+        counter.inc_by(total - current);
+    }
+}
