@@ -10,9 +10,11 @@
 //! [`interceptor`] ties the pipeline together for one request; [`server`] puts it behind HTTP;
 //! `main.rs` only parses flags.
 
+pub mod config;
 pub mod decision_log;
 pub mod engine;
 pub mod interceptor;
+pub mod mapping;
 pub mod metrics;
 pub mod reload;
 pub mod rules;

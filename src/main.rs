@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use tripwire::decision_log::DecisionLogConfig;
+use tripwire::config::{self, Config};
 use tripwire::interceptor::Interceptor;
 use tripwire::reload::LiveRules;
 use tripwire::rules::{self, Mode, RulesError};
 use tripwire::server::{ServeConfig, Server};
-use tripwire::state::{Store, StoreConfig};
+use tripwire::state::Store;
 
 #[derive(Parser)]
 #[command(
@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the decision API with the rules in a file.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate a rules file and print a summary, or every problem as PATH:LINE:COLUMN: message.
     Check {
         /// The rules file.
@@ -37,41 +37,61 @@ enum Command {
     },
 }
 
+/// Flags of `tripwire serve`. Each can also be set in the `--config` file; a flag given here
+/// wins over the file, and the file over the default shown.
 #[derive(Args)]
 struct ServeArgs {
+    /// TOML config file (every flag below, plus [proxy] routes).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Rules file (YAML).
     #[arg(long)]
-    rules: PathBuf,
-    /// Payment listener address (decision API).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// Admin listener address (health, readiness).
-    #[arg(long, default_value = "127.0.0.1:9090")]
-    admin_listen: SocketAddr,
+    rules: Option<PathBuf>,
+    /// Payment listener address [default: 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Admin listener address [default: 127.0.0.1:9090].
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
     /// Tokio worker threads [default: all cores].
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long)]
     workers: Option<u16>,
-    /// Most customers held in memory; the least recently active are evicted past it.
-    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
-    max_customers: u64,
-    /// Events kept per customer.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
-    ring_capacity: u16,
-    /// Largest request body accepted, bytes.
-    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(256..=16_777_216))]
-    max_body_bytes: u64,
+    /// Most customers held in memory; the least recently active are evicted past it [default: 1000000].
+    #[arg(long)]
+    max_customers: Option<u64>,
+    /// Events kept per customer [default: 64].
+    #[arg(long)]
+    ring_capacity: Option<u16>,
+    /// Largest request body accepted, bytes [default: 65536].
+    #[arg(long)]
+    max_body_bytes: Option<u64>,
     /// Do not watch the rules file; reload only on SIGHUP or PUT /admin/rules.
     #[arg(long)]
     no_watch: bool,
     /// Write one JSON line per decision to this file.
     #[arg(long)]
     decision_log: Option<PathBuf>,
-    /// Rotate the decision log when it would pass this many bytes.
-    #[arg(long, default_value_t = 104_857_600, value_parser = clap::value_parser!(u64).range(4096..))]
-    decision_log_max_bytes: u64,
-    /// Rotated decision log files kept (PATH.1 ... PATH.N).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=1000))]
-    decision_log_keep: u32,
+    /// Rotate the decision log when it would pass this many bytes [default: 104857600].
+    #[arg(long)]
+    decision_log_max_bytes: Option<u64>,
+    /// Rotated decision log files kept, PATH.1 ... PATH.N [default: 5].
+    #[arg(long)]
+    decision_log_keep: Option<u32>,
+    /// Reverse-proxy mode: forward payment requests to this http:// upstream.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Time allowed for the upstream's response headers, e.g. 5s or 1500ms [default: 5s].
+    #[arg(long)]
+    upstream_timeout: Option<String>,
+    /// Proxy mode: forward (marked) or hold (403) transactions the rules send to review [default: forward].
+    #[arg(long)]
+    on_review: Option<String>,
+    /// Proxy mode: reject (400) or pass (marked unchecked) bodies that are not valid transactions [default: reject].
+    #[arg(long)]
+    on_invalid: Option<String>,
+    /// Proxy mode: fail_open (forward unchecked) or fail_closed (503) when tripwire cannot decide [default: fail_open].
+    #[arg(long)]
+    on_internal_error: Option<String>,
 }
 
 /// The environment variable holding the admin bearer token.
@@ -81,7 +101,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { path } => check(&path),
-        Command::Serve(args) => match serve(args) {
+        Command::Serve(args) => match serve(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tripwire: {e:#}");
@@ -136,19 +156,39 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
-    let bytes = rules::read_file(&args.rules).map_err(|e| {
-        print_problems(&args.rules, &e);
-        anyhow::anyhow!("cannot load rules from {}", args.rules.display())
+    let file = match &args.config {
+        Some(path) => config::read_file(path)?,
+        None => config::FileConfig::default(),
+    };
+    let flags = config::Flags {
+        rules: args.rules,
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        workers: args.workers,
+        max_customers: args.max_customers,
+        ring_capacity: args.ring_capacity,
+        max_body_bytes: args.max_body_bytes,
+        no_watch: args.no_watch,
+        decision_log: args.decision_log,
+        decision_log_max_bytes: args.decision_log_max_bytes,
+        decision_log_keep: args.decision_log_keep,
+        upstream: args.upstream,
+        upstream_timeout: args.upstream_timeout,
+        on_review: args.on_review,
+        on_invalid: args.on_invalid,
+        on_internal_error: args.on_internal_error,
+    };
+    let resolved = Config::resolve(file, flags)?;
+    let rules_path = resolved.rules.clone();
+    let bytes = rules::read_file(&rules_path).map_err(|e| {
+        print_problems(&rules_path, &e);
+        anyhow::anyhow!("cannot load rules from {}", rules_path.display())
     })?;
-    let live = LiveRules::new(&bytes, &args.rules.display().to_string()).map_err(|e| {
-        print_problems(&args.rules, &e);
-        anyhow::anyhow!("cannot load rules from {}", args.rules.display())
+    let live = LiveRules::new(&bytes, &rules_path.display().to_string()).map_err(|e| {
+        print_problems(&rules_path, &e);
+        anyhow::anyhow!("cannot load rules from {}", rules_path.display())
     })?;
-    let store = Store::new(StoreConfig {
-        max_customers: usize::try_from(args.max_customers).context("--max-customers")?,
-        ring_capacity: usize::from(args.ring_capacity),
-    });
-    let interceptor = Arc::new(Interceptor::new(store, live));
+    let interceptor = Arc::new(Interceptor::new(Store::new(resolved.store), live));
     let admin_token = match std::env::var(ADMIN_TOKEN_VAR) {
         Ok(token) if token.trim().is_empty() => {
             anyhow::bail!("{ADMIN_TOKEN_VAR} is set but empty; unset it or give a token")
@@ -157,26 +197,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Err(std::env::VarError::NotPresent) => None,
         Err(std::env::VarError::NotUnicode(_)) => anyhow::bail!("{ADMIN_TOKEN_VAR} is not UTF-8"),
     };
-    let decision_log = args.decision_log.clone().map(|path| DecisionLogConfig {
-        max_bytes: args.decision_log_max_bytes,
-        keep: args.decision_log_keep,
-        ..DecisionLogConfig::new(path)
-    });
     let config = ServeConfig {
-        listen: args.listen,
-        admin_listen: args.admin_listen,
-        max_body_bytes: usize::try_from(args.max_body_bytes).context("--max-body-bytes")?,
-        rules_path: Some(args.rules.clone()),
-        watch_rules: !args.no_watch,
         admin_token,
-        decision_log,
-        ..ServeConfig::default()
+        ..resolved.serve
     };
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
-    if let Some(n) = args.workers {
-        runtime.worker_threads(usize::from(n));
+    if let Some(n) = resolved.workers {
+        runtime.worker_threads(n);
     }
     let runtime = runtime.build().context("cannot start the async runtime")?;
     runtime.block_on(async move {

@@ -44,6 +44,17 @@ struct RulesInfoLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyFailureLabels {
+    cause: &'static str,
+    policy: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RejectLabels {
     reason: &'static str,
 }
@@ -91,6 +102,9 @@ pub struct Metrics {
     idle_drops: Counter,
     decision_log_dropped: Counter,
     decision_log_written: Counter,
+    proxy_requests: Family<ProxyLabels, Counter>,
+    proxy_failures: Family<ProxyFailureLabels, Counter>,
+    upstream_seconds: Histogram,
     last_rules_info: parking_lot::Mutex<Option<RulesInfoLabels>>,
     log_dropped_seen: AtomicU64,
 }
@@ -215,7 +229,33 @@ impl Metrics {
             "Decision log lines handed to the writer",
             decision_log_written.clone(),
         );
+        let proxy_requests = Family::<ProxyLabels, Counter>::default();
+        registry.register(
+            "tripwire_proxy_requests",
+            "Proxy mode: requests by result (forwarded_allow, forwarded_review, denied, held, invalid_rejected, invalid_passed, passthrough, upstream_unreachable, upstream_timeout, upstream_error)",
+            proxy_requests.clone(),
+        );
+        let proxy_failures = Family::<ProxyFailureLabels, Counter>::default();
+        registry.register(
+            "tripwire_proxy_internal_failures",
+            "Proxy mode: requests tripwire could not decide, by cause (overload, internal_error) and the policy applied",
+            proxy_failures.clone(),
+        );
+        let upstream_seconds = Histogram::new(
+            LATENCY_BUCKETS
+                .into_iter()
+                .chain([0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        );
+        registry.register_with_unit(
+            "tripwire_proxy_upstream_duration",
+            "Proxy mode: time from sending to the upstream to its response headers",
+            Unit::Seconds,
+            upstream_seconds.clone(),
+        );
         Metrics {
+            proxy_requests,
+            proxy_failures,
+            upstream_seconds,
             registry,
             decisions,
             duplicates,
@@ -296,6 +336,25 @@ impl Metrics {
         }
         self.rules_info.get_or_create(&labels).set(1);
         *last = Some(labels);
+    }
+
+    /// Counts a proxied request by result.
+    pub fn record_proxy(&self, result: &'static str) {
+        self.proxy_requests
+            .get_or_create(&ProxyLabels { result })
+            .inc();
+    }
+
+    /// Counts a request tripwire could not decide in proxy mode.
+    pub fn record_proxy_failure(&self, cause: &'static str, policy: &'static str) {
+        self.proxy_failures
+            .get_or_create(&ProxyFailureLabels { cause, policy })
+            .inc();
+    }
+
+    /// Records how long the upstream took to answer.
+    pub fn observe_upstream(&self, seconds: f64) {
+        self.upstream_seconds.observe(seconds);
     }
 
     /// Counts a decision-log line handed to the writer.

@@ -210,3 +210,60 @@ async fn sighup_reloads_the_rules_file() {
     drop(child);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test]
+async fn serve_reads_a_config_file_and_flags_win() {
+    let dir = std::env::temp_dir().join(format!("tripwire-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("decisions.jsonl");
+    let config = dir.join("tripwire.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "rules = \"{}\"\nlisten = \"127.0.0.1:1\"\ndecision_log = \"{}\"\n",
+            rules_path(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    let config_text = config.display().to_string();
+    // The file's listen address (port 1) would fail; the flag given by spawn_serve wins.
+    let (child, payment, _) = spawn_serve(&["--config", &config_text]);
+    let (status, _) = common::post(
+        payment,
+        "/v1/decide",
+        &common::txn("k1", "c", "2026-03-01T10:00:00Z", "10"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let logged = common::eventually(10, || async {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("\"k1\""))
+    })
+    .await;
+    assert!(logged, "the config file's decision_log is used");
+    drop(child);
+
+    std::fs::write(
+        &config,
+        "rules = \"x.yaml\"\n[proxy]\nupstream = \"ftp://nowhere\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config", &config_text])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("proxy.upstream:"), "{stderr}");
+    std::fs::write(&config, "rules = \"x.yaml\"\nlisen = \"oops\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config", &config_text])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("lisen"),
+        "unknown keys are named"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -12,8 +12,16 @@ use crate::interceptor::OutcomeError;
 use crate::reload::Refusal;
 use crate::txn::TxnError;
 
-/// The response type of every handler.
+/// The response type of the local handlers (answers built in memory).
 pub type HttpResponse = Response<Full<Bytes>>;
+
+/// The body type every listener answers with: local answers and streamed upstream answers.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// A local answer as a listener response.
+pub fn boxed(response: HttpResponse) -> Response<Body> {
+    response.map(|b| b.map_err(|never| match never {}).boxed_unsync())
+}
 
 /// Everything a request can fail with, mapped to an HTTP answer in [`ApiError::response`].
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +64,15 @@ pub enum ApiError {
     /// Something failed inside tripwire.
     #[error("internal error: {0}")]
     Internal(String),
+    /// Tripwire cannot decide now and fails closed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The upstream could not be reached or failed.
+    #[error("{0}")]
+    BadGateway(String),
+    /// The upstream did not answer in time.
+    #[error("{0}")]
+    GatewayTimeout(String),
 }
 
 #[derive(Serialize)]
@@ -85,6 +102,9 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -101,6 +121,9 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::Conflict(_) => "conflict",
             ApiError::Internal(_) => "internal",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::BadGateway(_) => "bad_gateway",
+            ApiError::GatewayTimeout(_) => "gateway_timeout",
         }
     }
 
@@ -186,15 +209,24 @@ pub fn empty(status: StatusCode) -> HttpResponse {
 
 /// Reads the whole body, refusing it with 413 as soon as it is known to exceed `limit`.
 pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    let declared = req
-        .headers()
+    let (parts, body) = req.into_parts();
+    read_limited(&parts.headers, body, limit).await
+}
+
+/// Reads a body whose headers are `headers`, refusing it with 413 past `limit`.
+pub async fn read_limited(
+    headers: &hyper::HeaderMap,
+    body: Incoming,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    match Limited::new(req.into_body(), limit).collect().await {
+    match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ApiError::PayloadTooLarge { limit })

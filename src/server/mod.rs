@@ -10,6 +10,7 @@ pub mod admin;
 pub mod http;
 pub mod ops;
 pub mod payment;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     /// Where to write the decision log, if anywhere.
     pub decision_log: Option<DecisionLogConfig>,
+    /// Reverse-proxy mode, when an upstream is configured.
+    pub proxy: Option<crate::config::ProxyConfig>,
 }
 
 impl Default for ServeConfig {
@@ -72,6 +75,7 @@ impl Default for ServeConfig {
             watch_debounce: Duration::from_millis(200),
             admin_token: None,
             decision_log: None,
+            proxy: None,
         }
     }
 }
@@ -89,6 +93,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The decision log, when enabled.
     pub decision_log: Option<DecisionLog>,
+    /// The reverse proxy, in proxy mode.
+    pub proxy: Option<proxy::Proxy>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -128,12 +134,14 @@ impl Server {
         };
         let metrics = Metrics::new();
         metrics.set_live_rules(&interceptor.rules().load());
+        let proxy = config.proxy.clone().map(proxy::Proxy::new);
         let state = Arc::new(AppState {
             interceptor,
             config,
             accepting: AtomicBool::new(true),
             metrics,
             decision_log,
+            proxy,
         });
         let (stop, stopped) = watch::channel(false);
         let mut tasks = vec![
@@ -247,9 +255,10 @@ async fn accept_loop(
                 let service = service_fn(move |req| {
                     let state = Arc::clone(&state);
                     async move {
-                        Ok::<_, std::convert::Infallible>(match role {
-                            Role::Payment => payment::handle(&state, req).await,
-                            Role::Admin => admin::handle(&state, req).await,
+                        Ok::<_, std::convert::Infallible>(match (role, &state.proxy) {
+                            (Role::Payment, Some(proxy)) => proxy::handle(&state, proxy, req, peer).await,
+                            (Role::Payment, None) => http::boxed(payment::handle(&state, req).await),
+                            (Role::Admin, _) => http::boxed(admin::handle(&state, req).await),
                         })
                     }
                 });

@@ -1,0 +1,460 @@
+//! Reverse-proxy mode: the payment listener sits in front of the payment service. Requests that
+//! are transactions are decided first; a denied one never reaches the upstream. Everything
+//! else passes through untouched. The decision API paths stay local.
+//!
+//! Forwarding keeps method, path, query, headers (less hop-by-hop ones) and body, over a pooled
+//! keep-alive hyper client; the upstream's answer is streamed back.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use tracing::{debug, warn};
+
+use super::AppState;
+use super::http::{ApiError, Body, boxed, json, read_limited};
+use crate::config::{FailurePolicy, InvalidPolicy, ProxyConfig, ReviewPolicy};
+use crate::mapping::FieldMapping;
+use crate::rules::Action;
+use crate::txn::{self, OutcomeReport, OutcomeStatus};
+
+/// Header naming the decision on a forwarded request.
+pub const DECISION_HEADER: &str = "x-risk-decision";
+/// Header naming the rules version on a forwarded request.
+pub const VERSION_HEADER: &str = "x-risk-rules-version";
+
+/// The proxy's state: settings, the upstream client, the in-flight count.
+pub struct Proxy {
+    config: ProxyConfig,
+    client: Client<HttpConnector, Body>,
+    inflight: AtomicUsize,
+    identity: FieldMapping,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("upstream", &self.config.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// A proxy for `config`, with a pooled keep-alive client.
+    pub fn new(config: ProxyConfig) -> Proxy {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Proxy {
+            config,
+            client,
+            inflight: AtomicUsize::new(0),
+            identity: FieldMapping::default(),
+        }
+    }
+
+    /// The field mapping of the route this request matches, if it is a transaction.
+    fn interception<'a>(&'a self, req: &Request<Incoming>) -> Option<&'a FieldMapping> {
+        if self.config.routes.is_empty() {
+            let json = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| {
+                    let mime = ct
+                        .split(';')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_ascii_lowercase();
+                    mime == "application/json" || mime.ends_with("+json")
+                });
+            return (req.method() == hyper::Method::POST && json).then_some(&self.identity);
+        }
+        self.config
+            .routes
+            .iter()
+            .find(|r| r.method == req.method() && r.path.matches(req.uri().path()))
+            .map(|r| &r.fields)
+    }
+}
+
+/// Counts an intercepted request in flight; the count drops when this does.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+#[derive(Serialize)]
+struct Refused<'a> {
+    decision: &'a str,
+    reasons: &'a serde_json::Value,
+    transaction_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct InvalidBody<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pointer: Option<&'a str>,
+}
+
+/// Routes one request of the payment listener in proxy mode.
+pub async fn handle(
+    state: &Arc<AppState>,
+    proxy: &Proxy,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let path = req.uri().path();
+    if path == "/v1/decide" || path == "/v1/outcomes" || path.starts_with("/v1/customers/") {
+        return boxed(super::payment::handle(state, req).await);
+    }
+    let Some(mapping) = proxy.interception(&req) else {
+        state.metrics.record_proxy("passthrough");
+        let (parts, body) = req.into_parts();
+        return forward(state, proxy, parts, body.boxed_unsync(), peer, None).await;
+    };
+
+    let inflight = proxy.inflight.fetch_add(1, Ordering::Relaxed);
+    let _guard = InFlight(&proxy.inflight);
+    if inflight >= proxy.config.max_inflight {
+        warn!(
+            inflight,
+            limit = proxy.config.max_inflight,
+            "proxy overloaded"
+        );
+        return internal_failure(state, proxy, req, peer, "overload").await;
+    }
+
+    let (parts, body) = req.into_parts();
+    let body = match read_limited(&parts.headers, body, state.config.max_body_bytes).await {
+        Ok(body) => body,
+        Err(e) => {
+            state.metrics.record_proxy("invalid_rejected");
+            return boxed(e.response());
+        }
+    };
+
+    let decide_body: Bytes = if mapping.is_identity() {
+        body.clone()
+    } else {
+        match mapping.to_decide_body(&body) {
+            Ok(mapped) => Bytes::from(mapped),
+            Err(e) => {
+                return invalid(state, proxy, parts, body, peer, &e.to_string(), None, None).await;
+            }
+        }
+    };
+
+    let started = Instant::now();
+    let mut answer = Vec::with_capacity(512);
+    let decided = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        state.interceptor.decide(&decide_body, &mut answer)
+    }));
+    let summary = match decided {
+        Ok(Ok(summary)) => summary,
+        Ok(Err(e)) => {
+            let pointer = e.field.and_then(|f| mapping.pointer(f));
+            return invalid(
+                state, proxy, parts, body, peer, &e.message, e.field, pointer,
+            )
+            .await;
+        }
+        Err(_) => {
+            warn!("the interceptor panicked while deciding");
+            let req = Request::from_parts(parts, http_body_util::Full::new(body));
+            return internal_failure_buffered(state, proxy, req, peer, "internal_error").await;
+        }
+    };
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .record_decision(&summary, elapsed.as_secs_f64());
+    let answer = Bytes::from(answer);
+    if let Some(log) = &state.decision_log
+        && log.record(decide_body.clone(), answer.clone(), elapsed)
+    {
+        state.metrics.record_logged();
+    }
+
+    let held = match summary.action {
+        Action::Deny => true,
+        Action::Review => proxy.config.on_review == ReviewPolicy::Hold,
+        Action::Allow => false,
+    };
+    let parsed: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
+    let transaction_id = parsed["transaction_id"].as_str().unwrap_or_default();
+    if held {
+        state
+            .metrics
+            .record_proxy(if summary.action == Action::Deny {
+                "denied"
+            } else {
+                "held"
+            });
+        return boxed(json(
+            StatusCode::FORBIDDEN,
+            &Refused {
+                decision: summary.action.as_str(),
+                reasons: &parsed["reasons"],
+                transaction_id,
+            },
+        ));
+    }
+    state
+        .metrics
+        .record_proxy(if summary.action == Action::Allow {
+            "forwarded_allow"
+        } else {
+            "forwarded_review"
+        });
+    let txn = txn::parse_decide(&decide_body).ok();
+    let outcome_key = txn.map(|t| (t.customer_id.into_owned(), t.transaction_id.into_owned()));
+    let mut parts = parts;
+    parts.headers.insert(
+        DECISION_HEADER,
+        HeaderValue::from_static(summary.action.as_str()),
+    );
+    if let Ok(v) = HeaderValue::from_str(&summary.rules.version.label) {
+        parts.headers.insert(VERSION_HEADER, v);
+    }
+    drop(summary);
+    let body = http_body_util::Full::new(body)
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    forward(state, proxy, parts, body, peer, outcome_key).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn invalid(
+    state: &Arc<AppState>,
+    proxy: &Proxy,
+    mut parts: hyper::http::request::Parts,
+    body: Bytes,
+    peer: SocketAddr,
+    error: &str,
+    field: Option<&str>,
+    pointer: Option<&str>,
+) -> Response<Body> {
+    match proxy.config.on_invalid {
+        InvalidPolicy::Reject => {
+            state.metrics.record_proxy("invalid_rejected");
+            boxed(json(
+                StatusCode::BAD_REQUEST,
+                &InvalidBody {
+                    error,
+                    field,
+                    pointer,
+                },
+            ))
+        }
+        InvalidPolicy::Pass => {
+            state.metrics.record_proxy("invalid_passed");
+            parts
+                .headers
+                .insert(DECISION_HEADER, HeaderValue::from_static("unchecked"));
+            let body = http_body_util::Full::new(body)
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            forward(state, proxy, parts, body, peer, None).await
+        }
+    }
+}
+
+/// Tripwire cannot decide: forward unchecked (fail-open) or answer 503 (fail-closed).
+async fn internal_failure(
+    state: &Arc<AppState>,
+    proxy: &Proxy,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    cause: &'static str,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    fail(state, proxy, parts, body.boxed_unsync(), peer, cause).await
+}
+
+async fn internal_failure_buffered(
+    state: &Arc<AppState>,
+    proxy: &Proxy,
+    req: Request<http_body_util::Full<Bytes>>,
+    peer: SocketAddr,
+    cause: &'static str,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let body = body.map_err(|never| match never {}).boxed_unsync();
+    fail(state, proxy, parts, body, peer, cause).await
+}
+
+async fn fail(
+    state: &Arc<AppState>,
+    proxy: &Proxy,
+    mut parts: hyper::http::request::Parts,
+    body: Body,
+    peer: SocketAddr,
+    cause: &'static str,
+) -> Response<Body> {
+    match proxy.config.on_internal_error {
+        FailurePolicy::FailOpen => {
+            state.metrics.record_proxy_failure(cause, "fail_open");
+            parts
+                .headers
+                .insert(DECISION_HEADER, HeaderValue::from_static("unchecked"));
+            forward(state, proxy, parts, body, peer, None).await
+        }
+        FailurePolicy::FailClosed => {
+            state.metrics.record_proxy_failure(cause, "fail_closed");
+            boxed(
+                ApiError::Unavailable(format!(
+                    "tripwire cannot decide ({cause}) and is configured to fail closed"
+                ))
+                .response(),
+            )
+        }
+    }
+}
+
+/// Sends the request to the upstream and streams its answer back. When `outcome` names the
+/// transaction, the upstream's status is recorded as its outcome: 2xx settled, else failed.
+async fn forward(
+    state: &Arc<AppState>,
+    proxy: &Proxy,
+    mut parts: hyper::http::request::Parts,
+    body: Body,
+    peer: SocketAddr,
+    outcome: Option<(String, String)>,
+) -> Response<Body> {
+    let upstream = &proxy.config.upstream;
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_string();
+    let uri = Uri::builder()
+        .scheme(upstream.scheme_str().unwrap_or("http"))
+        .authority(upstream.authority().map_or("", |a| a.as_str()))
+        .path_and_query(path_and_query)
+        .build();
+    let Ok(uri) = uri else {
+        return boxed(ApiError::BadGateway("cannot build the upstream URL".into()).response());
+    };
+    parts.uri = uri;
+    strip_hop_by_hop(&mut parts.headers);
+    let forwarded_for = match parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(before) => format!("{before}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        parts.headers.insert("x-forwarded-for", v);
+    }
+    parts
+        .headers
+        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+
+    let started = Instant::now();
+    let sent = tokio::time::timeout(
+        proxy.config.timeout,
+        proxy.client.request(Request::from_parts(parts, body)),
+    )
+    .await;
+    state
+        .metrics
+        .observe_upstream(started.elapsed().as_secs_f64());
+    let response = match sent {
+        Err(_) => {
+            state.metrics.record_proxy("upstream_timeout");
+            return boxed(
+                ApiError::GatewayTimeout(format!(
+                    "the upstream did not answer within {} ms",
+                    proxy.config.timeout.as_millis()
+                ))
+                .response(),
+            );
+        }
+        Ok(Err(e)) => {
+            let unreachable = e.is_connect();
+            state.metrics.record_proxy(if unreachable {
+                "upstream_unreachable"
+            } else {
+                "upstream_error"
+            });
+            debug!(error = %e, "upstream request failed");
+            return boxed(
+                ApiError::BadGateway(if unreachable {
+                    format!("the upstream {upstream} is unreachable")
+                } else {
+                    format!("the upstream failed: {e}")
+                })
+                .response(),
+            );
+        }
+        Ok(Ok(response)) => response,
+    };
+    if let Some((customer_id, transaction_id)) = outcome {
+        let status = if response.status().is_success() {
+            OutcomeStatus::Settled
+        } else {
+            OutcomeStatus::Failed
+        };
+        let _ = state.interceptor.record_outcome(&OutcomeReport {
+            transaction_id: transaction_id.into(),
+            customer_id: customer_id.into(),
+            status,
+        });
+    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, body.boxed_unsync())
+}
