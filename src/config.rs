@@ -78,6 +78,20 @@ pub struct FileConfig {
     pub decision_log_max_bytes: Option<u64>,
     /// Decision log files kept.
     pub decision_log_keep: Option<u32>,
+    /// Directory where customer state persists.
+    pub state_dir: Option<PathBuf>,
+    /// Time a client has to send a request's headers.
+    pub header_read_timeout: Option<String>,
+    /// Time a keep-alive connection may sit idle between requests.
+    pub idle_timeout: Option<String>,
+    /// Most connections open at once per listener.
+    pub max_connections: Option<u32>,
+    /// Largest request head (request line and headers).
+    pub max_header_bytes: Option<u64>,
+    /// Most evaluation work a rule set may cost per decision.
+    pub eval_budget: Option<u64>,
+    /// Time given to requests in flight at shutdown.
+    pub shutdown_grace: Option<String>,
     /// Reverse-proxy mode.
     pub proxy: Option<ProxyFile>,
 }
@@ -141,6 +155,20 @@ pub struct Flags {
     pub decision_log_max_bytes: Option<u64>,
     /// `--decision-log-keep`
     pub decision_log_keep: Option<u32>,
+    /// `--state-dir`
+    pub state_dir: Option<PathBuf>,
+    /// `--header-read-timeout`
+    pub header_read_timeout: Option<String>,
+    /// `--idle-timeout`
+    pub idle_timeout: Option<String>,
+    /// `--max-connections`
+    pub max_connections: Option<u32>,
+    /// `--max-header-bytes`
+    pub max_header_bytes: Option<u64>,
+    /// `--eval-budget`
+    pub eval_budget: Option<u64>,
+    /// `--shutdown-grace`
+    pub shutdown_grace: Option<String>,
     /// `--upstream`
     pub upstream: Option<String>,
     /// `--upstream-timeout`
@@ -221,6 +249,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Listener settings.
     pub serve: ServeConfig,
+    /// Where state persists, when it does.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Parses a duration such as `5s`, `1500ms`, `2m`.
@@ -381,6 +411,56 @@ impl Config {
             })
         });
         let decision_log = decision_log.transpose()?;
+        let timeout = |key: &str, flag: Option<String>, file: Option<String>, default: Duration| {
+            flag.or(file)
+                .map_or(Ok(default), |t| parse_timeout(key, &t))
+        };
+        let header_read_timeout = timeout(
+            "header_read_timeout",
+            flags.header_read_timeout,
+            file.header_read_timeout,
+            defaults.header_read_timeout,
+        )?;
+        let idle_timeout = timeout(
+            "idle_timeout",
+            flags.idle_timeout,
+            file.idle_timeout,
+            defaults.idle_timeout,
+        )?;
+        let shutdown_grace = timeout(
+            "shutdown_grace",
+            flags.shutdown_grace,
+            file.shutdown_grace,
+            defaults.shutdown_grace,
+        )?;
+        let max_connections = in_range(
+            "max_connections",
+            flags
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(defaults.max_connections as u32),
+            1,
+            1_000_000,
+        )? as usize;
+        let max_header_bytes = in_range(
+            "max_header_bytes",
+            flags
+                .max_header_bytes
+                .or(file.max_header_bytes)
+                .unwrap_or(defaults.max_header_bytes as u64),
+            8192,
+            1024 * 1024,
+        )? as usize;
+        let eval_budget = in_range(
+            "eval_budget",
+            flags
+                .eval_budget
+                .or(file.eval_budget)
+                .unwrap_or(defaults.eval_budget),
+            1_000,
+            u64::MAX,
+        )?;
+        let state_dir = flags.state_dir.or(file.state_dir);
 
         let proxy_file = file.proxy.unwrap_or_default();
         let upstream = flags.upstream.or(proxy_file.upstream);
@@ -468,8 +548,15 @@ impl Config {
                 watch_rules: watch,
                 decision_log,
                 proxy,
+                header_read_timeout,
+                idle_timeout,
+                shutdown_grace,
+                max_connections,
+                max_header_bytes,
+                eval_budget,
                 ..defaults
             },
+            state_dir,
         })
     }
 }

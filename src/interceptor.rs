@@ -12,6 +12,7 @@ use crate::engine::explain::Explanation;
 use crate::engine::{self, Decision, Hits};
 use crate::reload::{LiveRules, LoadedRules};
 use crate::rules::Action;
+use crate::state::journal::Journal;
 use crate::state::{Event, Store};
 use crate::txn::{self, CreditLine, EventTime, OutcomeReport, Txn, TxnError};
 
@@ -66,6 +67,14 @@ pub enum OutcomeError {
 pub struct Interceptor {
     store: Store,
     rules: LiveRules,
+    /// Where changes are journalled when state persists.
+    journal: Option<Arc<Journal>>,
+}
+
+impl AsRef<Store> for Interceptor {
+    fn as_ref(&self) -> &Store {
+        &self.store
+    }
 }
 
 // A decision lives on the stack for one call; boxing it would allocate on every request.
@@ -84,12 +93,27 @@ fn wall_clock_micros() -> i64 {
 impl Interceptor {
     /// An interceptor over `store` deciding with `rules`.
     pub fn new(store: Store, rules: LiveRules) -> Interceptor {
-        Interceptor { store, rules }
+        Interceptor {
+            store,
+            rules,
+            journal: None,
+        }
+    }
+
+    /// Journals every change to customer state (see `state::persist`).
+    pub fn with_journal(mut self, journal: Arc<Journal>) -> Interceptor {
+        self.journal = Some(journal);
+        self
     }
 
     /// The customer store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The journal, when state persists.
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
+        self.journal.as_ref()
     }
 
     /// The live rules.
@@ -118,16 +142,18 @@ impl Interceptor {
                         first_at: first.at,
                     };
                 }
-                if let Some(line) = txn.credit_line {
-                    update_credit_line(&mut record.credit_line, line);
-                    record.last_event_at = record.last_event_at.max(line.granted_at);
+                if let Some(line) = txn.credit_line
+                    && record.offer_credit_line(line)
+                    && let Some(journal) = &self.journal
+                {
+                    journal.credit_line(&txn.customer_id, line);
                 }
                 let decision = engine::evaluate(set, &record.history(), txn);
-                record.ring.push(
-                    Event::new(txn.at, txn_hash, txn.amount, txn.geo, decision.action),
-                    capacity,
-                );
-                record.last_event_at = record.last_event_at.max(txn.at);
+                let event = Event::new(txn.at, txn_hash, txn.amount, txn.geo, decision.action);
+                record.record(event, capacity);
+                if let Some(journal) = &self.journal {
+                    journal.event(&txn.customer_id, &event);
+                }
                 Evaluated::Fresh(decision)
             });
         self.store.observe_event_time(
@@ -162,8 +188,11 @@ impl Interceptor {
     /// A line granted earlier than the one held is ignored as a late, out-of-order message.
     pub fn set_credit_line(&self, customer_id: &str, line: CreditLine) {
         self.store.with_customer(customer_id, |record, _| {
-            update_credit_line(&mut record.credit_line, line);
-            record.last_event_at = record.last_event_at.max(line.granted_at);
+            if record.offer_credit_line(line)
+                && let Some(journal) = &self.journal
+            {
+                journal.credit_line(customer_id, line);
+            }
         });
     }
 
@@ -175,11 +204,15 @@ impl Interceptor {
         let found = self
             .store
             .with_existing(&report.customer_id, |record| {
-                record
+                let found = record
                     .ring
                     .find_mut(txn_hash)
                     .map(|event| event.set_outcome(report.status.into()))
-                    .is_some()
+                    .is_some();
+                if found && let Some(journal) = &self.journal {
+                    journal.outcome(&report.customer_id, txn_hash, report.status.into());
+                }
+                found
             })
             .ok_or_else(|| OutcomeError::UnknownCustomer(report.customer_id.to_string()))?;
         if found {
@@ -209,12 +242,6 @@ impl Interceptor {
                 .saturating_sub(horizon)
                 .saturating_sub(IDLE_GRACE_MICROS),
         )
-    }
-}
-
-fn update_credit_line(held: &mut Option<CreditLine>, line: CreditLine) {
-    if held.is_none_or(|h| line.granted_at >= h.granted_at) {
-        *held = Some(line);
     }
 }
 

@@ -11,9 +11,10 @@ use clap::{Args, Parser, Subcommand};
 use tripwire::config::{self, Config};
 use tripwire::interceptor::Interceptor;
 use tripwire::reload::LiveRules;
-use tripwire::rules::{self, Mode, RulesError};
+use tripwire::rules::{self, EvalBudget, Mode, RulesError};
 use tripwire::server::{ServeConfig, Server};
 use tripwire::state::Store;
+use tripwire::state::persist::{PersistConfig, Persistence};
 
 #[derive(Parser)]
 #[command(
@@ -77,6 +78,27 @@ struct ServeArgs {
     /// Rotated decision log files kept, PATH.1 ... PATH.N [default: 5].
     #[arg(long)]
     decision_log_keep: Option<u32>,
+    /// Persist customer state (rings, credit lines, transaction ids) in this directory.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// A client must send a request's headers within this time, e.g. 30s [default: 30s].
+    #[arg(long)]
+    header_read_timeout: Option<String>,
+    /// Close a keep-alive connection idle this long between requests [default: 30s].
+    #[arg(long)]
+    idle_timeout: Option<String>,
+    /// Most connections open at once per listener [default: 10000].
+    #[arg(long)]
+    max_connections: Option<u32>,
+    /// Largest request head (request line and headers), bytes [default: 16384].
+    #[arg(long)]
+    max_header_bytes: Option<u64>,
+    /// Most evaluation work a rule set may cost per decision [default: 1000000].
+    #[arg(long)]
+    eval_budget: Option<u64>,
+    /// Time given to requests in flight at shutdown [default: 10s].
+    #[arg(long)]
+    shutdown_grace: Option<String>,
     /// Reverse-proxy mode: forward payment requests to this http:// upstream.
     #[arg(long)]
     upstream: Option<String>,
@@ -172,6 +194,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         decision_log: args.decision_log,
         decision_log_max_bytes: args.decision_log_max_bytes,
         decision_log_keep: args.decision_log_keep,
+        state_dir: args.state_dir,
+        header_read_timeout: args.header_read_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections,
+        max_header_bytes: args.max_header_bytes,
+        eval_budget: args.eval_budget,
+        shutdown_grace: args.shutdown_grace,
         upstream: args.upstream,
         upstream_timeout: args.upstream_timeout,
         on_review: args.on_review,
@@ -184,11 +213,29 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         print_problems(&rules_path, &e);
         anyhow::anyhow!("cannot load rules from {}", rules_path.display())
     })?;
-    let live = LiveRules::new(&bytes, &rules_path.display().to_string()).map_err(|e| {
-        print_problems(&rules_path, &e);
-        anyhow::anyhow!("cannot load rules from {}", rules_path.display())
-    })?;
-    let interceptor = Arc::new(Interceptor::new(Store::new(resolved.store), live));
+    let budget = EvalBudget {
+        ring_capacity: resolved.store.ring_capacity,
+        max_cost: resolved.serve.eval_budget,
+    };
+    let live = LiveRules::with_budget(&bytes, &rules_path.display().to_string(), Some(budget))
+        .map_err(|e| {
+            print_problems(&rules_path, &e);
+            anyhow::anyhow!("cannot load rules from {}", rules_path.display())
+        })?;
+    let mut store = Store::new(resolved.store);
+    let persistence = match &resolved.state_dir {
+        Some(dir) => Some(Persistence::recover(PersistConfig::new(dir.clone()), &mut store)?.0),
+        None => None,
+    };
+    let mut interceptor = Interceptor::new(store, live);
+    if let Some(p) = &persistence {
+        interceptor = interceptor.with_journal(p.journal());
+    }
+    let interceptor = Arc::new(interceptor);
+    let persist = match persistence {
+        Some(p) => Some(p.start(Arc::clone(&interceptor))?),
+        None => None,
+    };
     let admin_token = match std::env::var(ADMIN_TOKEN_VAR) {
         Ok(token) if token.trim().is_empty() => {
             anyhow::bail!("{ADMIN_TOKEN_VAR} is set but empty; unset it or give a token")
@@ -220,6 +267,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         wait_for_signal().await;
         tracing::info!("shutting down");
         server.shutdown().await;
+        if let Some(persist) = persist {
+            tracing::info!("writing state");
+            let store_owner = Arc::clone(&interceptor);
+            tokio::task::spawn_blocking(move || persist.shutdown(store_owner.store()))
+                .await
+                .context("the state writer panicked")?
+                .context("cannot write state at shutdown")?;
+        }
         Ok(())
     })
 }

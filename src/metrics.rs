@@ -102,6 +102,8 @@ pub struct Metrics {
     idle_drops: Counter,
     decision_log_dropped: Counter,
     decision_log_written: Counter,
+    journal_frames: Counter,
+    journal_dropped: Counter,
     proxy_requests: Family<ProxyLabels, Counter>,
     proxy_failures: Family<ProxyFailureLabels, Counter>,
     upstream_seconds: Histogram,
@@ -229,6 +231,18 @@ impl Metrics {
             "Decision log lines handed to the writer",
             decision_log_written.clone(),
         );
+        let journal_frames = Counter::default();
+        registry.register(
+            "tripwire_state_journal_frames",
+            "Changes journalled to the state directory",
+            journal_frames.clone(),
+        );
+        let journal_dropped = Counter::default();
+        registry.register(
+            "tripwire_state_journal_dropped",
+            "Changes not journalled because the journal writer fell too far behind",
+            journal_dropped.clone(),
+        );
         let proxy_requests = Family::<ProxyLabels, Counter>::default();
         registry.register(
             "tripwire_proxy_requests",
@@ -253,6 +267,8 @@ impl Metrics {
             upstream_seconds.clone(),
         );
         Metrics {
+            journal_frames,
+            journal_dropped,
             proxy_requests,
             proxy_failures,
             upstream_seconds,
@@ -362,8 +378,18 @@ impl Metrics {
         self.decision_log_written.inc();
     }
 
-    /// Renders every metric, refreshing those mirrored from the store and the decision log.
-    pub fn render(&self, store: &Store, log_dropped_total: u64) -> String {
+    /// Renders every metric, refreshing those mirrored from the store, the journal and the
+    /// decision log.
+    pub fn render(
+        &self,
+        store: &Store,
+        journal: Option<&crate::state::journal::Journal>,
+        log_dropped_total: u64,
+    ) -> String {
+        if let Some(journal) = journal {
+            catch_up(&self.journal_frames, journal.appended());
+            catch_up(&self.journal_dropped, journal.dropped());
+        }
         self.customers
             .set(i64::try_from(store.customers()).unwrap_or(i64::MAX));
         self.events

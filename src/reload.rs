@@ -120,6 +120,7 @@ impl Book {
 /// The rule set in force, swapped atomically, with the record of every load and refusal.
 pub struct LiveRules {
     current: ArcSwap<LoadedRules>,
+    budget: Option<rules::EvalBudget>,
     /// Serialises installs so sequence numbers follow swap order.
     book: Mutex<Book>,
 }
@@ -135,7 +136,20 @@ impl std::fmt::Debug for LiveRules {
 impl LiveRules {
     /// Compiles `bytes` as the first rule set (sequence 1).
     pub fn new(bytes: &[u8], source: &str) -> Result<LiveRules, RulesError> {
+        LiveRules::with_budget(bytes, source, None)
+    }
+
+    /// Like [`LiveRules::new`], refusing this and every later rule set that costs more than
+    /// `budget` per decision.
+    pub fn with_budget(
+        bytes: &[u8],
+        source: &str,
+        budget: Option<rules::EvalBudget>,
+    ) -> Result<LiveRules, RulesError> {
         let set = rules::load_bytes(bytes)?;
+        if let Some(budget) = budget {
+            budget.check(&set)?;
+        }
         let loaded = Self::loaded(set, bytes, source, 1);
         let mut book = Book {
             next_seq: 2,
@@ -151,6 +165,7 @@ impl LiveRules {
         });
         Ok(LiveRules {
             current: ArcSwap::from_pointee(loaded),
+            budget,
             book: Mutex::new(book),
         })
     }
@@ -184,7 +199,10 @@ impl LiveRules {
     /// the history, which records the refusal.
     pub fn install(&self, bytes: &[u8], source: &str) -> Result<Arc<LoadedRules>, RulesError> {
         // Compile before taking the lock: a slow or bad file never blocks another install.
-        let compiled = rules::load_bytes(bytes);
+        let compiled = rules::load_bytes(bytes).and_then(|set| match self.budget {
+            Some(budget) => budget.check(&set).map(|()| set),
+            None => Ok(set),
+        });
         let mut book = self.book.lock();
         match compiled {
             Ok(set) => {

@@ -2,8 +2,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use hyper::StatusCode;
@@ -85,69 +84,9 @@ fn serve_refuses_to_start_on_a_bad_rules_file() {
     assert!(!out.status.success());
 }
 
-/// Kills the server if the test fails before stopping it.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `tripwire serve` on ephemeral ports; returns the process and its two addresses.
-fn spawn_serve(extra: &[&str]) -> (KillOnDrop, std::net::SocketAddr, std::net::SocketAddr) {
-    let child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-        ])
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .env_remove("TRIPWIRE_ADMIN_TOKEN")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let field = |line: &str, key: &str| -> Option<std::net::SocketAddr> {
-        let start = line.find(key)? + key.len();
-        line[start..].split_whitespace().next()?.parse().ok()
-    };
-    let (mut payment, mut admin) = (None, None);
-    while payment.is_none() || admin.is_none() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the server logs its addresses");
-        payment = payment.or_else(|| field(&line, "payment="));
-        admin = admin.or_else(|| field(&line, "admin="));
-    }
-    (child, payment.unwrap(), admin.unwrap())
-}
-
-fn signal(child: &KillOnDrop, name: &str) {
-    let sent = Command::new("kill")
-        .args([&format!("-{name}"), &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-}
-
 #[tokio::test]
 async fn serve_answers_and_stops_gracefully_on_sigterm() {
-    let (mut child, payment, admin) = spawn_serve(&["--rules", &rules_path()]);
+    let (mut child, payment, admin) = common::spawn_serve(&["--rules", &rules_path()]);
     let (status, body) = common::get(admin, "/readyz").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = common::post(
@@ -162,7 +101,7 @@ async fn serve_answers_and_stops_gracefully_on_sigterm() {
         "02:30 local is in the night window: {body}"
     );
 
-    signal(&child, "TERM");
+    common::signal(&child, "TERM");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = child.0.try_wait().unwrap() {
@@ -185,7 +124,7 @@ async fn sighup_reloads_the_rules_file() {
     let first = "timezone: UTC\nrules:\n  - id: big\n    action: deny\n    when:\n      amount: { at_least: 1000 }\n";
     std::fs::write(&path, first).unwrap();
     let path_text = path.display().to_string();
-    let (child, payment, admin) = spawn_serve(&["--rules", &path_text, "--no-watch"]);
+    let (child, payment, admin) = common::spawn_serve(&["--rules", &path_text, "--no-watch"]);
     std::fs::write(&path, first.replace("deny", "review")).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
@@ -193,7 +132,7 @@ async fn sighup_reloads_the_rules_file() {
         1,
         "--no-watch: the edit alone does nothing"
     );
-    signal(&child, "HUP");
+    common::signal(&child, "HUP");
     let reloaded = common::eventually(10, || async {
         common::get(admin, "/admin/rules").await.1["seq"] == 2
     })
@@ -228,7 +167,7 @@ async fn serve_reads_a_config_file_and_flags_win() {
     .unwrap();
     let config_text = config.display().to_string();
     // The file's listen address (port 1) would fail; the flag given by spawn_serve wins.
-    let (child, payment, _) = spawn_serve(&["--config", &config_text]);
+    let (child, payment, _) = common::spawn_serve(&["--config", &config_text]);
     let (status, _) = common::post(
         payment,
         "/v1/decide",

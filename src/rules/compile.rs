@@ -143,6 +143,14 @@ impl RuleSet {
     pub fn horizon(&self) -> i64 {
         self.horizon
     }
+
+    /// Worst-case evaluation work of one decision, in abstract units, for a ring of
+    /// `ring_capacity` events: every event visited once with a step per window and per
+    /// (list, window) pair, then every condition node and rule evaluated once.
+    pub fn cost(&self, ring_capacity: usize) -> u64 {
+        let per_event = 1 + self.windows.len() as u64 + self.list_windows.len() as u64;
+        ring_capacity as u64 * per_event + self.nodes.len() as u64 + self.rules.len() as u64
+    }
 }
 
 /// Compiles validated rules.

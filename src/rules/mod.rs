@@ -138,6 +138,33 @@ pub fn load_bytes(bytes: &[u8]) -> Result<RuleSet, RulesError> {
     Ok(compile(&valid))
 }
 
+/// A ceiling on the evaluation work a rule set may cost per decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EvalBudget {
+    /// Events per customer the rules will scan.
+    pub ring_capacity: usize,
+    /// Most work units allowed (see [`RuleSet::cost`]).
+    pub max_cost: u64,
+}
+
+impl EvalBudget {
+    /// Refuses a rule set that would cost more than the budget per decision.
+    pub fn check(&self, set: &RuleSet) -> Result<(), RulesError> {
+        let cost = set.cost(self.ring_capacity);
+        if cost > self.max_cost {
+            return Err(RulesError::Invalid(vec![Problem {
+                line: 0,
+                column: 0,
+                message: format!(
+                    "the rule set would cost {cost} work units per decision with a {}-event history; the evaluation budget is {} (raise --eval-budget, or use fewer windows and rules)",
+                    self.ring_capacity, self.max_cost
+                ),
+            }]));
+        }
+        Ok(())
+    }
+}
+
 /// Parse → validate, from YAML bytes; for tests and the reference evaluator.
 pub fn validate_bytes(bytes: &[u8]) -> Result<ValidRules, RulesError> {
     let text = std::str::from_utf8(bytes).map_err(|e| RulesError::NotUtf8 {

@@ -180,7 +180,11 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<HttpResp
             Ok(text(
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                state.metrics.render(state.interceptor.store(), dropped),
+                state.metrics.render(
+                    state.interceptor.store(),
+                    state.interceptor.journal().map(|j| j.as_ref()),
+                    dropped,
+                ),
             ))
         }
         ("/metrics", _) => Err(method_not_allowed(&req, "GET")),

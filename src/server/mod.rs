@@ -14,15 +14,14 @@ pub mod proxy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -59,6 +58,15 @@ pub struct ServeConfig {
     pub decision_log: Option<DecisionLogConfig>,
     /// Reverse-proxy mode, when an upstream is configured.
     pub proxy: Option<crate::config::ProxyConfig>,
+    /// A keep-alive connection idle this long between requests is closed.
+    pub idle_timeout: Duration,
+    /// Most connections open at once per listener; further clients wait in the accept queue.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers); larger ones get 431.
+    pub max_header_bytes: usize,
+    /// Most evaluation work a rule set may cost per decision (see `RuleSet::cost`); a rule
+    /// set over it is refused like an invalid one.
+    pub eval_budget: u64,
 }
 
 impl Default for ServeConfig {
@@ -76,6 +84,10 @@ impl Default for ServeConfig {
             admin_token: None,
             decision_log: None,
             proxy: None,
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_header_bytes: 16 * 1024,
+            eval_budget: 1_000_000,
         }
     }
 }
@@ -236,49 +248,39 @@ async fn accept_loop(
     role: Role,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
+    let max = state.config.max_connections;
+    let slots = Arc::new(Semaphore::new(max));
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let header_timeout = state.config.header_read_timeout;
-                let state = Arc::clone(&state);
-                let service = service_fn(move |req| {
-                    let state = Arc::clone(&state);
-                    async move {
-                        Ok::<_, std::convert::Infallible>(match (role, &state.proxy) {
-                            (Role::Payment, Some(proxy)) => proxy::handle(&state, proxy, req, peer).await,
-                            (Role::Payment, None) => http::boxed(payment::handle(&state, req).await),
-                            (Role::Admin, _) => http::boxed(admin::handle(&state, req).await),
-                        })
-                    }
-                });
-                let connection = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .serve_connection(TokioIo::new(stream), service);
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
+        // At the connection limit, stop accepting: further clients wait in the kernel's
+        // accept queue instead of taking memory and file descriptors here.
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
             _ = stopped.changed() => break,
-        }
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped.changed() => break,
+        };
+        let state = Arc::clone(&state);
+        let stop = stopped.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, peer, state, role, stop).await;
+            drop(slot);
+        });
     }
     drop(listener);
+    // Every connection holds a slot until it ends: all slots back means all connections done.
     let grace = state.config.shutdown_grace;
-    if tokio::time::timeout(grace, graceful.shutdown())
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    if tokio::time::timeout(grace, slots.acquire_many(all))
         .await
         .is_err()
     {
@@ -287,6 +289,134 @@ async fn accept_loop(
             grace_seconds = grace.as_secs_f64(),
             "requests still in flight after the grace period were dropped"
         );
+    }
+}
+
+/// Milliseconds since a fixed origin, for idle tracking.
+fn now_millis(origin: Instant) -> u64 {
+    u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A socket that notes when bytes last moved in either direction.
+struct Tracked {
+    inner: tokio::net::TcpStream,
+    origin: Instant,
+    last_active: Arc<AtomicU64>,
+}
+
+impl Tracked {
+    fn touch(&self) {
+        self.last_active
+            .store(now_millis(self.origin), Ordering::Relaxed);
+    }
+}
+
+impl tokio::io::AsyncRead for Tracked {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Serves one connection until it ends, closing it when idle past the idle timeout and
+/// draining it gracefully (the request in flight finishes) at shutdown.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    state: Arc<AppState>,
+    role: Role,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let origin = Instant::now();
+    let last_active = Arc::new(AtomicU64::new(0));
+    let io = Tracked {
+        inner: stream,
+        origin,
+        last_active: Arc::clone(&last_active),
+    };
+    let config = &state.config;
+    let (idle, header_timeout, max_buf) = (
+        config.idle_timeout,
+        config.header_read_timeout,
+        config.max_header_bytes.max(8192),
+    );
+    let service_state = Arc::clone(&state);
+    let service = service_fn(move |req| {
+        let state = Arc::clone(&service_state);
+        async move {
+            Ok::<_, std::convert::Infallible>(match (role, &state.proxy) {
+                (Role::Payment, Some(proxy)) => proxy::handle(&state, proxy, req, peer).await,
+                (Role::Payment, None) => http::boxed(payment::handle(&state, req).await),
+                (Role::Admin, _) => http::boxed(admin::handle(&state, req).await),
+            })
+        }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(max_buf)
+        .serve_connection(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    let mut idle_check =
+        tokio::time::interval((idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(e) = ended {
+                    debug!(%peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = stop.changed(), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = idle_check.tick(), if !closing => {
+                let quiet = now_millis(origin).saturating_sub(last_active.load(Ordering::Relaxed));
+                if quiet >= u64::try_from(idle.as_millis()).unwrap_or(u64::MAX) {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
     }
 }
 

@@ -129,6 +129,40 @@ impl Event {
         })
     }
 
+    /// The event as 32 little-endian bytes, for snapshots and the journal.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out[..8].copy_from_slice(&self.at.to_le_bytes());
+        out[8..16].copy_from_slice(&self.txn_hash.to_le_bytes());
+        out[16..24].copy_from_slice(&self.packed.to_le_bytes());
+        out[24..28].copy_from_slice(&self.lat_e7.to_le_bytes());
+        out[28..32].copy_from_slice(&self.lon_e7.to_le_bytes());
+        out
+    }
+
+    /// Reads [`Event::to_bytes`] back; `None` unless exactly 32 bytes holding a valid event.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Event> {
+        let bytes: &[u8; 32] = bytes.try_into().ok()?;
+        let word =
+            |r: std::ops::Range<usize>| u64::from_le_bytes(bytes[r].try_into().expect("8 bytes"));
+        let half =
+            |r: std::ops::Range<usize>| i32::from_le_bytes(bytes[r].try_into().expect("4 bytes"));
+        let event = Event {
+            at: word(0..8) as i64,
+            txn_hash: word(8..16),
+            packed: word(16..24),
+            lat_e7: half(24..28),
+            lon_e7: half(28..32),
+        };
+        let valid_amount = event.amount_minor() <= crate::txn::MAX_AMOUNT_MINOR;
+        let valid_bits = event.packed >> (DECISION_SHIFT + 2) == 0
+            && (event.packed >> DECISION_SHIFT) & 0b11 != 0b11;
+        let valid_geo = event.lat_e7 == NO_GEO
+            || (event.lat_e7.unsigned_abs() <= 900_000_000
+                && event.lon_e7.unsigned_abs() <= 1_800_000_000);
+        (valid_amount && valid_bits && valid_geo).then_some(event)
+    }
+
     /// The location as stored (rounded to 1e-7 degrees), so that a decision uses the same
     /// coordinates whether the point came from the request or from history.
     pub fn quantize(p: GeoPoint) -> GeoPoint {
@@ -163,5 +197,11 @@ mod tests {
         let none = Event::new(0, 0, amount, None, Action::Deny);
         assert_eq!(none.geo(), None);
         assert_eq!(none.decision(), Action::Deny);
+        assert_eq!(Event::from_bytes(&e.to_bytes()), Some(e));
+        assert_eq!(Event::from_bytes(&none.to_bytes()), Some(none));
+        let mut bad = e.to_bytes();
+        bad[23] = 0xff;
+        assert_eq!(Event::from_bytes(&bad), None);
+        assert_eq!(Event::from_bytes(&bad[..31]), None);
     }
 }

@@ -7,6 +7,8 @@
 //! record; nothing here awaits, logs or allocates on the way unless a new customer arrives.
 
 pub mod event;
+pub mod journal;
+pub mod persist;
 pub mod ring;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -17,7 +19,7 @@ use parking_lot::Mutex;
 pub use event::{Event, Outcome};
 pub use ring::Ring;
 
-use crate::txn::{CreditLine, EventTime};
+use crate::txn::{Amount, CreditLine, EventTime};
 
 /// Sizing of the store.
 #[derive(Clone, Copy, Debug)]
@@ -44,8 +46,10 @@ pub struct CustomerRecord {
     pub key: Box<str>,
     /// Recent events, arrival order.
     pub ring: Ring,
-    /// The current credit line, when known.
-    pub credit_line: Option<CreditLine>,
+    /// Credit limit in minor units; 0 when no line is known (a line's limit is always > 0).
+    credit_limit: i64,
+    /// When the line was granted, event time.
+    credit_granted_at: EventTime,
     /// Latest event time seen for the customer (transaction or credit grant).
     pub last_event_at: EventTime,
     newer: u32,
@@ -70,17 +74,73 @@ impl CustomerHistory<'_> {
 }
 
 impl CustomerRecord {
+    fn new(key: &str) -> CustomerRecord {
+        CustomerRecord {
+            key: key.into(),
+            ring: Ring::default(),
+            credit_limit: 0,
+            credit_granted_at: 0,
+            last_event_at: i64::MIN,
+            newer: NIL,
+            older: NIL,
+        }
+    }
+
     /// The engine's view of this record.
     #[inline]
     pub fn history(&self) -> CustomerHistory<'_> {
         CustomerHistory {
             events: self.ring.as_slices(),
-            credit_line: self.credit_line,
+            credit_line: self.credit_line(),
         }
+    }
+
+    /// The customer's credit line, when known.
+    #[inline]
+    pub fn credit_line(&self) -> Option<CreditLine> {
+        Amount::from_minor(self.credit_limit)
+            .filter(|a| a.minor() > 0)
+            .map(|limit| CreditLine {
+                limit,
+                granted_at: self.credit_granted_at,
+            })
+    }
+
+    /// Takes a reported credit line unless the one held was granted later: a line granted
+    /// earlier than the one held is a late, out-of-order message. Returns whether it was taken.
+    pub fn offer_credit_line(&mut self, line: CreditLine) -> bool {
+        let newer = self
+            .credit_line()
+            .is_none_or(|held| line.granted_at >= held.granted_at);
+        if newer {
+            self.credit_limit = line.limit.minor();
+            self.credit_granted_at = line.granted_at;
+            self.last_event_at = self.last_event_at.max(line.granted_at);
+        }
+        newer
+    }
+
+    /// Records an event unless one with the same transaction hash is held. Returns whether it
+    /// was recorded.
+    pub fn record(&mut self, event: Event, capacity: usize) -> bool {
+        if self.ring.find(event.txn_hash).is_some() {
+            return false;
+        }
+        self.ring.push(event, capacity);
+        self.last_event_at = self.last_event_at.max(event.at);
+        true
     }
 }
 
 const NIL: u32 = u32::MAX;
+
+/// Two random 64-bit keys, from the same OS randomness that seeds ahash.
+fn random_keys() -> (u64, u64) {
+    (
+        ahash::RandomState::new().hash_one(0x9e37_79b9_u64),
+        ahash::RandomState::new().hash_one(0x7f4a_7c15_u64),
+    )
+}
 
 struct Shard {
     table: HashTable<u32>,
@@ -178,6 +238,7 @@ pub struct Store {
     shard_mask: u64,
     per_shard_cap: usize,
     hasher: ahash::RandomState,
+    txn_keys: (u64, u64),
     config: StoreConfig,
     customers: AtomicUsize,
     events: AtomicUsize,
@@ -211,6 +272,7 @@ impl Store {
             shard_mask: shard_count as u64 - 1,
             per_shard_cap: max_customers.div_ceil(shard_count),
             hasher: ahash::RandomState::new(),
+            txn_keys: random_keys(),
             config,
             customers: AtomicUsize::new(0),
             events: AtomicUsize::new(0),
@@ -234,10 +296,28 @@ impl Store {
         &self.shards[((hash >> 52) & self.shard_mask) as usize]
     }
 
-    /// A keyed hash of a transaction id, for duplicate detection. Keyed per process so that
-    /// nobody can craft an id that collides with another customer's transaction.
+    /// A keyed hash of a transaction id, for duplicate detection and outcome reports.
+    ///
+    /// SipHash-1-3 with secret keys: nobody can craft an id that collides with another
+    /// transaction, and the value is stable across versions, so persisted state keeps matching.
     pub fn txn_hash(&self, customer_id: &str, transaction_id: &str) -> u64 {
-        self.hasher.hash_one((customer_id, transaction_id))
+        use std::hash::Hasher;
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(self.txn_keys.0, self.txn_keys.1);
+        h.write(customer_id.as_bytes());
+        h.write_u8(0xff);
+        h.write(transaction_id.as_bytes());
+        h.finish()
+    }
+
+    /// The keys of [`Store::txn_hash`], persisted with the state.
+    pub fn txn_keys(&self) -> (u64, u64) {
+        self.txn_keys
+    }
+
+    /// Uses these keys for transaction hashes (restoring persisted state). Only valid before
+    /// any event is recorded.
+    pub fn set_txn_keys(&mut self, keys: (u64, u64)) {
+        self.txn_keys = keys;
     }
 
     /// Runs `f` on the customer's record under its shard lock, creating the record (and
@@ -293,20 +373,20 @@ impl Store {
             self.events.fetch_sub(evicted.ring.len(), Ordering::Relaxed);
             self.evictions.fetch_add(1, Ordering::Relaxed);
         }
-        let record = CustomerRecord {
-            key: customer_id.into(),
-            ring: Ring::default(),
-            credit_line: None,
-            last_event_at: i64::MIN,
-            newer: NIL,
-            older: NIL,
-        };
+        let record = CustomerRecord::new(customer_id);
         let slot = match shard.free.pop() {
             Some(slot) => {
                 shard.slots[slot as usize] = Some(record);
                 slot
             }
             None => {
+                if shard.slots.len() == shard.slots.capacity() {
+                    // Grow by a quarter, not double: the slab is most of a shard's fixed cost.
+                    let extra = (shard.slots.len() / 4)
+                        .clamp(16, self.per_shard_cap.max(16))
+                        .max(1);
+                    shard.slots.reserve_exact(extra);
+                }
                 shard.slots.push(Some(record));
                 u32::try_from(shard.slots.len() - 1)
                     .expect("a shard holds far fewer than 2^32 customers")
@@ -355,7 +435,7 @@ impl Store {
                     (
                         r.newer,
                         r.last_event_at < cutoff,
-                        r.credit_line.is_some(),
+                        r.credit_line().is_some(),
                         r.ring.len(),
                     )
                 };
@@ -375,6 +455,29 @@ impl Store {
             }
         }
         removed
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Calls `f` on every customer of shard `shard`, under that shard's lock.
+    pub fn for_each_in_shard(&self, shard: usize, mut f: impl FnMut(&CustomerRecord)) {
+        let shard = self.shards[shard].lock();
+        for record in shard.slots.iter().flatten() {
+            f(record);
+        }
+    }
+
+    /// Drops every customer (a failed restore must not leave half a state).
+    pub fn clear(&self) {
+        for shard in self.shards.iter() {
+            *shard.lock() = Shard::new();
+        }
+        self.customers.store(0, Ordering::Relaxed);
+        self.events.store(0, Ordering::Relaxed);
+        self.watermark.store(i64::MIN, Ordering::Relaxed);
     }
 
     /// Customers held.
@@ -462,7 +565,7 @@ mod tests {
         push(&store, "old", 10);
         push(&store, "lined", 10);
         store.with_existing("lined", |r| {
-            r.credit_line = Some(CreditLine {
+            r.offer_credit_line(CreditLine {
                 limit: Amount::from_minor(1).unwrap(),
                 granted_at: 0,
             });

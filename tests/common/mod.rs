@@ -167,3 +167,71 @@ pub fn txn(id: &str, customer: &str, timestamp: &str, amount: &str) -> String {
     })
     .to_string()
 }
+
+// ---- the real binary -------------------------------------------------------------------
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tripwire");
+
+/// Kills the server if the test fails before stopping it.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `tripwire serve` on ephemeral ports; returns the process and its two addresses.
+pub fn spawn_serve(extra: &[&str]) -> (KillOnDrop, std::net::SocketAddr, std::net::SocketAddr) {
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+        ])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .env_remove("TRIPWIRE_ADMIN_TOKEN")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let field = |line: &str, key: &str| -> Option<std::net::SocketAddr> {
+        let start = line.find(key)? + key.len();
+        line[start..].split_whitespace().next()?.parse().ok()
+    };
+    let (mut payment, mut admin) = (None, None);
+    while payment.is_none() || admin.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server logs its addresses");
+        payment = payment.or_else(|| field(&line, "payment="));
+        admin = admin.or_else(|| field(&line, "admin="));
+    }
+    (child, payment.unwrap(), admin.unwrap())
+}
+
+pub fn signal(child: &KillOnDrop, name: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{name}"), &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}

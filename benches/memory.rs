@@ -1,0 +1,81 @@
+//! Resident memory per customer: fills the store (the server's own `Store`) to its cap with
+//! full rings, then feeds as many customers again, and reads the process's resident set size
+//! from /proc after each phase.
+//!
+//!     cargo bench --bench memory -- [--customers 1000000] [--ring 32]
+//!
+//! Prints one JSON object: the cap, the ring capacity, RSS before, after filling and after
+//! over-feeding, bytes per customer, and the evictions counted by the store (those the
+//! `tripwire_customer_evictions_total` metric reports).
+
+use std::time::Instant;
+
+use tripwire::rules::Action;
+use tripwire::state::{Event, Store, StoreConfig};
+use tripwire::txn::{Amount, GeoPoint};
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map_or(default, |v| v.parse().expect("a number"))
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn feed(store: &Store, from: usize, to: usize, ring: usize) {
+    for c in from..to {
+        let id = format!("customer-{c:09}");
+        store.with_customer(&id, |record, capacity| {
+            for i in 0..ring as i64 {
+                let event = Event::new(
+                    1_772_359_200_000_000 + i * 60_000_000,
+                    store.txn_hash(&id, &format!("t{i}")),
+                    Amount::from_minor(10_000 + i).unwrap(),
+                    (i % 2 == 0).then_some(GeoPoint {
+                        lat: 31.2,
+                        lon: 121.4,
+                    }),
+                    Action::Allow,
+                );
+                record.record(event, capacity);
+            }
+        });
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let customers = arg("--customers", 1_000_000);
+    let ring = arg("--ring", 32);
+    let before = rss_bytes();
+    let store = Store::new(StoreConfig {
+        max_customers: customers,
+        ring_capacity: ring,
+    });
+    let started = Instant::now();
+    feed(&store, 0, customers, ring);
+    let filled = rss_bytes();
+    let fill_seconds = started.elapsed().as_secs_f64();
+    feed(&store, customers, 2 * customers, ring);
+    let overfed = rss_bytes();
+    let held = store.customers();
+    println!(
+        "{{\"cap\":{customers},\"ring\":{ring},\"customers_held\":{held},\"events_held\":{},\"evictions\":{},\"rss_before\":{before},\"rss_filled\":{filled},\"rss_overfed\":{overfed},\"bytes_per_customer_filled\":{:.0},\"bytes_per_customer_overfed\":{:.0},\"fill_seconds\":{fill_seconds:.1}}}",
+        store.events(),
+        store.evictions(),
+        (filled - before) as f64 / held as f64,
+        (overfed - before) as f64 / held as f64,
+    );
+}

@@ -1,0 +1,837 @@
+//! State that survives restarts: periodic snapshots of the whole store plus the journal of
+//! every change since, in `--state-dir`.
+//!
+//! - The journal (see [`super::journal`]) is written every 100 ms and fsynced every second, so
+//!   a crash of the process loses at most the changes of the last 100 ms that were not yet
+//!   handed to the kernel, and a crash of the machine at most the last second.
+//! - A snapshot is taken every 5 minutes (or when the journal passes 256 MiB) and at graceful
+//!   shutdown: the journal is rotated, the store is walked one shard at a time, and the file is
+//!   written to a temporary name, fsynced and renamed into place. Journals it covers are then
+//!   deleted.
+//! - Every file starts with a magic, a format version and the generation, and ends (snapshot)
+//!   or is framed (journal) with CRC-32 checksums. A corrupt, truncated or foreign file is
+//!   detected, logged and moved aside to `corrupt/`; start goes on with what is valid, and a
+//!   snapshot is applied whole or not at all.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use super::journal::{self, Frame, FrameError, Journal};
+use super::{CustomerRecord, Event, Store};
+use crate::txn::{Amount, CreditLine};
+
+const SNAPSHOT_MAGIC: &[u8; 8] = b"TRIPWSNP";
+const SNAPSHOT_END: &[u8; 8] = b"TWSNPEND";
+const JOURNAL_MAGIC: &[u8; 8] = b"TRIPWJNL";
+/// Format version of both files; a reader refuses any other.
+const FORMAT_VERSION: u32 = 1;
+const SNAPSHOT_HEADER_LEN: usize = 8 + 4 + 8 + 16 + 4;
+const SNAPSHOT_TRAILER_LEN: usize = 8 + 4 + 8;
+const JOURNAL_HEADER_LEN: usize = 8 + 4 + 8 + 16 + 4;
+
+/// Persistence settings.
+#[derive(Clone, Debug)]
+pub struct PersistConfig {
+    /// The state directory.
+    pub dir: PathBuf,
+    /// How often the journal buffer is written to the file.
+    pub flush_interval: Duration,
+    /// How often the journal file is fsynced.
+    pub fsync_interval: Duration,
+    /// How often a snapshot is taken.
+    pub snapshot_interval: Duration,
+    /// Journal size that triggers a snapshot before the interval.
+    pub snapshot_after_bytes: u64,
+}
+
+impl PersistConfig {
+    /// Defaults: flush every 100 ms, fsync every second, snapshot every 5 minutes or 256 MiB.
+    pub fn new(dir: PathBuf) -> PersistConfig {
+        PersistConfig {
+            dir,
+            flush_interval: Duration::from_millis(100),
+            fsync_interval: Duration::from_secs(1),
+            snapshot_interval: Duration::from_secs(300),
+            snapshot_after_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// A persistence failure that stops start or shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// A file operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// Another process holds the state directory.
+    #[error("the state directory {0} is in use by another tripwire")]
+    Locked(String),
+}
+
+fn io<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> PersistError + 'a {
+    move |source| PersistError::Io {
+        action,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// What recovery found and did.
+#[derive(Debug, Default)]
+pub struct RecoveryReport {
+    /// Generation and customers of the snapshot loaded, if any.
+    pub snapshot: Option<(u64, u64)>,
+    /// Journals replayed.
+    pub journals: usize,
+    /// Journal frames applied.
+    pub frames: u64,
+    /// Bytes at the end of journals that were truncated or corrupt and ignored.
+    pub ignored_bytes: u64,
+    /// Files moved aside as corrupt, truncated or foreign.
+    pub moved_aside: Vec<PathBuf>,
+    /// Time taken.
+    pub elapsed: Duration,
+}
+
+/// State persistence for one state directory, recovered and ready to start.
+pub struct Persistence {
+    config: PersistConfig,
+    journal: Arc<Journal>,
+    next_generation: u64,
+    keys: (u64, u64),
+    _lock: File,
+}
+
+impl std::fmt::Debug for Persistence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Persistence")
+            .field("dir", &self.config.dir)
+            .field("next_generation", &self.next_generation)
+            .finish_non_exhaustive()
+    }
+}
+
+fn generation_of(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    name.strip_prefix(prefix)?
+        .strip_suffix(suffix)?
+        .parse()
+        .ok()
+}
+
+fn snapshot_path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("snapshot-{generation:020}.bin"))
+}
+
+fn journal_path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("journal-{generation:020}.bin"))
+}
+
+fn sync_dir(dir: &Path) {
+    // Makes renames and new files durable; not every platform can open a directory.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+fn move_aside(dir: &Path, path: &Path, why: &str, report: &mut RecoveryReport) {
+    let aside = dir.join("corrupt");
+    let _ = fs::create_dir_all(&aside);
+    let stamp = jiff::Timestamp::now().as_second();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let target = aside.join(format!("{name}.{stamp}"));
+    match fs::rename(path, &target) {
+        Ok(()) => {
+            error!(file = %path.display(), moved_to = %target.display(), reason = why, "state file is damaged and was moved aside");
+            report.moved_aside.push(target);
+        }
+        Err(e) => {
+            error!(file = %path.display(), reason = why, error = %e, "state file is damaged and could not be moved aside; it is ignored");
+        }
+    }
+}
+
+impl Persistence {
+    /// Opens the state directory (creating it), takes its lock, and restores the store from
+    /// the newest valid snapshot and the journals after it.
+    pub fn recover(
+        config: PersistConfig,
+        store: &mut Store,
+    ) -> Result<(Persistence, RecoveryReport), PersistError> {
+        let started = Instant::now();
+        let dir = config.dir.clone();
+        fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io("open", &lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(PersistError::Locked(dir.display().to_string()));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path)(e)),
+        }
+
+        let mut snapshots = Vec::new();
+        let mut journals = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io("list", &dir))? {
+            let entry = entry.map_err(io("list", &dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(g) = generation_of(&name, "snapshot-", ".bin") {
+                snapshots.push(g);
+            } else if let Some(g) = generation_of(&name, "journal-", ".bin") {
+                journals.push(g);
+            } else if name.ends_with(".tmp") {
+                // An interrupted snapshot write: never renamed into place, never valid.
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        snapshots.sort_unstable();
+        journals.sort_unstable();
+        let mut report = RecoveryReport::default();
+        let mut max_generation = snapshots
+            .iter()
+            .chain(&journals)
+            .copied()
+            .max()
+            .unwrap_or(0);
+
+        let mut base = None;
+        for &generation in snapshots.iter().rev() {
+            let path = snapshot_path(&dir, generation);
+            match load_snapshot(&path, store) {
+                Ok((keys, customers)) => {
+                    store.set_txn_keys(keys);
+                    report.snapshot = Some((generation, customers));
+                    base = Some(generation);
+                    break;
+                }
+                Err(why) => {
+                    store.clear();
+                    move_aside(&dir, &path, &why, &mut report);
+                }
+            }
+        }
+
+        let mut keys = base.map(|_| store.txn_keys());
+        for &generation in journals.iter().filter(|&&g| base.is_none_or(|b| g > b)) {
+            let path = journal_path(&dir, generation);
+            match replay_journal(&path, store, &mut keys) {
+                Ok((frames, ignored)) => {
+                    report.journals += 1;
+                    report.frames += frames;
+                    report.ignored_bytes += ignored;
+                    if ignored > 0 {
+                        warn!(file = %path.display(), ignored_bytes = ignored, "journal ends in a truncated or damaged frame; the frames before it were applied");
+                    }
+                }
+                Err(why) => move_aside(&dir, &path, &why, &mut report),
+            }
+        }
+        if let Some(k) = keys {
+            store.set_txn_keys(k);
+        }
+        max_generation = max_generation.max(base.unwrap_or(0));
+        report.elapsed = started.elapsed();
+        info!(
+            dir = %dir.display(),
+            snapshot_generation = report.snapshot.map(|s| s.0),
+            snapshot_customers = report.snapshot.map(|s| s.1),
+            journals = report.journals,
+            frames = report.frames,
+            customers = store.customers(),
+            events = store.events(),
+            moved_aside = report.moved_aside.len(),
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            "state restored"
+        );
+        let keys = store.txn_keys();
+        Ok((
+            Persistence {
+                config,
+                journal: Arc::new(Journal::new()),
+                next_generation: max_generation + 1,
+                keys,
+                _lock: lock,
+            },
+            report,
+        ))
+    }
+
+    /// The journal the interceptor appends to.
+    pub fn journal(&self) -> Arc<Journal> {
+        Arc::clone(&self.journal)
+    }
+
+    /// Opens the next journal and starts the writer and snapshot threads over `owner`'s store.
+    pub fn start<S>(self, owner: Arc<S>) -> Result<PersistHandle, PersistError>
+    where
+        S: AsRef<Store> + Send + Sync + 'static,
+    {
+        let generation = self.next_generation;
+        let file = create_journal(&self.config.dir, generation, self.keys)?;
+        let (commands, inbox) = mpsc::channel();
+        let journal_bytes = Arc::new(AtomicU64::new(0));
+        let writer = {
+            let journal = Arc::clone(&self.journal);
+            let config = self.config.clone();
+            let bytes = Arc::clone(&journal_bytes);
+            let keys = self.keys;
+            std::thread::Builder::new()
+                .name("state-journal".into())
+                .spawn(move || write_loop(inbox, journal, config, file, generation, keys, bytes))
+                .map_err(io("start the journal writer for", &self.config.dir))?
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let snapshots = Arc::new(Snapshots {
+            dir: self.config.dir.clone(),
+            keys: self.keys,
+            commands: parking_lot::Mutex::new(commands.clone()),
+            written: AtomicU64::new(0),
+        });
+        let snapshotter = {
+            let snapshots = Arc::clone(&snapshots);
+            let stop = Arc::clone(&stop);
+            let owner = Arc::clone(&owner);
+            let config = self.config.clone();
+            let bytes = Arc::clone(&journal_bytes);
+            std::thread::Builder::new()
+                .name("state-snapshot".into())
+                .spawn(move || {
+                    let mut last = Instant::now();
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::park_timeout(Duration::from_millis(250));
+                        let due = last.elapsed() >= config.snapshot_interval
+                            || bytes.load(Ordering::Relaxed) >= config.snapshot_after_bytes;
+                        if due && !stop.load(Ordering::Relaxed) {
+                            if let Err(e) = snapshots.take(owner.as_ref().as_ref()) {
+                                error!(error = %e, "snapshot failed; the journal keeps every change");
+                            }
+                            last = Instant::now();
+                        }
+                    }
+                })
+                .map_err(io("start the snapshot thread for", &self.config.dir))?
+        };
+        Ok(PersistHandle {
+            commands,
+            writer: Some(writer),
+            snapshotter: Some(snapshotter),
+            snapshots,
+            stop,
+            journal: self.journal,
+            _lock: self._lock,
+        })
+    }
+}
+
+/// The running persistence threads.
+pub struct PersistHandle {
+    commands: mpsc::Sender<Command>,
+    writer: Option<JoinHandle<()>>,
+    snapshotter: Option<JoinHandle<()>>,
+    snapshots: Arc<Snapshots>,
+    stop: Arc<AtomicBool>,
+    journal: Arc<Journal>,
+    _lock: File,
+}
+
+impl std::fmt::Debug for PersistHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersistHandle").finish_non_exhaustive()
+    }
+}
+
+impl PersistHandle {
+    /// Takes a snapshot now (rotating the journal), off the caller's async context.
+    pub fn snapshot(&self, store: &Store) -> Result<(), PersistError> {
+        self.snapshots.take(store)
+    }
+
+    /// Snapshots written since start.
+    pub fn snapshots_written(&self) -> u64 {
+        self.snapshots.written.load(Ordering::Relaxed)
+    }
+
+    /// Journal frames dropped because the writer fell behind.
+    pub fn journal_dropped(&self) -> u64 {
+        self.journal.dropped()
+    }
+
+    /// Writes everything: stops the snapshot thread, takes a final snapshot, flushes and
+    /// fsyncs the journal, and stops the writer. Call once requests have stopped.
+    pub fn shutdown(mut self, store: &Store) -> Result<(), PersistError> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.snapshotter.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+        let snapshot = self.snapshots.take(store);
+        let (reply, done) = mpsc::channel();
+        let _ = self.commands.send(Command::Stop(reply));
+        let stopped = done.recv_timeout(Duration::from_secs(30));
+        if let Some(t) = self.writer.take() {
+            let _ = t.join();
+        }
+        snapshot?;
+        match stopped {
+            Ok(result) => result,
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+enum Command {
+    /// Flush and close the current journal, open the next; reply with the closed generation.
+    Rotate(mpsc::Sender<Result<u64, PersistError>>),
+    /// Flush, fsync and stop.
+    Stop(mpsc::Sender<Result<(), PersistError>>),
+}
+
+fn create_journal(dir: &Path, generation: u64, keys: (u64, u64)) -> Result<File, PersistError> {
+    let path = journal_path(dir, generation);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .map_err(io("create", &path))?;
+    let mut header = Vec::with_capacity(JOURNAL_HEADER_LEN);
+    header.extend_from_slice(JOURNAL_MAGIC);
+    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(&generation.to_le_bytes());
+    header.extend_from_slice(&keys.0.to_le_bytes());
+    header.extend_from_slice(&keys.1.to_le_bytes());
+    let crc = crc32fast::hash(&header);
+    header.extend_from_slice(&crc.to_le_bytes());
+    file.write_all(&header).map_err(io("write", &path))?;
+    file.sync_all().map_err(io("fsync", &path))?;
+    sync_dir(dir);
+    Ok(file)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_loop(
+    inbox: mpsc::Receiver<Command>,
+    journal: Arc<Journal>,
+    config: PersistConfig,
+    mut file: File,
+    mut generation: u64,
+    keys: (u64, u64),
+    bytes: Arc<AtomicU64>,
+) {
+    let mut pending = Vec::with_capacity(1024 * 1024);
+    let mut last_sync = Instant::now();
+    let mut unsynced = false;
+    let mut failing = false;
+    let mut flush = |file: &mut File, sync: bool, pending: &mut Vec<u8>| -> std::io::Result<()> {
+        journal.take(pending);
+        if !pending.is_empty() {
+            file.write_all(pending)?;
+            bytes.fetch_add(pending.len() as u64, Ordering::Relaxed);
+            unsynced = true;
+        }
+        if sync && unsynced {
+            file.sync_data()?;
+            unsynced = false;
+        }
+        Ok(())
+    };
+    loop {
+        match inbox.recv_timeout(config.flush_interval) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let sync = last_sync.elapsed() >= config.fsync_interval;
+                match flush(&mut file, sync, &mut pending) {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        error!(error = %e, "cannot write the state journal; changes are at risk until it recovers");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+                if sync {
+                    last_sync = Instant::now();
+                }
+            }
+            Ok(Command::Rotate(reply)) => {
+                let result = flush(&mut file, true, &mut pending)
+                    .map_err(io("write", &journal_path(&config.dir, generation)))
+                    .and_then(|()| create_journal(&config.dir, generation + 1, keys));
+                match result {
+                    Ok(next) => {
+                        file = next;
+                        generation += 1;
+                        bytes.store(0, Ordering::Relaxed);
+                        let _ = reply.send(Ok(generation - 1));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Ok(Command::Stop(reply)) => {
+                let result = flush(&mut file, true, &mut pending)
+                    .map_err(io("write", &journal_path(&config.dir, generation)));
+                let _ = reply.send(result);
+                return;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = flush(&mut file, true, &mut pending);
+                return;
+            }
+        }
+    }
+}
+
+struct Snapshots {
+    dir: PathBuf,
+    keys: (u64, u64),
+    commands: parking_lot::Mutex<mpsc::Sender<Command>>,
+    written: AtomicU64,
+}
+
+impl Snapshots {
+    /// Rotates the journal, writes a snapshot covering everything before the rotation, and
+    /// deletes the files it replaces.
+    fn take(&self, store: &Store) -> Result<(), PersistError> {
+        let started = Instant::now();
+        let (reply, answer) = mpsc::channel();
+        self.commands
+            .lock()
+            .send(Command::Rotate(reply))
+            .map_err(|_| PersistError::Io {
+                action: "rotate",
+                path: self.dir.display().to_string(),
+                source: std::io::Error::other("the journal writer has stopped"),
+            })?;
+        let generation = answer.recv().map_err(|_| PersistError::Io {
+            action: "rotate",
+            path: self.dir.display().to_string(),
+            source: std::io::Error::other("the journal writer has stopped"),
+        })??;
+        let path = snapshot_path(&self.dir, generation);
+        let tmp = path.with_extension("tmp");
+        let customers = write_snapshot(&tmp, store, generation, self.keys)?;
+        fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
+        sync_dir(&self.dir);
+        // Everything up to `generation` is in the snapshot now.
+        if let Ok(entries) = fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let old_journal =
+                    generation_of(&name, "journal-", ".bin").is_some_and(|g| g <= generation);
+                let old_snapshot =
+                    generation_of(&name, "snapshot-", ".bin").is_some_and(|g| g < generation);
+                if old_journal || old_snapshot {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        self.written.fetch_add(1, Ordering::Relaxed);
+        info!(
+            generation,
+            customers,
+            bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot written"
+        );
+        Ok(())
+    }
+}
+
+/// A writer that keeps a running CRC-32 of what passes through.
+struct Checksummed<W: Write> {
+    inner: W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> Write for Checksummed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn encode_customer(record: &CustomerRecord, out: &mut Vec<u8>) {
+    let id = record.key.as_bytes();
+    out.extend_from_slice(&(id.len() as u16).to_le_bytes());
+    out.extend_from_slice(id);
+    out.extend_from_slice(&record.credit_limit.to_le_bytes());
+    out.extend_from_slice(&record.credit_granted_at.to_le_bytes());
+    out.extend_from_slice(&record.last_event_at.to_le_bytes());
+    out.extend_from_slice(&(record.ring.len() as u16).to_le_bytes());
+    for event in record.ring.iter() {
+        out.extend_from_slice(&event.to_bytes());
+    }
+}
+
+fn write_snapshot(
+    path: &Path,
+    store: &Store,
+    generation: u64,
+    keys: (u64, u64),
+) -> Result<u64, PersistError> {
+    let file = File::create(path).map_err(io("create", path))?;
+    let mut out = Checksummed {
+        inner: BufWriter::with_capacity(1024 * 1024, file),
+        crc: crc32fast::Hasher::new(),
+    };
+    let mut header = Vec::with_capacity(SNAPSHOT_HEADER_LEN);
+    header.extend_from_slice(SNAPSHOT_MAGIC);
+    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(&generation.to_le_bytes());
+    header.extend_from_slice(&keys.0.to_le_bytes());
+    header.extend_from_slice(&keys.1.to_le_bytes());
+    header.extend_from_slice(&(store.config().ring_capacity as u32).to_le_bytes());
+    out.write_all(&header).map_err(io("write", path))?;
+    let mut customers = 0u64;
+    let mut buffer = Vec::with_capacity(1024 * 1024);
+    for shard in 0..store.shard_count() {
+        buffer.clear();
+        // Copy the shard out under its lock, write it after: decisions wait for a memcpy,
+        // never for the disk.
+        store.for_each_in_shard(shard, |record| {
+            encode_customer(record, &mut buffer);
+            customers += 1;
+        });
+        out.write_all(&buffer).map_err(io("write", path))?;
+    }
+    out.write_all(&customers.to_le_bytes())
+        .map_err(io("write", path))?;
+    let crc = out.crc.clone().finalize();
+    let mut file = out
+        .inner
+        .into_inner()
+        .map_err(|e| io("write", path)(e.into_error()))?;
+    file.write_all(&crc.to_le_bytes())
+        .map_err(io("write", path))?;
+    file.write_all(SNAPSHOT_END).map_err(io("write", path))?;
+    file.sync_all().map_err(io("fsync", path))?;
+    Ok(customers)
+}
+
+/// Reads a snapshot into `store`: checksum first, then apply. Returns the keys and the number
+/// of customers, or why the file is not a valid snapshot (the caller clears the store).
+fn load_snapshot(path: &Path, store: &Store) -> Result<((u64, u64), u64), String> {
+    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let len = file
+        .metadata()
+        .map_err(|e| format!("cannot stat: {e}"))?
+        .len();
+    if len < (SNAPSHOT_HEADER_LEN + SNAPSHOT_TRAILER_LEN) as u64 {
+        return Err("truncated: shorter than a header and a trailer".into());
+    }
+    // Pass 1: the checksum over everything but the stored checksum and the end marker.
+    let covered = len - 12;
+    let mut reader = BufReader::with_capacity(1024 * 1024, file);
+    let mut crc = crc32fast::Hasher::new();
+    let mut left = covered;
+    let mut chunk = vec![0u8; 1024 * 1024];
+    let mut header = Vec::with_capacity(SNAPSHOT_HEADER_LEN);
+    // The customer count is the last 8 covered bytes.
+    let mut tail = Vec::with_capacity(16);
+    while left > 0 {
+        let want = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        reader
+            .read_exact(&mut chunk[..want])
+            .map_err(|e| format!("truncated: {e}"))?;
+        if header.len() < SNAPSHOT_HEADER_LEN {
+            let need = SNAPSHOT_HEADER_LEN - header.len();
+            header.extend_from_slice(&chunk[..need.min(want)]);
+        }
+        tail.extend_from_slice(&chunk[want.saturating_sub(8)..want]);
+        let excess = tail.len().saturating_sub(8);
+        tail.drain(..excess);
+        crc.update(&chunk[..want]);
+        left -= want as u64;
+    }
+    let stored_count = u64::from_le_bytes(
+        tail.as_slice()
+            .try_into()
+            .map_err(|_| "truncated".to_string())?,
+    );
+    let mut trailer = [0u8; 12];
+    reader
+        .read_exact(&mut trailer)
+        .map_err(|e| format!("truncated: {e}"))?;
+    if &header[..8] != SNAPSHOT_MAGIC {
+        return Err("not a tripwire snapshot (bad magic)".into());
+    }
+    let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "snapshot format version {version}; this tripwire reads {FORMAT_VERSION}"
+        ));
+    }
+    if &trailer[4..] != SNAPSHOT_END {
+        return Err("truncated: no end marker".into());
+    }
+    if crc.finalize() != u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")) {
+        return Err("checksum mismatch".into());
+    }
+    let keys = (
+        u64::from_le_bytes(header[20..28].try_into().expect("8 bytes")),
+        u64::from_le_bytes(header[28..36].try_into().expect("8 bytes")),
+    );
+
+    // Pass 2: parse and apply. The checksum matched, so a parse error means a bug in the
+    // writer; the caller then clears the store rather than keep half a snapshot.
+    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut reader = BufReader::with_capacity(1024 * 1024, file).take(covered - 8);
+    let mut skip = [0u8; SNAPSHOT_HEADER_LEN];
+    reader.read_exact(&mut skip).map_err(|e| e.to_string())?;
+    let mut customers = 0u64;
+    let now = jiff::Timestamp::now().as_microsecond();
+    loop {
+        let mut len = [0u8; 2];
+        match reader.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e.to_string()),
+        }
+        let mut id = vec![0u8; u16::from_le_bytes(len) as usize];
+        let mut fixed = [0u8; 26];
+        reader.read_exact(&mut id).map_err(|e| e.to_string())?;
+        reader.read_exact(&mut fixed).map_err(|e| e.to_string())?;
+        let id = String::from_utf8(id).map_err(|_| "customer id is not UTF-8".to_string())?;
+        let limit = i64::from_le_bytes(fixed[..8].try_into().expect("8 bytes"));
+        let granted_at = i64::from_le_bytes(fixed[8..16].try_into().expect("8 bytes"));
+        let last_event_at = i64::from_le_bytes(fixed[16..24].try_into().expect("8 bytes"));
+        let n = u16::from_le_bytes([fixed[24], fixed[25]]) as usize;
+        let mut events = vec![0u8; n * 32];
+        reader.read_exact(&mut events).map_err(|e| e.to_string())?;
+        let events: Vec<Event> = events
+            .chunks_exact(32)
+            .map(Event::from_bytes)
+            .collect::<Option<_>>()
+            .ok_or("an event is out of range")?;
+        let line = Amount::from_minor(limit)
+            .filter(|a| a.minor() > 0)
+            .map(|limit| CreditLine { limit, granted_at });
+        store.with_customer(&id, |record, capacity| {
+            if let Some(line) = line {
+                record.offer_credit_line(line);
+            }
+            for event in &events {
+                record.ring.push(*event, capacity);
+            }
+            record.last_event_at = record.last_event_at.max(last_event_at);
+        });
+        if let Some(latest) = events.iter().map(|e| e.at).max() {
+            store.observe_event_time(latest.min(now));
+        }
+        customers += 1;
+    }
+    if stored_count != customers {
+        return Err(format!(
+            "holds {customers} customers but its trailer says {stored_count}"
+        ));
+    }
+    Ok((keys, customers))
+}
+
+/// Replays a journal into `store`. `keys` are the hash keys of the state so far (from the
+/// snapshot or an earlier journal); a journal with other keys belongs to another state and is
+/// refused. Returns frames applied and trailing bytes ignored.
+fn replay_journal(
+    path: &Path,
+    store: &mut Store,
+    keys: &mut Option<(u64, u64)>,
+) -> Result<(u64, u64), String> {
+    let bytes = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() < JOURNAL_HEADER_LEN {
+        return Err("truncated: shorter than a header".into());
+    }
+    let (header, frames) = bytes.split_at(JOURNAL_HEADER_LEN);
+    if &header[..8] != JOURNAL_MAGIC {
+        return Err("not a tripwire journal (bad magic)".into());
+    }
+    if crc32fast::hash(&header[..JOURNAL_HEADER_LEN - 4])
+        != u32::from_le_bytes(
+            header[JOURNAL_HEADER_LEN - 4..]
+                .try_into()
+                .expect("4 bytes"),
+        )
+    {
+        return Err("header checksum mismatch".into());
+    }
+    let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "journal format version {version}; this tripwire reads {FORMAT_VERSION}"
+        ));
+    }
+    let file_keys = (
+        u64::from_le_bytes(header[20..28].try_into().expect("8 bytes")),
+        u64::from_le_bytes(header[28..36].try_into().expect("8 bytes")),
+    );
+    match keys {
+        Some(k) if *k != file_keys => {
+            return Err("written by another state (hash keys differ)".into());
+        }
+        Some(_) => {}
+        None => {
+            *keys = Some(file_keys);
+            store.set_txn_keys(file_keys);
+        }
+    }
+    let now = jiff::Timestamp::now().as_microsecond();
+    let mut applied = 0u64;
+    let mut rest = frames;
+    while !rest.is_empty() {
+        let (frame, used) = match journal::decode(rest) {
+            Ok(decoded) => decoded,
+            Err(FrameError::Truncated | FrameError::Corrupt) => break,
+        };
+        match frame {
+            Frame::Event(id, event) => {
+                store.with_customer(id, |record, capacity| record.record(event, capacity));
+                store.observe_event_time(event.at.min(now));
+            }
+            Frame::Outcome(id, hash, outcome) => {
+                store.with_existing(id, |record| {
+                    if let Some(event) = record.ring.find_mut(hash) {
+                        event.set_outcome(outcome);
+                    }
+                });
+            }
+            Frame::CreditLine(id, line) => {
+                store.with_customer(id, |record, _| {
+                    record.offer_credit_line(line);
+                });
+            }
+        }
+        applied += 1;
+        rest = &rest[used..];
+    }
+    Ok((applied, rest.len() as u64))
+}

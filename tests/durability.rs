@@ -1,0 +1,248 @@
+//! State that survives restarts, through the real binary: a graceful stop, a kill -9, and
+//! damaged state files.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{KillOnDrop, signal, spawn_serve, txn};
+use hyper::StatusCode;
+use serde_json::Value;
+
+fn state_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tripwire-state-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn rules_path() -> String {
+    format!("{}/rules.yaml", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn serve(dir: &Path) -> (KillOnDrop, std::net::SocketAddr, std::net::SocketAddr) {
+    spawn_serve(&[
+        "--rules",
+        &rules_path(),
+        "--state-dir",
+        &dir.display().to_string(),
+    ])
+}
+
+/// Four transactions of a burst for `customer`, one minute apart.
+async fn four_of_a_burst(payment: std::net::SocketAddr, customer: &str) {
+    for i in 0..4 {
+        let (status, answer) = common::post(
+            payment,
+            "/v1/decide",
+            &txn(
+                &format!("{customer}-{i}"),
+                customer,
+                &format!("2026-03-01T10:0{i}:00+08:00"),
+                &format!("{}", 20 + i),
+            ),
+        )
+        .await;
+        assert_eq!(
+            (status, answer["decision"].as_str()),
+            (StatusCode::OK, Some("allow")),
+            "{answer}"
+        );
+    }
+}
+
+async fn fifth(payment: std::net::SocketAddr, customer: &str) -> Value {
+    common::post(
+        payment,
+        "/v1/decide",
+        &txn(
+            &format!("{customer}-4"),
+            customer,
+            "2026-03-01T10:05:00+08:00",
+            "30",
+        ),
+    )
+    .await
+    .1
+}
+
+fn wait_exit(child: &mut KillOnDrop) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tripwire did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn a_graceful_restart_loses_nothing() {
+    let dir = state_dir("graceful");
+    let (mut child, payment, _) = serve(&dir);
+    four_of_a_burst(payment, "ann").await;
+    let (status, _) = common::post(
+        payment,
+        "/v1/outcomes",
+        r#"{"transaction_id":"ann-1","customer_id":"ann","status":"failed"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    signal(&child, "TERM");
+    assert!(wait_exit(&mut child).success());
+    assert!(
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("snapshot-")),
+        "a snapshot was written at shutdown"
+    );
+
+    let (_child, payment, _) = serve(&dir);
+    let answer = fifth(payment, "ann").await;
+    assert_eq!(
+        answer["decision"], "deny",
+        "the burst survived the restart: {answer}"
+    );
+    assert_eq!(
+        answer["reasons"][0]["message"],
+        "5 transactions in 10m, limit 4"
+    );
+    // Transaction ids survive too: a retry of an old one gets its first decision back.
+    let (_, again) = common::post(
+        payment,
+        "/v1/decide",
+        &txn("ann-0", "ann", "2026-03-01T10:00:00+08:00", "20"),
+    )
+    .await;
+    assert_eq!(again["duplicate"], true);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn a_kill_9_a_second_after_the_last_event_loses_nothing() {
+    let dir = state_dir("kill9");
+    let (mut child, payment, _) = serve(&dir);
+    four_of_a_burst(payment, "bob").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    signal(&child, "KILL");
+    wait_exit(&mut child);
+    let (_child, payment, admin) = serve(&dir);
+    let answer = fifth(payment, "bob").await;
+    assert_eq!(answer["decision"], "deny", "{answer}");
+    let metrics = common::send(admin, hyper::Method::GET, "/metrics", "")
+        .await
+        .1;
+    assert!(metrics.contains("tripwire_customers 1"), "{metrics}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn snapshot_file(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("snapshot-")
+        })
+        .expect("a snapshot")
+}
+
+async fn damaged_snapshot_is_moved_aside(name: &str, damage: impl Fn(&Path)) {
+    let dir = state_dir(name);
+    let (mut child, payment, _) = serve(&dir);
+    four_of_a_burst(payment, "cat").await;
+    signal(&child, "TERM");
+    assert!(wait_exit(&mut child).success());
+    let snapshot = snapshot_file(&dir);
+    damage(&snapshot);
+
+    let (_child, payment, admin) = serve(&dir);
+    let (status, _) = common::get(admin, "/healthz").await;
+    assert_eq!(status, StatusCode::OK, "start goes on");
+    assert!(!snapshot.exists(), "the damaged snapshot was moved away");
+    let aside: Vec<_> = std::fs::read_dir(dir.join("corrupt"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(aside.len(), 1);
+    // Nothing half-loaded: the customer starts clean, so the next transaction is the first.
+    let answer = fifth(payment, "cat").await;
+    assert_eq!(answer["decision"], "allow", "{answer}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn a_truncated_snapshot_is_detected_and_moved_aside() {
+    damaged_snapshot_is_moved_aside("truncated", |path| {
+        let bytes = std::fs::read(path).unwrap();
+        std::fs::write(path, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_bit_flipped_snapshot_is_detected_and_moved_aside() {
+    damaged_snapshot_is_moved_aside("bitflip", |path| {
+        let mut bytes = std::fs::read(path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x10;
+        std::fs::write(path, &bytes).unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_journal_with_a_torn_tail_keeps_the_frames_before_it() {
+    let dir = state_dir("torn");
+    let (mut child, payment, _) = serve(&dir);
+    four_of_a_burst(payment, "dan").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    signal(&child, "KILL");
+    wait_exit(&mut child);
+    let journal = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("journal-")
+        })
+        .max()
+        .unwrap();
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes.extend_from_slice(&[0x40, 0, 0, 0, 1, 2, 3]); // half a frame, as a crash mid-write leaves
+    std::fs::write(&journal, &bytes).unwrap();
+    let (_child, payment, _) = serve(&dir);
+    assert_eq!(fifth(payment, "dan").await["decision"], "deny");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn a_foreign_file_in_the_state_dir_is_moved_aside() {
+    let dir = state_dir("foreign");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("snapshot-00000000000000000007.bin"),
+        b"not a snapshot at all, just text",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("journal-00000000000000000008.bin"),
+        b"TRIPWJNLgarbage",
+    )
+    .unwrap();
+    let (_child, payment, _) = serve(&dir);
+    four_of_a_burst(payment, "eve").await;
+    assert_eq!(std::fs::read_dir(dir.join("corrupt")).unwrap().count(), 2);
+    std::fs::remove_dir_all(&dir).ok();
+}
