@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+
+mod support;
 use serde::Deserialize;
 use tripwire::engine;
 use tripwire::interceptor::Interceptor;
@@ -141,10 +143,7 @@ fn bench(c: &mut Criterion) {
     let live = LiveRules::new(RULES, "rules.yaml").unwrap();
     let rules = live.load_full();
     let events = full_history();
-    let history = CustomerHistory {
-        events: (&events, &[]),
-        credit_line: None,
-    };
+    let history = CustomerHistory::new((&events, &[]), None);
     let txn = txn::parse_decide(&body).unwrap();
     group.bench_function("evaluate_shipped_rules_full_ring", |b| {
         b.iter(|| {
@@ -220,5 +219,71 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// Fills `store` with `customers` customers of `RING` events each, straight through the store
+/// (deciding 64 million transactions one by one would take minutes).
+fn fill(store: &Store, customers: usize) {
+    for c in 0..customers {
+        let id = format!("c{c:06}");
+        store.with_customer(&id, |record, capacity| {
+            for (i, event) in full_history().into_iter().enumerate() {
+                let mut event = event;
+                event.txn_hash = store.txn_hash(&id, &format!("fill-{i}"));
+                record.record(event, capacity);
+            }
+        });
+    }
+}
+
+/// The same decision with 1,000 customers held and with 1,000,000: what cache misses cost.
+fn scale(c: &mut Criterion) {
+    let mut group = c.benchmark_group("scale");
+    let mut template = BodyTemplate::new();
+    let mut out = Vec::with_capacity(1024);
+    let mut seq = 10_000_000u64;
+    for customers in [1_000usize, 1_000_000] {
+        let interceptor = Interceptor::new(
+            Store::new(StoreConfig {
+                max_customers: customers * 2,
+                ring_capacity: RING,
+            }),
+            LiveRules::new(RULES, "rules.yaml").unwrap(),
+        );
+        fill(interceptor.store(), customers);
+        let mut n = 0usize;
+        // Customers are visited in a scrambled order so consecutive decisions share no lines.
+        group.bench_function(format!("decide_{customers}_customers"), |b| {
+            b.iter(|| {
+                seq += 1;
+                n += 1;
+                let customer = n.wrapping_mul(2_654_435_761) % customers;
+                out.clear();
+                let summary = interceptor
+                    .decide(template.set(seq, customer, RING + n / customers), &mut out)
+                    .unwrap();
+                black_box(summary.action)
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Evaluation of 10 and of 50 generated rules against the same full history.
+fn rule_count(c: &mut Criterion) {
+    let mut group = c.benchmark_group("rule_count");
+    let events = full_history();
+    let history = CustomerHistory::new((&events, &[]), None);
+    let body = BodyTemplate::new().set(1, 1, 0).to_vec();
+    let txn = txn::parse_decide(&body).unwrap();
+    for n in [10usize, 50] {
+        let set = tripwire::rules::load_bytes(support::generated_rules(n).as_bytes()).unwrap();
+        group.bench_function(format!("evaluate_{n}_rules"), |b| {
+            b.iter(|| {
+                black_box(engine::evaluate(&set, black_box(&history), black_box(&txn)).action)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, scale, rule_count);
 criterion_main!(benches);

@@ -150,7 +150,8 @@ impl Interceptor {
                 }
                 let decision = engine::evaluate(set, &record.history(), txn);
                 let event = Event::new(txn.at, txn_hash, txn.amount, txn.geo, decision.action);
-                record.record(event, capacity);
+                // The duplicate check above already looked for this transaction.
+                record.record_new(event, capacity);
                 if let Some(journal) = &self.journal {
                     journal.event(&txn.customer_id, &event);
                 }

@@ -409,8 +409,22 @@ fn expected_type(field: &str) -> &'static str {
 
 fn check_id<'a>(field: &'static str, id: Option<Cow<'a, str>>) -> Result<Cow<'a, str>, TxnError> {
     let id = id.ok_or_else(|| TxnError::field(field, "is required"))?;
-    let chars = id.chars().count();
-    if chars == 0 || id.trim().is_empty() {
+    // One pass over the bytes for the common ASCII id; the general path only for the rest.
+    let (chars, blank, control) = if id.is_ascii() {
+        let bytes = id.as_bytes();
+        (
+            bytes.len(),
+            bytes.iter().all(u8::is_ascii_whitespace),
+            bytes.iter().any(|b| b.is_ascii_control()),
+        )
+    } else {
+        (
+            id.chars().count(),
+            id.trim().is_empty(),
+            id.chars().any(char::is_control),
+        )
+    };
+    if chars == 0 || blank {
         return Err(TxnError::field(field, "must not be empty"));
     }
     if chars > MAX_ID_CHARS {
@@ -419,7 +433,7 @@ fn check_id<'a>(field: &'static str, id: Option<Cow<'a, str>>) -> Result<Cow<'a,
             format!("must be at most {MAX_ID_CHARS} characters, got {chars}"),
         ));
     }
-    if id.chars().any(char::is_control) {
+    if control {
         return Err(TxnError::field(
             field,
             "must not contain control characters",

@@ -171,10 +171,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         None
     };
     let split = u.int_in_range(0..=events.len())?;
-    let history = CustomerHistory {
-        events: (&events[..split], &events[split..]),
-        credit_line,
-    };
+    let history = CustomerHistory::new((&events[..split], &events[split..]), credit_line);
     let fast = engine::evaluate(&set, &history, &txn);
     let slow = reference::evaluate(&set.valid, &events, credit_line, &txn);
     let ids = |hits: &[u16]| {

@@ -98,12 +98,40 @@ pub(crate) fn in_sorted(list: &[i64], amount: i64) -> bool {
     }
 }
 
-/// Computes every feature the rule set reads, touching each event once.
+/// Adds one event to the aggregate of the shortest window that holds it (prefix sums in
+/// [`extract`] carry it into the longer ones).
+#[inline(always)]
+fn visit(set: &RuleSet, f: &mut Features, ev: &Event, t: EventTime, amount: i64) {
+    let windows = &set.windows;
+    let age = t - ev.at;
+    let Some(first) = windows.iter().position(|w| age < w.micros) else {
+        return;
+    };
+    let ev_amount = ev.amount_minor();
+    let agg = &mut f.windows[first];
+    agg.count += 1;
+    agg.sum += ev_amount;
+    agg.same_amount += u32::from(ev_amount == amount);
+    agg.failed += u32::from(ev.outcome() == Outcome::Failed);
+    for (k, &(wi, list)) in set.list_windows.iter().enumerate() {
+        if usize::from(wi) >= first && in_sorted(&set.amount_lists[list], ev_amount) {
+            f.list_counts[k] += 1;
+        }
+    }
+}
+
+/// Computes every feature the rule set reads, touching each event at most once.
+///
+/// Each in-window event is added to the aggregate of the *shortest* window holding it; prefix
+/// sums then carry it into every longer window, so the work per event does not grow with the
+/// number of windows. When the history arrived in time order, the scan runs from the newest
+/// event and stops at the first one older than the longest window (continuing, if a rule reads
+/// travel, only until the previous located event is found) — a customer who transacts a few
+/// times a day costs a handful of steps, not the whole ring.
 pub fn extract(set: &RuleSet, history: &CustomerHistory<'_>, txn: &Txn<'_>) -> Features {
     let t = txn.at;
     let amount = txn.amount.minor();
-    let windows = &set.windows;
-    let nw = windows.len();
+    let nw = set.windows.len();
     let mut f = Features {
         windows: [WindowAgg::default(); MAX_DISTINCT_WINDOWS],
         list_counts: [0; MAX_LIST_WINDOWS],
@@ -115,39 +143,46 @@ pub fn extract(set: &RuleSet, history: &CustomerHistory<'_>, txn: &Txn<'_>) -> F
     };
     let here = txn.geo.map(Event::quantize);
     let want_geo = set.needs.geo && here.is_some();
+    let horizon = set.horizon;
     let mut previous_geo: Option<&Event> = None;
 
     let (older, newer) = history.events;
-    for ev in older.iter().chain(newer) {
-        if ev.at > t {
-            continue;
-        }
-        if want_geo && ev.has_geo() && previous_geo.is_none_or(|p| ev.at >= p.at) {
-            previous_geo = Some(ev);
-        }
-        let age = t - ev.at;
-        // Windows are sorted shortest first, so an event in window i is in every later one.
-        let mut first = 0;
-        while first < nw && age >= windows[first].micros {
-            first += 1;
-        }
-        if first == nw {
-            continue;
-        }
-        let ev_amount = ev.amount_minor();
-        let same = ev_amount == amount;
-        let failed = ev.outcome() == Outcome::Failed;
-        for agg in &mut f.windows[first..nw] {
-            agg.count += 1;
-            agg.sum += ev_amount;
-            agg.same_amount += u32::from(same);
-            agg.failed += u32::from(failed);
-        }
-        for (k, &(wi, list)) in set.list_windows.iter().enumerate() {
-            if usize::from(wi) >= first && in_sorted(&set.amount_lists[list], ev_amount) {
-                f.list_counts[k] += 1;
+    if history.in_time_order {
+        // Newest first: the first located event at or before t is the previous location
+        // (ties in time go to the later arrival, as in the full scan).
+        for ev in newer.iter().rev().chain(older.iter().rev()) {
+            if ev.at > t {
+                continue;
+            }
+            let in_horizon = t - ev.at < horizon;
+            if want_geo && previous_geo.is_none() && ev.has_geo() {
+                previous_geo = Some(ev);
+            }
+            if in_horizon {
+                visit(set, &mut f, ev, t, amount);
+            } else if !want_geo || previous_geo.is_some() {
+                break;
             }
         }
+    } else {
+        for ev in older.iter().chain(newer) {
+            if ev.at > t {
+                continue;
+            }
+            if want_geo && ev.has_geo() && previous_geo.is_none_or(|p| ev.at >= p.at) {
+                previous_geo = Some(ev);
+            }
+            visit(set, &mut f, ev, t, amount);
+        }
+    }
+    // Carry each window's events into every longer window.
+    for i in 1..nw {
+        let shorter = f.windows[i - 1];
+        let agg = &mut f.windows[i];
+        agg.count += shorter.count;
+        agg.sum += shorter.sum;
+        agg.same_amount += shorter.same_amount;
+        agg.failed += shorter.failed;
     }
 
     // The current transaction is in every window.

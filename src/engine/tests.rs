@@ -67,10 +67,7 @@ fn decide(
     credit_line: Option<CreditLine>,
     t: &Txn<'_>,
 ) -> Outcome_ {
-    let history = CustomerHistory {
-        events: (events, &[]),
-        credit_line,
-    };
+    let history = CustomerHistory::new((events, &[]), credit_line);
     let d = evaluate(set, &history, t);
     let r = reference::evaluate(&set.valid, events, credit_line, t);
     let hits: Vec<String> = d
@@ -535,7 +532,7 @@ proptest! {
         });
         // The ring hands the engine two slices; any split must give the same answer.
         let split = split.min(events.len());
-        let history = CustomerHistory { events: (&events[..split], &events[split..]), credit_line };
+        let history = CustomerHistory::new((&events[..split], &events[split..]), credit_line);
         let d = evaluate(&set, &history, &current);
         let r = reference::evaluate(&set.valid, &events, credit_line, &current);
         let hits: Vec<String> = d.hits.iter().map(|&i| set.rules[i as usize].id.to_string()).collect();
@@ -547,6 +544,33 @@ proptest! {
             let message = Explanation { set: &set, rule, features: &d.features, txn: &current }.to_string();
             prop_assert!(!message.is_empty());
         }
+    }
+
+    #[test]
+    fn the_newest_first_scan_of_an_ordered_history_equals_the_reference(
+        yaml in rule_file(),
+        events in prop::collection::vec(history_event(), 0..70),
+        split in 0usize..70,
+        offset in time_offset(),
+        amount in amount_minor(),
+        here in geo(),
+    ) {
+        let set = rules::load_bytes(yaml.as_bytes()).map_err(|e| TestCaseError::fail(format!("{e}\n{yaml}")))?;
+        let mut events = events;
+        events.sort_by_key(|e| e.at);
+        let mut current = txn(T0 + offset, "1");
+        current.amount = Amount::from_minor(amount).unwrap();
+        current.geo = here;
+        // The ring hands over arrival order as two slices: rotate so any split is in order.
+        let split = split.min(events.len());
+        let (a, b) = events.split_at(split);
+        let history = CustomerHistory::new((a, b), None);
+        prop_assert!(history.in_time_order);
+        let d = evaluate(&set, &history, &current);
+        let r = reference::evaluate(&set.valid, &events, None, &current);
+        let hits: Vec<String> = d.hits.iter().map(|&i| set.rules[i as usize].id.to_string()).collect();
+        prop_assert_eq!(d.action, r.action, "{}", yaml);
+        prop_assert_eq!(hits, r.hits, "{}", yaml);
     }
 
     #[test]
@@ -565,7 +589,7 @@ proptest! {
             limit: Amount::from_minor(limit).unwrap(),
             granted_at: current.at - ago_min * MINUTE,
         });
-        let history = CustomerHistory { events: (&events, &[]), credit_line };
+        let history = CustomerHistory::new((&events, &[]), credit_line);
         let d = evaluate(&set, &history, &current);
         let r = reference::evaluate(&set.valid, &events, credit_line, &current);
         let hits: Vec<String> = d.hits.iter().map(|&i| set.rules[i as usize].id.to_string()).collect();

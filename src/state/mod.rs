@@ -63,14 +63,37 @@ pub struct CustomerHistory<'a> {
     pub events: (&'a [Event], &'a [Event]),
     /// The credit line, when known.
     pub credit_line: Option<CreditLine>,
+    /// Events arrived in time order (each stamped no earlier than the one before), so a scan
+    /// from the newest may stop at the first event older than every window.
+    pub in_time_order: bool,
 }
 
-impl CustomerHistory<'_> {
+impl<'a> CustomerHistory<'a> {
     /// A history with no events and no credit line.
     pub const EMPTY: CustomerHistory<'static> = CustomerHistory {
         events: (&[], &[]),
         credit_line: None,
+        in_time_order: true,
     };
+
+    /// A history over events in arrival order (older part first), checking their order.
+    pub fn new(
+        events: (&'a [Event], &'a [Event]),
+        credit_line: Option<CreditLine>,
+    ) -> CustomerHistory<'a> {
+        let mut times = events.0.iter().chain(events.1).map(|e| e.at);
+        let in_time_order = match times.next() {
+            None => true,
+            Some(first) => times
+                .try_fold(first, |prev, at| (at >= prev).then_some(at))
+                .is_some(),
+        };
+        CustomerHistory {
+            events,
+            credit_line,
+            in_time_order,
+        }
+    }
 }
 
 impl CustomerRecord {
@@ -92,6 +115,7 @@ impl CustomerRecord {
         CustomerHistory {
             events: self.ring.as_slices(),
             credit_line: self.credit_line(),
+            in_time_order: self.ring.in_time_order(),
         }
     }
 
@@ -126,9 +150,14 @@ impl CustomerRecord {
         if self.ring.find(event.txn_hash).is_some() {
             return false;
         }
+        self.record_new(event, capacity);
+        true
+    }
+
+    /// Records an event the caller has already checked is not held.
+    pub fn record_new(&mut self, event: Event, capacity: usize) {
         self.ring.push(event, capacity);
         self.last_event_at = self.last_event_at.max(event.at);
-        true
     }
 }
 
@@ -280,6 +309,15 @@ impl Store {
             idle_drops: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
         }
+    }
+
+    /// A store whose hashes come from `seed` instead of the OS: the same inputs then take the
+    /// same paths, run after run. For instruction-count benchmarks; a server uses [`Store::new`].
+    pub fn with_seed(config: StoreConfig, seed: u64) -> Store {
+        let mut store = Store::new(config);
+        store.hasher = ahash::RandomState::with_seeds(seed, seed ^ 1, seed ^ 2, seed ^ 3);
+        store.txn_keys = (seed ^ 4, seed ^ 5);
+        store
     }
 
     /// The configuration the store was built with.

@@ -9,11 +9,19 @@ pub struct Ring {
     events: Vec<Event>,
     /// Index of the oldest event once the ring is full (the next one to overwrite).
     oldest: u32,
+    /// Some event arrived stamped earlier than one before it. Until the ring is cleared,
+    /// readers cannot stop scanning at the first event older than their window.
+    unordered: bool,
 }
 
 impl Ring {
     /// Appends an event, overwriting the oldest when `capacity` events are held.
     pub fn push(&mut self, event: Event, capacity: usize) {
+        if let Some(newest) = self.newest()
+            && event.at < newest.at
+        {
+            self.unordered = true;
+        }
         if self.events.len() < capacity {
             if self.events.len() == self.events.capacity() {
                 // Grow geometrically but never past the capacity, so a full ring is exact.
@@ -33,6 +41,22 @@ impl Ring {
     pub fn as_slices(&self) -> (&[Event], &[Event]) {
         let (newer, older) = self.events.split_at(self.oldest as usize);
         (older, newer)
+    }
+
+    /// The most recently arrived event.
+    #[inline]
+    pub fn newest(&self) -> Option<&Event> {
+        if self.oldest == 0 {
+            self.events.last()
+        } else {
+            self.events.get(self.oldest as usize - 1)
+        }
+    }
+
+    /// Whether every event arrived in time order (each stamped no earlier than the one before).
+    #[inline]
+    pub fn in_time_order(&self) -> bool {
+        !self.unordered
     }
 
     /// Events in arrival order.
@@ -65,6 +89,7 @@ impl Ring {
     pub fn clear(&mut self) {
         self.events = Vec::new();
         self.oldest = 0;
+        self.unordered = false;
     }
 
     /// Bytes allocated for events.
@@ -105,7 +130,9 @@ mod tests {
             }
             let got: Vec<Event> = ring.iter().copied().collect();
             let want: Vec<Event> = model.into_iter().collect();
+            prop_assert_eq!(ring.newest().copied(), want.last().copied());
             prop_assert_eq!(got, want);
+            prop_assert!(ring.in_time_order());
             prop_assert!(ring.allocated_bytes() <= capacity.max(4) * 32);
         }
     }
