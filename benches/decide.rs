@@ -285,5 +285,41 @@ fn rule_count(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, scale, rule_count);
+/// The shipped rules (velocity and friends, plus in-loan tags and the scorecard) against the
+/// basic interception rules alone (the shipped file up to its customer-operations section),
+/// over the same full ring and 13 months of buckets.
+fn in_loan(c: &mut Criterion) {
+    let mut group = c.benchmark_group("in_loan");
+    let text = std::str::from_utf8(RULES).unwrap();
+    let basic = text
+        .split("  # ---- Customer operations")
+        .next()
+        .unwrap()
+        .to_string();
+    let events = full_history();
+    let mut months = tripwire::state::months::MonthBuckets::default();
+    for m in 0..13 {
+        for k in 0..(5 + m) {
+            months.add(2026 * 12 + 2 - m, 10_000 + i64::from(k) * 100);
+        }
+    }
+    let mut history = CustomerHistory::new((&events, &[]), None);
+    history.months = Some(&months);
+    let body = BodyTemplate::new().set(1, 1, 0).to_vec();
+    let txn = txn::parse_decide(&body).unwrap();
+    for (name, yaml) in [
+        ("basic_rules", basic.as_str()),
+        ("full_rules_and_scorecard", text),
+    ] {
+        let set = tripwire::rules::load_bytes(yaml.as_bytes()).unwrap();
+        group.bench_function(format!("evaluate_{name}"), |b| {
+            b.iter(|| {
+                black_box(engine::evaluate(&set, black_box(&history), black_box(&txn)).action)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, scale, rule_count, in_loan);
 criterion_main!(benches);

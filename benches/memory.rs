@@ -32,7 +32,7 @@ fn rss_bytes() -> u64 {
     pages * 4096
 }
 
-fn feed(store: &Store, from: usize, to: usize, ring: usize) {
+fn feed(store: &Store, from: usize, to: usize, ring: usize, months: bool) {
     for c in from..to {
         let id = format!("customer-{c:09}");
         store.with_customer(&id, |record, capacity| {
@@ -48,6 +48,12 @@ fn feed(store: &Store, from: usize, to: usize, ring: usize) {
                     Action::Allow,
                 );
                 record.record(event, capacity);
+                if months {
+                    record
+                        .months
+                        .get_or_insert_with(Default::default)
+                        .add(2026 * 12 + 2, event.amount_minor());
+                }
             }
         });
     }
@@ -59,20 +65,23 @@ fn main() {
     }
     let customers = arg("--customers", 1_000_000);
     let ring = arg("--ring", 32);
+    // With --months, every customer also keeps calendar-month buckets, as with rules that read
+    // monthly trends (the shipped rules do).
+    let months = std::env::args().any(|a| a == "--months");
     let before = rss_bytes();
     let store = Store::new(StoreConfig {
         max_customers: customers,
         ring_capacity: ring,
     });
     let started = Instant::now();
-    feed(&store, 0, customers, ring);
+    feed(&store, 0, customers, ring, months);
     let filled = rss_bytes();
     let fill_seconds = started.elapsed().as_secs_f64();
-    feed(&store, customers, 2 * customers, ring);
+    feed(&store, customers, 2 * customers, ring, months);
     let overfed = rss_bytes();
     let held = store.customers();
     println!(
-        "{{\"cap\":{customers},\"ring\":{ring},\"customers_held\":{held},\"events_held\":{},\"evictions\":{},\"rss_before\":{before},\"rss_filled\":{filled},\"rss_overfed\":{overfed},\"bytes_per_customer_filled\":{:.0},\"bytes_per_customer_overfed\":{:.0},\"fill_seconds\":{fill_seconds:.1}}}",
+        "{{\"cap\":{customers},\"ring\":{ring},\"months\":{months},\"customers_held\":{held},\"events_held\":{},\"evictions\":{},\"rss_before\":{before},\"rss_filled\":{filled},\"rss_overfed\":{overfed},\"bytes_per_customer_filled\":{:.0},\"bytes_per_customer_overfed\":{:.0},\"fill_seconds\":{fill_seconds:.1}}}",
         store.events(),
         store.evictions(),
         (filled - before) as f64 / held as f64,

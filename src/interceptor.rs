@@ -9,11 +9,12 @@ use serde::Serialize;
 use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 
 use crate::engine::explain::Explanation;
+use crate::engine::features::month_of;
 use crate::engine::{self, Decision, Hits};
 use crate::reload::{LiveRules, LoadedRules};
 use crate::rules::Action;
 use crate::state::journal::Journal;
-use crate::state::{Event, Store};
+use crate::state::{Event, Outcome, Store};
 use crate::txn::{self, CreditLine, EventTime, OutcomeReport, Txn, TxnError};
 
 /// How far ahead of the wall clock an event time may move the watermark used to find idle
@@ -40,6 +41,10 @@ pub struct DecideSummary {
     pub hits: Hits,
     /// Shadow rules that matched.
     pub shadow: Hits,
+    /// Tag rules that matched.
+    pub tags: Hits,
+    /// The behaviour score, when the rules have a scorecard.
+    pub score: Option<i64>,
     /// The rule set the decision used (hit indices point into it).
     pub rules: arc_swap::Guard<Arc<LoadedRules>>,
 }
@@ -152,6 +157,12 @@ impl Interceptor {
                 let event = Event::new(txn.at, txn_hash, txn.amount, txn.geo, decision.action);
                 // The duplicate check above already looked for this transaction.
                 record.record_new(event, capacity);
+                if set.needs.months {
+                    record
+                        .months
+                        .get_or_insert_with(Default::default)
+                        .add(month_of(&set.timezone, txn.at), txn.amount.minor());
+                }
                 if let Some(journal) = &self.journal {
                     journal.event(&txn.customer_id, &event);
                 }
@@ -169,6 +180,8 @@ impl Interceptor {
                     duplicate: false,
                     hits: decision.hits,
                     shadow: decision.shadow,
+                    tags: decision.tags,
+                    score: decision.features.score,
                     rules,
                 }
             }
@@ -179,6 +192,8 @@ impl Interceptor {
                     duplicate: true,
                     hits: Hits::new(),
                     shadow: Hits::new(),
+                    tags: Hits::new(),
+                    score: None,
                     rules,
                 }
             }
@@ -205,11 +220,17 @@ impl Interceptor {
         let found = self
             .store
             .with_existing(&report.customer_id, |record| {
-                let found = record
-                    .ring
-                    .find_mut(txn_hash)
-                    .map(|event| event.set_outcome(report.status.into()))
-                    .is_some();
+                let status: Outcome = report.status.into();
+                let Some(event) = record.ring.find_mut(txn_hash) else {
+                    return false;
+                };
+                let newly_failed = status == Outcome::Failed && event.outcome() != Outcome::Failed;
+                event.set_outcome(status);
+                let at = event.at;
+                if newly_failed && let Some(months) = record.months.as_deref_mut() {
+                    months.fail(month_of(&self.rules.load().set.timezone, at));
+                }
+                let found = true;
                 if found && let Some(journal) = &self.journal {
                     journal.outcome(&report.customer_id, txn_hash, report.status.into());
                 }
@@ -288,7 +309,7 @@ impl Serialize for Reason<'_> {
                 set: &self.rules.set,
                 rule: self.rule,
                 features: &self.decision.features,
-                txn: self.txn,
+                txn: Some(self.txn),
             }),
         )?;
         st.end()
@@ -310,9 +331,25 @@ struct Answer<'a, R: Serialize> {
     decision: &'static str,
     reasons: R,
     shadow: R,
-    tags: [&'a str; 0],
+    tags: TagList<'a>,
     score: Option<i64>,
     rules_version: &'a str,
+}
+
+/// The ids of matching tag rules, serialised as a list of strings.
+struct TagList<'a> {
+    rules: &'a LoadedRules,
+    hits: &'a Hits,
+}
+
+impl Serialize for TagList<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.hits.len()))?;
+        for &i in self.hits {
+            seq.serialize_element(&*self.rules.set.rules[i as usize].id)?;
+        }
+        seq.end()
+    }
 }
 
 fn write_answer(out: &mut Vec<u8>, rules: &LoadedRules, txn: &Txn<'_>, decision: &Decision) {
@@ -327,8 +364,11 @@ fn write_answer(out: &mut Vec<u8>, rules: &LoadedRules, txn: &Txn<'_>, decision:
         decision: decision.action.as_str(),
         reasons: list(&decision.hits),
         shadow: list(&decision.shadow),
-        tags: [],
-        score: None,
+        tags: TagList {
+            rules,
+            hits: &decision.tags,
+        },
+        score: decision.features.score,
         rules_version: &rules.version.label,
     };
     serde_json::to_writer(out, &answer).expect("writing JSON to a Vec cannot fail");

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tripwire::config::{self, Config};
+use tripwire::engine::features::month_of;
 use tripwire::interceptor::Interceptor;
 use tripwire::reload::LiveRules;
 use tripwire::rules::{self, EvalBudget, Mode, RulesError};
@@ -224,7 +225,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })?;
     let mut store = Store::new(resolved.store);
     let persistence = match &resolved.state_dir {
-        Some(dir) => Some(Persistence::recover(PersistConfig::new(dir.clone()), &mut store)?.0),
+        Some(dir) => {
+            let mut persist_config = PersistConfig::new(dir.clone());
+            let rules_now = live.load_full();
+            if rules_now.set.needs.months {
+                let tz = rules_now.set.timezone.clone();
+                persist_config.month_of = Some(Arc::new(move |at| month_of(&tz, at)));
+            }
+            Some(Persistence::recover(persist_config, &mut store)?.0)
+        }
         None => None,
     };
     let mut interceptor = Interceptor::new(store, live);

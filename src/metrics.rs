@@ -32,6 +32,11 @@ struct RuleHitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TagLabels {
+    tag: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     trigger: &'static str,
     outcome: &'static str,
@@ -92,6 +97,8 @@ pub struct Metrics {
     rejected: Family<RejectLabels, Counter>,
     rule_hits: Family<RuleHitLabels, Counter>,
     decide_seconds: Histogram,
+    tags: Family<TagLabels, Counter>,
+    scores: Histogram,
     reloads: Family<ReloadLabels, Counter>,
     rules_version: Gauge,
     rules_info: Family<RulesInfoLabels, Gauge>,
@@ -170,6 +177,18 @@ impl Metrics {
             "Time to decide in process: parse, lock, evaluate, record, answer",
             Unit::Seconds,
             decide_seconds.clone(),
+        );
+        let tags = Family::<TagLabels, Counter>::default();
+        registry.register(
+            "tripwire_tags",
+            "Customer-operations tags added to answers, by tag",
+            tags.clone(),
+        );
+        let scores = Histogram::new((300..=900).step_by(50).map(f64::from));
+        registry.register(
+            "tripwire_score",
+            "Behaviour scores of decided transactions",
+            scores.clone(),
         );
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
@@ -278,6 +297,8 @@ impl Metrics {
             rejected,
             rule_hits,
             decide_seconds,
+            tags,
+            scores,
             reloads,
             rules_version,
             rules_info,
@@ -296,10 +317,13 @@ impl Metrics {
     /// Records one answered decision.
     pub fn record_decision(&self, summary: &DecideSummary, seconds: f64) {
         let index = match summary.action {
-            Action::Allow => 0,
+            Action::Allow | Action::Tag => 0,
             Action::Review => 1,
             Action::Deny => 2,
         };
+        if let Some(score) = summary.score {
+            self.scores.observe(score as f64);
+        }
         self.decisions[index].inc();
         self.decide_seconds.observe(seconds);
         if summary.duplicate {
@@ -307,7 +331,18 @@ impl Metrics {
             return;
         }
         let rules = &summary.rules.set.rules;
-        for (hits, mode) in [(&summary.hits, "enforce"), (&summary.shadow, "shadow")] {
+        for &i in summary.tags.iter() {
+            self.tags
+                .get_or_create(&TagLabels {
+                    tag: rules[i as usize].id.to_string(),
+                })
+                .inc();
+        }
+        for (hits, mode) in [
+            (&summary.hits, "enforce"),
+            (&summary.shadow, "shadow"),
+            (&summary.tags, "enforce"),
+        ] {
             for &i in hits.iter() {
                 let rule = &rules[i as usize];
                 self.rule_hits

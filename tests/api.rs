@@ -21,7 +21,10 @@ async fn answers_allow_with_every_documented_field() {
     assert_eq!(body["reasons"], json!([]));
     assert_eq!(body["shadow"], json!([]));
     assert_eq!(body["tags"], json!([]));
-    assert_eq!(body["score"], serde_json::Value::Null);
+    assert_eq!(
+        body["score"], 630,
+        "the shipped scorecard: base 600, one transaction -10, no failures +20, nothing flagged +10, no night activity +10"
+    );
     let version = body["rules_version"].as_str().unwrap();
     assert!(
         version.starts_with("1-") && version.len() == 14,

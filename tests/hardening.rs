@@ -241,38 +241,69 @@ fn many_threads_deciding_for_one_customer_at_one_instant_allow_exactly_four() {
 
 #[test]
 fn a_rule_set_over_the_evaluation_budget_is_refused() {
-    let rules = common::SHIPPED_RULES.as_bytes();
-    let tight = EvalBudget {
-        ring_capacity: 64,
-        max_cost: 100,
+    let base = "timezone: UTC\nrules:\n  - id: burst\n    action: deny\n    when:\n      count: { window: 10m, at_least: 5 }\n";
+    let bigger = format!(
+        "{base}  - id: extra\n    action: review\n    when:\n      count: {{ window: 7d, at_least: 500 }}\n"
+    );
+    let cost = |yaml: &str| {
+        tripwire::rules::load_bytes(yaml.as_bytes())
+            .unwrap()
+            .cost(64)
     };
-    let err = LiveRules::with_budget(rules, "t", Some(tight)).unwrap_err();
-    assert!(matches!(err, RulesError::Invalid(_)));
+    let (small, large) = (cost(base), cost(&bigger));
     assert!(
-        err.to_string().contains("evaluation budget is 100"),
-        "{err}"
+        large > small,
+        "one more window costs more ({small} → {large})"
     );
-    let roomy = EvalBudget {
-        ring_capacity: 64,
-        max_cost: 10_000,
-    };
-    let live = LiveRules::with_budget(rules, "t", Some(roomy)).unwrap();
-    let big = format!(
-        "{}\n  - id: extra\n    action: review\n    when:\n      count: {{ window: 7d, at_least: 500 }}\n",
-        common::SHIPPED_RULES.trim_end()
-    );
-    assert!(live.install(big.as_bytes(), "t").is_ok());
-    let tight_live = LiveRules::with_budget(
-        rules,
+
+    let err = LiveRules::with_budget(
+        base.as_bytes(),
         "t",
         Some(EvalBudget {
             ring_capacity: 64,
-            max_cost: 340,
+            max_cost: small - 1,
+        }),
+    )
+    .unwrap_err();
+    assert!(matches!(err, RulesError::Invalid(_)));
+    assert!(
+        err.to_string()
+            .contains(&format!("evaluation budget is {}", small - 1)),
+        "{err}"
+    );
+
+    let roomy = LiveRules::with_budget(
+        base.as_bytes(),
+        "t",
+        Some(EvalBudget {
+            ring_capacity: 64,
+            max_cost: large,
+        }),
+    )
+    .unwrap();
+    assert!(roomy.install(bigger.as_bytes(), "t").is_ok());
+    let tight = LiveRules::with_budget(
+        base.as_bytes(),
+        "t",
+        Some(EvalBudget {
+            ring_capacity: 64,
+            max_cost: small,
         }),
     )
     .unwrap();
     assert!(
-        tight_live.install(big.as_bytes(), "t").is_err(),
+        tight.install(bigger.as_bytes(), "t").is_err(),
         "one more window pushes it over"
+    );
+    assert_eq!(
+        tight.load().version.seq,
+        1,
+        "and the refused set changed nothing"
+    );
+    // The shipped rules fit the default budget with room to spare.
+    let shipped = cost(common::SHIPPED_RULES);
+    assert!(
+        shipped < ServeConfig::default().eval_budget / 100,
+        "shipped rules cost {shipped}"
     );
 }

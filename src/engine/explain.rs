@@ -8,6 +8,7 @@ use std::fmt::{self, Write};
 use super::{Features, Value, holds, slot_value};
 use crate::rules::compile::{CompiledLeaf, Node, RuleSet, Slot};
 use crate::rules::validate::{CmpOp, DurationText, LeafTest, TimeOfDayText};
+use crate::rules::validate::{Measure, TrendKind, Unit, WindowMeasure, unit_of};
 use crate::txn::{Amount, Txn};
 
 /// The message of one matched rule; `Display` renders it.
@@ -18,8 +19,8 @@ pub struct Explanation<'a> {
     pub rule: u16,
     /// The features the decision saw.
     pub features: &'a Features,
-    /// The transaction.
-    pub txn: &'a Txn<'a>,
+    /// The transaction (`None` in a scan).
+    pub txn: Option<&'a Txn<'a>>,
 }
 
 impl fmt::Display for Explanation<'_> {
@@ -75,6 +76,47 @@ fn op_words(op: CmpOp) -> &'static str {
     }
 }
 
+/// A value in a unit, for people.
+struct Shown {
+    value: Value,
+    unit: Unit,
+}
+
+impl fmt::Display for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.unit, self.value) {
+            (Unit::Money | Unit::SignedMoney, Value::Int(v)) => {
+                if v < 0 {
+                    write!(f, "-{}", Money(-v))
+                } else {
+                    Money(v).fmt(f)
+                }
+            }
+            (Unit::Money | Unit::SignedMoney, v) => {
+                // Rounded to the minor unit for display; comparisons used the exact value.
+                let minor = v.approx().round() as i64;
+                if minor < 0 {
+                    write!(f, "-{}", Money(-minor))
+                } else {
+                    Money(minor).fmt(f)
+                }
+            }
+            (Unit::Ratio, v) => Percent(v.approx().round() as i64).fmt(f),
+            (Unit::Km, Value::Int(v)) => Km(v).fmt(f),
+            (Unit::Duration, Value::Int(v)) => DurationText(v).fmt(f),
+            (_, Value::Int(v)) => write!(f, "{v}"),
+            (_, v) => write!(f, "{:.2}", v.approx()),
+        }
+    }
+}
+
+fn threshold(unit: Unit, k: i64) -> Shown {
+    Shown {
+        value: Value::Int(k),
+        unit,
+    }
+}
+
 impl Explanation<'_> {
     fn node(&self, f: &mut fmt::Formatter<'_>, node: u32) -> fmt::Result {
         match self.set.nodes[node as usize] {
@@ -113,33 +155,41 @@ impl Explanation<'_> {
         Ok(())
     }
 
-    fn window(&self, slot: Slot) -> DurationText {
-        let w = match slot {
-            Slot::Count(w) | Slot::Sum(w) | Slot::SameAmountCount(w) | Slot::FailedCount(w) => {
-                w as usize
-            }
-            Slot::ListCount(k) => self.set.list_windows[k as usize].0 as usize,
-            _ => return DurationText(0),
-        };
-        DurationText(self.set.windows[w].micros)
+    fn window(&self, leaf: &CompiledLeaf) -> DurationText {
+        DurationText(leaf.source.feature.window().map_or(0, |w| w.micros))
     }
 
     fn leaf(&self, f: &mut fmt::Formatter<'_>, leaf: &CompiledLeaf) -> fmt::Result {
         let feats = self.features;
         let value = slot_value(leaf.slot, feats);
+        let unit = unit_of(leaf.source.feature).unwrap_or(Unit::Count);
+        let shown = |v: Value| Shown { value: v, unit };
         let int = match value {
             Some(Value::Int(v)) => v,
             _ => 0,
         };
-        let window = self.window(leaf.slot);
+        let window = self.window(leaf);
+        let name = leaf.source.feature.name();
+        let amount = feats.amount.unwrap_or(0);
         match leaf.slot {
-            Slot::Count(_) => write!(f, "{int} transactions in {window}")?,
-            Slot::Sum(_) => write!(f, "{} spent in {window}", Money(int))?,
-            Slot::SameAmountCount(_) => write!(
-                f,
-                "{int} transactions of {} in {window}",
-                Money(feats.amount)
-            )?,
+            Slot::Window(m, _) => match m {
+                WindowMeasure::Count => write!(f, "{int} transactions in {window}")?,
+                WindowMeasure::Sum => write!(f, "{} spent in {window}", Money(int))?,
+                WindowMeasure::SameAmountCount => {
+                    write!(f, "{int} transactions of {} in {window}", Money(amount))?
+                }
+                WindowMeasure::FailedCount => write!(f, "{int} failed transactions in {window}")?,
+                WindowMeasure::FailedSum => write!(f, "{} failed in {window}", Money(int))?,
+                WindowMeasure::SettledCount => write!(f, "{int} settled transactions in {window}")?,
+                WindowMeasure::SettledSum => write!(f, "{} settled in {window}", Money(int))?,
+                WindowMeasure::FlaggedCount => {
+                    write!(f, "{int} transactions reviewed or denied in {window}")?
+                }
+                WindowMeasure::DrawnToLimit => match value {
+                    Some(v) => write!(f, "{} of the credit limit drawn in {window}", shown(v))?,
+                    None => f.write_str("no credit limit known")?,
+                },
+            },
             Slot::ListCount(k) => {
                 let list = self.set.list_windows[k as usize].1;
                 write!(
@@ -148,8 +198,24 @@ impl Explanation<'_> {
                     self.set.valid.lists[list].name
                 )?;
             }
-            Slot::FailedCount(_) => write!(f, "{int} failed transactions in {window}")?,
-            Slot::Amount => write!(f, "amount {}", Money(feats.amount))?,
+            Slot::InHours(measure, k) => {
+                let (_, from, to) = self.set.hour_windows[k as usize];
+                match measure {
+                    Measure::Count => write!(f, "{int} transactions")?,
+                    Measure::Sum => write!(f, "{} spent", Money(int))?,
+                }
+                write!(
+                    f,
+                    " between {} and {} in {window}",
+                    TimeOfDayText(from),
+                    TimeOfDayText(to)
+                )?;
+            }
+            Slot::Stat(..) => match value {
+                Some(v) => write!(f, "{} {} in {window}", name.replace('_', " "), shown(v))?,
+                None => write!(f, "no amounts in {window}")?,
+            },
+            Slot::Amount => write!(f, "amount {}", Money(amount))?,
             Slot::LocalTime => write!(
                 f,
                 "local time {} ({})",
@@ -184,54 +250,89 @@ impl Explanation<'_> {
                 Some(s) => write!(f, "credit line granted {} ago", DurationText(s))?,
                 None => f.write_str("no credit line granted before the transaction")?,
             },
-            Slot::AmountToLimit => match feats.credit_limit {
-                Some(limit) => write!(
+            Slot::AmountToLimit => match (feats.credit_limit, value) {
+                (Some(limit), Some(v)) => write!(
                     f,
                     "amount {} is {} of the credit limit {}",
-                    Money(feats.amount),
-                    Percent(
-                        i64::try_from(
-                            i128::from(feats.amount) * 1_000_000 / i128::from(limit.max(1))
-                        )
-                        .unwrap_or(i64::MAX)
-                    ),
+                    Money(amount),
+                    shown(v),
                     Money(limit)
                 )?,
-                None => f.write_str("no credit limit known")?,
+                _ => f.write_str("no credit limit known")?,
             },
             Slot::Channel => write!(
                 f,
                 "channel {}",
-                self.txn.channel.as_deref().unwrap_or("(none)")
+                self.txn
+                    .and_then(|t| t.channel.as_deref())
+                    .unwrap_or("(none)")
             )?,
             Slot::MerchantId => write!(
                 f,
                 "merchant {}",
-                self.txn.merchant_id.as_deref().unwrap_or("(none)")
+                self.txn
+                    .and_then(|t| t.merchant_id.as_deref())
+                    .unwrap_or("(none)")
             )?,
+            Slot::IncreasingStreak => write!(f, "{int} increases in a row in amount")?,
+            Slot::DecreasingStreak => write!(f, "{int} decreases in a row in amount")?,
+            Slot::SinceLastTransaction => match feats.since_last {
+                Some(s) => write!(f, "last transaction {} ago", DurationText(s))?,
+                None => f.write_str("no earlier transaction")?,
+            },
+            Slot::Trend(kind, measure) => {
+                let of = match measure {
+                    Measure::Count => "count",
+                    Measure::Sum => "sum",
+                };
+                let what = match kind {
+                    TrendKind::LastVs3mMean => "last month's {} against the 3-month mean",
+                    TrendKind::MonthOverMonth => "last month's {} against the month before",
+                    TrendKind::Last3mVsPrev3m => "the last 3 months' {} against the 3 before",
+                };
+                write!(f, "{}", what.replace("{}", of))?;
+                match value {
+                    Some(v) => write!(f, " is {}", shown(v))?,
+                    None => f.write_str(" cannot be computed (no earlier activity)")?,
+                }
+            }
+            Slot::MonthlyCountCv => match value {
+                Some(v) => write!(
+                    f,
+                    "monthly counts vary by {} (coefficient of variation, 12 months)",
+                    shown(v)
+                )?,
+                None => f.write_str("no activity in the last 12 months")?,
+            },
+            Slot::Score => match feats.score {
+                Some(s) => write!(f, "score {s}")?,
+                None => f.write_str("no score")?,
+            },
         }
         match leaf.test {
             LeafTest::Compare(op, k) => {
                 let counted = matches!(
                     leaf.slot,
-                    Slot::Count(_)
-                        | Slot::SameAmountCount(_)
-                        | Slot::ListCount(_)
-                        | Slot::FailedCount(_)
+                    Slot::Window(
+                        WindowMeasure::Count
+                            | WindowMeasure::SameAmountCount
+                            | WindowMeasure::FailedCount
+                            | WindowMeasure::SettledCount
+                            | WindowMeasure::FlaggedCount,
+                        _
+                    ) | Slot::ListCount(_)
+                        | Slot::InHours(Measure::Count, _)
                 );
                 match (counted, op) {
                     (true, CmpOp::AtLeast) => write!(f, ", limit {}", (k - 1).max(0)),
                     (true, CmpOp::MoreThan) => write!(f, ", limit {k}"),
                     _ => {
-                        write!(f, " ({} ", op_words(op))?;
-                        match leaf.slot {
-                            Slot::Sum(_) | Slot::Amount => write!(f, "{})", Money(k)),
-                            Slot::DistanceKm => write!(f, "{} km)", Km(k)),
-                            Slot::SpeedKmh => write!(f, "{} km/h)", Km(k)),
-                            Slot::SinceCreditGrant => write!(f, "{})", DurationText(k)),
-                            Slot::AmountToLimit => write!(f, "{})", Percent(k)),
-                            _ => write!(f, "{k})"),
-                        }
+                        let k = match leaf.slot {
+                            Slot::SpeedKmh => format!("{} km/h", Km(k)),
+                            Slot::DistanceKm => format!("{} km", Km(k)),
+                            _ => threshold(unit, k).to_string(),
+                        };
+                        write!(f, " ({} {k})", op_words(op))
                     }
                 }
             }

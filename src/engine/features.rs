@@ -1,14 +1,18 @@
 //! Feature extraction: one pass over a customer's history fills the aggregates of every window
-//! the rule set uses, plus the per-transaction features (local time, travel, credit line).
+//! the rule set uses, plus the per-transaction features (local time, travel, credit line), the
+//! amount statistics, streaks and the monthly trends.
 //!
 //! Windows are (t − w, t] in event time, t being the current transaction's time, and include
 //! the current transaction. Events later than t (out-of-order arrivals) are outside every
-//! window. Everything is integers in fixed units, on the stack.
+//! window. Everything is integers in fixed units, on the stack (amount statistics sort in a
+//! `SmallVec` that only spills to the heap for rings over 72 events).
 
 use geo::{Distance, Haversine, Point};
+use smallvec::SmallVec;
 
-use crate::rules::compile::RuleSet;
+use crate::rules::compile::{MAX_HOUR_WINDOWS, MAX_STAT_WINDOWS, RuleSet};
 use crate::rules::{MAX_DISTINCT_WINDOWS, MAX_LIST_WINDOWS};
+use crate::state::months::MonthBuckets;
 use crate::state::{CustomerHistory, Event, Outcome};
 use crate::txn::{EventTime, GeoPoint, MICROS_PER_SECOND, Txn};
 
@@ -21,8 +25,36 @@ pub struct WindowAgg {
     pub same_amount: u32,
     /// Transactions reported failed.
     pub failed: u32,
+    /// Transactions reported settled.
+    pub settled: u32,
+    /// Transactions decided review or deny.
+    pub flagged: u32,
     /// Sum of amounts, minor units, current included.
     pub sum: i64,
+    /// Sum of failed amounts.
+    pub failed_sum: i64,
+    /// Sum of settled amounts.
+    pub settled_sum: i64,
+}
+
+/// Statistics of the amounts in one window, current included. Quantiles are kept times four
+/// so that linear interpolation between ranks stays exact.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AmountStats {
+    /// Number of amounts.
+    pub n: u32,
+    /// Their sum.
+    pub sum: i64,
+    /// Sum of squares.
+    pub sum_sq: i128,
+    /// 4 × 25th percentile.
+    pub q25_x4: i64,
+    /// 4 × median.
+    pub q50_x4: i64,
+    /// 4 × 75th percentile.
+    pub q75_x4: i64,
+    /// Most frequent amount (smallest on ties).
+    pub mode: i64,
 }
 
 /// Where the customer was last seen, and how fast they would have had to travel.
@@ -36,6 +68,16 @@ pub struct Travel {
     pub speed_m_per_h: i64,
 }
 
+/// Counts and sums of the last 12 full calendar months (index 0 is month 1, the last full
+/// month before the current transaction's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Months {
+    /// Transactions per month.
+    pub counts: [i64; 12],
+    /// Sums per month, minor units.
+    pub sums: [i64; 12],
+}
+
 /// Every feature value one decision may read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Features {
@@ -43,8 +85,12 @@ pub struct Features {
     pub windows: [WindowAgg; MAX_DISTINCT_WINDOWS],
     /// Per (window, list) pair of [`RuleSet::list_windows`].
     pub list_counts: [u32; MAX_LIST_WINDOWS],
-    /// Current amount, minor units.
-    pub amount: i64,
+    /// Count and sum per entry of [`RuleSet::hour_windows`].
+    pub hour_aggs: [(u32, i64); MAX_HOUR_WINDOWS],
+    /// Per entry of [`RuleSet::stat_windows`].
+    pub stats: [AmountStats; MAX_STAT_WINDOWS],
+    /// Current amount, minor units; `None` when evaluating without a transaction (a scan).
+    pub amount: Option<i64>,
     /// Local seconds since midnight (0 unless a rule reads local time).
     pub local_secs: u32,
     /// Travel from the previous geotagged transaction, when both have a location.
@@ -53,6 +99,16 @@ pub struct Features {
     pub since_grant: Option<i64>,
     /// Credit limit, minor units, when known.
     pub credit_limit: Option<i64>,
+    /// Microseconds since the previous transaction, when there is one.
+    pub since_last: Option<i64>,
+    /// Consecutive increases in amount ending at the current transaction.
+    pub increasing_streak: u32,
+    /// Consecutive decreases in amount ending at the current transaction.
+    pub decreasing_streak: u32,
+    /// Monthly totals, when the customer's months are kept.
+    pub months: Option<Months>,
+    /// The scorecard's score, when the rule set has one.
+    pub score: Option<i64>,
 }
 
 /// Great-circle distance in whole metres (haversine on the mean earth radius).
@@ -88,6 +144,38 @@ pub fn local_seconds(set: &RuleSet, at: EventTime) -> u32 {
     (secs + i64::from(offset)).rem_euclid(86_400) as u32
 }
 
+/// The zone's offset (seconds) at `t` if it holds over the whole longest window before `t`.
+fn fixed_offset(set: &RuleSet, t: EventTime) -> Option<i64> {
+    let ts = jiff::Timestamp::from_microsecond(t).ok()?;
+    let after = jiff::Timestamp::from_microsecond(t + 1).ok()?;
+    let offset = i64::from(set.timezone.to_offset(ts).seconds());
+    match set.timezone.preceding(after).next() {
+        Some(change) if change.timestamp().as_microsecond() > t - set.horizon => None,
+        _ => Some(offset),
+    }
+}
+
+/// The calendar month (`year × 12 + month − 1`) of an event time in a time zone.
+pub fn month_of(tz: &jiff::tz::TimeZone, at: EventTime) -> i32 {
+    match jiff::Timestamp::from_microsecond(at) {
+        Ok(ts) => {
+            let d = tz.to_datetime(ts);
+            i32::from(d.year()) * 12 + i32::from(d.month()) - 1
+        }
+        Err(_) => i32::MIN,
+    }
+}
+
+/// Whether local seconds `s` fall in [from, to), wrapping past midnight when from > to.
+#[inline]
+pub fn in_hours(s: u32, from: u32, to: u32) -> bool {
+    if from < to {
+        from <= s && s < to
+    } else {
+        s >= from || s < to
+    }
+}
+
 #[inline]
 pub(crate) fn in_sorted(list: &[i64], amount: i64) -> bool {
     // Lists are a handful of entries; a linear scan beats a binary search there.
@@ -98,24 +186,96 @@ pub(crate) fn in_sorted(list: &[i64], amount: i64) -> bool {
     }
 }
 
+/// Statistics of a set of amounts (sorted here).
+pub fn amount_stats(amounts: &mut [i64]) -> AmountStats {
+    let n = amounts.len();
+    if n == 0 {
+        return AmountStats::default();
+    }
+    amounts.sort_unstable();
+    let quantile_x4 = |k: usize| -> i64 {
+        // Linear interpolation at h = k(n−1)/4 between the closest ranks.
+        let h = k * (n - 1);
+        let (i, r) = (h / 4, (h % 4) as i64);
+        let lo = amounts[i];
+        let hi = amounts[(i + 1).min(n - 1)];
+        4 * lo + r * (hi - lo)
+    };
+    let (mut mode, mut best, mut run) = (amounts[0], 0usize, 0usize);
+    for (i, &a) in amounts.iter().enumerate() {
+        run = if i > 0 && amounts[i - 1] == a {
+            run + 1
+        } else {
+            1
+        };
+        if run > best {
+            best = run;
+            mode = a;
+        }
+    }
+    AmountStats {
+        n: n as u32,
+        sum: amounts.iter().sum(),
+        sum_sq: amounts.iter().map(|&a| i128::from(a) * i128::from(a)).sum(),
+        q25_x4: quantile_x4(1),
+        q50_x4: quantile_x4(2),
+        q75_x4: quantile_x4(3),
+        mode,
+    }
+}
+
+/// Monthly totals for months 1–12 before the month of `t`.
+pub fn months(tz: &jiff::tz::TimeZone, buckets: &MonthBuckets, t: EventTime) -> Months {
+    let current = month_of(tz, t);
+    let mut m = Months::default();
+    for k in 0..12 {
+        let b = buckets.get(current - 1 - k as i32);
+        m.counts[k] = i64::from(b.count);
+        m.sums[k] = b.sum;
+    }
+    m
+}
+
 /// Adds one event to the aggregate of the shortest window that holds it (prefix sums in
 /// [`extract`] carry it into the longer ones).
 #[inline(always)]
-fn visit(set: &RuleSet, f: &mut Features, ev: &Event, t: EventTime, amount: i64) {
+fn visit(set: &RuleSet, f: &mut Features, ev: &Event, t: EventTime, fixed_offset: Option<i64>) {
     let windows = &set.windows;
     let age = t - ev.at;
     let Some(first) = windows.iter().position(|w| age < w.micros) else {
         return;
     };
     let ev_amount = ev.amount_minor();
+    let outcome = ev.outcome();
     let agg = &mut f.windows[first];
     agg.count += 1;
     agg.sum += ev_amount;
-    agg.same_amount += u32::from(ev_amount == amount);
-    agg.failed += u32::from(ev.outcome() == Outcome::Failed);
+    agg.same_amount += u32::from(Some(ev_amount) == f.amount);
+    if outcome == Outcome::Failed {
+        agg.failed += 1;
+        agg.failed_sum += ev_amount;
+    } else if outcome == Outcome::Settled {
+        agg.settled += 1;
+        agg.settled_sum += ev_amount;
+    }
+    agg.flagged += u32::from(ev.decision() != crate::rules::Action::Allow);
     for (k, &(wi, list)) in set.list_windows.iter().enumerate() {
         if usize::from(wi) >= first && in_sorted(&set.amount_lists[list], ev_amount) {
             f.list_counts[k] += 1;
+        }
+    }
+    if !set.hour_windows.is_empty() {
+        let s = match fixed_offset {
+            Some(offset) => {
+                (ev.at.div_euclid(MICROS_PER_SECOND) + offset).rem_euclid(86_400) as u32
+            }
+            None => local_seconds(set, ev.at),
+        };
+        for (k, &(wi, from, to)) in set.hour_windows.iter().enumerate() {
+            if usize::from(wi) >= first && in_hours(s, from, to) {
+                f.hour_aggs[k].0 += 1;
+                f.hour_aggs[k].1 += ev_amount;
+            }
         }
     }
 }
@@ -128,39 +288,83 @@ fn visit(set: &RuleSet, f: &mut Features, ev: &Event, t: EventTime, amount: i64)
 /// event and stops at the first one older than the longest window (continuing, if a rule reads
 /// travel, only until the previous located event is found) — a customer who transacts a few
 /// times a day costs a handful of steps, not the whole ring.
-pub fn extract(set: &RuleSet, history: &CustomerHistory<'_>, txn: &Txn<'_>) -> Features {
-    let t = txn.at;
-    let amount = txn.amount.minor();
+///
+/// With `txn` the features describe that transaction in its history; with `None` (a scan of
+/// customers at time `t`) the windows hold history only and per-transaction features are
+/// missing.
+pub fn extract(
+    set: &RuleSet,
+    history: &CustomerHistory<'_>,
+    txn: Option<&Txn<'_>>,
+    t: EventTime,
+) -> Features {
+    let amount = txn.map(|x| x.amount.minor());
     let nw = set.windows.len();
     let mut f = Features {
         windows: [WindowAgg::default(); MAX_DISTINCT_WINDOWS],
         list_counts: [0; MAX_LIST_WINDOWS],
+        hour_aggs: [(0, 0); MAX_HOUR_WINDOWS],
+        stats: [AmountStats::default(); MAX_STAT_WINDOWS],
         amount,
         local_secs: 0,
         travel: None,
         since_grant: None,
         credit_limit: None,
+        since_last: None,
+        increasing_streak: 0,
+        decreasing_streak: 0,
+        months: None,
+        score: None,
     };
-    let here = txn.geo.map(Event::quantize);
+    let here = txn.and_then(|x| x.geo).map(Event::quantize);
     let want_geo = set.needs.geo && here.is_some();
+    let want_streaks = set.needs.streaks && amount.is_some();
+    let want_stats = !set.stat_windows.is_empty();
     let horizon = set.horizon;
     let mut previous_geo: Option<&Event> = None;
+    let mut latest: Option<EventTime> = None;
+    // When no offset change falls inside the longest window, every event's local time is its
+    // UTC time plus one offset: one zone lookup per decision instead of one per event.
+    let fixed_offset = if set.hour_windows.is_empty() {
+        None
+    } else {
+        fixed_offset(set, t)
+    };
+    let (mut inc_alive, mut dec_alive) = (want_streaks, want_streaks);
+    let mut next_amount = amount.unwrap_or(0);
+    // (age, amount) of every event in the longest window, for amount statistics.
+    let mut in_window: SmallVec<[(i64, i64); 72]> = SmallVec::new();
+    // (time, amount) of events at or before t in arrival order, for streaks.
+    let mut timeline: SmallVec<[(i64, i64); 72]> = SmallVec::new();
 
     let (older, newer) = history.events;
     if history.in_time_order {
         // Newest first: the first located event at or before t is the previous location
-        // (ties in time go to the later arrival, as in the full scan).
+        // (ties in time go to the later arrival, as in the full scan), and amounts come in
+        // reverse time order for the streaks.
         for ev in newer.iter().rev().chain(older.iter().rev()) {
             if ev.at > t {
                 continue;
             }
+            latest.get_or_insert(ev.at);
             let in_horizon = t - ev.at < horizon;
             if want_geo && previous_geo.is_none() && ev.has_geo() {
                 previous_geo = Some(ev);
             }
+            if inc_alive || dec_alive {
+                let a = ev.amount_minor();
+                inc_alive &= a < next_amount;
+                dec_alive &= a > next_amount;
+                f.increasing_streak += u32::from(inc_alive);
+                f.decreasing_streak += u32::from(dec_alive);
+                next_amount = a;
+            }
             if in_horizon {
-                visit(set, &mut f, ev, t, amount);
-            } else if !want_geo || previous_geo.is_some() {
+                visit(set, &mut f, ev, t, fixed_offset);
+                if want_stats {
+                    in_window.push((t - ev.at, ev.amount_minor()));
+                }
+            } else if (!want_geo || previous_geo.is_some()) && !inc_alive && !dec_alive {
                 break;
             }
         }
@@ -169,10 +373,21 @@ pub fn extract(set: &RuleSet, history: &CustomerHistory<'_>, txn: &Txn<'_>) -> F
             if ev.at > t {
                 continue;
             }
+            if latest.is_none_or(|l| ev.at > l) {
+                latest = Some(ev.at);
+            }
             if want_geo && ev.has_geo() && previous_geo.is_none_or(|p| ev.at >= p.at) {
                 previous_geo = Some(ev);
             }
-            visit(set, &mut f, ev, t, amount);
+            if want_streaks {
+                timeline.push((ev.at, ev.amount_minor()));
+            }
+            if t - ev.at < horizon {
+                visit(set, &mut f, ev, t, fixed_offset);
+                if want_stats {
+                    in_window.push((t - ev.at, ev.amount_minor()));
+                }
+            }
         }
     }
     // Carry each window's events into every longer window.
@@ -183,21 +398,67 @@ pub fn extract(set: &RuleSet, history: &CustomerHistory<'_>, txn: &Txn<'_>) -> F
         agg.sum += shorter.sum;
         agg.same_amount += shorter.same_amount;
         agg.failed += shorter.failed;
+        agg.failed_sum += shorter.failed_sum;
+        agg.settled += shorter.settled;
+        agg.settled_sum += shorter.settled_sum;
+        agg.flagged += shorter.flagged;
     }
 
     // The current transaction is in every window.
-    for agg in &mut f.windows[..nw] {
-        agg.count += 1;
-        agg.sum += amount;
-        agg.same_amount += 1;
+    if let Some(amount) = amount {
+        for agg in &mut f.windows[..nw] {
+            agg.count += 1;
+            agg.sum += amount;
+            agg.same_amount += 1;
+        }
+        for (k, &(_, list)) in set.list_windows.iter().enumerate() {
+            if in_sorted(&set.amount_lists[list], amount) {
+                f.list_counts[k] += 1;
+            }
+        }
+        if !set.hour_windows.is_empty() {
+            let s = local_seconds(set, t);
+            for (k, &(_, from, to)) in set.hour_windows.iter().enumerate() {
+                if in_hours(s, from, to) {
+                    f.hour_aggs[k].0 += 1;
+                    f.hour_aggs[k].1 += amount;
+                }
+            }
+        }
     }
-    for (k, &(_, list)) in set.list_windows.iter().enumerate() {
-        if in_sorted(&set.amount_lists[list], amount) {
-            f.list_counts[k] += 1;
+    if want_stats {
+        let mut amounts: SmallVec<[i64; 72]> = SmallVec::new();
+        for (k, &wi) in set.stat_windows.iter().enumerate() {
+            let w = set.windows[usize::from(wi)].micros;
+            amounts.clear();
+            amounts.extend(
+                in_window
+                    .iter()
+                    .filter(|(age, _)| *age < w)
+                    .map(|&(_, a)| a),
+            );
+            amounts.extend(amount);
+            f.stats[k] = amount_stats(&mut amounts);
+        }
+    }
+    if want_streaks && !history.in_time_order {
+        // A stable sort by time keeps arrival order among equal times.
+        timeline.sort_by_key(|&(at, _)| at);
+        let mut next = next_amount;
+        let (mut inc, mut dec) = (true, true);
+        for &(_, a) in timeline.iter().rev() {
+            inc &= a < next;
+            dec &= a > next;
+            f.increasing_streak += u32::from(inc);
+            f.decreasing_streak += u32::from(dec);
+            if !inc && !dec {
+                break;
+            }
+            next = a;
         }
     }
 
-    if set.needs.local_time {
+    if set.needs.local_time && amount.is_some() {
         f.local_secs = local_seconds(set, t);
     }
     if let (Some(here), Some(there)) = (here, previous_geo.and_then(|e| e.geo().map(|g| (e.at, g))))
@@ -208,6 +469,12 @@ pub fn extract(set: &RuleSet, history: &CustomerHistory<'_>, txn: &Txn<'_>) -> F
         f.credit_limit = Some(line.limit.minor());
         let since = t - line.granted_at;
         f.since_grant = (since >= 0).then_some(since);
+    }
+    f.since_last = latest.map(|l| t - l);
+    if set.needs.months
+        && let Some(buckets) = history.months
+    {
+        f.months = Some(months(&set.timezone, buckets, t));
     }
     f
 }

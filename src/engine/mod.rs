@@ -12,12 +12,11 @@ pub mod reference;
 
 use smallvec::SmallVec;
 
-use crate::rules::Action;
-use crate::rules::Mode;
 use crate::rules::compile::{Node, RuleSet, Slot};
-use crate::rules::validate::LeafTest;
+use crate::rules::validate::{AmountStat, CmpOp, LeafTest, Measure, TrendKind, WindowMeasure};
+use crate::rules::{Action, Mode};
 use crate::state::CustomerHistory;
-use crate::txn::Txn;
+use crate::txn::{EventTime, Txn};
 
 pub use features::Features;
 
@@ -29,21 +28,58 @@ pub type Hits = SmallVec<[u16; 8]>;
 pub struct Decision {
     /// allow, review or deny: the strongest action among matching enforced rules.
     pub action: Action,
-    /// Enforced rules that matched, in file order.
+    /// Enforced rules that matched (tag rules excepted), in file order.
     pub hits: Hits,
     /// Shadow rules that matched, in file order.
     pub shadow: Hits,
-    /// The feature values the rules saw, for explanations.
+    /// Enforced tag rules that matched, in file order.
+    pub tags: Hits,
+    /// The feature values the rules saw, for explanations (the score among them).
     pub features: Features,
+}
+
+/// The score of a scorecard for these features: the base plus the points of the bin each
+/// characteristic falls in (or its missing points).
+pub fn score(set: &RuleSet, f: &Features) -> Option<i64> {
+    let card = set.scorecard.as_ref()?;
+    let mut total = card.base_score;
+    for c in &card.characteristics {
+        total += match slot_value(c.slot, f) {
+            None => c.missing_points,
+            Some(v) => c
+                .bins
+                .iter()
+                .find(|b| {
+                    b.from.is_none_or(|lo| compare(v, CmpOp::AtLeast, lo))
+                        && b.below.is_none_or(|hi| compare(v, CmpOp::LessThan, hi))
+                })
+                .map_or(0, |b| b.points),
+        };
+    }
+    Some(total)
 }
 
 /// Evaluates every rule of `set` against the history and the current transaction.
 pub fn evaluate(set: &RuleSet, history: &CustomerHistory<'_>, txn: &Txn<'_>) -> Decision {
-    let features = features::extract(set, history, txn);
+    let mut features = features::extract(set, history, Some(txn), txn.at);
+    features.score = score(set, &features);
+    decide(set, features, Some(txn))
+}
+
+/// Evaluates every rule at time `t` without a transaction (a scan of customers): windows hold
+/// history only, and per-transaction features are missing.
+pub fn evaluate_at(set: &RuleSet, history: &CustomerHistory<'_>, t: EventTime) -> Decision {
+    let mut features = features::extract(set, history, None, t);
+    features.score = score(set, &features);
+    decide(set, features, None)
+}
+
+fn decide(set: &RuleSet, features: Features, txn: Option<&Txn<'_>>) -> Decision {
     let mut decision = Decision {
         action: Action::Allow,
         hits: Hits::new(),
         shadow: Hits::new(),
+        tags: Hits::new(),
         features,
     };
     for (i, rule) in set.rules.iter().enumerate() {
@@ -52,19 +88,20 @@ pub fn evaluate(set: &RuleSet, history: &CustomerHistory<'_>, txn: &Txn<'_>) -> 
         }
         // Rule counts are capped far below u16::MAX by validation.
         let index = i as u16;
-        match rule.mode {
-            Mode::Enforce => {
+        match (rule.mode, rule.action) {
+            (Mode::Shadow, _) => decision.shadow.push(index),
+            (Mode::Enforce, Action::Tag) => decision.tags.push(index),
+            (Mode::Enforce, action) => {
                 decision.hits.push(index);
-                decision.action = decision.action.max(rule.action);
+                decision.action = decision.action.max(action);
             }
-            Mode::Shadow => decision.shadow.push(index),
         }
     }
     decision
 }
 
 /// Whether node `node` of the arena holds.
-pub fn holds(set: &RuleSet, node: u32, f: &Features, txn: &Txn<'_>) -> bool {
+pub fn holds(set: &RuleSet, node: u32, f: &Features, txn: Option<&Txn<'_>>) -> bool {
     match set.nodes[node as usize] {
         Node::All { start, len } => set.children[start as usize..(start + len) as usize]
             .iter()
@@ -82,65 +119,199 @@ pub fn holds(set: &RuleSet, node: u32, f: &Features, txn: &Txn<'_>) -> bool {
 pub enum Value {
     /// An integer in the feature's unit.
     Int(i64),
-    /// A ratio `num / den` (den > 0), compared against thresholds in parts per million.
+    /// The fraction `num / den` (den > 0) in the feature's unit.
     Ratio {
         /// Numerator.
-        num: i64,
+        num: i128,
         /// Denominator.
-        den: i64,
+        den: i128,
+    },
+    /// The square root of `num / den` (num ≥ 0, den > 0) in the feature's unit.
+    Sqrt {
+        /// Numerator under the root.
+        num: i128,
+        /// Denominator under the root.
+        den: i128,
     },
 }
 
+impl Value {
+    /// The value as a float, for display only.
+    pub fn approx(self) -> f64 {
+        match self {
+            Value::Int(v) => v as f64,
+            Value::Ratio { num, den } => num as f64 / den as f64,
+            Value::Sqrt { num, den } => (num as f64 / den as f64).sqrt(),
+        }
+    }
+}
+
+const PPM: i128 = 1_000_000;
+
+fn ratio(num: i128, den: i128) -> Option<Value> {
+    (den != 0).then(|| {
+        if den < 0 {
+            Value::Ratio {
+                num: -num,
+                den: -den,
+            }
+        } else {
+            Value::Ratio { num, den }
+        }
+    })
+}
+
 /// The value of a numeric slot, or `None` when the feature is missing for this transaction
-/// (no previous location, no credit line...). A comparison with a missing value is false.
+/// (no previous location, no credit line, no months...). A comparison with a missing value
+/// is false.
 pub fn slot_value(slot: Slot, f: &Features) -> Option<Value> {
     let int = |v: i64| Some(Value::Int(v));
     match slot {
-        Slot::Count(w) => int(i64::from(f.windows[w as usize].count)),
-        Slot::Sum(w) => int(f.windows[w as usize].sum),
-        Slot::SameAmountCount(w) => int(i64::from(f.windows[w as usize].same_amount)),
+        Slot::Window(m, w) => {
+            let a = &f.windows[w as usize];
+            match m {
+                WindowMeasure::Count => int(i64::from(a.count)),
+                WindowMeasure::Sum => int(a.sum),
+                WindowMeasure::SameAmountCount => f.amount.and(int(i64::from(a.same_amount))),
+                WindowMeasure::FailedCount => int(i64::from(a.failed)),
+                WindowMeasure::FailedSum => int(a.failed_sum),
+                WindowMeasure::SettledCount => int(i64::from(a.settled)),
+                WindowMeasure::SettledSum => int(a.settled_sum),
+                WindowMeasure::FlaggedCount => int(i64::from(a.flagged)),
+                WindowMeasure::DrawnToLimit => {
+                    ratio(i128::from(a.sum) * PPM, i128::from(f.credit_limit?))
+                }
+            }
+        }
         Slot::ListCount(k) => int(i64::from(f.list_counts[k as usize])),
-        Slot::FailedCount(w) => int(i64::from(f.windows[w as usize].failed)),
-        Slot::Amount => int(f.amount),
-        Slot::LocalTime => int(i64::from(f.local_secs)),
-        Slot::LocalHour => int(i64::from(f.local_secs / 3600)),
+        Slot::InHours(Measure::Count, k) => int(i64::from(f.hour_aggs[k as usize].0)),
+        Slot::InHours(Measure::Sum, k) => int(f.hour_aggs[k as usize].1),
+        Slot::Stat(stat, k) => {
+            let s = &f.stats[k as usize];
+            if s.n == 0 {
+                return None;
+            }
+            let n = i128::from(s.n);
+            let sum = i128::from(s.sum);
+            let var_n2 = n * s.sum_sq - sum * sum;
+            match stat {
+                AmountStat::Mean => ratio(sum, n),
+                AmountStat::Mode => int(s.mode),
+                AmountStat::P25 => ratio(i128::from(s.q25_x4), 4),
+                AmountStat::Median => ratio(i128::from(s.q50_x4), 4),
+                AmountStat::P75 => ratio(i128::from(s.q75_x4), 4),
+                AmountStat::MeanMinusMedian => ratio(4 * sum - n * i128::from(s.q50_x4), 4 * n),
+                AmountStat::Stddev => Some(Value::Sqrt {
+                    num: var_n2.max(0),
+                    den: n * n,
+                }),
+                AmountStat::Cv => (sum > 0).then(|| Value::Sqrt {
+                    num: var_n2.max(0).saturating_mul(PPM * PPM),
+                    den: sum * sum,
+                }),
+                AmountStat::Iqr => ratio(i128::from(s.q75_x4 - s.q25_x4), 4),
+            }
+        }
+        Slot::Amount => f.amount.map(Value::Int),
+        Slot::LocalTime => f.amount.and(int(i64::from(f.local_secs))),
+        Slot::LocalHour => f.amount.and(int(i64::from(f.local_secs / 3600))),
         Slot::DistanceKm => f.travel.map(|t| Value::Int(t.distance_m)),
         Slot::SpeedKmh => f.travel.map(|t| Value::Int(t.speed_m_per_h)),
         Slot::SinceCreditGrant => f.since_grant.map(Value::Int),
-        Slot::AmountToLimit => f
-            .credit_limit
-            .map(|den| Value::Ratio { num: f.amount, den }),
+        Slot::AmountToLimit => ratio(i128::from(f.amount?) * PPM, i128::from(f.credit_limit?)),
         Slot::Channel | Slot::MerchantId => None,
+        Slot::IncreasingStreak => f.amount.and(int(i64::from(f.increasing_streak))),
+        Slot::DecreasingStreak => f.amount.and(int(i64::from(f.decreasing_streak))),
+        Slot::SinceLastTransaction => f.since_last.map(Value::Int),
+        Slot::Trend(kind, measure) => {
+            let m = f.months?;
+            let v = |k: usize| -> i128 {
+                i128::from(match measure {
+                    Measure::Count => m.counts[k],
+                    Measure::Sum => m.sums[k],
+                })
+            };
+            match kind {
+                TrendKind::LastVs3mMean => ratio(3 * v(0) * PPM, v(0) + v(1) + v(2)),
+                TrendKind::MonthOverMonth => ratio(v(0) * PPM, v(1)),
+                TrendKind::Last3mVsPrev3m => ratio((v(0) + v(1) + v(2)) * PPM, v(3) + v(4) + v(5)),
+            }
+        }
+        Slot::MonthlyCountCv => {
+            let m = f.months?;
+            let n: i128 = 12;
+            let sum: i128 = m.counts.iter().map(|&c| i128::from(c)).sum();
+            let sum_sq: i128 = m
+                .counts
+                .iter()
+                .map(|&c| i128::from(c) * i128::from(c))
+                .sum();
+            (sum > 0).then(|| Value::Sqrt {
+                num: (n * sum_sq - sum * sum).max(0) * PPM * PPM,
+                den: sum * sum,
+            })
+        }
+        Slot::Score => f.score.map(Value::Int),
     }
 }
 
-/// Applies a comparison to a value exactly (ratios by cross-multiplication).
+/// Applies a comparison to a value exactly (ratios and roots by cross-multiplication, in
+/// 128-bit integers; a float only if even those would overflow).
 #[inline]
-pub fn compare(value: Value, op: crate::rules::validate::CmpOp, threshold: i64) -> bool {
+pub fn compare(value: Value, op: CmpOp, threshold: i64) -> bool {
+    let k = i128::from(threshold);
     match value {
         Value::Int(v) => op.holds(v, threshold),
-        Value::Ratio { num, den } => op.holds(
-            i128::from(num) * 1_000_000,
-            i128::from(threshold) * i128::from(den),
-        ),
+        Value::Ratio { num, den } => match k.checked_mul(den) {
+            Some(scaled) => op.holds(num, scaled),
+            None => op_holds_f64(op, value.approx(), threshold as f64),
+        },
+        Value::Sqrt { num, den } => {
+            if k < 0 {
+                // A root is never negative: it is above any negative threshold.
+                return op.holds(1, 0);
+            }
+            match k.checked_mul(k).and_then(|k2| k2.checked_mul(den)) {
+                Some(scaled) => op.holds(num, scaled),
+                None => op_holds_f64(op, value.approx(), threshold as f64),
+            }
+        }
+    }
+}
+
+fn op_holds_f64(op: CmpOp, v: f64, k: f64) -> bool {
+    match op {
+        CmpOp::AtLeast => v >= k,
+        CmpOp::MoreThan => v > k,
+        CmpOp::AtMost => v <= k,
+        CmpOp::LessThan => v < k,
+        CmpOp::Equals => v == k,
     }
 }
 
 #[inline]
-fn leaf_holds(set: &RuleSet, slot: Slot, test: LeafTest, f: &Features, txn: &Txn<'_>) -> bool {
+fn leaf_holds(
+    set: &RuleSet,
+    slot: Slot,
+    test: LeafTest,
+    f: &Features,
+    txn: Option<&Txn<'_>>,
+) -> bool {
     match test {
         LeafTest::Compare(op, threshold) => {
             slot_value(slot, f).is_some_and(|v| compare(v, op, threshold))
         }
         LeafTest::InList { list, negate } => {
             let member = match slot {
-                Slot::Amount => features::in_sorted(&set.amount_lists[list], f.amount),
-                Slot::Channel => txn.channel.as_deref().is_some_and(|c| {
+                Slot::Amount => f
+                    .amount
+                    .is_some_and(|a| features::in_sorted(&set.amount_lists[list], a)),
+                Slot::Channel => txn.and_then(|t| t.channel.as_deref()).is_some_and(|c| {
                     set.string_lists[list]
                         .binary_search_by(|e| (**e).cmp(c))
                         .is_ok()
                 }),
-                Slot::MerchantId => txn.merchant_id.as_deref().is_some_and(|m| {
+                Slot::MerchantId => txn.and_then(|t| t.merchant_id.as_deref()).is_some_and(|m| {
                     set.string_lists[list]
                         .binary_search_by(|e| (**e).cmp(m))
                         .is_ok()
@@ -150,12 +321,7 @@ fn leaf_holds(set: &RuleSet, slot: Slot, test: LeafTest, f: &Features, txn: &Txn
             member != negate
         }
         LeafTest::TimeOfDay { from, to } => {
-            let s = f.local_secs;
-            if from < to {
-                from <= s && s < to
-            } else {
-                s >= from || s < to
-            }
+            f.amount.is_some() && features::in_hours(f.local_secs, from, to)
         }
     }
 }

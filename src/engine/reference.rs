@@ -1,24 +1,46 @@
 //! The meaning of a rule set, stated plainly: a brute-force evaluator over the *validated*
 //! rules that recomputes every feature from the whole event list for every leaf.
 //!
-//! It shares no code with the compiled path except the great-circle distance, and exists so
-//! that property tests and the differential fuzz target can check that the fast path computes
-//! exactly this. Slow on purpose; never used to serve.
+//! It shares with the compiled path only the great-circle distance, the definition of a
+//! calendar month and the exact comparison of values, and exists so that property tests and
+//! the differential fuzz target can check that the fast path computes exactly this. Slow on
+//! purpose; never used to serve.
 
-use crate::rules::validate::{Cond, Feature, LeafTest, ValidRules};
+use super::{Value, compare};
+use crate::rules::validate::{
+    AmountStat, CmpOp, Cond, Feature, LeafTest, Measure, TrendKind, ValidRules, WindowMeasure,
+};
 use crate::rules::{Action, Mode};
 use crate::state::{Event, Outcome};
 use crate::txn::{CreditLine, Txn};
 
-/// What the reference decides: the action and the ids of matching enforced and shadow rules.
+/// What the reference decides.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReferenceDecision {
     /// The strongest action among matching enforced rules (allow when none).
     pub action: Action,
-    /// Ids of matching enforced rules, in file order.
+    /// Ids of matching enforced rules (tag rules excepted), in file order.
     pub hits: Vec<String>,
     /// Ids of matching shadow rules, in file order.
     pub shadow: Vec<String>,
+    /// Ids of matching enforced tag rules, in file order.
+    pub tags: Vec<String>,
+    /// The score, when the rules have a scorecard.
+    pub score: Option<i64>,
+}
+
+/// What the reference is given: the history (arrival order), the credit line, whether the
+/// customer's calendar months are kept (then they are the months of `events`), and the
+/// transaction.
+pub struct Inputs<'a> {
+    /// Events in arrival order.
+    pub events: &'a [Event],
+    /// The credit line.
+    pub credit_line: Option<CreditLine>,
+    /// Monthly features are available.
+    pub months: bool,
+    /// The transaction.
+    pub txn: &'a Txn<'a>,
 }
 
 /// Evaluates `rules` for `txn` against `events` (arrival order) and the customer's credit line.
@@ -28,53 +50,73 @@ pub fn evaluate(
     credit_line: Option<CreditLine>,
     txn: &Txn<'_>,
 ) -> ReferenceDecision {
+    evaluate_with(
+        rules,
+        &Inputs {
+            events,
+            credit_line,
+            months: false,
+            txn,
+        },
+    )
+}
+
+/// Evaluates with every input spelled out.
+pub fn evaluate_with(rules: &ValidRules, inputs: &Inputs<'_>) -> ReferenceDecision {
+    let score = rules.scorecard.as_ref().map(|card| {
+        card.base_score
+            + card
+                .characteristics
+                .iter()
+                .map(|c| match feature_value(rules, c.feature, inputs, None) {
+                    None => c.missing_points,
+                    Some(v) => c
+                        .bins
+                        .iter()
+                        .find(|b| {
+                            b.from.is_none_or(|lo| compare(v, CmpOp::AtLeast, lo))
+                                && b.below.is_none_or(|hi| compare(v, CmpOp::LessThan, hi))
+                        })
+                        .map_or(0, |b| b.points),
+                })
+                .sum::<i64>()
+    });
     let mut out = ReferenceDecision {
         action: Action::Allow,
         hits: Vec::new(),
         shadow: Vec::new(),
+        tags: Vec::new(),
+        score,
     };
     for rule in &rules.rules {
-        if cond_holds(rules, &rule.when, events, credit_line, txn) {
-            match rule.mode {
-                Mode::Enforce => {
+        if cond_holds(rules, &rule.when, inputs, score) {
+            match (rule.mode, rule.action) {
+                (Mode::Shadow, _) => out.shadow.push(rule.id.clone()),
+                (Mode::Enforce, Action::Tag) => out.tags.push(rule.id.clone()),
+                (Mode::Enforce, action) => {
                     out.hits.push(rule.id.clone());
-                    if rule.action > out.action {
-                        out.action = rule.action;
+                    if action > out.action {
+                        out.action = action;
                     }
                 }
-                Mode::Shadow => out.shadow.push(rule.id.clone()),
             }
         }
     }
     out
 }
 
-fn cond_holds(
-    rules: &ValidRules,
-    cond: &Cond,
-    events: &[Event],
-    credit_line: Option<CreditLine>,
-    txn: &Txn<'_>,
-) -> bool {
+fn cond_holds(rules: &ValidRules, cond: &Cond, inputs: &Inputs<'_>, score: Option<i64>) -> bool {
     match cond {
-        Cond::All(cs) => cs
-            .iter()
-            .all(|c| cond_holds(rules, c, events, credit_line, txn)),
-        Cond::Any(cs) => cs
-            .iter()
-            .any(|c| cond_holds(rules, c, events, credit_line, txn)),
-        Cond::Not(c) => !cond_holds(rules, c, events, credit_line, txn),
+        Cond::All(cs) => cs.iter().all(|c| cond_holds(rules, c, inputs, score)),
+        Cond::Any(cs) => cs.iter().any(|c| cond_holds(rules, c, inputs, score)),
+        Cond::Not(c) => !cond_holds(rules, c, inputs, score),
         Cond::Leaf(leaf) => {
-            let value = feature_value(rules, leaf.feature, events, credit_line, txn);
+            let txn = inputs.txn;
             match leaf.test {
-                LeafTest::Compare(op, threshold) => match value {
-                    Some(RefValue::Int(v)) => op.holds(v, threshold),
-                    Some(RefValue::Ratio(num, den)) => op.holds(
-                        i128::from(num) * 1_000_000,
-                        i128::from(threshold) * i128::from(den),
-                    ),
-                    _ => false,
-                },
+                LeafTest::Compare(op, threshold) => {
+                    feature_value(rules, leaf.feature, inputs, score)
+                        .is_some_and(|v| compare(v, op, threshold))
+                }
                 LeafTest::InList { list, negate } => {
                     let l = &rules.lists[list];
                     let member = match leaf.feature {
@@ -91,78 +133,152 @@ fn cond_holds(
                     };
                     member != negate
                 }
-                LeafTest::TimeOfDay { from, to } => match value {
-                    Some(RefValue::Int(s)) => {
-                        let s = s as u32;
-                        if from < to {
-                            (from..to).contains(&s)
-                        } else {
-                            s >= from || s < to
-                        }
+                LeafTest::TimeOfDay { from, to } => {
+                    let s = local_secs(rules, txn.at);
+                    if from < to {
+                        (from..to).contains(&s)
+                    } else {
+                        s >= from || s < to
                     }
-                    _ => false,
-                },
+                }
             }
         }
     }
 }
 
-enum RefValue {
-    Int(i64),
-    Ratio(i64, i64),
+fn local_secs(rules: &ValidRules, at: i64) -> u32 {
+    let ts = jiff::Timestamp::from_microsecond(at).expect("event times are in range");
+    let local = rules.timezone.to_datetime(ts);
+    u32::from(local.hour() as u8) * 3600
+        + u32::from(local.minute() as u8) * 60
+        + local.second() as u32
 }
 
 fn in_window(e: &Event, t: i64, w: i64) -> bool {
     e.at <= t && e.at > t - w
 }
 
+const PPM: i128 = 1_000_000;
+
+fn ratio(num: i128, den: i128) -> Option<Value> {
+    (den != 0).then_some(Value::Ratio { num, den })
+}
+
+/// 4 × the quantile k/4 of sorted amounts, by linear interpolation at (n−1)·k/4.
+fn quantile_x4(sorted: &[i64], k: usize) -> i128 {
+    let n = sorted.len();
+    let pos_x4 = k * (n - 1);
+    let (i, frac) = (pos_x4 / 4, pos_x4 % 4);
+    let lo = i128::from(sorted[i]);
+    let hi = i128::from(sorted[(i + 1).min(n - 1)]);
+    4 * lo + frac as i128 * (hi - lo)
+}
+
 fn feature_value(
     rules: &ValidRules,
     feature: Feature,
-    events: &[Event],
-    credit_line: Option<CreditLine>,
-    txn: &Txn<'_>,
-) -> Option<RefValue> {
+    inputs: &Inputs<'_>,
+    score: Option<i64>,
+) -> Option<Value> {
+    let events = inputs.events;
+    let txn = inputs.txn;
     let t = txn.at;
     let amount = txn.amount.minor();
-    let count = |pred: &dyn Fn(&Event) -> bool| events.iter().filter(|e| pred(e)).count() as i64;
-    Some(match feature {
-        Feature::Count(w) => RefValue::Int(count(&|e| in_window(e, t, w.micros)) + 1),
-        Feature::Sum(w) => RefValue::Int(
-            events
-                .iter()
-                .filter(|e| in_window(e, t, w.micros))
-                .map(Event::amount_minor)
-                .sum::<i64>()
-                + amount,
-        ),
-        Feature::SameAmountCount(w) => {
-            RefValue::Int(count(&|e| in_window(e, t, w.micros) && e.amount_minor() == amount) + 1)
+    let int = |v: i64| Some(Value::Int(v));
+    let window = |w: i64| events.iter().filter(move |e| in_window(e, t, w));
+    match feature {
+        Feature::Window(m, w) => {
+            let w = w.micros;
+            let count =
+                |pred: &dyn Fn(&Event) -> bool| window(w).filter(|e| pred(e)).count() as i64;
+            let sum = |pred: &dyn Fn(&Event) -> bool| {
+                window(w)
+                    .filter(|e| pred(e))
+                    .map(Event::amount_minor)
+                    .sum::<i64>()
+            };
+            match m {
+                WindowMeasure::Count => int(count(&|_| true) + 1),
+                WindowMeasure::Sum => int(sum(&|_| true) + amount),
+                WindowMeasure::SameAmountCount => int(count(&|e| e.amount_minor() == amount) + 1),
+                WindowMeasure::FailedCount => int(count(&|e| e.outcome() == Outcome::Failed)),
+                WindowMeasure::FailedSum => int(sum(&|e| e.outcome() == Outcome::Failed)),
+                WindowMeasure::SettledCount => int(count(&|e| e.outcome() == Outcome::Settled)),
+                WindowMeasure::SettledSum => int(sum(&|e| e.outcome() == Outcome::Settled)),
+                WindowMeasure::FlaggedCount => int(count(&|e| e.decision() != Action::Allow)),
+                WindowMeasure::DrawnToLimit => ratio(
+                    i128::from(sum(&|_| true) + amount) * PPM,
+                    i128::from(inputs.credit_line?.limit.minor()),
+                ),
+            }
         }
         Feature::ListCount(w, list) => {
             let amounts = &rules.lists[list].amounts;
             let is_member = |minor: i64| amounts.iter().any(|a| a.minor() == minor);
-            RefValue::Int(
-                count(&|e| in_window(e, t, w.micros) && is_member(e.amount_minor()))
-                    + i64::from(is_member(amount)),
-            )
+            int(window(w.micros)
+                .filter(|e| is_member(e.amount_minor()))
+                .count() as i64
+                + i64::from(is_member(amount)))
         }
-        Feature::FailedCount(w) => RefValue::Int(count(&|e| {
-            in_window(e, t, w.micros) && e.outcome() == Outcome::Failed
-        })),
-        Feature::Amount => RefValue::Int(amount),
-        Feature::LocalTime | Feature::LocalHour => {
-            let ts = jiff::Timestamp::from_microsecond(t).ok()?;
-            let local = rules.timezone.to_datetime(ts);
-            let secs = i64::from(local.hour()) * 3600
-                + i64::from(local.minute()) * 60
-                + i64::from(local.second());
-            if feature == Feature::LocalHour {
-                RefValue::Int(i64::from(local.hour()))
-            } else {
-                RefValue::Int(secs)
+        Feature::InHours(measure, w, from, to) => {
+            let inside = |at: i64| {
+                let s = local_secs(rules, at);
+                if from < to {
+                    (from..to).contains(&s)
+                } else {
+                    s >= from || s < to
+                }
+            };
+            let mut picked: Vec<i64> = window(w.micros)
+                .filter(|e| inside(e.at))
+                .map(Event::amount_minor)
+                .collect();
+            if inside(t) {
+                picked.push(amount);
+            }
+            match measure {
+                Measure::Count => int(picked.len() as i64),
+                Measure::Sum => int(picked.iter().sum()),
             }
         }
+        Feature::Stat(stat, w) => {
+            let mut a: Vec<i64> = window(w.micros).map(Event::amount_minor).collect();
+            a.push(amount);
+            a.sort_unstable();
+            let n = a.len() as i128;
+            let sum: i128 = a.iter().map(|&x| i128::from(x)).sum();
+            let sum_sq: i128 = a.iter().map(|&x| i128::from(x) * i128::from(x)).sum();
+            let var_n2 = n * sum_sq - sum * sum;
+            match stat {
+                AmountStat::Mean => ratio(sum, n),
+                AmountStat::Mode => {
+                    let mut best = (0usize, a[0]);
+                    for &x in &a {
+                        let c = a.iter().filter(|&&y| y == x).count();
+                        if c > best.0 || (c == best.0 && x < best.1) {
+                            best = (c, x);
+                        }
+                    }
+                    int(best.1)
+                }
+                AmountStat::P25 => ratio(quantile_x4(&a, 1), 4),
+                AmountStat::Median => ratio(quantile_x4(&a, 2), 4),
+                AmountStat::P75 => ratio(quantile_x4(&a, 3), 4),
+                AmountStat::MeanMinusMedian => ratio(4 * sum - n * quantile_x4(&a, 2), 4 * n),
+                AmountStat::Stddev => Some(Value::Sqrt {
+                    num: var_n2,
+                    den: n * n,
+                }),
+                AmountStat::Cv => (sum > 0).then(|| Value::Sqrt {
+                    num: var_n2.saturating_mul(PPM * PPM),
+                    den: sum * sum,
+                }),
+                AmountStat::Iqr => ratio(quantile_x4(&a, 3) - quantile_x4(&a, 1), 4),
+            }
+        }
+        Feature::Amount => int(amount),
+        Feature::LocalTime => int(i64::from(local_secs(rules, t))),
+        Feature::LocalHour => int(i64::from(local_secs(rules, t) / 3600)),
         Feature::DistanceKm | Feature::SpeedKmh => {
             let here = Event::quantize(txn.geo?);
             let (at, there) = events
@@ -172,19 +288,88 @@ fn feature_value(
                 .max_by_key(|(at, _)| *at)?;
             let travel = super::features::travel(there, at, here, t);
             if feature == Feature::DistanceKm {
-                RefValue::Int(travel.distance_m)
+                int(travel.distance_m)
             } else {
-                RefValue::Int(travel.speed_m_per_h)
+                int(travel.speed_m_per_h)
             }
         }
         Feature::SinceCreditGrant => {
-            let since = t - credit_line?.granted_at;
-            if since < 0 {
+            let since = t - inputs.credit_line?.granted_at;
+            (since >= 0).then_some(Value::Int(since))
+        }
+        Feature::AmountToLimit => ratio(
+            i128::from(amount) * PPM,
+            i128::from(inputs.credit_line?.limit.minor()),
+        ),
+        Feature::Channel | Feature::MerchantId => None,
+        Feature::IncreasingStreak | Feature::DecreasingStreak => {
+            let mut timeline: Vec<(i64, usize, i64)> = events
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.at <= t)
+                .map(|(i, e)| (e.at, i, e.amount_minor()))
+                .collect();
+            timeline.sort_unstable();
+            let mut amounts: Vec<i64> = timeline.into_iter().map(|(_, _, a)| a).collect();
+            amounts.push(amount);
+            let mut streak = 0;
+            for pair in amounts.windows(2).rev() {
+                let rising = pair[0] < pair[1];
+                let falling = pair[0] > pair[1];
+                if (feature == Feature::IncreasingStreak && rising)
+                    || (feature == Feature::DecreasingStreak && falling)
+                {
+                    streak += 1;
+                } else {
+                    break;
+                }
+            }
+            int(streak)
+        }
+        Feature::SinceLastTransaction => events
+            .iter()
+            .filter(|e| e.at <= t)
+            .map(|e| e.at)
+            .max()
+            .map(|at| Value::Int(t - at)),
+        Feature::Trend(kind, measure) => {
+            if !inputs.months {
                 return None;
             }
-            RefValue::Int(since)
+            let v = |k: i32| -> i128 { month_total(rules, events, t, k, measure) };
+            match kind {
+                TrendKind::LastVs3mMean => ratio(3 * v(1) * PPM, v(1) + v(2) + v(3)),
+                TrendKind::MonthOverMonth => ratio(v(1) * PPM, v(2)),
+                TrendKind::Last3mVsPrev3m => ratio((v(1) + v(2) + v(3)) * PPM, v(4) + v(5) + v(6)),
+            }
         }
-        Feature::AmountToLimit => RefValue::Ratio(amount, credit_line?.limit.minor()),
-        Feature::Channel | Feature::MerchantId => return None,
-    })
+        Feature::MonthlyCountCv => {
+            if !inputs.months {
+                return None;
+            }
+            let counts: Vec<i128> = (1..=12)
+                .map(|k| month_total(rules, events, t, k, Measure::Count))
+                .collect();
+            let n = counts.len() as i128;
+            let sum: i128 = counts.iter().sum();
+            let sum_sq: i128 = counts.iter().map(|c| c * c).sum();
+            (sum > 0).then(|| Value::Sqrt {
+                num: (n * sum_sq - sum * sum) * PPM * PPM,
+                den: sum * sum,
+            })
+        }
+        Feature::Score => score.map(Value::Int),
+    }
+}
+
+/// Count or sum of the events in calendar month `k` before the month of `t`.
+fn month_total(rules: &ValidRules, events: &[Event], t: i64, k: i32, measure: Measure) -> i128 {
+    let month = super::features::month_of(&rules.timezone, t) - k;
+    let of_month = events
+        .iter()
+        .filter(|e| super::features::month_of(&rules.timezone, e.at) == month);
+    match measure {
+        Measure::Count => of_month.count() as i128,
+        Measure::Sum => of_month.map(|e| i128::from(e.amount_minor())).sum(),
+    }
 }

@@ -85,7 +85,7 @@ fn decide(
                 set,
                 rule,
                 features: &d.features,
-                txn: t,
+                txn: Some(t),
             }
             .to_string()
         })
@@ -541,7 +541,7 @@ proptest! {
         prop_assert_eq!(hits, r.hits, "{}", yaml);
         prop_assert_eq!(shadow, r.shadow, "{}", yaml);
         for &rule in d.hits.iter().chain(d.shadow.iter()) {
-            let message = Explanation { set: &set, rule, features: &d.features, txn: &current }.to_string();
+            let message = Explanation { set: &set, rule, features: &d.features, txn: Some(&current) }.to_string();
             prop_assert!(!message.is_empty());
         }
     }
@@ -596,4 +596,433 @@ proptest! {
         prop_assert_eq!(d.action, r.action);
         prop_assert_eq!(hits, r.hits);
     }
+}
+
+// ---- in-loan features, scorecards and tags against the reference --------------------------
+
+const DAY: i64 = 86_400_000_000;
+
+fn loan_leaf() -> impl Strategy<Value = String> {
+    let window = prop::sample::select(vec!["1h", "1d", "7d", "30d", "90d"]);
+    let op = prop::sample::select(vec![
+        "at_least",
+        "more_than",
+        "at_most",
+        "less_than",
+        "equals",
+    ]);
+    prop_oneof![
+        (
+            prop::sample::select(vec![
+                "failed_count",
+                "settled_count",
+                "flagged_count",
+                "count"
+            ]),
+            window.clone(),
+            op.clone(),
+            0u32..6
+        )
+            .prop_map(|(f, w, o, n)| format!("{{{f}: {{window: {w}, {o}: {n}}}}}")),
+        (
+            prop::sample::select(vec!["failed_sum", "settled_sum", "sum"]),
+            window.clone(),
+            op.clone(),
+            0i64..600_000
+        )
+            .prop_map(|(f, w, o, a)| format!(
+                "{{{f}: {{window: {w}, {o}: \"{}.{:02}\"}}}}",
+                a / 100,
+                a % 100
+            )),
+        (
+            prop::sample::select(vec![
+                "mean_amount",
+                "mode_amount",
+                "p25_amount",
+                "median_amount",
+                "p75_amount",
+                "stddev_amount",
+                "iqr_amount"
+            ]),
+            window.clone(),
+            op.clone(),
+            0i64..200_000
+        )
+            .prop_map(|(f, w, o, a)| format!(
+                "{{{f}: {{window: {w}, {o}: \"{}.{:02}\"}}}}",
+                a / 100,
+                a % 100
+            )),
+        (
+            prop::sample::select(vec![
+                "mean_amount",
+                "p25_amount",
+                "median_amount",
+                "p75_amount",
+                "iqr_amount"
+            ]),
+            window.clone(),
+            op.clone(),
+            0i64..200_000
+        )
+            .prop_map(|(f, w, o, a)| format!(
+                "{{{f}: {{window: {w}, {o}: \"{}.{:02}\"}}}}",
+                a / 100,
+                a % 100
+            )),
+        (
+            window.clone(),
+            op.clone(),
+            prop::sample::select(vec!["-500", "-0.25", "0", "120"])
+        )
+            .prop_map(|(w, o, a)| format!("{{mean_minus_median: {{window: {w}, {o}: \"{a}\"}}}}")),
+        (
+            prop::sample::select(vec!["cv_amount", "drawn_to_limit"]),
+            window.clone(),
+            op.clone(),
+            prop::sample::select(vec!["0.1", "50%", "1", "0.8"])
+        )
+            .prop_map(|(f, w, o, r)| format!("{{{f}: {{window: {w}, {o}: \"{r}\"}}}}")),
+        (
+            prop::sample::select(vec!["count_in_hours", "sum_in_hours"]),
+            window,
+            0u32..24,
+            1u32..23,
+            op.clone(),
+            0u32..3
+        )
+            .prop_map(|(f, w, a, d, o, n)| format!(
+                "{{{f}: {{window: {w}, from: \"{a:02}:00\", to: \"{:02}:00\", {o}: {}}}}}",
+                (a + d) % 24,
+                if f == "sum_in_hours" {
+                    format!("\"{}\"", n * 400)
+                } else {
+                    n.to_string()
+                }
+            )),
+        (
+            prop::sample::select(vec!["increasing_streak", "decreasing_streak"]),
+            op.clone(),
+            0u32..4
+        )
+            .prop_map(|(f, o, n)| format!("{{{f}: {{{o}: {n}}}}}")),
+        (op.clone(), prop::sample::select(vec!["1h", "2d", "30d"]))
+            .prop_map(|(o, d)| format!("{{since_last_transaction: {{{o}: {d}}}}}")),
+        (
+            prop::sample::select(vec!["trend_1m_vs_3m", "trend_mom", "trend_3m_vs_prev_3m"]),
+            prop::sample::select(vec!["count", "sum"]),
+            op.clone(),
+            prop::sample::select(vec!["0.5", "1", "130%", "3"])
+        )
+            .prop_map(|(f, of, o, r)| format!("{{{f}: {{of: {of}, {o}: \"{r}\"}}}}")),
+        (op.clone(), prop::sample::select(vec!["0.2", "1", "40%"]))
+            .prop_map(|(o, r)| format!("{{monthly_count_cv: {{{o}: \"{r}\"}}}}")),
+        (op, 540i64..680).prop_map(|(o, n)| format!("{{score: {{{o}: {n}}}}}")),
+    ]
+}
+
+fn loan_condition() -> impl Strategy<Value = String> {
+    loan_leaf().prop_recursive(2, 8, 3, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 1..3)
+                .prop_map(|cs| format!("{{all: [{}]}}", cs.join(", "))),
+            prop::collection::vec(inner.clone(), 1..3)
+                .prop_map(|cs| format!("{{any: [{}]}}", cs.join(", "))),
+            inner.prop_map(|c| format!("{{not: {c}}}")),
+        ]
+    })
+}
+
+/// A characteristic: a bare feature and ascending cut points.
+fn characteristic() -> impl Strategy<Value = String> {
+    let feature = prop_oneof![
+        Just(("{ count: { window: 30d } }", vec!["2", "5", "10"])),
+        Just(("{ failed_count: { window: 90d } }", vec!["1", "3"])),
+        Just(("{ flagged_count: { window: 30d } }", vec!["1"])),
+        Just((
+            "{ drawn_to_limit: { window: 30d } }",
+            vec!["\"30%\"", "\"80%\""]
+        )),
+        Just((
+            "{ count_in_hours: { window: 30d, from: \"01:00\", to: \"05:00\" } }",
+            vec!["1", "4"]
+        )),
+        Just(("{ trend_1m_vs_3m: { of: count } }", vec!["0.5", "1.5"])),
+        Just((
+            "{ mean_amount: { window: 90d } }",
+            vec!["\"100\"", "\"500.50\""]
+        )),
+        Just(("{ since_last_transaction: {} }", vec!["1d", "7d"])),
+    ];
+    (feature, prop::collection::vec(-30i64..30, 4), any::<bool>()).prop_map(
+        |((f, cuts), points, missing)| {
+            let mut bins = Vec::new();
+            for (i, p) in points.iter().take(cuts.len() + 1).enumerate() {
+                let from = if i > 0 {
+                    format!("from: {}, ", cuts[i - 1])
+                } else {
+                    String::new()
+                };
+                let below = cuts
+                    .get(i)
+                    .map(|c| format!("below: {c}, "))
+                    .unwrap_or_default();
+                bins.push(format!("{{ {from}{below}points: {p} }}"));
+            }
+            if missing {
+                bins.push(format!("{{ missing: true, points: {} }}", points[3]));
+            }
+            format!(
+                "    - name: c\n      feature: {f}\n      bins: [{}]\n",
+                bins.join(", ")
+            )
+        },
+    )
+}
+
+fn loan_rule_file() -> impl Strategy<Value = String> {
+    (
+        prop::collection::vec(
+            (
+                loan_condition(),
+                prop::sample::select(vec!["allow", "review", "deny", "tag"]),
+                prop::bool::weighted(0.2),
+            ),
+            1..6,
+        ),
+        prop::collection::vec(characteristic(), 1..4),
+        prop::sample::select(vec!["Asia/Shanghai", "America/New_York", "Europe/London"]),
+    )
+        .prop_map(|(rules, chars, zone)| {
+            let mut yaml = format!("timezone: {zone}\nrules:\n");
+            for (i, (cond, action, shadow)) in rules.iter().enumerate() {
+                yaml.push_str(&format!(
+                    "  - id: r{i}\n    action: {action}\n    mode: {}\n    when: {cond}\n",
+                    if *shadow { "shadow" } else { "enforce" }
+                ));
+            }
+            yaml.push_str(
+                "scorecard:\n  base_score: 600\n  points_to_double_odds: 20\n  characteristics:\n",
+            );
+            for (i, c) in chars.iter().enumerate() {
+                yaml.push_str(&c.replacen("name: c", &format!("name: c{i}"), 1));
+            }
+            yaml
+        })
+}
+
+prop_compose! {
+    fn loan_event()(
+        day in 0i64..300,
+        minute in 0i64..1440,
+        amount in prop_oneof![prop::sample::select(vec![9_900i64, 49_900, 100_000, 30_050]), 1i64..300_000],
+        outcome in 0u8..4,
+        decision in 0u8..3,
+        id in any::<u64>(),
+    ) -> Event {
+        let action = match decision { 0 => Action::Allow, 1 => Action::Review, _ => Action::Deny };
+        let mut e = Event::new(T0 - day * DAY - minute * MINUTE, id, Amount::from_minor(amount).unwrap(), None, action);
+        e.set_outcome(match outcome { 0 => Outcome::Pending, 1 => Outcome::Settled, 2 => Outcome::Failed, _ => Outcome::Reversed });
+        e
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    #[test]
+    fn in_loan_features_scorecards_and_tags_equal_the_reference(
+        yaml in loan_rule_file(),
+        events in prop::collection::vec(loan_event(), 0..64),
+        sorted in any::<bool>(),
+        amount in 1i64..300_000,
+        line in prop::option::of(1i64..2_000_000),
+    ) {
+        let set = rules::load_bytes(yaml.as_bytes()).map_err(|e| TestCaseError::fail(format!("{e}\n{yaml}")))?;
+        let mut events = events;
+        if sorted {
+            events.sort_by_key(|e| e.at);
+        }
+        let mut months = crate::state::months::MonthBuckets::default();
+        for e in &events {
+            let m = super::features::month_of(&set.timezone, e.at);
+            months.add(m, e.amount_minor());
+        }
+        let mut current = txn(T0, "1");
+        current.amount = Amount::from_minor(amount).unwrap();
+        let credit_line = line.map(|limit| CreditLine { limit: Amount::from_minor(limit).unwrap(), granted_at: T0 - 400 * DAY });
+        let mut history = CustomerHistory::new((&events, &[]), credit_line);
+        history.months = Some(&months);
+        let d = evaluate(&set, &history, &current);
+        let r = reference::evaluate_with(&set.valid, &reference::Inputs { events: &events, credit_line, months: true, txn: &current });
+        let ids = |hits: &[u16]| hits.iter().map(|&i| set.rules[i as usize].id.to_string()).collect::<Vec<_>>();
+        prop_assert_eq!(d.features.score, r.score, "{}", yaml);
+        prop_assert_eq!(d.action, r.action, "{}", yaml);
+        prop_assert_eq!(ids(&d.hits), r.hits, "{}", yaml);
+        prop_assert_eq!(ids(&d.shadow), r.shadow, "{}", yaml);
+        prop_assert_eq!(ids(&d.tags), r.tags, "{}", yaml);
+        for &rule in d.hits.iter().chain(&d.tags) {
+            let message = Explanation { set: &set, rule, features: &d.features, txn: Some(&current) }.to_string();
+            prop_assert!(!message.is_empty());
+        }
+    }
+}
+
+#[test]
+fn months_follow_the_rules_time_zone() {
+    let set = rules::load_bytes(b"timezone: Asia/Shanghai\nrules:\n  - id: t\n    action: tag\n    when:\n      trend_mom: { of: count, at_least: 2 }\n").unwrap();
+    // 2026-02-28T16:30Z is 2026-03-01 00:30 in Shanghai: March there, February in UTC.
+    let edge = at("2026-02-28T16:30:00Z");
+    assert_eq!(
+        super::features::month_of(&set.timezone, edge),
+        2026 * 12 + 2
+    );
+    assert_eq!(
+        super::features::month_of(&set.timezone, edge - 1),
+        2026 * 12 + 2
+    );
+    assert_eq!(
+        super::features::month_of(&set.timezone, at("2026-02-28T15:59:59Z")),
+        2026 * 12 + 1
+    );
+    let mut months = crate::state::months::MonthBuckets::default();
+    // Two transactions in (Shanghai) February, one in January.
+    for t in [
+        "2026-02-28T15:00:00Z",
+        "2026-02-01T00:00:00+08:00",
+        "2026-01-31T23:59:59+08:00",
+    ] {
+        months.add(super::features::month_of(&set.timezone, at(t)), 100);
+    }
+    let mut history = CustomerHistory::EMPTY;
+    history.months = Some(&months);
+    let d = evaluate(&set, &history, &txn(at("2026-03-01T00:30:00+08:00"), "10"));
+    assert_eq!(d.tags.len(), 1, "February (2) over January (1) is 200%");
+    let f = d.features.months.unwrap();
+    assert_eq!((f.counts[0], f.counts[1]), (2, 1));
+    // Half an hour earlier it is still February in Shanghai: month 1 is January, month 2 empty.
+    let d = evaluate(&set, &history, &txn(at("2026-02-28T23:59:59+08:00"), "10"));
+    assert!(d.tags.is_empty());
+}
+
+#[test]
+fn scorecard_bins_are_half_open_and_missing_has_its_own_points() {
+    let yaml = "timezone: UTC\nrules:\n  - id: low\n    action: review\n    when:\n      score: { less_than: 100 }\nscorecard:\n  base_score: 100\n  points_to_double_odds: 20\n  characteristics:\n    - name: activity\n      feature: { count: { window: 1d } }\n      bins: [{ below: 3, points: -5 }, { from: 3, below: 5, points: 7 }, { from: 5, points: 11 }]\n    - name: use\n      feature: { drawn_to_limit: { window: 1d } }\n      bins: [{ below: 0.5, points: 1 }, { from: 0.5, points: 2 }, { missing: true, points: -3 }]\n";
+    let set = rules::load_bytes(yaml.as_bytes()).unwrap();
+    let t = at("2026-03-01T12:00:00Z");
+    let score = |n: usize, line: Option<(&str, &str)>| {
+        let events: Vec<Event> = (0..n)
+            .map(|i| event(t - (i as i64 + 1) * MINUTE, "10"))
+            .collect();
+        let credit = line.map(|(limit, _)| CreditLine {
+            limit: money(limit),
+            granted_at: t - DAY,
+        });
+        let amount = line.map_or("10", |(_, a)| a);
+        evaluate(
+            &set,
+            &CustomerHistory::new((&events, &[]), credit),
+            &txn(t, amount),
+        )
+        .features
+        .score
+        .unwrap()
+    };
+    assert_eq!(
+        score(1, None),
+        100 - 5 - 3,
+        "2 transactions: first bin; no line: missing"
+    );
+    assert_eq!(
+        score(2, None),
+        100 + 7 - 3,
+        "3 is the first value of [3, 5)"
+    );
+    assert_eq!(score(4, None), 100 + 11 - 3, "5 starts the last bin");
+    assert_eq!(
+        score(0, Some(("100", "49.99"))),
+        100 - 5 + 1,
+        "49.99% is below 0.5"
+    );
+    assert_eq!(
+        score(0, Some(("100", "50"))),
+        100 - 5 + 2,
+        "50% is the first value of the last bin"
+    );
+    let low = evaluate(&set, &CustomerHistory::EMPTY, &txn(t, "10"));
+    assert_eq!(low.action, Action::Review, "score 92 is under 100");
+}
+
+#[test]
+fn scorecard_validation_refuses_gaps_overlaps_and_unknown_features() {
+    let card = |bins: &str| {
+        format!(
+            "timezone: UTC\nrules:\n  - id: a\n    action: tag\n    when:\n      score: {{ at_least: 1 }}\nscorecard:\n  base_score: 600\n  points_to_double_odds: 20\n  characteristics:\n    - name: c\n      feature: {{ count: {{ window: 1d }} }}\n      bins: [{bins}]\n"
+        )
+    };
+    let problems = |yaml: &str| rules::load_bytes(yaml.as_bytes()).unwrap_err().problems();
+    let p = problems(&card("{ below: 3, points: 1 }, { from: 4, points: 2 }"));
+    assert!(p[0].message.contains("gap"), "{p:?}");
+    assert_eq!(p[0].line, 13);
+    let p = problems(&card("{ below: 5, points: 1 }, { from: 4, points: 2 }"));
+    assert!(p[0].message.contains("overlap"), "{p:?}");
+    let p = problems(&card(
+        "{ from: 0, below: 5, points: 1 }, { from: 5, points: 2 }",
+    ));
+    assert!(
+        p[0].message.contains("first bin must have no `from`"),
+        "{p:?}"
+    );
+    let p = problems(&card(
+        "{ below: 5, points: 1 }, { from: 5, below: 9, points: 2 }",
+    ));
+    assert!(
+        p[0].message.contains("last bin must have no `below`"),
+        "{p:?}"
+    );
+    let p = problems(&card("{ below: 5, points: 1 }, { from: 5, points: x }"));
+    assert!(p[0].message.contains("points"), "{p:?}");
+    let unknown = card("{ points: 1 }").replace("count: { window: 1d }", "cuont: { window: 1d }");
+    assert!(
+        problems(&unknown)[0]
+            .message
+            .contains("unknown variant `cuont`")
+    );
+    let with_test = card("{ points: 1 }").replace("{ window: 1d }", "{ window: 1d, at_least: 3 }");
+    assert!(problems(&with_test)[0].message.contains("takes no test"));
+    let no_card = "timezone: UTC\nrules:\n  - id: a\n    action: review\n    when:\n      score: { less_than: 500 }\n";
+    assert!(problems(no_card)[0].message.contains("no scorecard"));
+}
+
+#[test]
+fn tag_rules_tag_without_deciding() {
+    let yaml = "timezone: UTC\nrules:\n  - id: big_spender\n    action: tag\n    when:\n      amount: { at_least: 100 }\n";
+    let set = rules::load_bytes(yaml.as_bytes()).unwrap();
+    let d = evaluate(&set, &CustomerHistory::EMPTY, &txn(0, "150"));
+    assert_eq!(d.action, Action::Allow);
+    assert!(d.hits.is_empty());
+    assert_eq!(d.tags.as_slice(), &[0]);
+}
+
+#[test]
+fn amount_statistics_match_hand_computed_figures() {
+    let yaml = "timezone: UTC\nrules:\n  - id: m\n    action: tag\n    when:\n      median_amount: { window: 1d, equals: \"25\" }\n  - id: p\n    action: tag\n    when:\n      p25_amount: { window: 1d, equals: \"17.5\" }\n  - id: s\n    action: tag\n    when:\n      stddev_amount: { window: 1d, more_than: \"14.14\" }\n  - id: s2\n    action: tag\n    when:\n      stddev_amount: { window: 1d, less_than: \"14.15\" }\n  - id: mm\n    action: tag\n    when:\n      mean_minus_median: { window: 1d, equals: \"0\" }\n";
+    let set = rules::load_bytes(yaml.as_bytes()).unwrap();
+    let t = at("2026-03-01T12:00:00Z");
+    // 10, 20, 30, 40 (history) and the current 50... use 10, 20, 30, 40 + current: no — make the
+    // window hold 10, 20, 30, 40 with the current amount as one of them.
+    let events = [
+        event(t - MINUTE, "10"),
+        event(t - 2 * MINUTE, "20"),
+        event(t - 3 * MINUTE, "40"),
+    ];
+    let d = evaluate(
+        &set,
+        &CustomerHistory::new((&events, &[]), None),
+        &txn(t, "30"),
+    );
+    // Amounts 10, 20, 30, 40: median 25, p25 at rank 0.75 = 17.5, population stddev √125 ≈ 11.18.
+    let tags: Vec<&str> = d.tags.iter().map(|&i| &*set.rules[i as usize].id).collect();
+    assert_eq!(tags, vec!["m", "p", "s2", "mm"]);
 }

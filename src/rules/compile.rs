@@ -1,29 +1,36 @@
 //! Compilation: [`ValidRules`] into the immutable [`RuleSet`] the engine runs.
 //!
 //! Everything the hot path needs is resolved here: distinct windows are deduplicated and sorted
-//! so that one pass over a history fills every window's aggregates; each leaf points at a slot
-//! of precomputed features by index; lists become sorted arrays; the condition trees are
-//! flattened into one arena. A `RuleSet` is never mutated after this; a new rule file makes a
-//! new one.
+//! so that one pass over a history fills every window's aggregates; hour ranges, amount lists
+//! and amount statistics get their own small tables; each leaf points at a slot of precomputed
+//! features by index; lists become sorted arrays; the condition trees are flattened into one
+//! arena; the scorecard's bins are kept with their slots. A `RuleSet` is never mutated after
+//! this; a new rule file makes a new one.
 
 use jiff::tz::TimeZone;
 
 use super::schema::{Action, Mode};
-use super::validate::{Cond, Feature, Leaf, LeafTest, ListId, ValidRules, Window};
+use super::validate::{
+    AmountStat, Bin, Cond, Feature, Leaf, LeafTest, ListId, Measure, TrendKind, ValidRules, Window,
+    WindowMeasure,
+};
+
+/// Most distinct (window, hour range) pairs read by `count_in_hours` / `sum_in_hours`.
+pub const MAX_HOUR_WINDOWS: usize = 8;
+/// Most distinct windows whose amount statistics are read.
+pub const MAX_STAT_WINDOWS: usize = 8;
 
 /// Where a leaf reads its feature's value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Slot {
-    /// Count in window `i` of [`RuleSet::windows`].
-    Count(u8),
-    /// Sum in window `i`.
-    Sum(u8),
-    /// Same-amount count in window `i`.
-    SameAmountCount(u8),
+    /// An aggregate of window `i` of [`RuleSet::windows`].
+    Window(WindowMeasure, u8),
     /// List count for pair `i` of [`RuleSet::list_windows`].
     ListCount(u8),
-    /// Failed count in window `i`.
-    FailedCount(u8),
+    /// Count or sum for pair `i` of [`RuleSet::hour_windows`].
+    InHours(Measure, u8),
+    /// A statistic for entry `i` of [`RuleSet::stat_windows`].
+    Stat(AmountStat, u8),
     /// The current amount.
     Amount,
     /// Local seconds of the day.
@@ -42,6 +49,18 @@ pub enum Slot {
     Channel,
     /// The merchant.
     MerchantId,
+    /// Consecutive increases.
+    IncreasingStreak,
+    /// Consecutive decreases.
+    DecreasingStreak,
+    /// Microseconds since the previous transaction.
+    SinceLastTransaction,
+    /// A monthly trend.
+    Trend(TrendKind, Measure),
+    /// Coefficient of variation of monthly counts.
+    MonthlyCountCv,
+    /// The score.
+    Score,
 }
 
 /// A compiled leaf: where to read, how to judge, and the validated leaf for explanations.
@@ -93,17 +112,39 @@ pub struct CompiledRule {
     pub root: u32,
 }
 
-/// Which optional features any rule reads, so the engine computes only those.
+/// A compiled scorecard characteristic.
+#[derive(Clone, Debug)]
+pub struct CompiledCharacteristic {
+    /// Where the value is.
+    pub slot: Slot,
+    /// The bins, ascending.
+    pub bins: Vec<Bin>,
+    /// Points when the value is missing.
+    pub missing_points: i64,
+}
+
+/// A compiled scorecard.
+#[derive(Clone, Debug)]
+pub struct CompiledScorecard {
+    /// Base score.
+    pub base_score: i64,
+    /// Characteristics.
+    pub characteristics: Vec<CompiledCharacteristic>,
+}
+
+/// Which optional features any rule or the scorecard reads, so the engine computes only those.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Needs {
-    /// Local time of day or hour.
+    /// Local time of day or hour (also hour-range aggregates).
     pub local_time: bool,
     /// Distance or speed from the previous geotagged transaction.
     pub geo: bool,
-    /// Same-amount counts.
-    pub same_amount: bool,
-    /// Failed counts.
-    pub failed: bool,
+    /// Increasing or decreasing streaks.
+    pub streaks: bool,
+    /// Time since the previous transaction.
+    pub since_last: bool,
+    /// Calendar-month buckets.
+    pub months: bool,
 }
 
 /// An immutable, compiled rule set.
@@ -111,12 +152,16 @@ pub struct Needs {
 pub struct RuleSet {
     /// The validated rules this was compiled from (for explanations and the reference).
     pub valid: ValidRules,
-    /// Time zone for time-of-day features.
+    /// Time zone for time-of-day features and calendar months.
     pub timezone: TimeZone,
     /// Distinct windows, shortest first.
     pub windows: Vec<Window>,
     /// Distinct (window index, list) pairs for `list_count`.
     pub list_windows: Vec<(u8, ListId)>,
+    /// Distinct (window index, from, to) hour ranges for `*_in_hours`.
+    pub hour_windows: Vec<(u8, u32, u32)>,
+    /// Window indices whose amount statistics are read.
+    pub stat_windows: Vec<u8>,
     /// Per list, its members as sorted minor-unit amounts (empty unless used for amounts).
     pub amount_lists: Vec<Box<[i64]>>,
     /// Per list, its members as sorted strings.
@@ -127,9 +172,11 @@ pub struct RuleSet {
     pub children: Vec<u32>,
     /// Rules in file order.
     pub rules: Vec<CompiledRule>,
+    /// The scorecard, if any.
+    pub scorecard: Option<CompiledScorecard>,
     /// Optional features in use.
     pub needs: Needs,
-    /// Longest window, microseconds: history older than this cannot change a decision.
+    /// Longest window, microseconds: history older than this cannot change a window feature.
     pub horizon: i64,
 }
 
@@ -145,39 +192,97 @@ impl RuleSet {
     }
 
     /// Worst-case evaluation work of one decision, in abstract units, for a ring of
-    /// `ring_capacity` events: every event visited once with a step per window and per
-    /// (list, window) pair, then every condition node and rule evaluated once.
+    /// `ring_capacity` events: every event visited once with a step per window table entry,
+    /// each statistics window sorting its events, then every condition node, rule and bin.
     pub fn cost(&self, ring_capacity: usize) -> u64 {
-        let per_event = 1 + self.windows.len() as u64 + self.list_windows.len() as u64;
-        ring_capacity as u64 * per_event + self.nodes.len() as u64 + self.rules.len() as u64
+        let ring = ring_capacity as u64;
+        let per_event = 1
+            + self.windows.len() as u64
+            + self.list_windows.len() as u64
+            + self.hour_windows.len() as u64;
+        let sort = self.stat_windows.len() as u64 * ring * u64::from(ring.max(2).ilog2());
+        let bins: u64 = self
+            .scorecard
+            .iter()
+            .flat_map(|s| &s.characteristics)
+            .map(|c| c.bins.len() as u64 + 1)
+            .sum();
+        ring * per_event + sort + self.nodes.len() as u64 + self.rules.len() as u64 + bins
+    }
+}
+
+struct Tables {
+    windows: Vec<Window>,
+    list_windows: Vec<(Window, ListId)>,
+    hour_windows: Vec<(Window, u32, u32)>,
+    stat_windows: Vec<Window>,
+}
+
+fn gather(feature: Feature, t: &mut Tables) {
+    if let Some(w) = feature.window() {
+        t.windows.push(w);
+    }
+    match feature {
+        Feature::ListCount(w, l) => t.list_windows.push((w, l)),
+        Feature::InHours(_, w, from, to) => t.hour_windows.push((w, from, to)),
+        Feature::Stat(_, w) => t.stat_windows.push(w),
+        _ => {}
+    }
+}
+
+fn gather_cond(cond: &Cond, t: &mut Tables) {
+    match cond {
+        Cond::All(cs) | Cond::Any(cs) => cs.iter().for_each(|c| gather_cond(c, t)),
+        Cond::Not(c) => gather_cond(c, t),
+        Cond::Leaf(leaf) => gather(leaf.feature, t),
     }
 }
 
 /// Compiles validated rules.
 pub fn compile(valid: &ValidRules) -> RuleSet {
-    let mut windows: Vec<Window> = Vec::new();
-    let mut pairs: Vec<(Window, ListId)> = Vec::new();
+    let mut t = Tables {
+        windows: Vec::new(),
+        list_windows: Vec::new(),
+        hour_windows: Vec::new(),
+        stat_windows: Vec::new(),
+    };
     for rule in &valid.rules {
-        gather(&rule.when, &mut windows, &mut pairs);
+        gather_cond(&rule.when, &mut t);
     }
-    windows.sort_unstable();
-    windows.dedup();
-    pairs.sort_unstable();
-    pairs.dedup();
+    for c in valid.scorecard.iter().flat_map(|s| &s.characteristics) {
+        gather(c.feature, &mut t);
+    }
+    for v in [&mut t.windows, &mut t.stat_windows] {
+        v.sort_unstable();
+        v.dedup();
+    }
+    t.list_windows.sort_unstable();
+    t.list_windows.dedup();
+    t.hour_windows.sort_unstable();
+    t.hour_windows.dedup();
+
+    let windows = t.windows.clone();
     let window_index = |w: Window| -> u8 {
         let i = windows
             .binary_search(&w)
-            .expect("every window was gathered above");
+            .expect("every window was gathered");
         u8::try_from(i).expect("validation caps distinct windows well below 256")
     };
-    let list_windows: Vec<(u8, ListId)> =
-        pairs.iter().map(|&(w, l)| (window_index(w), l)).collect();
-
     let mut set = RuleSet {
         valid: valid.clone(),
         timezone: valid.timezone.clone(),
         windows: windows.clone(),
-        list_windows,
+        list_windows: t
+            .list_windows
+            .iter()
+            .map(|&(w, l)| (window_index(w), l))
+            .collect(),
+        hour_windows: t
+            .hour_windows
+            .iter()
+            .map(|&(w, f, to)| (window_index(w), f, to))
+            .collect(),
+        stat_windows: t.stat_windows.iter().map(|&w| window_index(w)).collect(),
         amount_lists: valid
             .lists
             .iter()
@@ -197,11 +302,12 @@ pub fn compile(valid: &ValidRules) -> RuleSet {
         nodes: Vec::new(),
         children: Vec::new(),
         rules: Vec::with_capacity(valid.rules.len()),
+        scorecard: None,
         needs: Needs::default(),
         horizon: windows.last().map_or(0, |w| w.micros),
     };
     for rule in &valid.rules {
-        let root = lower(&mut set, &rule.when, &windows, &pairs);
+        let root = lower(&mut set, &rule.when, &t);
         set.rules.push(CompiledRule {
             id: rule.id.as_str().into(),
             description: rule.description.as_str().into(),
@@ -210,28 +316,102 @@ pub fn compile(valid: &ValidRules) -> RuleSet {
             root,
         });
     }
+    if let Some(card) = &valid.scorecard {
+        let characteristics = card
+            .characteristics
+            .iter()
+            .map(|c| CompiledCharacteristic {
+                slot: slot_for(&mut set, c.feature, &t),
+                bins: c.bins.clone(),
+                missing_points: c.missing_points,
+            })
+            .collect();
+        set.scorecard = Some(CompiledScorecard {
+            base_score: card.base_score,
+            characteristics,
+        });
+    }
     set
 }
 
-fn gather(cond: &Cond, windows: &mut Vec<Window>, pairs: &mut Vec<(Window, ListId)>) {
-    match cond {
-        Cond::All(cs) | Cond::Any(cs) => cs.iter().for_each(|c| gather(c, windows, pairs)),
-        Cond::Not(c) => gather(c, windows, pairs),
-        Cond::Leaf(leaf) => {
-            if let Some(w) = leaf.feature.window() {
-                windows.push(w);
-            }
-            if let Feature::ListCount(w, l) = leaf.feature {
-                pairs.push((w, l));
-            }
+fn small(i: usize) -> u8 {
+    u8::try_from(i).expect("validation caps these tables well below 256")
+}
+
+fn slot_for(set: &mut RuleSet, feature: Feature, t: &Tables) -> Slot {
+    let w = |w: Window| small(t.windows.binary_search(&w).expect("gathered"));
+    let needs = &mut set.needs;
+    match feature {
+        Feature::Window(m, win) => Slot::Window(m, w(win)),
+        Feature::ListCount(win, list) => Slot::ListCount(small(
+            t.list_windows
+                .binary_search(&(win, list))
+                .expect("gathered"),
+        )),
+        Feature::InHours(m, win, from, to) => {
+            needs.local_time = true;
+            Slot::InHours(
+                m,
+                small(
+                    t.hour_windows
+                        .binary_search(&(win, from, to))
+                        .expect("gathered"),
+                ),
+            )
         }
+        Feature::Stat(s, win) => Slot::Stat(
+            s,
+            small(t.stat_windows.binary_search(&win).expect("gathered")),
+        ),
+        Feature::Amount => Slot::Amount,
+        Feature::LocalTime => {
+            needs.local_time = true;
+            Slot::LocalTime
+        }
+        Feature::LocalHour => {
+            needs.local_time = true;
+            Slot::LocalHour
+        }
+        Feature::DistanceKm => {
+            needs.geo = true;
+            Slot::DistanceKm
+        }
+        Feature::SpeedKmh => {
+            needs.geo = true;
+            Slot::SpeedKmh
+        }
+        Feature::SinceCreditGrant => Slot::SinceCreditGrant,
+        Feature::AmountToLimit => Slot::AmountToLimit,
+        Feature::Channel => Slot::Channel,
+        Feature::MerchantId => Slot::MerchantId,
+        Feature::IncreasingStreak => {
+            needs.streaks = true;
+            Slot::IncreasingStreak
+        }
+        Feature::DecreasingStreak => {
+            needs.streaks = true;
+            Slot::DecreasingStreak
+        }
+        Feature::SinceLastTransaction => {
+            needs.since_last = true;
+            Slot::SinceLastTransaction
+        }
+        Feature::Trend(k, m) => {
+            needs.months = true;
+            Slot::Trend(k, m)
+        }
+        Feature::MonthlyCountCv => {
+            needs.months = true;
+            Slot::MonthlyCountCv
+        }
+        Feature::Score => Slot::Score,
     }
 }
 
-fn lower(set: &mut RuleSet, cond: &Cond, windows: &[Window], pairs: &[(Window, ListId)]) -> u32 {
+fn lower(set: &mut RuleSet, cond: &Cond, t: &Tables) -> u32 {
     let node = match cond {
         Cond::All(cs) | Cond::Any(cs) => {
-            let kids: Vec<u32> = cs.iter().map(|c| lower(set, c, windows, pairs)).collect();
+            let kids: Vec<u32> = cs.iter().map(|c| lower(set, c, t)).collect();
             let start = index(set.children.len());
             set.children.extend(kids);
             let len = index(cs.len());
@@ -241,55 +421,12 @@ fn lower(set: &mut RuleSet, cond: &Cond, windows: &[Window], pairs: &[(Window, L
                 Node::Any { start, len }
             }
         }
-        Cond::Not(c) => Node::Not(lower(set, c, windows, pairs)),
-        Cond::Leaf(leaf) => {
-            let w = |w: Window| -> u8 {
-                u8::try_from(windows.binary_search(&w).expect("gathered"))
-                    .expect("validation caps windows")
-            };
-            let slot = match leaf.feature {
-                Feature::Count(win) => Slot::Count(w(win)),
-                Feature::Sum(win) => Slot::Sum(w(win)),
-                Feature::SameAmountCount(win) => {
-                    set.needs.same_amount = true;
-                    Slot::SameAmountCount(w(win))
-                }
-                Feature::ListCount(win, list) => Slot::ListCount(
-                    u8::try_from(pairs.binary_search(&(win, list)).expect("gathered"))
-                        .expect("validation caps list windows"),
-                ),
-                Feature::FailedCount(win) => {
-                    set.needs.failed = true;
-                    Slot::FailedCount(w(win))
-                }
-                Feature::Amount => Slot::Amount,
-                Feature::LocalTime => {
-                    set.needs.local_time = true;
-                    Slot::LocalTime
-                }
-                Feature::LocalHour => {
-                    set.needs.local_time = true;
-                    Slot::LocalHour
-                }
-                Feature::DistanceKm => {
-                    set.needs.geo = true;
-                    Slot::DistanceKm
-                }
-                Feature::SpeedKmh => {
-                    set.needs.geo = true;
-                    Slot::SpeedKmh
-                }
-                Feature::SinceCreditGrant => Slot::SinceCreditGrant,
-                Feature::AmountToLimit => Slot::AmountToLimit,
-                Feature::Channel => Slot::Channel,
-                Feature::MerchantId => Slot::MerchantId,
-            };
-            Node::Leaf(CompiledLeaf {
-                slot,
-                test: leaf.test,
-                source: *leaf,
-            })
-        }
+        Cond::Not(c) => Node::Not(lower(set, c, t)),
+        Cond::Leaf(leaf) => Node::Leaf(CompiledLeaf {
+            slot: slot_for(set, leaf.feature, t),
+            test: leaf.test,
+            source: *leaf,
+        }),
     };
     set.nodes.push(node);
     index(set.nodes.len() - 1)

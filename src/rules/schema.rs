@@ -21,6 +21,56 @@ pub struct RulesFile {
     pub lists: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
     /// The rules, evaluated in order.
     pub rules: Vec<Spanned<RuleDoc>>,
+    /// The behaviour scorecard, if any.
+    #[serde(default)]
+    pub scorecard: Option<Spanned<ScorecardDoc>>,
+}
+
+/// A behaviour scorecard as banks write them: a base score, the points that double the odds,
+/// and per characteristic (a feature) bins with points. The score is the base plus the points
+/// of the bin each characteristic falls in.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScorecardDoc {
+    /// Score at the base odds, e.g. 600.
+    pub base_score: Spanned<String>,
+    /// Good:bad odds at the base score, e.g. 50 (documents the calibration).
+    #[serde(default)]
+    pub base_odds: Option<Spanned<String>>,
+    /// Points that double the odds (PDO), e.g. 20.
+    pub points_to_double_odds: Spanned<String>,
+    /// The characteristics and their bins.
+    pub characteristics: Vec<Spanned<CharacteristicDoc>>,
+}
+
+/// One scorecard characteristic.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CharacteristicDoc {
+    /// A name for people.
+    pub name: Spanned<String>,
+    /// The feature binned, written like a condition without a test: `{ count: { window: 30d } }`.
+    pub feature: Spanned<Condition>,
+    /// The bins: `{ below: 2, points: -10 }`, `{ from: 2, below: 10, points: 5 }`,
+    /// `{ from: 10, points: 20 }`, `{ missing: true, points: 0 }`.
+    pub bins: Vec<Spanned<BinDoc>>,
+}
+
+/// One bin: the values in [from, below), or the missing value, and its points.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinDoc {
+    /// Lower bound, inclusive; absent for the first bin.
+    #[serde(default)]
+    pub from: Option<Spanned<String>>,
+    /// Upper bound, exclusive; absent for the last bin.
+    #[serde(default)]
+    pub below: Option<Spanned<String>>,
+    /// This bin holds customers for whom the feature is missing.
+    #[serde(default)]
+    pub missing: Option<bool>,
+    /// Points added to the score.
+    pub points: Spanned<String>,
 }
 
 /// One rule as written.
@@ -51,6 +101,9 @@ pub enum Action {
     Review,
     /// Stop it.
     Deny,
+    /// Never changes the decision: adds the rule's id to the answer's `tags` (customer
+    /// operations: limit increases, repricing, retention).
+    Tag,
 }
 
 impl Action {
@@ -60,6 +113,7 @@ impl Action {
             Action::Allow => "allow",
             Action::Review => "review",
             Action::Deny => "deny",
+            Action::Tag => "tag",
         }
     }
 }
@@ -123,6 +177,58 @@ pub enum Condition {
     Channel(Test),
     /// The transaction's merchant.
     MerchantId(Test),
+    /// Transactions in the window reported failed: their sum.
+    FailedSum(Test),
+    /// Transactions in the window reported settled.
+    SettledCount(Test),
+    /// Sum of transactions in the window reported settled.
+    SettledSum(Test),
+    /// Transactions in the window that were sent to review or denied.
+    FlaggedCount(Test),
+    /// Transactions in the window whose local time is in [from, to).
+    CountInHours(Test),
+    /// Sum of transactions in the window whose local time is in [from, to).
+    SumInHours(Test),
+    /// Sum of amounts in the window over the credit limit.
+    DrawnToLimit(Test),
+    /// Mean amount in the window.
+    MeanAmount(Test),
+    /// Most frequent amount in the window (the smallest on ties).
+    ModeAmount(Test),
+    /// 25th percentile of amounts in the window.
+    #[serde(rename = "p25_amount")]
+    P25Amount(Test),
+    /// Median amount in the window.
+    MedianAmount(Test),
+    /// 75th percentile of amounts in the window.
+    #[serde(rename = "p75_amount")]
+    P75Amount(Test),
+    /// Mean minus median of amounts in the window.
+    MeanMinusMedian(Test),
+    /// Standard deviation of amounts in the window (population).
+    StddevAmount(Test),
+    /// Coefficient of variation of amounts in the window (stddev / mean).
+    CvAmount(Test),
+    /// Inter-quartile range of amounts in the window (p75 − p25).
+    IqrAmount(Test),
+    /// Consecutive increases in amount ending at the current transaction.
+    IncreasingStreak(Test),
+    /// Consecutive decreases in amount ending at the current transaction.
+    DecreasingStreak(Test),
+    /// Time since the customer's previous transaction.
+    SinceLastTransaction(Test),
+    /// Last full month's count or sum over the monthly mean of the last three full months.
+    #[serde(rename = "trend_1m_vs_3m")]
+    Trend1mVs3m(Test),
+    /// Last full month's count or sum over the month before.
+    TrendMom(Test),
+    /// The last three full months' count or sum over the three months before them.
+    #[serde(rename = "trend_3m_vs_prev_3m")]
+    Trend3mVsPrev3m(Test),
+    /// Coefficient of variation of monthly transaction counts over the last 12 full months.
+    MonthlyCountCv(Test),
+    /// The behaviour score.
+    Score(Test),
 }
 
 /// The parameters and the comparison applied to one feature. Which keys apply depends on the
@@ -153,4 +259,6 @@ pub struct Test {
     pub from: Option<Spanned<String>>,
     /// end of a time-of-day range, exclusive (`local_time`)
     pub to: Option<Spanned<String>>,
+    /// `count` or `sum`: what a trend compares
+    pub of: Option<Spanned<String>>,
 }

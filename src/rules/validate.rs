@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use jiff::tz::TimeZone;
 use serde_saphyr::Spanned;
 
-use super::schema::{Action, Condition, Mode, RuleDoc, RulesFile, Test};
+use super::schema::{Action, BinDoc, Condition, Mode, RuleDoc, RulesFile, ScorecardDoc, Test};
 use super::{MAX_DISTINCT_WINDOWS, MAX_LIST_WINDOWS, MAX_RULES, Problem};
 use crate::txn::{Amount, MICROS_PER_SECOND};
 
@@ -29,6 +29,45 @@ pub struct ValidRules {
     pub lists: Vec<NamedList>,
     /// The rules, in file order.
     pub rules: Vec<ValidRule>,
+    /// The behaviour scorecard, if declared.
+    pub scorecard: Option<ValidScorecard>,
+}
+
+/// A validated scorecard: score = base + the points of the bin each characteristic falls in.
+#[derive(Debug, Clone)]
+pub struct ValidScorecard {
+    /// The base score.
+    pub base_score: i64,
+    /// Good:bad odds at the base score, when given.
+    pub base_odds: Option<i64>,
+    /// Points to double the odds.
+    pub points_to_double_odds: i64,
+    /// Characteristics in file order.
+    pub characteristics: Vec<Characteristic>,
+}
+
+/// One scorecard characteristic: a feature and its bins.
+#[derive(Debug, Clone)]
+pub struct Characteristic {
+    /// Name for people.
+    pub name: String,
+    /// The feature binned.
+    pub feature: Feature,
+    /// Bins in ascending order: [from, below) in the feature's unit; `None` is unbounded.
+    pub bins: Vec<Bin>,
+    /// Points when the feature is missing (0 unless a `missing` bin says otherwise).
+    pub missing_points: i64,
+}
+
+/// A scorecard bin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bin {
+    /// Lower bound, inclusive.
+    pub from: Option<i64>,
+    /// Upper bound, exclusive.
+    pub below: Option<i64>,
+    /// Points.
+    pub points: i64,
 }
 
 /// A named list with its members as written and, when a rule uses it for amounts, as amounts.
@@ -86,22 +125,87 @@ pub struct Window {
     pub micros: i64,
 }
 
+/// What a windowed aggregate measures over the transactions in its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WindowMeasure {
+    /// Transactions, current included.
+    Count,
+    /// Sum of amounts, current included.
+    Sum,
+    /// Transactions of exactly the current amount, current included.
+    SameAmountCount,
+    /// Transactions reported failed.
+    FailedCount,
+    /// Sum of transactions reported failed.
+    FailedSum,
+    /// Transactions reported settled.
+    SettledCount,
+    /// Sum of transactions reported settled.
+    SettledSum,
+    /// Transactions decided review or deny.
+    FlaggedCount,
+    /// Sum of amounts, current included, over the credit limit (parts per million).
+    DrawnToLimit,
+}
+
+/// A statistic of the amounts in a window (current included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AmountStat {
+    /// Mean.
+    Mean,
+    /// Most frequent amount; the smallest on ties.
+    Mode,
+    /// 25th percentile (linear interpolation between closest ranks).
+    P25,
+    /// Median.
+    Median,
+    /// 75th percentile.
+    P75,
+    /// Mean minus median.
+    MeanMinusMedian,
+    /// Population standard deviation.
+    Stddev,
+    /// Coefficient of variation: stddev over mean (parts per million).
+    Cv,
+    /// Inter-quartile range: p75 − p25.
+    Iqr,
+}
+
+/// Which months a trend compares (months are calendar months in the rules' time zone; month 1
+/// is the last full month before the transaction's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrendKind {
+    /// Month 1 over the mean of months 1–3.
+    LastVs3mMean,
+    /// Month 1 over month 2.
+    MonthOverMonth,
+    /// Months 1–3 over months 4–6.
+    Last3mVsPrev3m,
+}
+
+/// Count or sum, for trends and hour ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Measure {
+    /// Number of transactions.
+    Count,
+    /// Sum of amounts.
+    Sum,
+}
+
 /// A measurable property of the transaction or of the customer's history.
 ///
-/// Every feature's value is an integer in a fixed unit: counts; amounts in minor units; hours;
-/// seconds of the day; metres; metres per hour; microseconds; parts per million.
+/// Every feature's value is in a fixed unit: counts; amounts in minor units; hours; seconds of
+/// the day; metres; metres per hour; microseconds; parts per million for ratios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Feature {
-    /// Transactions in the window, current included.
-    Count(Window),
-    /// Sum of amounts in the window, current included (minor units).
-    Sum(Window),
-    /// Transactions in the window with exactly the current amount, current included.
-    SameAmountCount(Window),
+    /// An aggregate over a window of history.
+    Window(WindowMeasure, Window),
     /// Transactions in the window whose amount is in the list, current included.
     ListCount(Window, ListId),
-    /// Transactions in the window reported failed.
-    FailedCount(Window),
+    /// Count or sum of the window's transactions whose local time is in [from, to) seconds.
+    InHours(Measure, Window, u32, u32),
+    /// A statistic of the amounts in the window.
+    Stat(AmountStat, Window),
     /// The current amount (minor units).
     Amount,
     /// Local time of day (seconds since local midnight).
@@ -120,17 +224,49 @@ pub enum Feature {
     Channel,
     /// The merchant id.
     MerchantId,
+    /// Consecutive increases in amount ending at the current transaction.
+    IncreasingStreak,
+    /// Consecutive decreases in amount ending at the current transaction.
+    DecreasingStreak,
+    /// Time since the previous transaction (microseconds).
+    SinceLastTransaction,
+    /// A monthly trend of count or sum (parts per million).
+    Trend(TrendKind, Measure),
+    /// Coefficient of variation of monthly counts over months 1–12 (parts per million).
+    MonthlyCountCv,
+    /// The scorecard's score.
+    Score,
 }
 
 impl Feature {
     /// The feature's name as written in rules.
     pub fn name(self) -> &'static str {
         match self {
-            Feature::Count(_) => "count",
-            Feature::Sum(_) => "sum",
-            Feature::SameAmountCount(_) => "same_amount_count",
+            Feature::Window(m, _) => match m {
+                WindowMeasure::Count => "count",
+                WindowMeasure::Sum => "sum",
+                WindowMeasure::SameAmountCount => "same_amount_count",
+                WindowMeasure::FailedCount => "failed_count",
+                WindowMeasure::FailedSum => "failed_sum",
+                WindowMeasure::SettledCount => "settled_count",
+                WindowMeasure::SettledSum => "settled_sum",
+                WindowMeasure::FlaggedCount => "flagged_count",
+                WindowMeasure::DrawnToLimit => "drawn_to_limit",
+            },
             Feature::ListCount(..) => "list_count",
-            Feature::FailedCount(_) => "failed_count",
+            Feature::InHours(Measure::Count, ..) => "count_in_hours",
+            Feature::InHours(Measure::Sum, ..) => "sum_in_hours",
+            Feature::Stat(s, _) => match s {
+                AmountStat::Mean => "mean_amount",
+                AmountStat::Mode => "mode_amount",
+                AmountStat::P25 => "p25_amount",
+                AmountStat::Median => "median_amount",
+                AmountStat::P75 => "p75_amount",
+                AmountStat::MeanMinusMedian => "mean_minus_median",
+                AmountStat::Stddev => "stddev_amount",
+                AmountStat::Cv => "cv_amount",
+                AmountStat::Iqr => "iqr_amount",
+            },
             Feature::Amount => "amount",
             Feature::LocalTime => "local_time",
             Feature::LocalHour => "local_hour",
@@ -140,19 +276,31 @@ impl Feature {
             Feature::AmountToLimit => "amount_to_limit",
             Feature::Channel => "channel",
             Feature::MerchantId => "merchant_id",
+            Feature::IncreasingStreak => "increasing_streak",
+            Feature::DecreasingStreak => "decreasing_streak",
+            Feature::SinceLastTransaction => "since_last_transaction",
+            Feature::Trend(TrendKind::LastVs3mMean, _) => "trend_1m_vs_3m",
+            Feature::Trend(TrendKind::MonthOverMonth, _) => "trend_mom",
+            Feature::Trend(TrendKind::Last3mVsPrev3m, _) => "trend_3m_vs_prev_3m",
+            Feature::MonthlyCountCv => "monthly_count_cv",
+            Feature::Score => "score",
         }
     }
 
     /// The history window the feature reads, if any.
     pub fn window(self) -> Option<Window> {
         match self {
-            Feature::Count(w)
-            | Feature::Sum(w)
-            | Feature::SameAmountCount(w)
+            Feature::Window(_, w)
             | Feature::ListCount(w, _)
-            | Feature::FailedCount(w) => Some(w),
+            | Feature::InHours(_, w, ..)
+            | Feature::Stat(_, w) => Some(w),
             _ => None,
         }
+    }
+
+    /// Whether the feature reads calendar-month buckets.
+    pub fn reads_months(self) -> bool {
+        matches!(self, Feature::Trend(..) | Feature::MonthlyCountCv)
     }
 }
 
@@ -223,14 +371,149 @@ pub const SECONDS_PER_DAY: u32 = 86_400;
 pub const MAX_WINDOW_MICROS: i64 = 400 * 86_400 * MICROS_PER_SECOND;
 
 /// The unit a feature's thresholds are written in.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Unit {
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Unit {
+    /// Whole numbers of transactions.
     Count,
+    /// Amounts.
     Money,
+    /// Amounts that may be negative (mean minus median).
+    SignedMoney,
+    /// Hours 0–23.
     Hour,
+    /// Kilometres (values in metres).
     Km,
+    /// Durations (values in microseconds).
     Duration,
+    /// Fractions or percentages (values in parts per million).
     Ratio,
+    /// Score points (whole numbers, may be negative).
+    Points,
+}
+
+/// How a feature is parameterised and tested, by name.
+#[derive(Clone, Copy)]
+struct Spec {
+    name: &'static str,
+    /// Needs `window`.
+    window: bool,
+    /// Needs `list`.
+    list: bool,
+    /// Needs `from` and `to` as an hour range (not as the test).
+    hours: bool,
+    /// Needs `of: count | sum`.
+    of: bool,
+    /// Compared with thresholds in this unit.
+    unit: Option<Unit>,
+    /// Tested with `in` / `not_in`.
+    membership: bool,
+    /// Tested with `from` / `to` (time of day).
+    time_of_day: bool,
+}
+
+const fn spec(name: &'static str, unit: Unit) -> Spec {
+    Spec {
+        name,
+        window: false,
+        list: false,
+        hours: false,
+        of: false,
+        unit: Some(unit),
+        membership: false,
+        time_of_day: false,
+    }
+}
+
+const fn windowed(name: &'static str, unit: Unit) -> Spec {
+    Spec {
+        window: true,
+        ..spec(name, unit)
+    }
+}
+
+/// Every feature a condition can name.
+const SPECS: [Spec; 39] = [
+    windowed("count", Unit::Count),
+    windowed("sum", Unit::Money),
+    windowed("same_amount_count", Unit::Count),
+    Spec {
+        list: true,
+        ..windowed("list_count", Unit::Count)
+    },
+    windowed("failed_count", Unit::Count),
+    windowed("failed_sum", Unit::Money),
+    windowed("settled_count", Unit::Count),
+    windowed("settled_sum", Unit::Money),
+    windowed("flagged_count", Unit::Count),
+    Spec {
+        hours: true,
+        ..windowed("count_in_hours", Unit::Count)
+    },
+    Spec {
+        hours: true,
+        ..windowed("sum_in_hours", Unit::Money)
+    },
+    windowed("drawn_to_limit", Unit::Ratio),
+    windowed("mean_amount", Unit::Money),
+    windowed("mode_amount", Unit::Money),
+    windowed("p25_amount", Unit::Money),
+    windowed("median_amount", Unit::Money),
+    windowed("p75_amount", Unit::Money),
+    windowed("mean_minus_median", Unit::SignedMoney),
+    windowed("stddev_amount", Unit::Money),
+    windowed("cv_amount", Unit::Ratio),
+    windowed("iqr_amount", Unit::Money),
+    Spec {
+        membership: true,
+        ..spec("amount", Unit::Money)
+    },
+    Spec {
+        unit: None,
+        time_of_day: true,
+        ..spec("local_time", Unit::Count)
+    },
+    spec("local_hour", Unit::Hour),
+    spec("distance_km", Unit::Km),
+    spec("speed_kmh", Unit::Km),
+    spec("since_credit_grant", Unit::Duration),
+    spec("amount_to_limit", Unit::Ratio),
+    Spec {
+        unit: None,
+        membership: true,
+        ..spec("channel", Unit::Count)
+    },
+    Spec {
+        unit: None,
+        membership: true,
+        ..spec("merchant_id", Unit::Count)
+    },
+    spec("increasing_streak", Unit::Count),
+    spec("decreasing_streak", Unit::Count),
+    spec("since_last_transaction", Unit::Duration),
+    Spec {
+        of: true,
+        ..spec("trend_1m_vs_3m", Unit::Ratio)
+    },
+    Spec {
+        of: true,
+        ..spec("trend_mom", Unit::Ratio)
+    },
+    Spec {
+        of: true,
+        ..spec("trend_3m_vs_prev_3m", Unit::Ratio)
+    },
+    spec("monthly_count_cv", Unit::Ratio),
+    spec("score", Unit::Points),
+    // Placeholder keeps the array length in one place; never named by the schema.
+    spec("", Unit::Count),
+];
+
+/// The unit a feature's values and thresholds are in.
+pub fn unit_of(feature: Feature) -> Option<Unit> {
+    SPECS
+        .iter()
+        .find(|s| s.name == feature.name())
+        .and_then(|s| s.unit)
 }
 
 struct Validator<'f> {
@@ -327,10 +610,34 @@ pub fn validate(file: &RulesFile) -> Result<ValidRules, Vec<Problem>> {
         }
     }
 
+    let scorecard = file.scorecard.as_ref().and_then(|doc| v.scorecard(doc));
+
     let mut windows: Vec<Window> = Vec::new();
     let mut list_windows: Vec<(Window, ListId)> = Vec::new();
     for rule in &rules {
         collect_windows(&rule.when, &mut windows, &mut list_windows);
+    }
+    for c in scorecard.iter().flat_map(|s| &s.characteristics) {
+        collect_windows(
+            &Cond::Leaf(Leaf {
+                feature: c.feature,
+                test: LeafTest::Compare(CmpOp::AtLeast, 0),
+            }),
+            &mut windows,
+            &mut list_windows,
+        );
+    }
+    for rule in &rules {
+        if uses_score(&rule.when) && file.scorecard.is_none() {
+            v.problems.push(Problem {
+                line: 0,
+                column: 0,
+                message: format!(
+                    "rule `{}` reads `score` but the file declares no scorecard",
+                    rule.id
+                ),
+            });
+        }
     }
     windows.sort_unstable();
     windows.dedup();
@@ -342,6 +649,53 @@ pub fn validate(file: &RulesFile) -> Result<ValidRules, Vec<Problem>> {
             format!(
                 "the rules use {} distinct windows; at most {MAX_DISTINCT_WINDOWS} are supported",
                 windows.len()
+            ),
+        ));
+    }
+    let mut features = Vec::new();
+    for rule in &rules {
+        collect_features(&rule.when, &mut features);
+    }
+    features.extend(
+        scorecard
+            .iter()
+            .flat_map(|s| s.characteristics.iter().map(|c| c.feature)),
+    );
+    let mut hours: Vec<(Window, u32, u32)> = features
+        .iter()
+        .filter_map(|f| match *f {
+            Feature::InHours(_, w, a, b) => Some((w, a, b)),
+            _ => None,
+        })
+        .collect();
+    hours.sort_unstable();
+    hours.dedup();
+    let mut stats: Vec<Window> = features
+        .iter()
+        .filter_map(|f| match *f {
+            Feature::Stat(_, w) => Some(w),
+            _ => None,
+        })
+        .collect();
+    stats.sort_unstable();
+    stats.dedup();
+    if hours.len() > super::compile::MAX_HOUR_WINDOWS {
+        v.problems.push(at(
+            &file.timezone,
+            format!(
+                "the rules use {} distinct (window, hours) pairs in count_in_hours/sum_in_hours; at most {} are supported",
+                hours.len(),
+                super::compile::MAX_HOUR_WINDOWS
+            ),
+        ));
+    }
+    if stats.len() > super::compile::MAX_STAT_WINDOWS {
+        v.problems.push(at(
+            &file.timezone,
+            format!(
+                "the rules read amount statistics over {} distinct windows; at most {} are supported",
+                stats.len(),
+                super::compile::MAX_STAT_WINDOWS
             ),
         ));
     }
@@ -387,12 +741,21 @@ pub fn validate(file: &RulesFile) -> Result<ValidRules, Vec<Problem>> {
             timezone,
             lists,
             rules,
+            scorecard,
         }),
         _ => {
             let mut problems = v.problems;
             problems.sort_by_key(|p| (p.line, p.column));
             Err(problems)
         }
+    }
+}
+
+fn uses_score(cond: &Cond) -> bool {
+    match cond {
+        Cond::All(cs) | Cond::Any(cs) => cs.iter().any(uses_score),
+        Cond::Not(c) => uses_score(c),
+        Cond::Leaf(leaf) => leaf.feature == Feature::Score,
     }
 }
 
@@ -418,6 +781,14 @@ fn collect_windows(cond: &Cond, windows: &mut Vec<Window>, pairs: &mut Vec<(Wind
                 pairs.push((w, l));
             }
         }
+    }
+}
+
+fn collect_features(cond: &Cond, out: &mut Vec<Feature>) {
+    match cond {
+        Cond::All(cs) | Cond::Any(cs) => cs.iter().for_each(|c| collect_features(c, out)),
+        Cond::Not(c) => collect_features(c, out),
+        Cond::Leaf(leaf) => out.push(leaf.feature),
     }
 }
 
@@ -454,6 +825,15 @@ impl<'f> Validator<'f> {
                     .condition(child, depth + 1)
                     .map(|c| Cond::Not(Box::new(c)));
             }
+            _ => self.condition_name(&cond.value)?,
+        };
+        self.leaf(cond, name, test).map(Cond::Leaf)
+    }
+
+    /// The feature name and test of a leaf condition.
+    fn condition_name(&self, cond: &'f Condition) -> Option<(&'static str, &'f Test)> {
+        Some(match cond {
+            Condition::All(_) | Condition::Any(_) | Condition::Not(_) => return None,
             Condition::Count(t) => ("count", t),
             Condition::Sum(t) => ("sum", t),
             Condition::SameAmountCount(t) => ("same_amount_count", t),
@@ -468,8 +848,31 @@ impl<'f> Validator<'f> {
             Condition::AmountToLimit(t) => ("amount_to_limit", t),
             Condition::Channel(t) => ("channel", t),
             Condition::MerchantId(t) => ("merchant_id", t),
-        };
-        self.leaf(cond, name, test).map(Cond::Leaf)
+            Condition::FailedSum(t) => ("failed_sum", t),
+            Condition::SettledCount(t) => ("settled_count", t),
+            Condition::SettledSum(t) => ("settled_sum", t),
+            Condition::FlaggedCount(t) => ("flagged_count", t),
+            Condition::CountInHours(t) => ("count_in_hours", t),
+            Condition::SumInHours(t) => ("sum_in_hours", t),
+            Condition::DrawnToLimit(t) => ("drawn_to_limit", t),
+            Condition::MeanAmount(t) => ("mean_amount", t),
+            Condition::ModeAmount(t) => ("mode_amount", t),
+            Condition::P25Amount(t) => ("p25_amount", t),
+            Condition::MedianAmount(t) => ("median_amount", t),
+            Condition::P75Amount(t) => ("p75_amount", t),
+            Condition::MeanMinusMedian(t) => ("mean_minus_median", t),
+            Condition::StddevAmount(t) => ("stddev_amount", t),
+            Condition::CvAmount(t) => ("cv_amount", t),
+            Condition::IqrAmount(t) => ("iqr_amount", t),
+            Condition::IncreasingStreak(t) => ("increasing_streak", t),
+            Condition::DecreasingStreak(t) => ("decreasing_streak", t),
+            Condition::SinceLastTransaction(t) => ("since_last_transaction", t),
+            Condition::Trend1mVs3m(t) => ("trend_1m_vs_3m", t),
+            Condition::TrendMom(t) => ("trend_mom", t),
+            Condition::Trend3mVsPrev3m(t) => ("trend_3m_vs_prev_3m", t),
+            Condition::MonthlyCountCv(t) => ("monthly_count_cv", t),
+            Condition::Score(t) => ("score", t),
+        })
     }
 
     fn leaf(
@@ -478,12 +881,25 @@ impl<'f> Validator<'f> {
         name: &'static str,
         test: &'f Test,
     ) -> Option<Leaf> {
+        let (feature, tests) = self.feature(cond, name, test, false)?;
+        Some(Leaf {
+            feature,
+            test: tests?,
+        })
+    }
+
+    /// Validates a feature's parameters and, unless `bare` (a scorecard characteristic, which
+    /// has bins instead), its one test.
+    fn feature(
+        &mut self,
+        cond: &'f Spanned<Condition>,
+        name: &'static str,
+        test: &'f Test,
+        bare: bool,
+    ) -> Option<(Feature, Option<LeafTest>)> {
         let before = self.problems.len();
-        let windowed = matches!(
-            name,
-            "count" | "sum" | "same_amount_count" | "list_count" | "failed_count"
-        );
-        let window = if windowed {
+        let spec = *SPECS.iter().find(|s| s.name == name)?;
+        let window = if spec.window {
             match &test.window {
                 Some(w) => self.window(w),
                 None => {
@@ -498,7 +914,7 @@ impl<'f> Validator<'f> {
             self.refuse(&test.window, name, "window");
             None
         };
-        let list = if name == "list_count" {
+        let list = if spec.list {
             match &test.list {
                 Some(l) => self.list(l, true),
                 None => {
@@ -513,18 +929,57 @@ impl<'f> Validator<'f> {
             self.refuse(&test.list, name, "list");
             None
         };
-
-        let unit = match name {
-            "count" | "same_amount_count" | "list_count" | "failed_count" => Some(Unit::Count),
-            "sum" | "amount" => Some(Unit::Money),
-            "local_hour" => Some(Unit::Hour),
-            "distance_km" | "speed_kmh" => Some(Unit::Km),
-            "since_credit_grant" => Some(Unit::Duration),
-            "amount_to_limit" => Some(Unit::Ratio),
-            _ => None,
+        let of = if spec.of {
+            match &test.of {
+                Some(of) => match of.value.as_str() {
+                    "count" => Some(Measure::Count),
+                    "sum" => Some(Measure::Sum),
+                    other => {
+                        self.problems.push(at(
+                            of,
+                            format!("`of` must be `count` or `sum`, not {other:?}"),
+                        ));
+                        None
+                    }
+                },
+                None => {
+                    self.problems
+                        .push(at(cond, format!("`{name}` needs `of: count` or `of: sum`")));
+                    None
+                }
+            }
+        } else {
+            self.refuse(&test.of, name, "of");
+            None
         };
-        let membership = matches!(name, "amount" | "channel" | "merchant_id");
-        let time_of_day = name == "local_time";
+        let hours = if spec.hours {
+            match (&test.from, &test.to) {
+                (Some(from), Some(to)) => {
+                    let f = self.time_of_day(from, false);
+                    let t = self.time_of_day(to, true);
+                    match (f, t) {
+                        (Some(f), Some(t)) if f == t % SECONDS_PER_DAY => {
+                            self.problems.push(at(
+                                to,
+                                "`from` and `to` are the same time: the range is empty",
+                            ));
+                            None
+                        }
+                        (Some(f), Some(t)) => Some((f, t)),
+                        _ => None,
+                    }
+                }
+                _ => {
+                    self.problems.push(at(
+                        cond,
+                        format!("`{name}` needs an hour range: `from` and `to`, such as `from: \"02:00\", to: \"05:00\"`"),
+                    ));
+                    None
+                }
+            }
+        } else {
+            None
+        };
 
         let comparisons = [
             (CmpOp::AtLeast, &test.at_least),
@@ -538,7 +993,7 @@ impl<'f> Validator<'f> {
         for (op, value) in comparisons {
             let Some(value) = value else { continue };
             test_keys += 1;
-            match unit {
+            match spec.unit {
                 Some(unit) => {
                     if let Some(threshold) = self.threshold(value, unit, name) {
                         tests.push(LeafTest::Compare(op, threshold));
@@ -554,7 +1009,7 @@ impl<'f> Validator<'f> {
             let Some(value) = value else { continue };
             test_keys += 1;
             let key = if negate { "not_in" } else { "in" };
-            if !membership {
+            if !spec.membership {
                 self.problems
                     .push(at(value, format!("`{key}` does not apply to `{name}`")));
                 continue;
@@ -563,44 +1018,62 @@ impl<'f> Validator<'f> {
                 tests.push(LeafTest::InList { list, negate });
             }
         }
-        match (time_of_day, &test.from, &test.to) {
-            (true, Some(from), Some(to)) => {
-                test_keys += 1;
-                let f = self.time_of_day(from, false);
-                let t = self.time_of_day(to, true);
-                if let (Some(f), Some(t)) = (f, t) {
-                    if f == t % SECONDS_PER_DAY {
-                        self.problems.push(at(
-                            to,
-                            "`from` and `to` are the same time: the range is empty",
-                        ));
-                    } else {
-                        tests.push(LeafTest::TimeOfDay { from: f, to: t });
+        if spec.time_of_day {
+            match (&test.from, &test.to) {
+                (Some(from), Some(to)) => {
+                    test_keys += 1;
+                    let f = self.time_of_day(from, false);
+                    let t = self.time_of_day(to, true);
+                    if let (Some(f), Some(t)) = (f, t) {
+                        if f == t % SECONDS_PER_DAY {
+                            self.problems.push(at(
+                                to,
+                                "`from` and `to` are the same time: the range is empty",
+                            ));
+                        } else {
+                            tests.push(LeafTest::TimeOfDay { from: f, to: t });
+                        }
                     }
                 }
+                _ if bare => {
+                    self.problems.push(at(
+                        cond,
+                        "`local_time` cannot be binned; use `local_hour` in a scorecard",
+                    ));
+                }
+                _ => {
+                    test_keys += 1;
+                    self.problems.push(at(
+                        cond,
+                        "`local_time` needs both `from` and `to`, such as `{ from: \"01:00\", to: \"05:00\" }`",
+                    ));
+                }
             }
-            (true, _, _) => {
-                test_keys += 1;
+        } else if !spec.hours {
+            self.refuse(&test.from, name, "from");
+            self.refuse(&test.to, name, "to");
+        }
+        if bare {
+            if test_keys > 0 {
                 self.problems.push(at(
                     cond,
-                    "`local_time` needs both `from` and `to`, such as `{ from: \"01:00\", to: \"05:00\" }`",
+                    format!("a scorecard feature takes no test; give `{name}` its parameters only and put the ranges in `bins`"),
                 ));
             }
-            (false, from, to) => {
-                self.refuse(from, name, "from");
-                self.refuse(to, name, "to");
+            if spec.unit.is_none() {
+                self.problems
+                    .push(at(cond, format!("`{name}` has no numeric value to bin")));
             }
-        }
-        if test_keys == 0 {
+        } else if test_keys == 0 {
             self.problems.push(at(
                 cond,
                 format!(
                     "`{name}` needs a test: {}",
-                    if time_of_day {
+                    if spec.time_of_day {
                         "`from` and `to`"
-                    } else if unit.is_some() && membership {
+                    } else if spec.unit.is_some() && spec.membership {
                         "one of at_least, more_than, at_most, less_than, equals, in, not_in"
-                    } else if membership {
+                    } else if spec.membership {
                         "`in` or `not_in` a list"
                     } else {
                         "one of at_least, more_than, at_most, less_than, equals"
@@ -617,25 +1090,225 @@ impl<'f> Validator<'f> {
         if self.problems.len() > before {
             return None;
         }
+        let stat = |s| Some(Feature::Stat(s, window?));
+        let measure = |m| Some(Feature::Window(m, window?));
         let feature = match name {
-            "count" => Feature::Count(window?),
-            "sum" => Feature::Sum(window?),
-            "same_amount_count" => Feature::SameAmountCount(window?),
-            "list_count" => Feature::ListCount(window?, list?),
-            "failed_count" => Feature::FailedCount(window?),
-            "amount" => Feature::Amount,
-            "local_time" => Feature::LocalTime,
-            "local_hour" => Feature::LocalHour,
-            "distance_km" => Feature::DistanceKm,
-            "speed_kmh" => Feature::SpeedKmh,
-            "since_credit_grant" => Feature::SinceCreditGrant,
-            "amount_to_limit" => Feature::AmountToLimit,
-            "channel" => Feature::Channel,
-            _ => Feature::MerchantId,
+            "count" => measure(WindowMeasure::Count),
+            "sum" => measure(WindowMeasure::Sum),
+            "same_amount_count" => measure(WindowMeasure::SameAmountCount),
+            "failed_count" => measure(WindowMeasure::FailedCount),
+            "failed_sum" => measure(WindowMeasure::FailedSum),
+            "settled_count" => measure(WindowMeasure::SettledCount),
+            "settled_sum" => measure(WindowMeasure::SettledSum),
+            "flagged_count" => measure(WindowMeasure::FlaggedCount),
+            "drawn_to_limit" => measure(WindowMeasure::DrawnToLimit),
+            "list_count" => Some(Feature::ListCount(window?, list?)),
+            "count_in_hours" => {
+                let (f, t) = hours?;
+                Some(Feature::InHours(Measure::Count, window?, f, t))
+            }
+            "sum_in_hours" => {
+                let (f, t) = hours?;
+                Some(Feature::InHours(Measure::Sum, window?, f, t))
+            }
+            "mean_amount" => stat(AmountStat::Mean),
+            "mode_amount" => stat(AmountStat::Mode),
+            "p25_amount" => stat(AmountStat::P25),
+            "median_amount" => stat(AmountStat::Median),
+            "p75_amount" => stat(AmountStat::P75),
+            "mean_minus_median" => stat(AmountStat::MeanMinusMedian),
+            "stddev_amount" => stat(AmountStat::Stddev),
+            "cv_amount" => stat(AmountStat::Cv),
+            "iqr_amount" => stat(AmountStat::Iqr),
+            "amount" => Some(Feature::Amount),
+            "local_time" => Some(Feature::LocalTime),
+            "local_hour" => Some(Feature::LocalHour),
+            "distance_km" => Some(Feature::DistanceKm),
+            "speed_kmh" => Some(Feature::SpeedKmh),
+            "since_credit_grant" => Some(Feature::SinceCreditGrant),
+            "amount_to_limit" => Some(Feature::AmountToLimit),
+            "channel" => Some(Feature::Channel),
+            "merchant_id" => Some(Feature::MerchantId),
+            "increasing_streak" => Some(Feature::IncreasingStreak),
+            "decreasing_streak" => Some(Feature::DecreasingStreak),
+            "since_last_transaction" => Some(Feature::SinceLastTransaction),
+            "trend_1m_vs_3m" => Some(Feature::Trend(TrendKind::LastVs3mMean, of?)),
+            "trend_mom" => Some(Feature::Trend(TrendKind::MonthOverMonth, of?)),
+            "trend_3m_vs_prev_3m" => Some(Feature::Trend(TrendKind::Last3mVsPrev3m, of?)),
+            "monthly_count_cv" => Some(Feature::MonthlyCountCv),
+            _ => Some(Feature::Score),
+        }?;
+        Some((feature, tests.pop()))
+    }
+
+    fn integer(&mut self, value: &Spanned<String>, what: &str, positive: bool) -> Option<i64> {
+        match value.value.trim().parse::<i64>() {
+            Ok(n) if n.abs() <= 1_000_000 && (!positive || n > 0) => Some(n),
+            _ => {
+                self.problems.push(at(
+                    value,
+                    format!(
+                        "{what} must be a whole number{}, got {:?}",
+                        if positive { " above zero" } else { "" },
+                        value.value
+                    ),
+                ));
+                None
+            }
+        }
+    }
+
+    fn scorecard(&mut self, doc: &'f Spanned<ScorecardDoc>) -> Option<ValidScorecard> {
+        let before = self.problems.len();
+        let d = &doc.value;
+        let base_score = self.integer(&d.base_score, "base_score", false);
+        let pdo = self.integer(&d.points_to_double_odds, "points_to_double_odds", true);
+        let base_odds = match &d.base_odds {
+            Some(o) => self.integer(o, "base_odds", true),
+            None => None,
         };
-        Some(Leaf {
-            feature,
-            test: tests.pop()?,
+        if d.characteristics.is_empty() {
+            self.problems
+                .push(at(doc, "the scorecard needs at least one characteristic"));
+        }
+        let mut names: HashMap<&str, u64> = HashMap::new();
+        let mut characteristics = Vec::new();
+        for c in &d.characteristics {
+            let c = &c.value;
+            if let Some(first) = names.insert(&c.name.value, c.name.referenced.line()) {
+                self.problems.push(at(
+                    &c.name,
+                    format!(
+                        "duplicate characteristic `{}` (first on line {first})",
+                        c.name.value
+                    ),
+                ));
+            }
+            let (name, test) = match &c.feature.value {
+                Condition::All(_) | Condition::Any(_) | Condition::Not(_) => {
+                    self.problems.push(at(
+                        &c.feature,
+                        "a scorecard feature is one feature with its parameters, not a combination",
+                    ));
+                    continue;
+                }
+                _ => match self.condition_name(&c.feature.value) {
+                    Some(pair) => pair,
+                    None => continue,
+                },
+            };
+            if name == "score" {
+                self.problems.push(at(
+                    &c.feature,
+                    "the score cannot be a characteristic of itself",
+                ));
+                continue;
+            }
+            let Some((feature, _)) = self.feature(&c.feature, name, test, true) else {
+                continue;
+            };
+            let unit = unit_of(feature).unwrap_or(Unit::Count);
+            let mut bins: Vec<(Bin, &Spanned<BinDoc>)> = Vec::new();
+            let mut missing_points = 0;
+            let mut missing_seen = false;
+            let bins_before = self.problems.len();
+            for bin in &c.bins {
+                let b = &bin.value;
+                let points = self.integer(&b.points, "points", false);
+                if b.missing == Some(true) {
+                    if b.from.is_some() || b.below.is_some() {
+                        self.problems
+                            .push(at(bin, "a `missing` bin takes no `from` or `below`"));
+                    }
+                    if missing_seen {
+                        self.problems.push(at(bin, "more than one `missing` bin"));
+                    }
+                    missing_seen = true;
+                    missing_points = points.unwrap_or(0);
+                    continue;
+                }
+                let from = b.from.as_ref().map(|f| self.threshold(f, unit, name));
+                let below = b.below.as_ref().map(|f| self.threshold(f, unit, name));
+                if matches!(from, Some(None)) || matches!(below, Some(None)) || points.is_none() {
+                    continue;
+                }
+                let (from, below) = (from.flatten(), below.flatten());
+                if let (Some(f), Some(t)) = (from, below)
+                    && f >= t
+                {
+                    self.problems
+                        .push(at(bin, "a bin's `from` must be below its `below`"));
+                    continue;
+                }
+                bins.push((
+                    Bin {
+                        from,
+                        below,
+                        points: points.unwrap_or(0),
+                    },
+                    bin,
+                ));
+            }
+            bins.sort_by_key(|(b, _)| b.from.map_or(i128::MIN, i128::from));
+            if self.problems.len() > bins_before {
+                // A bin that did not parse would only add confusing gap reports.
+                continue;
+            }
+            if bins.is_empty() {
+                self.problems.push(at(
+                    &c.name,
+                    format!("characteristic `{}` has no range bins", c.name.value),
+                ));
+            }
+            if let Some((first, span)) = bins.first()
+                && first.from.is_some()
+            {
+                self.problems.push(at(
+                    *span,
+                    "gap: the first bin must have no `from` so that every value falls in a bin",
+                ));
+            }
+            if let Some((last, span)) = bins.last()
+                && last.below.is_some()
+            {
+                self.problems.push(at(
+                    *span,
+                    "gap: the last bin must have no `below` so that every value falls in a bin",
+                ));
+            }
+            for pair in bins.windows(2) {
+                let ((a, _), (b, span)) = (&pair[0], &pair[1]);
+                match (a.below, b.from) {
+                    (Some(end), Some(start)) if end == start => {}
+                    (Some(end), Some(start)) if end > start => self.problems.push(at(
+                        *span,
+                        "overlap: this bin starts before the previous one ends",
+                    )),
+                    (None, _) => self.problems.push(at(
+                        *span,
+                        "overlap: the previous bin has no `below`, so it already covers this one",
+                    )),
+                    _ => self.problems.push(at(
+                        *span,
+                        "gap: this bin must start where the previous one ends (`from` = the previous `below`)",
+                    )),
+                }
+            }
+            characteristics.push(Characteristic {
+                name: c.name.value.clone(),
+                feature,
+                bins: bins.into_iter().map(|(b, _)| b).collect(),
+                missing_points,
+            });
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(ValidScorecard {
+            base_score: base_score?,
+            base_odds,
+            points_to_double_odds: pdo?,
+            characteristics,
         })
     }
 
@@ -703,6 +1376,20 @@ impl<'f> Validator<'f> {
             Unit::Money => Amount::parse(text)
                 .map(Amount::minor)
                 .map_err(|e| format!("is not an amount: it {e}")),
+            Unit::SignedMoney => {
+                let (negative, digits) = match text.strip_prefix('-') {
+                    Some(rest) => (true, rest),
+                    None => (false, text),
+                };
+                Amount::parse(digits)
+                    .map(|a| if negative { -a.minor() } else { a.minor() })
+                    .map_err(|e| format!("is not an amount: it {e}"))
+            }
+            Unit::Points => text
+                .parse::<i64>()
+                .ok()
+                .filter(|p| p.abs() <= 1_000_000)
+                .ok_or_else(|| "must be a whole number of points".to_string()),
             Unit::Hour => match text.parse::<u8>() {
                 Ok(h) if h < 24 => Ok(i64::from(h)),
                 _ => Err("must be an hour from 0 to 23".to_string()),

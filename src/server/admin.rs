@@ -7,12 +7,12 @@ use std::sync::atomic::Ordering;
 
 use hyper::body::Incoming;
 use hyper::header::AUTHORIZATION;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use super::http::{ApiError, HttpResponse, json, read_body, text};
+use super::http::{ApiError, Body, HttpResponse, boxed, json, read_body, text};
 use super::ops::{self, Reloaded};
 use crate::metrics::ReloadTrigger;
 use crate::reload::{HistoryEntry, LoadedRules};
@@ -120,10 +120,23 @@ fn authorized(state: &AppState, req: &Request<Incoming>) -> bool {
 }
 
 /// Routes one request of the admin listener.
-pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> HttpResponse {
+pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+    if req.uri().path() == "/admin/customers" {
+        if !authorized(state, &req) {
+            return boxed(ApiError::Unauthorized.response());
+        }
+        if req.method() != Method::GET {
+            return boxed(method_not_allowed(&req, "GET").response());
+        }
+        let query = req.uri().query().unwrap_or("").to_string();
+        return match super::scan::scan(state, &query) {
+            Ok(response) => response,
+            Err(e) => boxed(e.response()),
+        };
+    }
     match route(state, req).await {
-        Ok(response) => response,
-        Err(e) => e.response(),
+        Ok(response) => boxed(response),
+        Err(e) => boxed(e.response()),
     }
 }
 

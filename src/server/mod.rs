@@ -11,6 +11,7 @@ pub mod http;
 pub mod ops;
 pub mod payment;
 pub mod proxy;
+pub mod scan;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -384,7 +385,7 @@ async fn serve_connection(
             Ok::<_, std::convert::Infallible>(match (role, &state.proxy) {
                 (Role::Payment, Some(proxy)) => proxy::handle(&state, proxy, req, peer).await,
                 (Role::Payment, None) => http::boxed(payment::handle(&state, req).await),
-                (Role::Admin, _) => http::boxed(admin::handle(&state, req).await),
+                (Role::Admin, _) => admin::handle(&state, req).await,
             })
         }
     });

@@ -229,7 +229,7 @@ pub async fn handle(
     let held = match summary.action {
         Action::Deny => true,
         Action::Review => proxy.config.on_review == ReviewPolicy::Hold,
-        Action::Allow => false,
+        Action::Allow | Action::Tag => false,
     };
     let parsed: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
     let transaction_id = parsed["transaction_id"].as_str().unwrap_or_default();

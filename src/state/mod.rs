@@ -8,6 +8,7 @@
 
 pub mod event;
 pub mod journal;
+pub mod months;
 pub mod persist;
 pub mod ring;
 
@@ -52,8 +53,37 @@ pub struct CustomerRecord {
     credit_granted_at: EventTime,
     /// Latest event time seen for the customer (transaction or credit grant).
     pub last_event_at: EventTime,
+    /// Calendar-month totals, kept once a rule set reads monthly features.
+    pub months: Option<Box<months::MonthBuckets>>,
     newer: u32,
     older: u32,
+}
+
+/// A customer's state copied out of the store.
+#[derive(Clone, Debug)]
+pub struct CustomerCopy {
+    /// The customer id.
+    pub key: Box<str>,
+    /// Events in arrival order.
+    pub events: Vec<Event>,
+    /// Whether they arrived in time order.
+    pub in_time_order: bool,
+    /// The credit line.
+    pub credit_line: Option<CreditLine>,
+    /// Monthly buckets, when kept.
+    pub months: Option<months::MonthBuckets>,
+}
+
+impl CustomerCopy {
+    /// The engine's view of the copy.
+    pub fn history(&self) -> CustomerHistory<'_> {
+        CustomerHistory {
+            events: (&self.events, &[]),
+            credit_line: self.credit_line,
+            in_time_order: self.in_time_order,
+            months: self.months.as_ref(),
+        }
+    }
 }
 
 /// Read-only view of a customer's history handed to the engine.
@@ -66,6 +96,8 @@ pub struct CustomerHistory<'a> {
     /// Events arrived in time order (each stamped no earlier than the one before), so a scan
     /// from the newest may stop at the first event older than every window.
     pub in_time_order: bool,
+    /// Calendar-month totals, when kept.
+    pub months: Option<&'a months::MonthBuckets>,
 }
 
 impl<'a> CustomerHistory<'a> {
@@ -74,6 +106,7 @@ impl<'a> CustomerHistory<'a> {
         events: (&[], &[]),
         credit_line: None,
         in_time_order: true,
+        months: None,
     };
 
     /// A history over events in arrival order (older part first), checking their order.
@@ -92,6 +125,7 @@ impl<'a> CustomerHistory<'a> {
             events,
             credit_line,
             in_time_order,
+            months: None,
         }
     }
 }
@@ -104,6 +138,7 @@ impl CustomerRecord {
             credit_limit: 0,
             credit_granted_at: 0,
             last_event_at: i64::MIN,
+            months: None,
             newer: NIL,
             older: NIL,
         }
@@ -116,6 +151,7 @@ impl CustomerRecord {
             events: self.ring.as_slices(),
             credit_line: self.credit_line(),
             in_time_order: self.ring.in_time_order(),
+            months: self.months.as_deref(),
         }
     }
 
@@ -506,6 +542,24 @@ impl Store {
         for record in shard.slots.iter().flatten() {
             f(record);
         }
+    }
+
+    /// Copies out the customers of shard `shard` (under its lock, briefly), so that they can
+    /// be examined at leisure without holding up decisions.
+    pub fn copy_shard(&self, shard: usize) -> Vec<CustomerCopy> {
+        let shard = self.shards[shard].lock();
+        shard
+            .slots
+            .iter()
+            .flatten()
+            .map(|r| CustomerCopy {
+                key: r.key.clone(),
+                events: r.ring.iter().copied().collect(),
+                in_time_order: r.ring.in_time_order(),
+                credit_line: r.credit_line(),
+                months: r.months.as_deref().cloned(),
+            })
+            .collect()
     }
 
     /// Drops every customer (a failed restore must not leave half a state).

@@ -25,20 +25,22 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use super::journal::{self, Frame, FrameError, Journal};
-use super::{CustomerRecord, Event, Store};
+use super::months::{MONTHS, MonthBucket, MonthBuckets};
+use super::{CustomerRecord, Event, Outcome, Store};
 use crate::txn::{Amount, CreditLine};
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"TRIPWSNP";
 const SNAPSHOT_END: &[u8; 8] = b"TWSNPEND";
 const JOURNAL_MAGIC: &[u8; 8] = b"TRIPWJNL";
-/// Format version of both files; a reader refuses any other.
-const FORMAT_VERSION: u32 = 1;
+/// Format version written. Version 2 adds each customer's calendar-month buckets; version 1
+/// files (without them) are still read.
+const FORMAT_VERSION: u32 = 2;
 const SNAPSHOT_HEADER_LEN: usize = 8 + 4 + 8 + 16 + 4;
 const SNAPSHOT_TRAILER_LEN: usize = 8 + 4 + 8;
 const JOURNAL_HEADER_LEN: usize = 8 + 4 + 8 + 16 + 4;
 
 /// Persistence settings.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PersistConfig {
     /// The state directory.
     pub dir: PathBuf,
@@ -50,6 +52,9 @@ pub struct PersistConfig {
     pub snapshot_interval: Duration,
     /// Journal size that triggers a snapshot before the interval.
     pub snapshot_after_bytes: u64,
+    /// The calendar month of an event time, when the rules keep monthly buckets: replayed
+    /// events and failures update them as live ones do.
+    pub month_of: Option<Arc<dyn Fn(i64) -> i32 + Send + Sync>>,
 }
 
 impl PersistConfig {
@@ -61,6 +66,7 @@ impl PersistConfig {
             fsync_interval: Duration::from_secs(1),
             snapshot_interval: Duration::from_secs(300),
             snapshot_after_bytes: 256 * 1024 * 1024,
+            month_of: None,
         }
     }
 }
@@ -240,7 +246,7 @@ impl Persistence {
         let mut keys = base.map(|_| store.txn_keys());
         for &generation in journals.iter().filter(|&&g| base.is_none_or(|b| g > b)) {
             let path = journal_path(&dir, generation);
-            match replay_journal(&path, store, &mut keys) {
+            match replay_journal(&path, store, &mut keys, config.month_of.as_deref()) {
                 Ok((frames, ignored)) => {
                     report.journals += 1;
                     report.frames += frames;
@@ -592,6 +598,18 @@ fn encode_customer(record: &CustomerRecord, out: &mut Vec<u8>) {
     for event in record.ring.iter() {
         out.extend_from_slice(&event.to_bytes());
     }
+    match &record.months {
+        None => out.push(0),
+        Some(months) => {
+            out.push(1);
+            for b in months.raw() {
+                out.extend_from_slice(&b.month.to_le_bytes());
+                out.extend_from_slice(&b.count.to_le_bytes());
+                out.extend_from_slice(&b.failed.to_le_bytes());
+                out.extend_from_slice(&b.sum.to_le_bytes());
+            }
+        }
+    }
 }
 
 fn write_snapshot(
@@ -734,10 +752,38 @@ fn load_snapshot(path: &Path, store: &Store) -> Result<((u64, u64), u64), String
             .map(Event::from_bytes)
             .collect::<Option<_>>()
             .ok_or("an event is out of range")?;
+        let months = if version >= 2 {
+            let mut flag = [0u8; 1];
+            reader.read_exact(&mut flag).map_err(|e| e.to_string())?;
+            match flag[0] {
+                0 => None,
+                1 => {
+                    let mut raw = [0u8; MONTHS * 16];
+                    reader.read_exact(&mut raw).map_err(|e| e.to_string())?;
+                    let mut buckets = [MonthBucket {
+                        month: i32::MIN,
+                        count: 0,
+                        failed: 0,
+                        sum: 0,
+                    }; MONTHS];
+                    for (b, chunk) in buckets.iter_mut().zip(raw.chunks_exact(16)) {
+                        b.month = i32::from_le_bytes(chunk[..4].try_into().expect("4 bytes"));
+                        b.count = u16::from_le_bytes([chunk[4], chunk[5]]);
+                        b.failed = u16::from_le_bytes([chunk[6], chunk[7]]);
+                        b.sum = i64::from_le_bytes(chunk[8..16].try_into().expect("8 bytes"));
+                    }
+                    Some(Box::new(MonthBuckets::from_raw(buckets)))
+                }
+                _ => return Err("bad month-bucket flag".into()),
+            }
+        } else {
+            None
+        };
         let line = Amount::from_minor(limit)
             .filter(|a| a.minor() > 0)
             .map(|limit| CreditLine { limit, granted_at });
         store.with_customer(&id, |record, capacity| {
+            record.months = months;
             if let Some(line) = line {
                 record.offer_credit_line(line);
             }
@@ -766,6 +812,7 @@ fn replay_journal(
     path: &Path,
     store: &mut Store,
     keys: &mut Option<(u64, u64)>,
+    month_of: Option<&(dyn Fn(i64) -> i32 + Send + Sync)>,
 ) -> Result<(u64, u64), String> {
     let bytes = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     if bytes.len() < JOURNAL_HEADER_LEN {
@@ -814,13 +861,31 @@ fn replay_journal(
         };
         match frame {
             Frame::Event(id, event) => {
-                store.with_customer(id, |record, capacity| record.record(event, capacity));
+                store.with_customer(id, |record, capacity| {
+                    if record.record(event, capacity)
+                        && let Some(month_of) = month_of
+                    {
+                        record
+                            .months
+                            .get_or_insert_with(Default::default)
+                            .add(month_of(event.at), event.amount_minor());
+                    }
+                });
                 store.observe_event_time(event.at.min(now));
             }
             Frame::Outcome(id, hash, outcome) => {
                 store.with_existing(id, |record| {
                     if let Some(event) = record.ring.find_mut(hash) {
+                        let newly_failed =
+                            outcome == Outcome::Failed && event.outcome() != Outcome::Failed;
                         event.set_outcome(outcome);
+                        let at = event.at;
+                        if newly_failed
+                            && let (Some(month_of), Some(months)) =
+                                (month_of, record.months.as_deref_mut())
+                        {
+                            months.fail(month_of(at));
+                        }
                     }
                 });
             }
