@@ -13,9 +13,10 @@ use crate::engine::features::month_of;
 use crate::engine::{self, Decision, Hits};
 use crate::reload::{LiveRules, LoadedRules};
 use crate::rules::Action;
+use crate::rules::RuleSet;
 use crate::state::journal::Journal;
 use crate::state::{Event, Outcome, Store};
-use crate::txn::{self, CreditLine, EventTime, OutcomeReport, Txn, TxnError};
+use crate::txn::{self, CreditLine, EventTime, OutcomeReport, OutcomeStatus, Txn, TxnError};
 
 /// How far ahead of the wall clock an event time may move the watermark used to find idle
 /// customers. Event times drive every window; this cap only stops one far-future timestamp
@@ -136,38 +137,7 @@ impl Interceptor {
     /// Decides on a validated transaction, writing the JSON answer into `out`.
     pub fn decide_txn(&self, txn: &Txn<'_>, out: &mut Vec<u8>) -> DecideSummary {
         let rules = self.rules.load();
-        let set = &rules.set;
-        let txn_hash = self.store.txn_hash(&txn.customer_id, &txn.transaction_id);
-        let evaluated = self
-            .store
-            .with_customer(&txn.customer_id, |record, capacity| {
-                if let Some(first) = record.ring.find(txn_hash) {
-                    return Evaluated::Duplicate {
-                        action: first.decision(),
-                        first_at: first.at,
-                    };
-                }
-                if let Some(line) = txn.credit_line
-                    && record.offer_credit_line(line)
-                    && let Some(journal) = &self.journal
-                {
-                    journal.credit_line(&txn.customer_id, line);
-                }
-                let decision = engine::evaluate(set, &record.history(), txn);
-                let event = Event::new(txn.at, txn_hash, txn.amount, txn.geo, decision.action);
-                // The duplicate check above already looked for this transaction.
-                record.record_new(event, capacity);
-                if set.needs.months {
-                    record
-                        .months
-                        .get_or_insert_with(Default::default)
-                        .add(month_of(&set.timezone, txn.at), txn.amount.minor());
-                }
-                if let Some(journal) = &self.journal {
-                    journal.event(&txn.customer_id, &event);
-                }
-                Evaluated::Fresh(decision)
-            });
+        let evaluated = self.evaluate_and_record(&rules.set, txn, None);
         self.store.observe_event_time(
             txn.at
                 .min(wall_clock_micros().saturating_add(WATERMARK_SKEW_MICROS)),
@@ -197,6 +167,69 @@ impl Interceptor {
                     rules,
                 }
             }
+        }
+    }
+
+    /// The decision itself, under the customer's shard lock: duplicate check, credit line,
+    /// evaluation, recording (ring, months, journal). `outcome`, when known already (replay of
+    /// history), is recorded with the event.
+    fn evaluate_and_record(
+        &self,
+        set: &RuleSet,
+        txn: &Txn<'_>,
+        outcome: Option<OutcomeStatus>,
+    ) -> Evaluated {
+        let txn_hash = self.store.txn_hash(&txn.customer_id, &txn.transaction_id);
+        self.store
+            .with_customer(&txn.customer_id, |record, capacity| {
+                if let Some(first) = record.ring.find(txn_hash) {
+                    return Evaluated::Duplicate {
+                        action: first.decision(),
+                        first_at: first.at,
+                    };
+                }
+                if let Some(line) = txn.credit_line
+                    && record.offer_credit_line(line)
+                    && let Some(journal) = &self.journal
+                {
+                    journal.credit_line(&txn.customer_id, line);
+                }
+                let decision = engine::evaluate(set, &record.history(), txn);
+                let mut event = Event::new(txn.at, txn_hash, txn.amount, txn.geo, decision.action);
+                if let Some(status) = outcome {
+                    event.set_outcome(status.into());
+                }
+                // The duplicate check above already looked for this transaction.
+                record.record_new(event, capacity);
+                if set.needs.months {
+                    let month = month_of(&set.timezone, txn.at);
+                    let months = record.months.get_or_insert_with(Default::default);
+                    months.add(month, txn.amount.minor());
+                    if outcome == Some(OutcomeStatus::Failed) {
+                        months.fail(month);
+                    }
+                }
+                if let Some(journal) = &self.journal {
+                    journal.event(&txn.customer_id, &event);
+                }
+                Evaluated::Fresh(decision)
+            })
+    }
+
+    /// Decides on a transaction of recorded history and records it with its outcome, as
+    /// `serve` would have: same store, same engine, no answer written. For replay.
+    pub fn replay(
+        &self,
+        set: &RuleSet,
+        txn: &Txn<'_>,
+        outcome: Option<OutcomeStatus>,
+    ) -> Result<Decision, Action> {
+        match self.evaluate_and_record(set, txn, outcome) {
+            Evaluated::Fresh(decision) => {
+                self.store.observe_event_time(txn.at);
+                Ok(decision)
+            }
+            Evaluated::Duplicate { action, .. } => Err(action),
         }
     }
 

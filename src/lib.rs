@@ -17,6 +17,7 @@ pub mod interceptor;
 pub mod mapping;
 pub mod metrics;
 pub mod reload;
+pub mod replay;
 pub mod rules;
 pub mod server;
 pub mod state;

@@ -12,6 +12,7 @@ use tripwire::config::{self, Config};
 use tripwire::engine::features::month_of;
 use tripwire::interceptor::Interceptor;
 use tripwire::reload::LiveRules;
+use tripwire::replay::{self, input};
 use tripwire::rules::{self, EvalBudget, Mode, RulesError};
 use tripwire::server::{ServeConfig, Server};
 use tripwire::state::Store;
@@ -37,6 +38,72 @@ enum Command {
         /// The rules file.
         path: PathBuf,
     },
+    /// Run rules over transaction history (CSV or JSON Lines, plain or gzip) and report.
+    Replay(Box<ReplayArgs>),
+    /// Write a seeded, labelled history with injected fraud, for tests and benches.
+    Gen(GenArgs),
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// The rules to replay (the live ones).
+    #[arg(long)]
+    rules: PathBuf,
+    /// A candidate rule set: report the transactions whose decision it would change.
+    #[arg(long)]
+    against: Option<PathBuf>,
+    /// History files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Write every decision as a JSON line to this file.
+    #[arg(long)]
+    decisions: Option<PathBuf>,
+    /// A TOML file mapping fields to columns: [columns] customer_id = "cust_no", time_format, timezone.
+    #[arg(long)]
+    mapping: Option<PathBuf>,
+    /// FIELD=COLUMN, repeatable; wins over the mapping file.
+    #[arg(long = "column")]
+    columns: Vec<String>,
+    /// rfc3339 (default), epoch_s, epoch_ms or local.
+    #[arg(long)]
+    time_format: Option<String>,
+    /// Time zone of local timestamps.
+    #[arg(long)]
+    timezone: Option<String>,
+    /// What to do with a malformed row: skip (report it) or fail.
+    #[arg(long, default_value = "skip", value_parser = ["skip", "fail"])]
+    on_error: String,
+    /// Events kept per customer, as in serve [default: 64].
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    ring_capacity: u16,
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// Ordinary customers.
+    #[arg(long, default_value_t = 1000)]
+    customers: usize,
+    /// Days of history from 2026-03-01.
+    #[arg(long, default_value_t = 30)]
+    days: u32,
+    /// Seed; the same seed writes the same history.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Fraudsters per injected pattern [default: customers / 50, at least 1].
+    #[arg(long)]
+    fraud_per_pattern: Option<usize>,
+    /// csv or jsonl.
+    #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl"])]
+    format: String,
+    /// Compress with gzip.
+    #[arg(long)]
+    gzip: bool,
+    /// Output file.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 /// Flags of `tripwire serve`. Each can also be set in the `--config` file; a flag given here
@@ -124,6 +191,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { path } => check(&path),
+        Command::Replay(args) => match replay(*args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tripwire replay: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Gen(args) => match generate(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tripwire gen: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve(args) => match serve(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -167,6 +248,100 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let load = |path: &std::path::Path| -> anyhow::Result<Vec<u8>> {
+        rules::read_file(path).map_err(|e| {
+            print_problems(path, &e);
+            anyhow::anyhow!("cannot load rules from {}", path.display())
+        })
+    };
+    let live = load(&args.rules)?;
+    let candidate = args.against.as_deref().map(load).transpose()?;
+    let mapping_file = match &args.mapping {
+        Some(path) => Some(
+            toml::from_str::<input::MappingFile>(
+                &std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+            )
+            .with_context(|| format!("{}", path.display()))?,
+        ),
+        None => None,
+    };
+    let mut mapping = input::Mapping::build(mapping_file, &args.columns, args.timezone.as_deref())?;
+    if let Some(format) = &args.time_format {
+        mapping = mapping.with_time_format(format, args.timezone.as_deref())?;
+    }
+    let (mut rows, bad) = input::read(&args.files, &mapping, args.on_error == "fail")?;
+    for e in bad.iter().take(20) {
+        eprintln!("{e} (skipped)");
+    }
+    if bad.len() > 20 {
+        eprintln!("... and {} more malformed rows skipped", bad.len() - 20);
+    }
+    replay::sort(&mut rows);
+    let files: Vec<String> = args.files.iter().map(|p| p.display().to_string()).collect();
+    let mut decisions = match &args.decisions {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let config = replay::ReplayConfig {
+        ring_capacity: usize::from(args.ring_capacity),
+        ..replay::ReplayConfig::default()
+    };
+    let report = replay::run(
+        &live,
+        candidate.as_deref(),
+        &rows,
+        &files,
+        bad.len() as u64,
+        &config,
+        decisions.as_mut().map(|w| w as &mut dyn std::io::Write),
+    )?;
+    if let Some(mut w) = decisions {
+        std::io::Write::flush(&mut w).context("cannot write decisions")?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+fn generate(args: GenArgs) -> anyhow::Result<()> {
+    let config = replay::generate::GenConfig {
+        customers: args.customers,
+        days: args.days,
+        seed: args.seed,
+        per_pattern: args
+            .fraud_per_pattern
+            .unwrap_or((args.customers / 50).max(1)),
+    };
+    let format = if args.format == "jsonl" {
+        replay::generate::Format::Jsonl
+    } else {
+        replay::generate::Format::Csv
+    };
+    let file = std::fs::File::create(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let mut writer: Box<dyn std::io::Write> = if args.gzip {
+        Box::new(flate2::write::GzEncoder::new(
+            std::io::BufWriter::new(file),
+            flate2::Compression::fast(),
+        ))
+    } else {
+        Box::new(std::io::BufWriter::new(file))
+    };
+    let manifest = replay::generate::generate(&config, format, &mut writer)?;
+    writer.flush()?;
+    drop(writer);
+    println!("{}", serde_json::to_string(&manifest)?);
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

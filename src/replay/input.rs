@@ -1,0 +1,527 @@
+//! Reading transaction history for replay: CSV or JSON Lines, plain or gzip, with a column
+//! mapping so that real exports work as they are. Every row is validated like a decide
+//! request; a bad row is reported with its file and line, then skipped or fatal.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::txn::{self, Amount, CreditLine, EventTime, GeoPoint, OutcomeStatus, Txn};
+
+/// The fields a history row can carry; the first four are required.
+pub const FIELDS: [&str; 13] = [
+    "customer_id",
+    "transaction_id",
+    "timestamp",
+    "amount",
+    "currency",
+    "lat",
+    "lon",
+    "credit_limit",
+    "credit_granted_at",
+    "channel",
+    "merchant_id",
+    "outcome",
+    "label",
+];
+
+/// How timestamps are written in the input.
+#[derive(Clone, Debug)]
+pub enum TimeFormat {
+    /// RFC 3339 with an offset (`2026-03-01T10:00:00+08:00`).
+    Rfc3339,
+    /// Seconds since the Unix epoch.
+    EpochSeconds,
+    /// Milliseconds since the Unix epoch.
+    EpochMillis,
+    /// Local date and time without offset (`2026-03-01 10:00:00`), in this time zone.
+    Local(jiff::tz::TimeZone),
+}
+
+/// Where each field is in the input and how timestamps are written.
+#[derive(Clone, Debug)]
+pub struct Mapping {
+    /// Field → column (CSV header or JSON key).
+    pub columns: BTreeMap<&'static str, String>,
+    /// Timestamp format.
+    pub time_format: TimeFormat,
+}
+
+impl Default for Mapping {
+    /// Columns named like the fields (`label` read from `is_fraud`), RFC 3339 timestamps.
+    fn default() -> Mapping {
+        let mut columns: BTreeMap<&'static str, String> =
+            FIELDS.iter().map(|f| (*f, f.to_string())).collect();
+        columns.insert("label", "is_fraud".to_string());
+        Mapping {
+            columns,
+            time_format: TimeFormat::Rfc3339,
+        }
+    }
+}
+
+/// The mapping file (`--mapping mapping.toml`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingFile {
+    /// `rfc3339` (default), `epoch_s`, `epoch_ms` or `local`.
+    pub time_format: Option<String>,
+    /// Time zone of `local` timestamps.
+    pub timezone: Option<String>,
+    /// Field → column.
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+}
+
+/// Why input could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// A file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A required column is missing from a CSV header.
+    #[error("{path}: no column {column:?} for {field} (columns: {found})")]
+    MissingColumn {
+        /// The file.
+        path: String,
+        /// The field.
+        field: &'static str,
+        /// The column looked for.
+        column: String,
+        /// The columns found.
+        found: String,
+    },
+    /// The mapping is not usable.
+    #[error("mapping: {0}")]
+    Mapping(String),
+    /// A row is bad and bad rows are fatal.
+    #[error("{0}")]
+    Row(RowError),
+}
+
+/// A malformed row.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path}:{line}: {message}")]
+pub struct RowError {
+    /// The file.
+    pub path: String,
+    /// 1-based line (CSV: the record's line).
+    pub line: u64,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// One transaction of history.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// Index of the file in the input list.
+    pub file: u32,
+    /// 1-based line in that file.
+    pub line: u64,
+    /// Customer.
+    pub customer_id: Box<str>,
+    /// Transaction.
+    pub transaction_id: Box<str>,
+    /// Event time.
+    pub at: EventTime,
+    /// Amount.
+    pub amount: Amount,
+    /// Location.
+    pub geo: Option<GeoPoint>,
+    /// Credit line, when given.
+    pub credit_line: Option<CreditLine>,
+    /// Channel.
+    pub channel: Option<Box<str>>,
+    /// Merchant.
+    pub merchant_id: Option<Box<str>>,
+    /// What happened to it.
+    pub outcome: Option<OutcomeStatus>,
+    /// Whether it was fraud, when labelled.
+    pub label: Option<bool>,
+}
+
+impl Row {
+    /// The row as a transaction for the engine.
+    pub fn txn(&self) -> Txn<'_> {
+        Txn {
+            transaction_id: Cow::Borrowed(&self.transaction_id),
+            customer_id: Cow::Borrowed(&self.customer_id),
+            at: self.at,
+            amount: self.amount,
+            currency: None,
+            geo: self.geo,
+            credit_line: self.credit_line,
+            channel: self.channel.as_deref().map(Cow::Borrowed),
+            merchant_id: self.merchant_id.as_deref().map(Cow::Borrowed),
+        }
+    }
+}
+
+impl Mapping {
+    /// A mapping from a mapping file, then `FIELD=COLUMN` overrides.
+    pub fn build(
+        file: Option<MappingFile>,
+        overrides: &[String],
+        timezone: Option<&str>,
+    ) -> Result<Mapping, InputError> {
+        let mut mapping = Mapping::default();
+        let file = file.unwrap_or_default();
+        let field_of = |name: &str| -> Result<&'static str, InputError> {
+            FIELDS.iter().find(|f| **f == name).copied().ok_or_else(|| {
+                InputError::Mapping(format!(
+                    "unknown field {name:?}; fields: {}",
+                    FIELDS.join(", ")
+                ))
+            })
+        };
+        for (field, column) in &file.columns {
+            mapping.columns.insert(field_of(field)?, column.clone());
+        }
+        for o in overrides {
+            let (field, column) = o.split_once('=').ok_or_else(|| {
+                InputError::Mapping(format!(
+                    "--column {o:?}: write FIELD=COLUMN, such as customer_id=cust_no"
+                ))
+            })?;
+            mapping
+                .columns
+                .insert(field_of(field.trim())?, column.trim().to_string());
+        }
+        let zone = timezone.map(str::to_string).or(file.timezone);
+        mapping.time_format = match file.time_format.as_deref().unwrap_or("rfc3339") {
+            "rfc3339" => TimeFormat::Rfc3339,
+            "epoch_s" => TimeFormat::EpochSeconds,
+            "epoch_ms" => TimeFormat::EpochMillis,
+            "local" => {
+                let zone = zone.ok_or_else(|| {
+                    InputError::Mapping("time_format local needs a timezone".into())
+                })?;
+                TimeFormat::Local(
+                    jiff::tz::TimeZone::get(&zone)
+                        .map_err(|_| InputError::Mapping(format!("unknown time zone {zone:?}")))?,
+                )
+            }
+            other => {
+                return Err(InputError::Mapping(format!(
+                    "time_format {other:?}: use rfc3339, epoch_s, epoch_ms or local"
+                )));
+            }
+        };
+        Ok(mapping)
+    }
+
+    /// With `--time-format`, replaces the file's choice.
+    pub fn with_time_format(
+        mut self,
+        format: &str,
+        timezone: Option<&str>,
+    ) -> Result<Mapping, InputError> {
+        let file = MappingFile {
+            time_format: Some(format.to_string()),
+            timezone: timezone.map(str::to_string),
+            columns: BTreeMap::new(),
+        };
+        self.time_format = Mapping::build(Some(file), &[], timezone)?.time_format;
+        Ok(self)
+    }
+}
+
+/// Opens a file, decompressing it when it starts with the gzip magic.
+fn open(path: &Path) -> Result<Box<dyn BufRead>, InputError> {
+    let io = |source| InputError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = BufReader::with_capacity(1 << 20, File::open(path).map_err(io)?);
+    let gzip = file.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
+    Ok(if gzip {
+        Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::read::MultiGzDecoder::new(file),
+        ))
+    } else {
+        Box::new(file)
+    })
+}
+
+struct Fields<'a> {
+    values: [Option<&'a str>; FIELDS.len()],
+}
+
+fn parse_row(values: &Fields<'_>, mapping: &Mapping, file: u32, line: u64) -> Result<Row, String> {
+    let get = |i: usize| values.values[i].map(str::trim).filter(|v| !v.is_empty());
+    let required = |i: usize| get(i).ok_or_else(|| format!("{} is empty", FIELDS[i]));
+    let id = |i: usize| -> Result<Box<str>, String> {
+        let v = required(i)?;
+        if v.chars().count() > txn::MAX_ID_CHARS {
+            return Err(format!(
+                "{} is longer than {} characters",
+                FIELDS[i],
+                txn::MAX_ID_CHARS
+            ));
+        }
+        Ok(v.into())
+    };
+    let timestamp = |text: &str| -> Result<EventTime, String> {
+        let micros = |v: i128| i64::try_from(v).map_err(|_| "is out of range".to_string());
+        match &mapping.time_format {
+            TimeFormat::Rfc3339 => txn::parse_timestamp(text),
+            TimeFormat::EpochSeconds => text
+                .parse::<i64>()
+                .map_err(|_| "is not whole epoch seconds".to_string())
+                .and_then(|s| micros(i128::from(s) * 1_000_000)),
+            TimeFormat::EpochMillis => text
+                .parse::<i64>()
+                .map_err(|_| "is not whole epoch milliseconds".to_string())
+                .and_then(|ms| micros(i128::from(ms) * 1_000)),
+            TimeFormat::Local(tz) => text
+                .parse::<jiff::civil::DateTime>()
+                .map_err(|e| format!("is not a local date and time ({e})"))
+                .and_then(|dt| {
+                    dt.to_zoned_datetime(tz.clone())
+                        .map(|z| z.timestamp().as_microsecond())
+                        .map_err(|e| e.to_string())
+                }),
+        }
+    };
+    let amount = |i: usize| -> Result<Amount, String> {
+        let a = Amount::parse(required(i)?).map_err(|e| format!("{} {e}", FIELDS[i]))?;
+        if a.minor() == 0 {
+            return Err(format!("{} must be greater than zero", FIELDS[i]));
+        }
+        Ok(a)
+    };
+    let degrees = |i: usize, max: f64| -> Result<Option<f64>, String> {
+        get(i)
+            .map(|v| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|d| d.is_finite() && d.abs() <= max)
+                    .ok_or_else(|| format!("{} must be degrees within ±{max}", FIELDS[i]))
+            })
+            .transpose()
+    };
+    let at = timestamp(required(2)?).map_err(|e| format!("timestamp {e}"))?;
+    let geo = match (degrees(5, 90.0)?, degrees(6, 180.0)?) {
+        (Some(lat), Some(lon)) => Some(GeoPoint { lat, lon }),
+        (None, None) => None,
+        _ => return Err("lat and lon must come together".into()),
+    };
+    let credit_line = match (get(7), get(8)) {
+        (Some(_), Some(granted)) => Some(CreditLine {
+            limit: amount(7)?,
+            granted_at: timestamp(granted).map_err(|e| format!("credit_granted_at {e}"))?,
+        }),
+        (None, None) => None,
+        _ => return Err("credit_limit and credit_granted_at must come together".into()),
+    };
+    let outcome = match get(11).map(str::to_ascii_lowercase).as_deref() {
+        None => None,
+        Some("settled") => Some(OutcomeStatus::Settled),
+        Some("failed") => Some(OutcomeStatus::Failed),
+        Some("reversed") => Some(OutcomeStatus::Reversed),
+        Some(other) => {
+            return Err(format!(
+                "outcome {other:?} is not settled, failed or reversed"
+            ));
+        }
+    };
+    let label = match get(12).map(str::to_ascii_lowercase).as_deref() {
+        None => None,
+        Some("1" | "true" | "yes" | "fraud") => Some(true),
+        Some("0" | "false" | "no" | "legit") => Some(false),
+        Some(other) => return Err(format!("label {other:?} is not 1/0, true/false or yes/no")),
+    };
+    Ok(Row {
+        file,
+        line,
+        customer_id: id(0)?,
+        transaction_id: id(1)?,
+        at,
+        amount: amount(3)?,
+        geo,
+        credit_line,
+        channel: get(9).map(Into::into),
+        merchant_id: get(10).map(Into::into),
+        outcome,
+        label,
+    })
+}
+
+/// Reads every file; returns the rows and the bad rows skipped. With `fatal`, the first bad
+/// row stops everything.
+pub fn read(
+    paths: &[PathBuf],
+    mapping: &Mapping,
+    fatal: bool,
+) -> Result<(Vec<Row>, Vec<RowError>), InputError> {
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for (index, path) in paths.iter().enumerate() {
+        let file = u32::try_from(index).unwrap_or(u32::MAX);
+        let name = path.display().to_string();
+        let mut bad = |line: u64, message: String| -> Result<(), InputError> {
+            let e = RowError {
+                path: name.clone(),
+                line,
+                message,
+            };
+            if fatal {
+                return Err(InputError::Row(e));
+            }
+            errors.push(e);
+            Ok(())
+        };
+        let mut reader = open(path)?;
+        let jsonl = is_jsonl(path, &mut reader)?;
+        if jsonl {
+            let mut line = String::new();
+            let mut number = 0u64;
+            loop {
+                line.clear();
+                let n = reader
+                    .read_line(&mut line)
+                    .map_err(|source| InputError::Io {
+                        path: name.clone(),
+                        source,
+                    })?;
+                if n == 0 {
+                    break;
+                }
+                number += 1;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match serde_json::from_str::<BTreeMap<Cow<'_, str>, &RawValue>>(&line) {
+                    Err(e) => bad(number, format!("malformed JSON: {e}"))?,
+                    Ok(object) => {
+                        let texts: Vec<Option<Cow<'_, str>>> = FIELDS
+                            .iter()
+                            .map(|f| {
+                                let raw = object.get(mapping.columns[f].as_str())?;
+                                let text = raw.get();
+                                if text == "null" {
+                                    None
+                                } else if text.starts_with('"') {
+                                    serde_json::from_str::<Cow<'_, str>>(text).ok()
+                                } else {
+                                    Some(Cow::Borrowed(text))
+                                }
+                            })
+                            .collect();
+                        let mut values = Fields {
+                            values: [None; FIELDS.len()],
+                        };
+                        for (slot, text) in values.values.iter_mut().zip(&texts) {
+                            *slot = text.as_deref();
+                        }
+                        match parse_row(&values, mapping, file, number) {
+                            Ok(row) => rows.push(row),
+                            Err(message) => bad(number, message)?,
+                        }
+                    }
+                }
+            }
+        } else {
+            let mut csv = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
+            let headers = csv
+                .byte_headers()
+                .map_err(|e| InputError::Io {
+                    path: name.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?
+                .clone();
+            let header_names: Vec<String> = headers
+                .iter()
+                .map(|h| String::from_utf8_lossy(h).trim().to_string())
+                .collect();
+            let mut positions = [None; FIELDS.len()];
+            for (i, field) in FIELDS.iter().enumerate() {
+                let column = &mapping.columns[field];
+                positions[i] = header_names.iter().position(|h| h == column);
+                if i < 4 && positions[i].is_none() {
+                    return Err(InputError::MissingColumn {
+                        path: name,
+                        field,
+                        column: column.clone(),
+                        found: header_names.join(", "),
+                    });
+                }
+            }
+            let mut record = csv::ByteRecord::new();
+            loop {
+                match csv.read_byte_record(&mut record) {
+                    Ok(false) => break,
+                    Ok(true) => {}
+                    Err(e) => {
+                        let line = e.position().map_or(0, |p| p.line());
+                        bad(line, format!("malformed CSV: {e}"))?;
+                        continue;
+                    }
+                }
+                let line = record.position().map_or(0, |p| p.line());
+                let mut values = Fields {
+                    values: [None; FIELDS.len()],
+                };
+                let mut utf8_ok = true;
+                for (slot, pos) in values.values.iter_mut().zip(positions) {
+                    if let Some(p) = pos {
+                        match record.get(p).map(std::str::from_utf8) {
+                            Some(Ok(v)) => *slot = Some(v),
+                            Some(Err(_)) => utf8_ok = false,
+                            None => {}
+                        }
+                    }
+                }
+                if !utf8_ok {
+                    bad(line, "a field is not valid UTF-8".into())?;
+                    continue;
+                }
+                match parse_row(&values, mapping, file, line) {
+                    Ok(row) => rows.push(row),
+                    Err(message) => bad(line, message)?,
+                }
+            }
+        }
+    }
+    Ok((rows, errors))
+}
+
+/// JSON Lines when the file name says so, or when the first non-blank byte is `{`.
+fn is_jsonl(path: &Path, reader: &mut Box<dyn BufRead>) -> Result<bool, InputError> {
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    if name.ends_with(".jsonl") || name.ends_with(".ndjson") || name.ends_with(".json") {
+        return Ok(true);
+    }
+    if name.ends_with(".csv") {
+        return Ok(false);
+    }
+    let peek = reader.fill_buf().map_err(|source| InputError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(peek.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'))
+}
+
+/// Reads a whole file, for tests and the parse-only baseline.
+pub fn read_all(path: &Path) -> Result<Vec<u8>, InputError> {
+    let mut out = Vec::new();
+    open(path)?
+        .read_to_end(&mut out)
+        .map_err(|source| InputError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+    Ok(out)
+}

@@ -1,0 +1,544 @@
+//! Replay and backtest: run a rule set over transaction history before it goes live.
+//!
+//! History is read ([`input`]), put in event-time order, and decided one transaction at a time
+//! through the same [`Interceptor`], store and engine as `serve` — not a second implementation
+//! that could drift. Each transaction's known outcome is recorded with it, so failure counts
+//! build up as they did in production. The [`Report`] counts decisions and rule hits, measures
+//! each rule against fraud labels when there are any, and with a candidate rule set lists the
+//! transactions whose decision would change.
+
+pub mod generate;
+pub mod input;
+
+use std::io::Write;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::engine::Decision;
+use crate::interceptor::Interceptor;
+use crate::reload::LiveRules;
+use crate::rules::{Action, RulesError};
+use crate::state::{Store, StoreConfig};
+use input::Row;
+
+/// Replay settings.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplayConfig {
+    /// Events kept per customer, as in `serve`.
+    pub ring_capacity: usize,
+    /// Customers kept, as in `serve`.
+    pub max_customers: usize,
+    /// Examples kept per kind of changed decision.
+    pub examples: usize,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> ReplayConfig {
+        ReplayConfig {
+            ring_capacity: 64,
+            max_customers: 10_000_000,
+            examples: 5,
+        }
+    }
+}
+
+/// How one rule did.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct RuleStats {
+    /// Rule id.
+    pub id: String,
+    /// enforce or shadow.
+    pub mode: &'static str,
+    /// What it asks for.
+    pub action: &'static str,
+    /// Transactions it matched.
+    pub hits: u64,
+    /// Matched and labelled fraud.
+    pub fraud_hits: u64,
+    /// Matched and labelled legitimate.
+    pub legit_hits: u64,
+    /// hits that were fraud / hits with a label.
+    pub precision: Option<f64>,
+    /// fraud it matched / all fraud.
+    pub recall: Option<f64>,
+    /// legitimate it matched / all legitimate.
+    pub false_positive_rate: Option<f64>,
+    /// Sum of the fraud amounts it matched.
+    pub fraud_amount_caught: String,
+}
+
+/// How the decisions did against the labels.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Labelled {
+    /// Labelled transactions.
+    pub labelled: u64,
+    /// Of which fraud.
+    pub fraud: u64,
+    /// Sum of fraud amounts.
+    pub fraud_amount: String,
+    /// Denied transactions scored against the labels.
+    pub deny: Outcome,
+    /// Reviewed or denied transactions scored against the labels.
+    pub review_or_deny: Outcome,
+}
+
+/// Precision, recall, false-positive rate and fraud amount caught for one way of catching.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Outcome {
+    /// Caught and fraud.
+    pub true_positives: u64,
+    /// Caught and legitimate.
+    pub false_positives: u64,
+    /// caught fraud / caught.
+    pub precision: Option<f64>,
+    /// caught fraud / fraud.
+    pub recall: Option<f64>,
+    /// caught legitimate / legitimate.
+    pub false_positive_rate: Option<f64>,
+    /// Fraud amount caught.
+    pub fraud_amount_caught: String,
+}
+
+/// A transaction whose decision changes under the candidate rules.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Change {
+    /// Input file and line.
+    pub source: String,
+    /// The transaction.
+    pub transaction_id: String,
+    /// The customer.
+    pub customer_id: String,
+    /// Decision under the live rules.
+    pub from: &'static str,
+    /// Decision under the candidate.
+    pub to: &'static str,
+    /// Rules that matched under the candidate.
+    pub candidate_reasons: Vec<String>,
+}
+
+/// Decisions that change, counted from → to, with examples.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Changes {
+    /// Transactions whose decision changes.
+    pub changed: u64,
+    /// `"allow→deny"` → count.
+    pub counts: std::collections::BTreeMap<String, u64>,
+    /// A few examples of each kind.
+    pub examples: Vec<Change>,
+    /// Decisions of the candidate, by outcome.
+    pub candidate_decisions: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// What a replay found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// Transactions replayed.
+    pub transactions: u64,
+    /// Rows skipped as malformed.
+    pub skipped_rows: u64,
+    /// Transactions whose id repeated an earlier one of the same customer (answered with the
+    /// first decision and not recorded again, as `serve` does).
+    pub duplicates: u64,
+    /// Decisions by outcome.
+    pub decisions: std::collections::BTreeMap<&'static str, u64>,
+    /// Per rule, in file order.
+    pub rules: Vec<RuleStats>,
+    /// Against the labels, when the input has them.
+    pub labels: Option<Labelled>,
+    /// With a candidate rule set.
+    pub changes: Option<Changes>,
+    /// Seconds spent deciding (reading excluded).
+    pub seconds: f64,
+    /// Transactions decided per second.
+    pub per_second: f64,
+}
+
+/// Why a replay could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// A rule set did not load.
+    #[error("{which} rules: {error}")]
+    Rules {
+        /// `live` or `candidate`.
+        which: &'static str,
+        /// Why.
+        error: RulesError,
+    },
+    /// The decisions file could not be written.
+    #[error("cannot write decisions: {0}")]
+    Output(std::io::Error),
+}
+
+fn ratio(num: u64, den: u64) -> Option<f64> {
+    (den > 0).then(|| num as f64 / den as f64)
+}
+
+fn money(minor: i64) -> String {
+    crate::txn::Amount::from_minor(minor).map_or_else(|| minor.to_string(), |a| a.to_string())
+}
+
+/// Puts rows in event-time order; rows with equal times keep their input order.
+pub fn sort(rows: &mut [Row]) {
+    rows.sort_by_key(|r| (r.at, r.file, r.line));
+}
+
+/// A decision kept per row: the action, or a duplicate's first action.
+#[derive(Clone, Copy)]
+struct Kept {
+    action: Action,
+}
+
+/// Runs one rule set over the rows (already in event-time order) and calls `each` with every
+/// decision.
+fn run_one(
+    rules: &[u8],
+    which: &'static str,
+    rows: &[Row],
+    config: &ReplayConfig,
+    mut each: impl FnMut(
+        &Row,
+        Result<&Decision, Action>,
+        &crate::rules::RuleSet,
+    ) -> Result<(), ReplayError>,
+) -> Result<Vec<Kept>, ReplayError> {
+    let live = LiveRules::new(rules, which).map_err(|error| ReplayError::Rules { which, error })?;
+    let loaded = live.load_full();
+    let interceptor = Interceptor::new(
+        Store::new(StoreConfig {
+            max_customers: config.max_customers,
+            ring_capacity: config.ring_capacity,
+        }),
+        live,
+    );
+    let progress = if rows.len() > 200_000 {
+        indicatif::ProgressBar::new(rows.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:40}] {pos}/{len} {per_sec} eta {eta}",
+        )
+        .expect("a valid progress template"),
+    );
+    progress.set_prefix(which);
+    let mut kept = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let decided = interceptor.replay(&loaded.set, &row.txn(), row.outcome);
+        match &decided {
+            Ok(decision) => {
+                kept.push(Kept {
+                    action: decision.action,
+                });
+                each(row, Ok(decision), &loaded.set)?;
+            }
+            Err(first) => {
+                kept.push(Kept { action: *first });
+                each(row, Err(*first), &loaded.set)?;
+            }
+        }
+        if i % 65_536 == 0 {
+            progress.set_position(i as u64);
+        }
+    }
+    progress.finish_and_clear();
+    Ok(kept)
+}
+
+#[derive(Serialize)]
+struct DecisionLine<'a> {
+    source: String,
+    transaction_id: &'a str,
+    customer_id: &'a str,
+    timestamp: String,
+    amount: String,
+    decision: &'static str,
+    duplicate: bool,
+    reasons: Vec<&'a str>,
+    shadow: Vec<&'a str>,
+    tags: Vec<&'a str>,
+    score: Option<i64>,
+}
+
+/// Replays `rows` (sorted with [`sort`]) under `rules`, and under `candidate` too when given.
+/// `files` names the inputs for line references; `decisions` receives one JSON line per row.
+pub fn run(
+    rules: &[u8],
+    candidate: Option<&[u8]>,
+    rows: &[Row],
+    files: &[String],
+    skipped_rows: u64,
+    config: &ReplayConfig,
+    mut decisions: Option<&mut dyn Write>,
+) -> Result<Report, ReplayError> {
+    let started = Instant::now();
+    let mut report = Report {
+        transactions: rows.len() as u64,
+        skipped_rows,
+        ..Report::default()
+    };
+    let source = |row: &Row| {
+        format!(
+            "{}:{}",
+            files.get(row.file as usize).map_or("?", String::as_str),
+            row.line
+        )
+    };
+    let mut stats: Vec<RuleStats> = Vec::new();
+    let (mut fraud, mut legit, mut fraud_amount) = (0u64, 0u64, 0i64);
+    let mut deny = (0u64, 0u64, 0i64);
+    let mut flagged = (0u64, 0u64, 0i64);
+    let mut rule_amounts: Vec<i64> = Vec::new();
+    let live = run_one(rules, "live", rows, config, |row, decided, set| {
+        if stats.is_empty() {
+            stats = set
+                .rules()
+                .iter()
+                .map(|r| RuleStats {
+                    id: r.id.to_string(),
+                    mode: r.mode.as_str(),
+                    action: r.action.as_str(),
+                    ..RuleStats::default()
+                })
+                .collect();
+            rule_amounts = vec![0; stats.len()];
+        }
+        let action = match decided {
+            Ok(d) => d.action,
+            Err(first) => first,
+        };
+        *report.decisions.entry(action.as_str()).or_default() += 1;
+        if let Some(label) = row.label {
+            if label {
+                fraud += 1;
+                fraud_amount += row.amount.minor();
+            } else {
+                legit += 1;
+            }
+            let score = |caught: bool, tally: &mut (u64, u64, i64)| {
+                if caught && label {
+                    tally.0 += 1;
+                    tally.2 += row.amount.minor();
+                } else if caught {
+                    tally.1 += 1;
+                }
+            };
+            score(action == Action::Deny, &mut deny);
+            score(
+                matches!(action, Action::Deny | Action::Review),
+                &mut flagged,
+            );
+        }
+        match decided {
+            Err(_) => report.duplicates += 1,
+            Ok(d) => {
+                for &i in d.hits.iter().chain(&d.shadow).chain(&d.tags) {
+                    let s = &mut stats[i as usize];
+                    s.hits += 1;
+                    match row.label {
+                        Some(true) => {
+                            s.fraud_hits += 1;
+                            rule_amounts[i as usize] += row.amount.minor();
+                        }
+                        Some(false) => s.legit_hits += 1,
+                        None => {}
+                    }
+                }
+            }
+        }
+        if let Some(out) = decisions.as_deref_mut() {
+            let ids = |hits: &crate::engine::Hits| {
+                hits.iter().map(|&i| &*set.rules()[i as usize].id).collect()
+            };
+            let line = DecisionLine {
+                source: source(row),
+                transaction_id: &row.transaction_id,
+                customer_id: &row.customer_id,
+                timestamp: crate::txn::format_timestamp(row.at),
+                amount: row.amount.to_string(),
+                decision: action.as_str(),
+                duplicate: decided.is_err(),
+                reasons: decided.map(|d| ids(&d.hits)).unwrap_or_default(),
+                shadow: decided.map(|d| ids(&d.shadow)).unwrap_or_default(),
+                tags: decided.map(|d| ids(&d.tags)).unwrap_or_default(),
+                score: decided.ok().and_then(|d| d.features.score),
+            };
+            serde_json::to_writer(&mut *out, &line).map_err(|e| ReplayError::Output(e.into()))?;
+            out.write_all(b"\n").map_err(ReplayError::Output)?;
+        }
+        Ok(())
+    })?;
+    let labelled = fraud + legit > 0;
+    for (s, amount) in stats.iter_mut().zip(&rule_amounts) {
+        if labelled {
+            s.precision = ratio(s.fraud_hits, s.fraud_hits + s.legit_hits);
+            s.recall = ratio(s.fraud_hits, fraud);
+            s.false_positive_rate = ratio(s.legit_hits, legit);
+        }
+        s.fraud_amount_caught = money(*amount);
+    }
+    report.rules = stats;
+    if labelled {
+        let outcome = |(tp, fp, amount): (u64, u64, i64)| Outcome {
+            true_positives: tp,
+            false_positives: fp,
+            precision: ratio(tp, tp + fp),
+            recall: ratio(tp, fraud),
+            false_positive_rate: ratio(fp, legit),
+            fraud_amount_caught: money(amount),
+        };
+        report.labels = Some(Labelled {
+            labelled: fraud + legit,
+            fraud,
+            fraud_amount: money(fraud_amount),
+            deny: outcome(deny),
+            review_or_deny: outcome(flagged),
+        });
+    }
+
+    if let Some(candidate) = candidate {
+        let mut changes = Changes::default();
+        let mut per_kind: std::collections::BTreeMap<String, usize> = Default::default();
+        let mut index = 0usize;
+        run_one(candidate, "candidate", rows, config, |row, decided, set| {
+            let to = match decided {
+                Ok(d) => d.action,
+                Err(first) => first,
+            };
+            *changes.candidate_decisions.entry(to.as_str()).or_default() += 1;
+            let from = live[index].action;
+            index += 1;
+            if from != to {
+                changes.changed += 1;
+                let kind = format!("{}→{}", from.as_str(), to.as_str());
+                *changes.counts.entry(kind.clone()).or_default() += 1;
+                let shown = per_kind.entry(kind).or_default();
+                if *shown < config.examples {
+                    *shown += 1;
+                    changes.examples.push(Change {
+                        source: source(row),
+                        transaction_id: row.transaction_id.to_string(),
+                        customer_id: row.customer_id.to_string(),
+                        from: from.as_str(),
+                        to: to.as_str(),
+                        candidate_reasons: decided
+                            .map(|d| {
+                                d.hits
+                                    .iter()
+                                    .map(|&i| set.rules()[i as usize].id.to_string())
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    });
+                }
+            }
+            Ok(())
+        })?;
+        report.changes = Some(changes);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    let passes = if candidate.is_some() { 2.0 } else { 1.0 };
+    report.per_second = if report.seconds > 0.0 {
+        rows.len() as f64 * passes / report.seconds
+    } else {
+        0.0
+    };
+    Ok(report)
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{:.1}%", v * 100.0))
+}
+
+impl Report {
+    /// The report as a readable table.
+    pub fn table(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} transactions replayed ({} duplicates, {} rows skipped) in {:.2} s, {:.0} a second",
+            self.transactions, self.duplicates, self.skipped_rows, self.seconds, self.per_second
+        );
+        let d = |k: &str| self.decisions.get(k).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "decisions: allow {}, review {}, deny {}",
+            d("allow"),
+            d("review"),
+            d("deny")
+        );
+        let _ = writeln!(out);
+        let labels = self.labels.is_some();
+        let _ = write!(
+            out,
+            "{:<28} {:<8} {:<7} {:>9}",
+            "rule", "mode", "action", "hits"
+        );
+        if labels {
+            let _ = write!(
+                out,
+                " {:>10} {:>8} {:>8} {:>16}",
+                "precision", "recall", "fp rate", "fraud caught"
+            );
+        }
+        let _ = writeln!(out);
+        for r in &self.rules {
+            let _ = write!(
+                out,
+                "{:<28} {:<8} {:<7} {:>9}",
+                r.id, r.mode, r.action, r.hits
+            );
+            if labels {
+                let _ = write!(
+                    out,
+                    " {:>10} {:>8} {:>8} {:>16}",
+                    pct(r.precision),
+                    pct(r.recall),
+                    pct(r.false_positive_rate),
+                    r.fraud_amount_caught
+                );
+            }
+            let _ = writeln!(out);
+        }
+        if let Some(l) = &self.labels {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "labels: {} labelled, {} fraud ({} in amount)",
+                l.labelled, l.fraud, l.fraud_amount
+            );
+            for (name, o) in [("deny", &l.deny), ("review or deny", &l.review_or_deny)] {
+                let _ = writeln!(
+                    out,
+                    "  {name:<15} precision {:>7}  recall {:>7}  fp rate {:>7}  fraud caught {}",
+                    pct(o.precision),
+                    pct(o.recall),
+                    pct(o.false_positive_rate),
+                    o.fraud_amount_caught
+                );
+            }
+        }
+        if let Some(c) = &self.changes {
+            let _ = writeln!(out);
+            let _ = writeln!(out, "candidate: {} decisions change", c.changed);
+            for (kind, n) in &c.counts {
+                let _ = writeln!(out, "  {kind:<16} {n}");
+            }
+            for e in &c.examples {
+                let _ = writeln!(
+                    out,
+                    "  e.g. {} {} (customer {}): {} → {} [{}]",
+                    e.source,
+                    e.transaction_id,
+                    e.customer_id,
+                    e.from,
+                    e.to,
+                    e.candidate_reasons.join(", ")
+                );
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,265 @@
+//! `tripwire gen` and `tripwire replay` through the real binary, on generated history whose
+//! injected fraud is known exactly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tripwire");
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tripwire-replay-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn rules() -> String {
+    format!("{}/rules.yaml", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn generate(path: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "gen",
+        "--customers",
+        "200",
+        "--days",
+        "30",
+        "--seed",
+        "7",
+        "--out",
+        path.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = run(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn replay_json(args: &[&str]) -> Value {
+    let mut all = vec!["replay", "--rules"];
+    let rules = rules();
+    all.push(&rules);
+    all.push("--json");
+    all.extend_from_slice(args);
+    let out = run(&all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn hits(report: &Value, rule: &str) -> u64 {
+    report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == rule)
+        .unwrap()["hits"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn replay_catches_exactly_the_injected_fraud() {
+    let d = dir("exact");
+    let csv = d.join("history.csv");
+    let m = generate(&csv, &[]);
+    assert_eq!(m["transactions"], 5988);
+    let report = replay_json(&[csv.to_str().unwrap()]);
+    assert_eq!(report["transactions"], m["transactions"]);
+    let n = |k: &str| m[k].as_u64().unwrap();
+    assert_eq!(hits(&report, "night_window"), 5 * n("night_bursts"));
+    assert_eq!(hits(&report, "velocity_burst"), n("night_bursts"));
+    assert_eq!(hits(&report, "impossible_travel"), n("impossible_travel"));
+    assert_eq!(
+        hits(&report, "repeated_equal_amount"),
+        n("equal_amount_runs")
+    );
+    assert_eq!(
+        hits(&report, "full_limit_after_grant"),
+        n("full_limit_after_grant")
+    );
+    assert_eq!(hits(&report, "sensitive_amounts"), n("sensitive_probes"));
+    let labels = &report["labels"];
+    assert_eq!(labels["fraud"], m["fraud_transactions"]);
+    // Denied: the fifth of each burst, each impossible journey, the third of each run, each
+    // full-limit drawdown. Reviewed too: the other night transactions and the second probe.
+    let denied = n("night_bursts")
+        + n("impossible_travel")
+        + n("equal_amount_runs")
+        + n("full_limit_after_grant");
+    let flagged = 5 * n("night_bursts")
+        + n("impossible_travel")
+        + n("equal_amount_runs")
+        + n("full_limit_after_grant")
+        + n("sensitive_probes");
+    assert_eq!(labels["deny"]["true_positives"], denied);
+    assert_eq!(labels["deny"]["false_positives"], 0);
+    assert_eq!(labels["review_or_deny"]["true_positives"], flagged);
+    assert_eq!(labels["review_or_deny"]["precision"], 1.0);
+    let recall = flagged as f64 / n("fraud_transactions") as f64;
+    assert!((labels["review_or_deny"]["recall"].as_f64().unwrap() - recall).abs() < 1e-12);
+    assert_eq!(report["decisions"]["deny"], denied);
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn a_candidate_shows_exactly_which_decisions_change() {
+    let d = dir("against");
+    let csv = d.join("history.csv");
+    let m = generate(&csv, &[]);
+    let candidate = d.join("candidate.yaml");
+    let text = std::fs::read_to_string(rules()).unwrap();
+    std::fs::write(
+        &candidate,
+        text.replace(
+            "count: { window: 10m, at_least: 5 }",
+            "count: { window: 10m, at_least: 4 }",
+        ),
+    )
+    .unwrap();
+    let report = replay_json(&[
+        "--against",
+        candidate.to_str().unwrap(),
+        csv.to_str().unwrap(),
+    ]);
+    let changes = &report["changes"];
+    // The fourth transaction of each night burst was reviewed (night) and is now denied.
+    assert_eq!(changes["changed"], m["night_bursts"]);
+    assert_eq!(changes["counts"]["review→deny"], m["night_bursts"]);
+    let example = &changes["examples"][0];
+    assert!(
+        example["customer_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("f-night-")
+    );
+    assert_eq!(example["candidate_reasons"][1], "velocity_burst");
+    assert!(example["source"].as_str().unwrap().contains("history.csv:"));
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn json_lines_and_gzip_give_the_same_decisions_and_every_decision_can_be_written() {
+    let d = dir("formats");
+    let csv = d.join("history.csv");
+    let jsonl = d.join("history.jsonl.gz");
+    generate(&csv, &[]);
+    generate(&jsonl, &["--format", "jsonl", "--gzip"]);
+    assert_eq!(&std::fs::read(&jsonl).unwrap()[..2], &[0x1f, 0x8b], "gzip");
+    let decisions = d.join("decisions.jsonl");
+    let a = replay_json(&[
+        "--decisions",
+        decisions.to_str().unwrap(),
+        csv.to_str().unwrap(),
+    ]);
+    let b = replay_json(&[jsonl.to_str().unwrap()]);
+    assert_eq!(a["decisions"], b["decisions"]);
+    assert_eq!(a["rules"], b["rules"]);
+    let lines: Vec<Value> = std::fs::read_to_string(&decisions)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, a["transactions"].as_u64().unwrap());
+    let denied = lines.iter().filter(|l| l["decision"] == "deny").count() as u64;
+    assert_eq!(denied, a["decisions"]["deny"].as_u64().unwrap());
+    assert!(lines.iter().all(|l| l["score"].is_i64()));
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn malformed_rows_are_named_by_line_and_skipped_or_fatal() {
+    let d = dir("bad");
+    let csv = d.join("bad.csv");
+    std::fs::write(
+        &csv,
+        "customer_id,transaction_id,timestamp,amount\nc1,t1,2026-03-01T10:00:00Z,10.00\nc1,t2,yesterday,10.00\nc1,t3,2026-03-01T10:01:00Z,12.345\nc1,t4,2026-03-01T10:02:00Z,11\n",
+    )
+    .unwrap();
+    let rules = rules();
+    let out = run(&["replay", "--rules", &rules, "--json", csv.to_str().unwrap()]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.csv:3: timestamp"), "{stderr}");
+    assert!(stderr.contains("bad.csv:4: amount"), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            report["transactions"].as_u64(),
+            report["skipped_rows"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
+
+    let out = run(&[
+        "replay",
+        "--rules",
+        &rules,
+        "--on-error",
+        "fail",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.csv:3: timestamp"));
+
+    let missing = d.join("missing.csv");
+    std::fs::write(
+        &missing,
+        "customer,transaction_id,timestamp,amount\nc1,t1,2026-03-01T10:00:00Z,10\n",
+    )
+    .unwrap();
+    let out = run(&["replay", "--rules", &rules, missing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no column \"customer_id\" for customer_id"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn a_real_export_is_read_through_a_column_mapping() {
+    let d = dir("mapping");
+    let csv = d.join("export.csv");
+    // Epoch milliseconds, other column names, a label column of yes/no.
+    let mut text = String::from("cust_no,txn_ref,ts_ms,amt,fraud_flag\n");
+    for i in 0..5 {
+        text.push_str(&format!(
+            "k9,r{i},{},{}.00,{}\n",
+            1_772_330_400_000i64 + i * 60_000,
+            10 + i,
+            if i == 4 { "yes" } else { "no" }
+        ));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let mapping = d.join("mapping.toml");
+    std::fs::write(&mapping, "time_format = \"epoch_ms\"\n[columns]\ncustomer_id = \"cust_no\"\ntransaction_id = \"txn_ref\"\ntimestamp = \"ts_ms\"\n").unwrap();
+    let report = replay_json(&[
+        "--mapping",
+        mapping.to_str().unwrap(),
+        "--column",
+        "amount=amt",
+        "--column",
+        "label=fraud_flag",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(report["transactions"], 5);
+    // 2026-03-01T02:00:00Z is 10:00 in Shanghai; five in five minutes: the fifth is denied.
+    assert_eq!(hits(&report, "velocity_burst"), 1);
+    assert_eq!(report["labels"]["deny"]["recall"], 1.0);
+    std::fs::remove_dir_all(&d).ok();
+}
