@@ -229,7 +229,7 @@ pub fn months(tz: &jiff::tz::TimeZone, buckets: &MonthBuckets, t: EventTime) -> 
     let current = month_of(tz, t);
     let mut m = Months::default();
     for k in 0..12 {
-        let b = buckets.get(current - 1 - k as i32);
+        let b = buckets.get(current.saturating_sub(1 + k as i32));
         m.counts[k] = i64::from(b.count);
         m.sums[k] = b.sum;
     }

@@ -364,7 +364,7 @@ fn feature_value(
 
 /// Count or sum of the events in calendar month `k` before the month of `t`.
 fn month_total(rules: &ValidRules, events: &[Event], t: i64, k: i32, measure: Measure) -> i128 {
-    let month = super::features::month_of(&rules.timezone, t) - k;
+    let month = super::features::month_of(&rules.timezone, t).saturating_sub(k);
     let of_month = events
         .iter()
         .filter(|e| super::features::month_of(&rules.timezone, e.at) == month);

@@ -312,6 +312,9 @@ fn parse_row(values: &Fields<'_>, mapping: &Mapping, file: u32, line: u64) -> Re
             .transpose()
     };
     let at = timestamp(required(2)?).map_err(|e| format!("timestamp {e}"))?;
+    if jiff::Timestamp::from_microsecond(at).is_err() {
+        return Err("timestamp is outside the years -9999 to 9999".into());
+    }
     let geo = match (degrees(5, 90.0)?, degrees(6, 180.0)?) {
         (Some(lat), Some(lon)) => Some(GeoPoint { lat, lon }),
         (None, None) => None,
