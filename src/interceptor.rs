@@ -9,7 +9,6 @@ use serde::Serialize;
 use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 
 use crate::engine::explain::Explanation;
-use crate::engine::features::month_of;
 use crate::engine::{self, Decision, Hits};
 use crate::reload::{LiveRules, LoadedRules};
 use crate::rules::Action;
@@ -83,11 +82,10 @@ impl AsRef<Store> for Interceptor {
     }
 }
 
-// A decision lives on the stack for one call; boxing it would allocate on every request.
-#[allow(clippy::large_enum_variant)]
-enum Evaluated {
-    Fresh(Decision),
-    Duplicate { action: Action, first_at: EventTime },
+/// A transaction id decided before: its first decision, and when that transaction happened.
+struct Duplicate {
+    action: Action,
+    first_at: EventTime,
 }
 
 fn wall_clock_micros() -> i64 {
@@ -137,13 +135,14 @@ impl Interceptor {
     /// Decides on a validated transaction, writing the JSON answer into `out`.
     pub fn decide_txn(&self, txn: &Txn<'_>, out: &mut Vec<u8>) -> DecideSummary {
         let rules = self.rules.load();
-        let evaluated = self.evaluate_and_record(&rules.set, txn, None);
+        let mut decision = Decision::empty();
+        let evaluated = self.evaluate_and_record(&rules.set, txn, None, &mut decision);
         self.store.observe_event_time(
             txn.at
                 .min(wall_clock_micros().saturating_add(WATERMARK_SKEW_MICROS)),
         );
         match evaluated {
-            Evaluated::Fresh(decision) => {
+            Ok(()) => {
                 write_answer(out, &rules, txn, &decision);
                 DecideSummary {
                     action: decision.action,
@@ -155,7 +154,7 @@ impl Interceptor {
                     rules,
                 }
             }
-            Evaluated::Duplicate { action, first_at } => {
+            Err(Duplicate { action, first_at }) => {
                 write_duplicate(out, &rules, txn, action, first_at);
                 DecideSummary {
                     action,
@@ -172,21 +171,22 @@ impl Interceptor {
 
     /// The decision itself, under the customer's shard lock: duplicate check, credit line,
     /// evaluation, recording (ring, months, journal). `outcome`, when known already (replay of
-    /// history), is recorded with the event.
+    /// history), is recorded with the event. A fresh decision is written into `decision`.
     fn evaluate_and_record(
         &self,
         set: &RuleSet,
         txn: &Txn<'_>,
         outcome: Option<OutcomeStatus>,
-    ) -> Evaluated {
+        decision: &mut Decision,
+    ) -> Result<(), Duplicate> {
         let txn_hash = self.store.txn_hash(&txn.customer_id, &txn.transaction_id);
         self.store
             .with_customer(&txn.customer_id, |record, capacity| {
                 if let Some(first) = record.ring.find(txn_hash) {
-                    return Evaluated::Duplicate {
+                    return Err(Duplicate {
                         action: first.decision(),
                         first_at: first.at,
-                    };
+                    });
                 }
                 if let Some(line) = txn.credit_line
                     && record.offer_credit_line(line)
@@ -194,7 +194,7 @@ impl Interceptor {
                 {
                     journal.credit_line(&txn.customer_id, line);
                 }
-                let decision = engine::evaluate(set, &record.history(), txn);
+                engine::evaluate_into(set, &record.history(), Some(txn), txn.at, decision);
                 let mut event = Event::new(txn.at, txn_hash, txn.amount, txn.geo, decision.action);
                 if let Some(status) = outcome {
                     event.set_outcome(status.into());
@@ -202,7 +202,7 @@ impl Interceptor {
                 // The duplicate check above already looked for this transaction.
                 record.record_new(event, capacity);
                 if set.needs.months {
-                    let month = month_of(&set.timezone, txn.at);
+                    let month = set.zone.month_of(txn.at);
                     let months = record.months.get_or_insert_with(Default::default);
                     months.add(month, txn.amount.minor());
                     if outcome == Some(OutcomeStatus::Failed) {
@@ -212,24 +212,26 @@ impl Interceptor {
                 if let Some(journal) = &self.journal {
                     journal.event(&txn.customer_id, &event);
                 }
-                Evaluated::Fresh(decision)
+                Ok(())
             })
     }
 
     /// Decides on a transaction of recorded history and records it with its outcome, as
-    /// `serve` would have: same store, same engine, no answer written. For replay.
+    /// `serve` would have: same store, same engine, no answer written. For replay. The
+    /// decision is written into `decision`; a duplicate returns its first decision's action.
     pub fn replay(
         &self,
         set: &RuleSet,
         txn: &Txn<'_>,
         outcome: Option<OutcomeStatus>,
-    ) -> Result<Decision, Action> {
-        match self.evaluate_and_record(set, txn, outcome) {
-            Evaluated::Fresh(decision) => {
+        decision: &mut Decision,
+    ) -> Result<(), Action> {
+        match self.evaluate_and_record(set, txn, outcome, decision) {
+            Ok(()) => {
                 self.store.observe_event_time(txn.at);
-                Ok(decision)
+                Ok(())
             }
-            Evaluated::Duplicate { action, .. } => Err(action),
+            Err(Duplicate { action, .. }) => Err(action),
         }
     }
 
@@ -261,7 +263,7 @@ impl Interceptor {
                 event.set_outcome(status);
                 let at = event.at;
                 if newly_failed && let Some(months) = record.months.as_deref_mut() {
-                    months.fail(month_of(&self.rules.load().set.timezone, at));
+                    months.fail(self.rules.load().set.zone.month_of(at));
                 }
                 let found = true;
                 if found && let Some(journal) = &self.journal {

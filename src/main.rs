@@ -9,7 +9,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tripwire::config::{self, Config};
-use tripwire::engine::features::month_of;
 use tripwire::interceptor::Interceptor;
 use tripwire::reload::LiveRules;
 use tripwire::replay::{self, input};
@@ -404,8 +403,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let mut persist_config = PersistConfig::new(dir.clone());
             let rules_now = live.load_full();
             if rules_now.set.needs.months {
-                let tz = rules_now.set.timezone.clone();
-                persist_config.month_of = Some(Arc::new(move |at| month_of(&tz, at)));
+                let zone = rules_now.set.zone.clone();
+                persist_config.month_of = Some(Arc::new(move |at| zone.month_of(at)));
             }
             Some(Persistence::recover(persist_config, &mut store)?.0)
         }

@@ -462,10 +462,16 @@ async fn the_decision_log_rotates_by_size() {
             .await;
     }
     let rotated = |n: u32| PathBuf::from(format!("{}.{n}", log.display()));
+    // The writer works behind a queue: wait until it has written the last decision, after
+    // which it renames nothing more.
     assert!(
-        eventually(5, || async { rotated(2).exists() }).await,
-        "two rotations happened"
+        eventually(5, || async {
+            std::fs::read_to_string(&log).is_ok_and(|s| s.contains("\"r59\""))
+        })
+        .await,
+        "the last decision reached the log"
     );
+    assert!(rotated(2).exists(), "two rotations happened");
     assert!(!rotated(3).exists(), "only two rotated files are kept");
     for path in [log.clone(), rotated(1), rotated(2)] {
         let len = std::fs::metadata(&path).unwrap().len();

@@ -11,6 +11,7 @@ use geo::{Distance, Haversine, Point};
 use smallvec::SmallVec;
 
 use crate::rules::compile::{MAX_HOUR_WINDOWS, MAX_STAT_WINDOWS, RuleSet};
+use crate::rules::zone::ZoneTable;
 use crate::rules::{MAX_DISTINCT_WINDOWS, MAX_LIST_WINDOWS};
 use crate::state::months::MonthBuckets;
 use crate::state::{CustomerHistory, Event, Outcome};
@@ -79,7 +80,7 @@ pub struct Months {
 }
 
 /// Every feature value one decision may read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Features {
     /// Per window of [`RuleSet::windows`].
     pub windows: [WindowAgg; MAX_DISTINCT_WINDOWS],
@@ -136,23 +137,9 @@ pub fn travel(from: GeoPoint, from_at: EventTime, to: GeoPoint, to_at: EventTime
 }
 
 /// Local seconds since midnight of an event time in the rule set's zone.
+#[inline]
 pub fn local_seconds(set: &RuleSet, at: EventTime) -> u32 {
-    let secs = at.div_euclid(MICROS_PER_SECOND);
-    let offset = jiff::Timestamp::from_second(secs)
-        .map(|ts| set.timezone.to_offset(ts).seconds())
-        .unwrap_or(0);
-    (secs + i64::from(offset)).rem_euclid(86_400) as u32
-}
-
-/// The zone's offset (seconds) at `t` if it holds over the whole longest window before `t`.
-fn fixed_offset(set: &RuleSet, t: EventTime) -> Option<i64> {
-    let ts = jiff::Timestamp::from_microsecond(t).ok()?;
-    let after = jiff::Timestamp::from_microsecond(t + 1).ok()?;
-    let offset = i64::from(set.timezone.to_offset(ts).seconds());
-    match set.timezone.preceding(after).next() {
-        Some(change) if change.timestamp().as_microsecond() > t - set.horizon => None,
-        _ => Some(offset),
-    }
+    set.zone.local_seconds(at)
 }
 
 /// The calendar month (`year × 12 + month − 1`) of an event time in a time zone.
@@ -225,8 +212,8 @@ pub fn amount_stats(amounts: &mut [i64]) -> AmountStats {
 }
 
 /// Monthly totals for months 1–12 before the month of `t`.
-pub fn months(tz: &jiff::tz::TimeZone, buckets: &MonthBuckets, t: EventTime) -> Months {
-    let current = month_of(tz, t);
+pub fn months(zone: &ZoneTable, buckets: &MonthBuckets, t: EventTime) -> Months {
+    let current = zone.month_of(t);
     let mut m = Months::default();
     for k in 0..12 {
         let b = buckets.get(current.saturating_sub(1 + k as i32));
@@ -239,7 +226,7 @@ pub fn months(tz: &jiff::tz::TimeZone, buckets: &MonthBuckets, t: EventTime) -> 
 /// Adds one event to the aggregate of the shortest window that holds it (prefix sums in
 /// [`extract`] carry it into the longer ones).
 #[inline(always)]
-fn visit(set: &RuleSet, f: &mut Features, ev: &Event, t: EventTime, fixed_offset: Option<i64>) {
+fn visit(set: &RuleSet, f: &mut Features, ev: &Event, t: EventTime, fixed_offset: Option<i32>) {
     let windows = &set.windows;
     let age = t - ev.at;
     let Some(first) = windows.iter().position(|w| age < w.micros) else {
@@ -267,7 +254,7 @@ fn visit(set: &RuleSet, f: &mut Features, ev: &Event, t: EventTime, fixed_offset
     if !set.hour_windows.is_empty() {
         let s = match fixed_offset {
             Some(offset) => {
-                (ev.at.div_euclid(MICROS_PER_SECOND) + offset).rem_euclid(86_400) as u32
+                (ev.at.div_euclid(MICROS_PER_SECOND) + i64::from(offset)).rem_euclid(86_400) as u32
             }
             None => local_seconds(set, ev.at),
         };
@@ -298,23 +285,41 @@ pub fn extract(
     txn: Option<&Txn<'_>>,
     t: EventTime,
 ) -> Features {
+    let mut f = Features::default();
+    extract_into(set, history, txn, t, &mut f);
+    f
+}
+
+/// [`extract`] into `f`, in place. Only the table entries this rule set uses are reset: the
+/// rest (up to the validation caps) are never read, and clearing them would cost more than
+/// the features themselves.
+pub fn extract_into(
+    set: &RuleSet,
+    history: &CustomerHistory<'_>,
+    txn: Option<&Txn<'_>>,
+    t: EventTime,
+    f: &mut Features,
+) {
     let amount = txn.map(|x| x.amount.minor());
     let nw = set.windows.len();
-    let mut f = Features {
-        windows: [WindowAgg::default(); MAX_DISTINCT_WINDOWS],
-        list_counts: [0; MAX_LIST_WINDOWS],
-        hour_aggs: [(0, 0); MAX_HOUR_WINDOWS],
-        stats: [AmountStats::default(); MAX_STAT_WINDOWS],
-        amount,
-        local_secs: 0,
-        travel: None,
-        since_grant: None,
-        credit_limit: None,
-        since_last: None,
-        increasing_streak: 0,
-        decreasing_streak: 0,
-        months: None,
-        score: None,
+    f.windows[..nw].fill(WindowAgg::default());
+    f.list_counts[..set.list_windows.len()].fill(0);
+    f.hour_aggs[..set.hour_windows.len()].fill((0, 0));
+    f.stats[..set.stat_windows.len()].fill(AmountStats::default());
+    f.amount = amount;
+    f.local_secs = 0;
+    f.travel = None;
+    f.since_grant = None;
+    f.credit_limit = None;
+    f.since_last = None;
+    f.increasing_streak = 0;
+    f.decreasing_streak = 0;
+    f.score = None;
+    // The month buckets live in their own allocation: read them first, so that their cache
+    // misses overlap the scan of the ring instead of following it.
+    f.months = match history.months {
+        Some(buckets) if set.needs.months => Some(months(&set.zone, buckets, t)),
+        _ => None,
     };
     let here = txn.and_then(|x| x.geo).map(Event::quantize);
     let want_geo = set.needs.geo && here.is_some();
@@ -328,7 +333,7 @@ pub fn extract(
     let fixed_offset = if set.hour_windows.is_empty() {
         None
     } else {
-        fixed_offset(set, t)
+        set.zone.fixed_offset(t, set.horizon)
     };
     let (mut inc_alive, mut dec_alive) = (want_streaks, want_streaks);
     let mut next_amount = amount.unwrap_or(0);
@@ -360,7 +365,7 @@ pub fn extract(
                 next_amount = a;
             }
             if in_horizon {
-                visit(set, &mut f, ev, t, fixed_offset);
+                visit(set, f, ev, t, fixed_offset);
                 if want_stats {
                     in_window.push((t - ev.at, ev.amount_minor()));
                 }
@@ -383,7 +388,7 @@ pub fn extract(
                 timeline.push((ev.at, ev.amount_minor()));
             }
             if t - ev.at < horizon {
-                visit(set, &mut f, ev, t, fixed_offset);
+                visit(set, f, ev, t, fixed_offset);
                 if want_stats {
                     in_window.push((t - ev.at, ev.amount_minor()));
                 }
@@ -471,10 +476,4 @@ pub fn extract(
         f.since_grant = (since >= 0).then_some(since);
     }
     f.since_last = latest.map(|l| t - l);
-    if set.needs.months
-        && let Some(buckets) = history.months
-    {
-        f.months = Some(months(&set.timezone, buckets, t));
-    }
-    f
 }

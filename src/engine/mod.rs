@@ -38,6 +38,19 @@ pub struct Decision {
     pub features: Features,
 }
 
+impl Decision {
+    /// An allow with no hits and no features, to be filled by [`evaluate_into`].
+    pub fn empty() -> Decision {
+        Decision {
+            action: Action::Allow,
+            hits: Hits::new(),
+            shadow: Hits::new(),
+            tags: Hits::new(),
+            features: Features::default(),
+        }
+    }
+}
+
 /// The score of a scorecard for these features: the base plus the points of the bin each
 /// characteristic falls in (or its missing points).
 pub fn score(set: &RuleSet, f: &Features) -> Option<i64> {
@@ -61,43 +74,54 @@ pub fn score(set: &RuleSet, f: &Features) -> Option<i64> {
 
 /// Evaluates every rule of `set` against the history and the current transaction.
 pub fn evaluate(set: &RuleSet, history: &CustomerHistory<'_>, txn: &Txn<'_>) -> Decision {
-    let mut features = features::extract(set, history, Some(txn), txn.at);
-    features.score = score(set, &features);
-    decide(set, features, Some(txn))
+    let mut decision = Decision::empty();
+    evaluate_into(set, history, Some(txn), txn.at, &mut decision);
+    decision
 }
 
 /// Evaluates every rule at time `t` without a transaction (a scan of customers): windows hold
 /// history only, and per-transaction features are missing.
 pub fn evaluate_at(set: &RuleSet, history: &CustomerHistory<'_>, t: EventTime) -> Decision {
-    let mut features = features::extract(set, history, None, t);
-    features.score = score(set, &features);
-    decide(set, features, None)
+    let mut decision = Decision::empty();
+    evaluate_into(set, history, None, t, &mut decision);
+    decision
 }
 
-fn decide(set: &RuleSet, features: Features, txn: Option<&Txn<'_>>) -> Decision {
-    let mut decision = Decision {
-        action: Action::Allow,
-        hits: Hits::new(),
-        shadow: Hits::new(),
-        tags: Hits::new(),
-        features,
-    };
+/// Evaluates every rule into `out`, overwriting what it held: the transaction `txn` at `t`
+/// (its time), or none at `t` for a scan.
+///
+/// The decision is filled in place because its features are a few KiB: returning it by value
+/// copied them several times on the way from the engine to the caller, a measurable share of a
+/// decision. The hot paths keep one `Decision` on their stack (or across a replay) and pass it
+/// down.
+pub fn evaluate_into(
+    set: &RuleSet,
+    history: &CustomerHistory<'_>,
+    txn: Option<&Txn<'_>>,
+    t: EventTime,
+    out: &mut Decision,
+) {
+    features::extract_into(set, history, txn, t, &mut out.features);
+    out.features.score = score(set, &out.features);
+    out.action = Action::Allow;
+    out.hits.clear();
+    out.shadow.clear();
+    out.tags.clear();
     for (i, rule) in set.rules.iter().enumerate() {
-        if !holds(set, rule.root, &decision.features, txn) {
+        if !holds(set, rule.root, &out.features, txn) {
             continue;
         }
         // Rule counts are capped far below u16::MAX by validation.
         let index = i as u16;
         match (rule.mode, rule.action) {
-            (Mode::Shadow, _) => decision.shadow.push(index),
-            (Mode::Enforce, Action::Tag) => decision.tags.push(index),
+            (Mode::Shadow, _) => out.shadow.push(index),
+            (Mode::Enforce, Action::Tag) => out.tags.push(index),
             (Mode::Enforce, action) => {
-                decision.hits.push(index);
-                decision.action = decision.action.max(action);
+                out.hits.push(index);
+                out.action = out.action.max(action);
             }
         }
     }
-    decision
 }
 
 /// Whether node `node` of the arena holds.

@@ -224,18 +224,20 @@ fn run_one(
     );
     progress.set_prefix(which);
     let mut kept = Vec::with_capacity(rows.len());
+    // One decision reused for every row: it is filled in place (see `engine::evaluate_into`).
+    let mut decision = Decision::empty();
     for (i, row) in rows.iter().enumerate() {
-        let decided = interceptor.replay(&loaded.set, &row.txn(), row.outcome);
-        match &decided {
-            Ok(decision) => {
+        let decided = interceptor.replay(&loaded.set, &row.txn(), row.outcome, &mut decision);
+        match decided {
+            Ok(()) => {
                 kept.push(Kept {
                     action: decision.action,
                 });
-                each(row, Ok(decision), &loaded.set)?;
+                each(row, Ok(&decision), &loaded.set)?;
             }
             Err(first) => {
-                kept.push(Kept { action: *first });
-                each(row, Err(*first), &loaded.set)?;
+                kept.push(Kept { action: first });
+                each(row, Err(first), &loaded.set)?;
             }
         }
         if i % 65_536 == 0 {

@@ -9,6 +9,8 @@
 
 use jiff::tz::TimeZone;
 
+use super::zone::ZoneTable;
+
 use super::schema::{Action, Mode};
 use super::validate::{
     AmountStat, Bin, Cond, Feature, Leaf, LeafTest, ListId, Measure, TrendKind, ValidRules, Window,
@@ -154,6 +156,8 @@ pub struct RuleSet {
     pub valid: ValidRules,
     /// Time zone for time-of-day features and calendar months.
     pub timezone: TimeZone,
+    /// The same zone's offsets precomputed, for the hot path.
+    pub zone: ZoneTable,
     /// Distinct windows, shortest first.
     pub windows: Vec<Window>,
     /// Distinct (window index, list) pairs for `list_count`.
@@ -271,6 +275,7 @@ pub fn compile(valid: &ValidRules) -> RuleSet {
     let mut set = RuleSet {
         valid: valid.clone(),
         timezone: valid.timezone.clone(),
+        zone: ZoneTable::new(&valid.timezone),
         windows: windows.clone(),
         list_windows: t
             .list_windows

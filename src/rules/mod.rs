@@ -8,6 +8,7 @@
 pub mod compile;
 pub mod schema;
 pub mod validate;
+pub mod zone;
 
 use std::fmt;
 use std::path::Path;
