@@ -168,6 +168,8 @@ async fn an_allowed_transaction_is_forwarded_intact_and_marked() {
             ("connection", "keep-alive, x-secret"),
             ("x-secret", "hop"),
             ("keep-alive", "timeout=5"),
+            ("x-risk-decision", "deny"),
+            ("x-risk-tags", "forged"),
         ],
     )
     .await;
@@ -192,12 +194,86 @@ async fn an_allowed_transaction_is_forwarded_intact_and_marked() {
             .unwrap()
             .starts_with("1-")
     );
+    assert_eq!(got.headers.get_all("x-risk-decision").iter().count(), 1);
+    assert!(
+        got.headers.get("x-risk-tags").is_none(),
+        "a client's own risk headers never reach the upstream"
+    );
+    assert!(
+        got.headers.get("x-risk-score").is_none(),
+        "these rules have no scorecard"
+    );
     assert_eq!(got.headers["x-forwarded-for"], "127.0.0.1");
     assert!(
         got.headers.get("x-secret").is_none(),
         "headers named by Connection are hop-by-hop"
     );
     assert!(got.headers.get("keep-alive").is_none());
+}
+
+const SCORED_RULES: &str = "timezone: UTC
+rules:
+  - id: big_amount
+    action: deny
+    when:
+      amount: { at_least: 1000 }
+  - id: regular
+    action: tag
+    when:
+      count: { window: 1h, at_least: 2 }
+scorecard:
+  base_score: 600
+  base_odds: 50
+  points_to_double_odds: 20
+  characteristics:
+    - name: activity
+      feature: { count: { window: 1h } }
+      bins:
+        - { below: 2, points: -10 }
+        - { from: 2, points: 15 }
+";
+
+#[tokio::test]
+async fn the_score_and_tags_travel_with_the_decision() {
+    let upstream = Upstream::start().await;
+    let config = ServeConfig {
+        proxy: Some(proxy_config(upstream.addr, "")),
+        ..ServeConfig::default()
+    };
+    let server = start_with(SCORED_RULES, StoreConfig::default(), config).await;
+    let first = txn("s1", "cust-s", "2026-03-01T10:00:00Z", "10");
+    let (status, _, _) =
+        request(server.payment_addr(), Method::POST, "/pay", &first, &[JSON]).await;
+    assert_eq!(status, StatusCode::OK);
+    let second = txn("s2", "cust-s", "2026-03-01T10:01:00Z", "10");
+    let (status, _, _) = request(
+        server.payment_addr(),
+        Method::POST,
+        "/pay",
+        &second,
+        &[JSON],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = upstream.seen();
+    assert_eq!(seen[0].headers["x-risk-score"], "590");
+    assert!(seen[0].headers.get("x-risk-tags").is_none());
+    assert_eq!(seen[1].headers["x-risk-score"], "615");
+    assert_eq!(seen[1].headers["x-risk-tags"], "regular");
+
+    let denied = txn("s3", "cust-s", "2026-03-01T10:02:00Z", "5000");
+    let (status, _, text) = request(
+        server.payment_addr(),
+        Method::POST,
+        "/pay",
+        &denied,
+        &[JSON],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["score"], 615);
+    assert_eq!(answer["tags"], json!(["regular"]));
 }
 
 #[tokio::test]
@@ -303,7 +379,12 @@ async fn requests_that_are_not_transactions_pass_through_untouched() {
         Method::POST,
         "/notes",
         "amount=5000",
-        &[("content-type", "text/plain")],
+        &[
+            ("content-type", "text/plain"),
+            ("x-risk-decision", "allow"),
+            ("x-risk-rules-version", "1-forged"),
+            ("x-risk-score", "999"),
+        ],
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -311,8 +392,12 @@ async fn requests_that_are_not_transactions_pass_through_untouched() {
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0].uri, "/status?verbose=1");
     assert!(
-        seen.iter()
-            .all(|s| s.headers.get("x-risk-decision").is_none())
+        seen.iter().all(|s| {
+            ["x-risk-decision", "x-risk-rules-version", "x-risk-score"]
+                .iter()
+                .all(|h| s.headers.get(*h).is_none())
+        }),
+        "an undecided request never looks decided to the upstream"
     );
     assert_eq!(seen[1].body, "amount=5000".as_bytes());
 }
@@ -431,6 +516,18 @@ async fn an_unreachable_upstream_is_502_and_a_hanging_one_504() {
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{text}");
     let (status, _, _) = request(server.payment_addr(), Method::GET, "/status", "", &[]).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
+    // The payment did not go through: it counts as failed for the rules.
+    let (status, text) = common::send(
+        server.payment_addr(),
+        Method::POST,
+        "/v1/decide",
+        &body("u1-next", "10"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["decision"], "review", "{answer}");
+    assert_eq!(answer["reasons"][0]["rule"], "failing");
 
     let upstream = Upstream::start().await;
     let server = start_proxy(upstream.addr, "timeout = \"300ms\"").await;
@@ -445,6 +542,18 @@ async fn an_unreachable_upstream_is_502_and_a_hanging_one_504() {
     .await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{text}");
     assert!(started.elapsed() < Duration::from_secs(5));
+    let (_, text) = common::send(
+        server.payment_addr(),
+        Method::POST,
+        "/v1/decide",
+        &body("u2-next", "10"),
+    )
+    .await;
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        answer["decision"], "review",
+        "a timed-out payment counts as failed"
+    );
     let m = common::send(server.admin_addr(), Method::GET, "/metrics", "")
         .await
         .1;

@@ -33,6 +33,15 @@ use crate::txn::{self, OutcomeReport, OutcomeStatus};
 pub const DECISION_HEADER: &str = "x-risk-decision";
 /// Header naming the rules version on a forwarded request.
 pub const VERSION_HEADER: &str = "x-risk-rules-version";
+/// Header carrying the behaviour score on a forwarded request, when the rules have a scorecard.
+pub const SCORE_HEADER: &str = "x-risk-score";
+/// Header listing the matched tag rules (comma-separated ids) on a forwarded request.
+pub const TAGS_HEADER: &str = "x-risk-tags";
+
+/// Every header tripwire sets for the upstream. A client's own copies are removed from every
+/// forwarded request, decided or not, so that no client can send a payment the upstream would
+/// read as approved.
+const RISK_HEADERS: [&str; 4] = [DECISION_HEADER, VERSION_HEADER, SCORE_HEADER, TAGS_HEADER];
 
 /// The proxy's state: settings, the upstream client, the in-flight count.
 pub struct Proxy {
@@ -136,6 +145,8 @@ struct Refused<'a> {
     decision: &'a str,
     reasons: &'a serde_json::Value,
     transaction_id: &'a str,
+    score: &'a serde_json::Value,
+    tags: &'a serde_json::Value,
 }
 
 #[derive(Serialize)]
@@ -161,7 +172,16 @@ pub async fn handle(
     let Some(mapping) = proxy.interception(&req) else {
         state.metrics.record_proxy("passthrough");
         let (parts, body) = req.into_parts();
-        return forward(state, proxy, parts, body.boxed_unsync(), peer, None).await;
+        return forward(
+            state,
+            proxy,
+            parts,
+            body.boxed_unsync(),
+            peer,
+            None,
+            Vec::new(),
+        )
+        .await;
     };
 
     let inflight = proxy.inflight.fetch_add(1, Ordering::Relaxed);
@@ -247,6 +267,8 @@ pub async fn handle(
                 decision: summary.action.as_str(),
                 reasons: &parsed["reasons"],
                 transaction_id,
+                score: &parsed["score"],
+                tags: &parsed["tags"],
             },
         ));
     }
@@ -259,26 +281,39 @@ pub async fn handle(
         });
     let txn = txn::parse_decide(&decide_body).ok();
     let outcome_key = txn.map(|t| (t.customer_id.into_owned(), t.transaction_id.into_owned()));
-    let mut parts = parts;
-    parts.headers.insert(
+    let mut risk = vec![(
         DECISION_HEADER,
         HeaderValue::from_static(summary.action.as_str()),
-    );
+    )];
     if let Ok(v) = HeaderValue::from_str(&summary.rules.version.label) {
-        parts.headers.insert(VERSION_HEADER, v);
+        risk.push((VERSION_HEADER, v));
+    }
+    if let Some(score) = summary.score {
+        risk.push((SCORE_HEADER, HeaderValue::from(score)));
+    }
+    if !summary.tags.is_empty() {
+        let rules = summary.rules.set.rules();
+        let ids: Vec<&str> = summary
+            .tags
+            .iter()
+            .map(|&i| &*rules[usize::from(i)].id)
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&ids.join(",")) {
+            risk.push((TAGS_HEADER, v));
+        }
     }
     drop(summary);
     let body = http_body_util::Full::new(body)
         .map_err(|never| match never {})
         .boxed_unsync();
-    forward(state, proxy, parts, body, peer, outcome_key).await
+    forward(state, proxy, parts, body, peer, outcome_key, risk).await
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn invalid(
     state: &Arc<AppState>,
     proxy: &Proxy,
-    mut parts: hyper::http::request::Parts,
+    parts: hyper::http::request::Parts,
     body: Bytes,
     peer: SocketAddr,
     error: &str,
@@ -299,13 +334,10 @@ async fn invalid(
         }
         InvalidPolicy::Pass => {
             state.metrics.record_proxy("invalid_passed");
-            parts
-                .headers
-                .insert(DECISION_HEADER, HeaderValue::from_static("unchecked"));
             let body = http_body_util::Full::new(body)
                 .map_err(|never| match never {})
                 .boxed_unsync();
-            forward(state, proxy, parts, body, peer, None).await
+            forward(state, proxy, parts, body, peer, None, unchecked()).await
         }
     }
 }
@@ -337,7 +369,7 @@ async fn internal_failure_buffered(
 async fn fail(
     state: &Arc<AppState>,
     proxy: &Proxy,
-    mut parts: hyper::http::request::Parts,
+    parts: hyper::http::request::Parts,
     body: Body,
     peer: SocketAddr,
     cause: &'static str,
@@ -345,10 +377,7 @@ async fn fail(
     match proxy.config.on_internal_error {
         FailurePolicy::FailOpen => {
             state.metrics.record_proxy_failure(cause, "fail_open");
-            parts
-                .headers
-                .insert(DECISION_HEADER, HeaderValue::from_static("unchecked"));
-            forward(state, proxy, parts, body, peer, None).await
+            forward(state, proxy, parts, body, peer, None, unchecked()).await
         }
         FailurePolicy::FailClosed => {
             state.metrics.record_proxy_failure(cause, "fail_closed");
@@ -362,8 +391,17 @@ async fn fail(
     }
 }
 
-/// Sends the request to the upstream and streams its answer back. When `outcome` names the
-/// transaction, the upstream's status is recorded as its outcome: 2xx settled, else failed.
+/// The marking of a request forwarded without a decision.
+fn unchecked() -> Vec<(&'static str, HeaderValue)> {
+    vec![(DECISION_HEADER, HeaderValue::from_static("unchecked"))]
+}
+
+/// Sends the request to the upstream, carrying exactly the `risk` headers of tripwire's (any
+/// the client sent are dropped), and streams its answer back. When `outcome` names the
+/// transaction, what became of it is recorded as its outcome: settled on a 2xx, failed on any
+/// other status and when the upstream could not be reached or did not answer in time (the
+/// gateway saw the payment fail).
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     state: &Arc<AppState>,
     proxy: &Proxy,
@@ -371,7 +409,23 @@ async fn forward(
     body: Body,
     peer: SocketAddr,
     outcome: Option<(String, String)>,
+    risk: Vec<(&'static str, HeaderValue)>,
 ) -> Response<Body> {
+    for name in RISK_HEADERS {
+        parts.headers.remove(name);
+    }
+    for (name, value) in risk {
+        parts.headers.insert(name, value);
+    }
+    let record_outcome = |status: OutcomeStatus| {
+        if let Some((customer_id, transaction_id)) = &outcome {
+            let _ = state.interceptor.record_outcome(&OutcomeReport {
+                transaction_id: transaction_id.as_str().into(),
+                customer_id: customer_id.as_str().into(),
+                status,
+            });
+        }
+    };
     let upstream = &proxy.config.upstream;
     let path_and_query = parts
         .uri
@@ -415,6 +469,7 @@ async fn forward(
     let response = match sent {
         Err(_) => {
             state.metrics.record_proxy("upstream_timeout");
+            record_outcome(OutcomeStatus::Failed);
             return boxed(
                 ApiError::GatewayTimeout(format!(
                     "the upstream did not answer within {} ms",
@@ -431,6 +486,7 @@ async fn forward(
                 "upstream_error"
             });
             debug!(error = %e, "upstream request failed");
+            record_outcome(OutcomeStatus::Failed);
             return boxed(
                 ApiError::BadGateway(if unreachable {
                     format!("the upstream {upstream} is unreachable")
@@ -442,18 +498,11 @@ async fn forward(
         }
         Ok(Ok(response)) => response,
     };
-    if let Some((customer_id, transaction_id)) = outcome {
-        let status = if response.status().is_success() {
-            OutcomeStatus::Settled
-        } else {
-            OutcomeStatus::Failed
-        };
-        let _ = state.interceptor.record_outcome(&OutcomeReport {
-            transaction_id: transaction_id.into(),
-            customer_id: customer_id.into(),
-            status,
-        });
-    }
+    record_outcome(if response.status().is_success() {
+        OutcomeStatus::Settled
+    } else {
+        OutcomeStatus::Failed
+    });
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, body.boxed_unsync())
