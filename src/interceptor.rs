@@ -30,6 +30,12 @@ const IDLE_GRACE_MICROS: i64 = 15 * 60 * 1_000_000;
 /// too fast: half the earth's circumference at 900 km/h is about 22 hours.
 const TRAVEL_HORIZON_MICROS: i64 = 24 * 3_600 * 1_000_000;
 
+/// When rules read monthly trends or the time since the last transaction, a customer's state
+/// matters for as long as the month buckets reach back: thirteen months of 31 days. Sweeping
+/// earlier would wipe the trends of a customer who pauses for a season, and make a customer
+/// silent for three months vanish from `?tag=` scans that look for exactly them.
+const MONTHS_HORIZON_MICROS: i64 = 13 * 31 * 86_400 * 1_000_000;
+
 /// What one decision came to, for metrics and logs.
 #[derive(Debug)]
 pub struct DecideSummary {
@@ -293,6 +299,9 @@ impl Interceptor {
         let mut horizon = rules.set.horizon();
         if rules.set.needs.geo {
             horizon = horizon.max(TRAVEL_HORIZON_MICROS);
+        }
+        if rules.set.needs.months || rules.set.needs.since_last {
+            horizon = horizon.max(MONTHS_HORIZON_MICROS);
         }
         self.store.sweep_idle(
             watermark

@@ -6,6 +6,33 @@ mod common;
 use common::{Client, start, txn};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
+use tripwire::interceptor::Interceptor;
+use tripwire::reload::LiveRules;
+use tripwire::state::{Store, StoreConfig};
+
+#[test]
+fn the_idle_sweep_keeps_customers_as_long_as_their_month_buckets_reach() {
+    let rules = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/rules.yaml")).unwrap();
+    let interceptor = Interceptor::new(
+        Store::new(StoreConfig::default()),
+        LiveRules::new(&rules, "rules.yaml").unwrap(),
+    );
+    let decide = |id: &str, customer: &str, at: &str| {
+        let mut out = Vec::new();
+        interceptor
+            .decide(txn(id, customer, at, "100").as_bytes(), &mut out)
+            .unwrap();
+    };
+    decide("q1", "quiet", "2024-01-10T10:00:00Z");
+    // 200 days on, past every window of the rules (90 days) but inside their months.
+    decide("b1", "busy", "2024-07-28T10:00:00Z");
+    assert_eq!(interceptor.sweep_idle(), 0);
+    assert_eq!(interceptor.store().customers(), 2);
+    // 420 days on, past the thirteen months too.
+    decide("b2", "busy", "2025-03-05T10:00:00Z");
+    assert_eq!(interceptor.sweep_idle(), 1);
+    assert_eq!(interceptor.store().customers(), 1);
+}
 
 #[tokio::test]
 async fn a_good_customer_using_the_line_is_tagged_for_a_limit_increase() {
