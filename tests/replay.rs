@@ -263,3 +263,152 @@ fn a_real_export_is_read_through_a_column_mapping() {
     assert_eq!(report["labels"]["deny"]["recall"], 1.0);
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// Minor units of a decimal string with at most two decimals.
+fn cents(s: &str) -> i64 {
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    let frac = format!("{frac:0<2}");
+    whole.parse::<i64>().unwrap() * 100 + frac[..2].parse::<i64>().unwrap()
+}
+
+#[test]
+fn every_figure_of_the_report_adds_up_from_the_decisions_and_the_labels() {
+    let d = dir("figures");
+    let csv = d.join("history.csv");
+    generate(&csv, &[]);
+    let decisions = d.join("decisions.jsonl");
+    let report = replay_json(&[
+        "--decisions",
+        decisions.to_str().unwrap(),
+        csv.to_str().unwrap(),
+    ]);
+
+    // Labels and amounts straight from the file, by transaction id.
+    let mut reader = csv::Reader::from_path(&csv).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (id_col, amount_col, label_col) = (col("transaction_id"), col("amount"), col("is_fraud"));
+    let mut truth = std::collections::HashMap::new();
+    for record in reader.records() {
+        let record = record.unwrap();
+        truth.insert(
+            record[id_col].to_string(),
+            (cents(&record[amount_col]), &record[label_col] == "1"),
+        );
+    }
+    let fraud = truth.values().filter(|(_, f)| *f).count() as u64;
+    let legit = truth.len() as u64 - fraud;
+    let fraud_amount: i64 = truth.values().filter(|(_, f)| *f).map(|(a, _)| a).sum();
+    let labels = &report["labels"];
+    assert_eq!(labels["fraud"], fraud);
+    assert_eq!(
+        cents(labels["fraud_amount"].as_str().unwrap()),
+        fraud_amount
+    );
+
+    // Per rule and per outcome, from every decision written.
+    #[derive(Default)]
+    struct Tally {
+        hits: u64,
+        fraud_hits: u64,
+        legit_hits: u64,
+        amount: i64,
+    }
+    let mut per_rule: std::collections::HashMap<String, Tally> = Default::default();
+    let (mut deny, mut flagged) = (Tally::default(), Tally::default());
+    let lines = std::fs::read_to_string(&decisions).unwrap();
+    for line in lines.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let (amount, is_fraud) = truth[v["transaction_id"].as_str().unwrap()];
+        let count = |t: &mut Tally| {
+            t.hits += 1;
+            if is_fraud {
+                t.fraud_hits += 1;
+                t.amount += amount;
+            } else {
+                t.legit_hits += 1;
+            }
+        };
+        for key in ["reasons", "shadow", "tags"] {
+            for rule in v[key].as_array().unwrap() {
+                count(per_rule.entry(rule.as_str().unwrap().into()).or_default());
+            }
+        }
+        match v["decision"].as_str().unwrap() {
+            "deny" => {
+                count(&mut deny);
+                count(&mut flagged);
+            }
+            "review" => count(&mut flagged),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        lines.lines().count() as u64,
+        report["transactions"].as_u64().unwrap()
+    );
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    // serde_json reads floats back to within a unit in the last place, not always exactly.
+    let same = |got: &Value, want: f64| (got.as_f64().unwrap() - want).abs() <= 1e-15;
+    for rule in report["rules"].as_array().unwrap() {
+        let id = rule["id"].as_str().unwrap();
+        let t = per_rule.remove(id).unwrap_or_default();
+        assert_eq!(rule["hits"], t.hits, "{id}");
+        assert_eq!(rule["fraud_hits"], t.fraud_hits, "{id}");
+        assert_eq!(rule["legit_hits"], t.legit_hits, "{id}");
+        assert_eq!(
+            cents(rule["fraud_amount_caught"].as_str().unwrap()),
+            t.amount,
+            "{id}"
+        );
+        if t.hits > 0 {
+            assert!(
+                same(&rule["precision"], ratio(t.fraud_hits, t.hits)),
+                "{id}"
+            );
+        }
+        assert!(same(&rule["recall"], ratio(t.fraud_hits, fraud)), "{id}");
+        assert!(
+            same(&rule["false_positive_rate"], ratio(t.legit_hits, legit)),
+            "{id}"
+        );
+    }
+    assert!(
+        per_rule.is_empty(),
+        "hits of unknown rules: {:?}",
+        per_rule.keys()
+    );
+    for (key, t) in [("deny", &deny), ("review_or_deny", &flagged)] {
+        let o = &labels[key];
+        assert_eq!(o["true_positives"], t.fraud_hits, "{key}");
+        assert_eq!(o["false_positives"], t.legit_hits, "{key}");
+        assert!(same(&o["recall"], ratio(t.fraud_hits, fraud)), "{key}");
+        assert!(
+            same(&o["false_positive_rate"], ratio(t.legit_hits, legit)),
+            "{key}"
+        );
+        assert_eq!(
+            cents(o["fraud_amount_caught"].as_str().unwrap()),
+            t.amount,
+            "{key}"
+        );
+    }
+    // The table shows the same figures.
+    let rules_path = rules();
+    let out = run(&["replay", "--rules", &rules_path, csv.to_str().unwrap()]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    for rule in report["rules"].as_array().unwrap() {
+        let row = table
+            .lines()
+            .find(|l| l.split_whitespace().next() == rule["id"].as_str())
+            .unwrap_or_else(|| panic!("no row for {} in\n{table}", rule["id"]));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[3], rule["hits"].to_string(), "{row}");
+        assert_eq!(
+            cells.last().copied(),
+            rule["fraud_amount_caught"].as_str(),
+            "{row}"
+        );
+    }
+    std::fs::remove_dir_all(&d).ok();
+}
