@@ -117,6 +117,63 @@ async fn serve_answers_and_stops_gracefully_on_sigterm() {
 }
 
 #[tokio::test]
+async fn a_request_in_flight_at_sigterm_is_answered_before_exit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut child, payment, admin) = common::spawn_serve(&["--rules", &rules_path()]);
+    let (status, _) = common::get(admin, "/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+    let body = common::txn("f1", "fay", "2026-03-01T10:00:00+08:00", "10");
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut stream = tokio::net::TcpStream::connect(payment).await.unwrap();
+    let head = format!(
+        "POST /v1/decide HTTP/1.1\r\nhost: tripwire\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(first.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The request is half sent when the stop is asked for.
+    common::signal(&child, "TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "tripwire exited with a request in flight"
+    );
+    stream.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.windows(13).any(|w| w == b"rules_version") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer to the request in flight");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"decision\":\"allow\""), "{answer}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tripwire did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
 async fn sighup_reloads_the_rules_file() {
     let dir = std::env::temp_dir().join(format!("tripwire-hup-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

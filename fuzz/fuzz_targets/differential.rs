@@ -1,19 +1,25 @@
 //! Differential: random rule sets, histories and transactions through the compiled engine
 //! and through the brute-force reference (`engine::reference`); they must agree on the
-//! decision and on every matching rule.
+//! decision, on every matching rule (enforced, shadow, tag) and on the score. Rule sets mix
+//! the interception features (short windows) with the in-loan ones (amount statistics,
+//! outcome counts, streaks, monthly trends, a scorecard) over histories up to 300 days deep.
 #![no_main]
 
 use std::borrow::Cow;
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
+use tripwire::engine::features::month_of;
 use tripwire::engine::{self, reference};
 use tripwire::rules::{self, Action};
+use tripwire::state::months::MonthBuckets;
 use tripwire::state::{CustomerHistory, Event, Outcome};
 use tripwire::txn::{Amount, CreditLine, GeoPoint, Txn};
 
 const T0: i64 = 1_772_359_200_000_000;
 const WINDOWS: [&str; 6] = ["1m", "10m", "30m", "1h", "2h", "90s"];
+const LOAN_WINDOWS: [&str; 5] = ["1h", "1d", "7d", "30d", "90d"];
+const DAY: i64 = 86_400_000_000;
 const OPS: [&str; 5] = ["at_least", "more_than", "at_most", "less_than", "equals"];
 
 fn pick<'a>(u: &mut Unstructured<'_>, from: &[&'a str]) -> Result<&'a str> {
@@ -23,7 +29,7 @@ fn pick<'a>(u: &mut Unstructured<'_>, from: &[&'a str]) -> Result<&'a str> {
 fn leaf(u: &mut Unstructured<'_>) -> Result<String> {
     let w = pick(u, &WINDOWS)?;
     let op = pick(u, &OPS)?;
-    Ok(match u.int_in_range(0..=10)? {
+    Ok(match u.int_in_range(0..=14)? {
         0 => format!(
             "{{{}: {{window: {w}, {op}: {}}}}}",
             pick(u, &["count", "same_amount_count", "failed_count"])?,
@@ -61,8 +67,136 @@ fn leaf(u: &mut Unstructured<'_>) -> Result<String> {
             "{{amount_to_limit: {{{op}: \"{}\"}}}}",
             pick(u, &["0.5", "90%", "1"])?
         ),
-        _ => format!("{{channel: {{{}: risky}}}}", pick(u, &["in", "not_in"])?),
+        10 => format!("{{channel: {{{}: risky}}}}", pick(u, &["in", "not_in"])?),
+        _ => loan_leaf(u, op)?,
     })
+}
+
+/// A leaf over an in-loan feature.
+fn loan_leaf(u: &mut Unstructured<'_>, op: &str) -> Result<String> {
+    let w = pick(u, &LOAN_WINDOWS)?;
+    let money = |u: &mut Unstructured<'_>| -> Result<String> {
+        let a = u.int_in_range(0..=600_000i64)?;
+        Ok(format!("\"{}.{:02}\"", a / 100, a % 100))
+    };
+    Ok(match u.int_in_range(0..=8)? {
+        0 => format!(
+            "{{{}: {{window: {w}, {op}: {}}}}}",
+            pick(
+                u,
+                &["failed_count", "settled_count", "flagged_count", "count"]
+            )?,
+            u.int_in_range(0..=6)?
+        ),
+        1 => format!(
+            "{{{}: {{window: {w}, {op}: {}}}}}",
+            pick(
+                u,
+                &[
+                    "failed_sum",
+                    "settled_sum",
+                    "sum",
+                    "mean_amount",
+                    "mode_amount",
+                    "p25_amount",
+                    "median_amount",
+                    "p75_amount",
+                    "stddev_amount",
+                    "iqr_amount"
+                ]
+            )?,
+            money(u)?
+        ),
+        2 => format!(
+            "{{mean_minus_median: {{window: {w}, {op}: \"{}\"}}}}",
+            pick(u, &["-500", "-0.25", "0", "120"])?
+        ),
+        3 => format!(
+            "{{{}: {{window: {w}, {op}: \"{}\"}}}}",
+            pick(u, &["cv_amount", "drawn_to_limit"])?,
+            pick(u, &["0.1", "50%", "1", "0.8"])?
+        ),
+        4 => {
+            let a = u.int_in_range(0..=23)?;
+            let b = (a + u.int_in_range(1..=23)?) % 24;
+            let f = pick(u, &["count_in_hours", "sum_in_hours"])?;
+            let n = u.int_in_range(0..=3u32)?;
+            let n = if f == "sum_in_hours" {
+                format!("\"{}\"", n * 400)
+            } else {
+                n.to_string()
+            };
+            format!("{{{f}: {{window: {w}, from: \"{a:02}:00\", to: \"{b:02}:00\", {op}: {n}}}}}")
+        }
+        5 => format!(
+            "{{{}: {{{op}: {}}}}}",
+            pick(u, &["increasing_streak", "decreasing_streak"])?,
+            u.int_in_range(0..=4)?
+        ),
+        6 => format!(
+            "{{since_last_transaction: {{{op}: {}}}}}",
+            pick(u, &["1h", "2d", "30d"])?
+        ),
+        7 => format!(
+            "{{{}: {{of: {}, {op}: \"{}\"}}}}",
+            pick(u, &["trend_1m_vs_3m", "trend_mom", "trend_3m_vs_prev_3m"])?,
+            pick(u, &["count", "sum"])?,
+            pick(u, &["0.5", "1", "130%", "3"])?
+        ),
+        _ => format!(
+            "{{monthly_count_cv: {{{op}: \"{}\"}}}}",
+            pick(u, &["0.2", "1", "40%"])?
+        ),
+    })
+}
+
+/// A scorecard characteristic: a feature and ascending cut points, points per bin.
+fn characteristic(u: &mut Unstructured<'_>, i: usize) -> Result<String> {
+    let (feature, cuts): (&str, &[&str]) = *u.choose(&[
+        ("{ count: { window: 30d } }", &["2", "5", "10"][..]),
+        ("{ failed_count: { window: 90d } }", &["1", "3"][..]),
+        ("{ flagged_count: { window: 30d } }", &["1"][..]),
+        (
+            "{ drawn_to_limit: { window: 30d } }",
+            &["\"30%\"", "\"80%\""][..],
+        ),
+        (
+            "{ count_in_hours: { window: 30d, from: \"01:00\", to: \"05:00\" } }",
+            &["1", "4"][..],
+        ),
+        ("{ trend_1m_vs_3m: { of: count } }", &["0.5", "1.5"][..]),
+        (
+            "{ mean_amount: { window: 90d } }",
+            &["\"100\"", "\"500.50\""][..],
+        ),
+        ("{ since_last_transaction: {} }", &["1d", "7d"][..]),
+    ])?;
+    let mut bins = Vec::new();
+    for k in 0..=cuts.len() {
+        let from = if k > 0 {
+            format!("from: {}, ", cuts[k - 1])
+        } else {
+            String::new()
+        };
+        let below = cuts
+            .get(k)
+            .map(|c| format!("below: {c}, "))
+            .unwrap_or_default();
+        bins.push(format!(
+            "{{ {from}{below}points: {} }}",
+            u.int_in_range(-30..=30)?
+        ));
+    }
+    if u.ratio(1, 2)? {
+        bins.push(format!(
+            "{{ missing: true, points: {} }}",
+            u.int_in_range(-30..=30)?
+        ));
+    }
+    Ok(format!(
+        "    - name: c{i}\n      feature: {feature}\n      bins: [{}]\n",
+        bins.join(", ")
+    ))
 }
 
 fn condition(u: &mut Unstructured<'_>, depth: u32) -> Result<String> {
@@ -87,19 +221,28 @@ fn rule_file(u: &mut Unstructured<'_>) -> Result<String> {
     for i in 0..u.int_in_range(1..=6)? {
         yaml.push_str(&format!(
             "  - id: r{i}\n    action: {}\n    mode: {}\n    when: {}\n",
-            pick(u, &["allow", "review", "deny"])?,
+            pick(u, &["allow", "review", "deny", "tag"])?,
             pick(u, &["enforce", "shadow"])?,
             condition(u, 0)?
         ));
+    }
+    if u.ratio(1, 2)? {
+        yaml.push_str(
+            "scorecard:\n  base_score: 600\n  points_to_double_odds: 20\n  characteristics:\n",
+        );
+        for i in 0..u.int_in_range(1..=3)? {
+            yaml.push_str(&characteristic(u, i)?);
+        }
     }
     Ok(yaml)
 }
 
 fn offset(u: &mut Unstructured<'_>) -> Result<i64> {
-    Ok(if u.ratio(1, 2)? {
-        i64::from(u.int_in_range(-150..=15)?) * 60_000_000
-    } else {
-        u.int_in_range(-9_000_000_000..=900_000_000)?
+    Ok(match u.int_in_range(0..=3)? {
+        0 | 1 => i64::from(u.int_in_range(-150..=15)?) * 60_000_000,
+        2 => u.int_in_range(-9_000_000_000..=900_000_000)?,
+        // Deep history, for the 30- and 90-day windows and the monthly buckets.
+        _ => -u.int_in_range(0..=300 * DAY)?,
     })
 }
 
@@ -137,7 +280,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             i as u64,
             amount(u)?,
             geo(u)?,
-            Action::Allow,
+            *u.choose(&[Action::Allow, Action::Allow, Action::Review, Action::Deny])?,
         );
         e.set_outcome(*u.choose(&[
             Outcome::Pending,
@@ -171,9 +314,22 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         None
     };
     let split = u.int_in_range(0..=events.len())?;
-    let history = CustomerHistory::new((&events[..split], &events[split..]), credit_line);
+    let mut months = MonthBuckets::default();
+    for e in &events {
+        months.add(month_of(&set.timezone, e.at), e.amount_minor());
+    }
+    let mut history = CustomerHistory::new((&events[..split], &events[split..]), credit_line);
+    history.months = Some(&months);
     let fast = engine::evaluate(&set, &history, &txn);
-    let slow = reference::evaluate(&set.valid, &events, credit_line, &txn);
+    let slow = reference::evaluate_with(
+        &set.valid,
+        &reference::Inputs {
+            events: &events,
+            credit_line,
+            months: true,
+            txn: &txn,
+        },
+    );
     let ids = |hits: &[u16]| {
         hits.iter()
             .map(|&i| set.rules()[i as usize].id.to_string())
@@ -182,6 +338,8 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     assert_eq!(fast.action, slow.action, "{yaml}");
     assert_eq!(ids(&fast.hits), slow.hits, "{yaml}");
     assert_eq!(ids(&fast.shadow), slow.shadow, "{yaml}");
+    assert_eq!(ids(&fast.tags), slow.tags, "{yaml}");
+    assert_eq!(fast.features.score, slow.score, "{yaml}");
     Ok(())
 }
 
