@@ -288,7 +288,7 @@ pub fn compare(value: Value, op: CmpOp, threshold: i64) -> bool {
         Value::Int(v) => op.holds(v, threshold),
         Value::Ratio { num, den } => match k.checked_mul(den) {
             Some(scaled) => op.holds(num, scaled),
-            None => op_holds_f64(op, value.approx(), threshold as f64),
+            None => compare_approx(value, op, threshold),
         },
         Value::Sqrt { num, den } => {
             if k < 0 {
@@ -297,10 +297,19 @@ pub fn compare(value: Value, op: CmpOp, threshold: i64) -> bool {
             }
             match k.checked_mul(k).and_then(|k2| k2.checked_mul(den)) {
                 Some(scaled) => op.holds(num, scaled),
-                None => op_holds_f64(op, value.approx(), threshold as f64),
+                None => compare_approx(value, op, threshold),
             }
         }
     }
+}
+
+/// The comparison in floats, for the values whose exact cross-multiplication would overflow.
+/// Kept out of line and cold: inlined, the compiler converted every ratio to a float on the
+/// exact path too, in case it was needed (128-bit conversions are library calls).
+#[cold]
+#[inline(never)]
+fn compare_approx(value: Value, op: CmpOp, threshold: i64) -> bool {
+    op_holds_f64(op, value.approx(), threshold as f64)
 }
 
 fn op_holds_f64(op: CmpOp, v: f64, k: f64) -> bool {
