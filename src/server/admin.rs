@@ -239,7 +239,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<HttpResp
         }
         ("/admin/rules/history", _) => Err(method_not_allowed(&req, "GET")),
         ("/admin/rules/rollback", Method::POST) => {
-            let loaded = ops::rollback(state)?;
+            let loaded = ops::rollback(state).await?;
             Ok(json(StatusCode::OK, &rules_body(&loaded, Some(true))))
         }
         ("/admin/rules/rollback", _) => Err(method_not_allowed(&req, "POST")),

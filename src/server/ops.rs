@@ -110,8 +110,13 @@ pub fn refused(state: &AppState, trigger: ReloadTrigger, source: &str, e: &Rules
 }
 
 /// Rolls back to the previous good rule set.
-pub fn rollback(state: &AppState) -> Result<Arc<LoadedRules>, ApiError> {
-    match state.interceptor.rules().rollback() {
+pub async fn rollback(state: &Arc<AppState>) -> Result<Arc<LoadedRules>, ApiError> {
+    // Rolling back recompiles the earlier rule set: like an install, off the async workers.
+    let worker_state = Arc::clone(state);
+    let rolled = tokio::task::spawn_blocking(move || worker_state.interceptor.rules().rollback())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    match rolled {
         Ok(loaded) => {
             state.metrics.record_reload(ReloadTrigger::Rollback, true);
             state.metrics.set_live_rules(&loaded);
