@@ -251,9 +251,10 @@ pub async fn handle(
         Action::Review => proxy.config.on_review == ReviewPolicy::Hold,
         Action::Allow | Action::Tag => false,
     };
-    let parsed: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
-    let transaction_id = parsed["transaction_id"].as_str().unwrap_or_default();
     if held {
+        // The refusal repeats parts of the answer; read back only on this path.
+        let parsed: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
+        let transaction_id = parsed["transaction_id"].as_str().unwrap_or_default();
         state
             .metrics
             .record_proxy(if summary.action == Action::Deny {
