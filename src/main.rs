@@ -36,6 +36,12 @@ enum Command {
     Check {
         /// The rules file.
         path: PathBuf,
+        /// The evaluation budget `serve` will apply, as its --eval-budget [default: 1000000].
+        #[arg(long)]
+        eval_budget: Option<u64>,
+        /// The ring capacity `serve` will run with, as its --ring-capacity [default: 64].
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
+        ring_capacity: Option<u16>,
     },
     /// Run rules over transaction history (CSV or JSON Lines, plain or gzip) and report.
     Replay(Box<ReplayArgs>),
@@ -189,7 +195,22 @@ const ADMIN_TOKEN_VAR: &str = "TRIPWIRE_ADMIN_TOKEN";
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { path } => check(&path),
+        Command::Check {
+            path,
+            eval_budget,
+            ring_capacity,
+        } => {
+            // The same budget `serve` applies, so that a file `check` accepts is one `serve`
+            // accepts too.
+            let budget = EvalBudget {
+                ring_capacity: ring_capacity.map_or(
+                    tripwire::state::StoreConfig::default().ring_capacity,
+                    usize::from,
+                ),
+                max_cost: eval_budget.unwrap_or(ServeConfig::default().eval_budget),
+            };
+            check(&path, &budget)
+        }
         Command::Replay(args) => match replay(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -220,9 +241,12 @@ fn print_problems(path: &std::path::Path, error: &RulesError) {
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
-    let loaded =
-        rules::read_file(path).and_then(|bytes| rules::load_bytes(&bytes).map(|set| (set, bytes)));
+fn check(path: &std::path::Path, budget: &EvalBudget) -> ExitCode {
+    let loaded = rules::read_file(path).and_then(|bytes| {
+        let set = rules::load_bytes(&bytes)?;
+        budget.check(&set)?;
+        Ok((set, bytes))
+    });
     match loaded {
         Ok((set, bytes)) => {
             let shadow = set
@@ -231,14 +255,16 @@ fn check(path: &std::path::Path) -> ExitCode {
                 .filter(|r| r.mode == Mode::Shadow)
                 .count();
             println!(
-                "{}: ok: {} rules ({} enforce, {} shadow), {} lists, timezone {}, sha256 {}",
+                "{}: ok: {} rules ({} enforce, {} shadow), {} lists, timezone {}, sha256 {}, cost {} of budget {} per decision",
                 path.display(),
                 set.rules().len(),
                 set.rules().len() - shadow,
                 shadow,
                 set.valid.lists.len(),
                 set.valid.timezone_name,
-                tripwire::reload::sha256_hex(&bytes)
+                tripwire::reload::sha256_hex(&bytes),
+                set.cost(budget.ring_capacity),
+                budget.max_cost
             );
             ExitCode::SUCCESS
         }

@@ -28,6 +28,29 @@ fn check_accepts_the_shipped_rules_with_a_summary() {
 }
 
 #[test]
+fn check_applies_the_evaluation_budget_serve_would() {
+    let run = |extra: &[&str]| {
+        let path = rules_path();
+        let mut args = vec!["check", path.as_str()];
+        args.extend_from_slice(extra);
+        Command::new(BIN).args(&args).output().unwrap()
+    };
+    let out = run(&[]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("of budget 1000000 per decision"),
+        "{stdout}"
+    );
+    let out = run(&["--eval-budget", "1000", "--ring-capacity", "4096"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("with a 4096-event history; the evaluation budget is 1000 "),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn check_reports_every_problem_as_path_line_column() {
     let dir = std::env::temp_dir().join(format!("tripwire-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
