@@ -148,6 +148,37 @@ fn a_candidate_shows_exactly_which_decisions_change() {
     );
     assert_eq!(example["candidate_reasons"][1], "velocity_burst");
     assert!(example["source"].as_str().unwrap().contains("history.csv:"));
+    // The candidate's own figures: its burst rule fires on the fourth and the fifth of each
+    // burst, every other rule as live, and its denials catch one more fraud per burst.
+    let n = |k: &str| m[k].as_u64().unwrap();
+    let candidate_hits = |rule: &str| {
+        changes["candidate_rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == rule)
+            .unwrap()["hits"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(candidate_hits("velocity_burst"), 2 * n("night_bursts"));
+    for rule in [
+        "night_window",
+        "impossible_travel",
+        "full_limit_after_grant",
+    ] {
+        assert_eq!(candidate_hits(rule), hits(&report, rule), "{rule}");
+    }
+    let live_deny = report["labels"]["deny"]["true_positives"].as_u64().unwrap();
+    assert_eq!(
+        changes["candidate_labels"]["deny"]["true_positives"],
+        live_deny + n("night_bursts")
+    );
+    assert_eq!(changes["candidate_labels"]["deny"]["false_positives"], 0);
+    assert_eq!(
+        changes["candidate_labels"]["review_or_deny"],
+        report["labels"]["review_or_deny"]
+    );
     std::fs::remove_dir_all(&d).ok();
 }
 

@@ -128,6 +128,10 @@ pub struct Changes {
     pub examples: Vec<Change>,
     /// Decisions of the candidate, by outcome.
     pub candidate_decisions: std::collections::BTreeMap<&'static str, u64>,
+    /// The candidate's rules, each with its hits and label figures, in file order.
+    pub candidate_rules: Vec<RuleStats>,
+    /// The candidate's decisions against the labels, when the input has them.
+    pub candidate_labels: Option<Labelled>,
 }
 
 /// What a replay found.
@@ -263,6 +267,115 @@ struct DecisionLine<'a> {
     score: Option<i64>,
 }
 
+/// Per-rule hits and label figures of one rule set over a replay, filled row by row.
+#[derive(Default)]
+struct Tally {
+    stats: Vec<RuleStats>,
+    rule_amounts: Vec<i64>,
+    decisions: std::collections::BTreeMap<&'static str, u64>,
+    duplicates: u64,
+    fraud: u64,
+    legit: u64,
+    fraud_amount: i64,
+    /// (true positives, false positives, fraud amount) of denials.
+    deny: (u64, u64, i64),
+    /// The same for reviews and denials.
+    flagged: (u64, u64, i64),
+}
+
+impl Tally {
+    fn add(&mut self, row: &Row, decided: Result<&Decision, Action>, set: &crate::rules::RuleSet) {
+        if self.stats.is_empty() {
+            self.stats = set
+                .rules()
+                .iter()
+                .map(|r| RuleStats {
+                    id: r.id.to_string(),
+                    mode: r.mode.as_str(),
+                    action: r.action.as_str(),
+                    ..RuleStats::default()
+                })
+                .collect();
+            self.rule_amounts = vec![0; self.stats.len()];
+        }
+        let action = match decided {
+            Ok(d) => d.action,
+            Err(first) => first,
+        };
+        *self.decisions.entry(action.as_str()).or_default() += 1;
+        if let Some(label) = row.label {
+            if label {
+                self.fraud += 1;
+                self.fraud_amount += row.amount.minor();
+            } else {
+                self.legit += 1;
+            }
+            let score = |caught: bool, tally: &mut (u64, u64, i64)| {
+                if caught && label {
+                    tally.0 += 1;
+                    tally.2 += row.amount.minor();
+                } else if caught {
+                    tally.1 += 1;
+                }
+            };
+            score(action == Action::Deny, &mut self.deny);
+            score(
+                matches!(action, Action::Deny | Action::Review),
+                &mut self.flagged,
+            );
+        }
+        match decided {
+            Err(_) => self.duplicates += 1,
+            Ok(d) => {
+                for &i in d.hits.iter().chain(&d.shadow).chain(&d.tags) {
+                    let s = &mut self.stats[i as usize];
+                    s.hits += 1;
+                    match row.label {
+                        Some(true) => {
+                            s.fraud_hits += 1;
+                            self.rule_amounts[i as usize] += row.amount.minor();
+                        }
+                        Some(false) => s.legit_hits += 1,
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The per-rule figures and, when the input had labels, the label figures.
+    fn finish(mut self) -> (Vec<RuleStats>, Option<Labelled>) {
+        let (fraud, legit) = (self.fraud, self.legit);
+        let labelled = fraud + legit > 0;
+        for (s, amount) in self.stats.iter_mut().zip(&self.rule_amounts) {
+            if labelled {
+                s.precision = ratio(s.fraud_hits, s.fraud_hits + s.legit_hits);
+                s.recall = ratio(s.fraud_hits, fraud);
+                s.false_positive_rate = ratio(s.legit_hits, legit);
+            }
+            s.fraud_amount_caught = money(*amount);
+        }
+        let labels = labelled.then(|| {
+            let outcome = |(tp, fp, amount): (u64, u64, i64)| Outcome {
+                true_positives: tp,
+                false_positives: fp,
+                precision: ratio(tp, tp + fp),
+                recall: ratio(tp, fraud),
+                false_positive_rate: ratio(fp, legit),
+                fraud_amount_caught: money(amount),
+            };
+            Labelled {
+                labelled: fraud + legit,
+                fraud,
+                fraud_amount: money(self.fraud_amount),
+                deny: outcome(self.deny),
+                review_or_deny: outcome(self.flagged),
+            }
+        });
+        (self.stats, labels)
+    }
+}
+
 /// Replays `rows` (sorted with [`sort`]) under `rules`, and under `candidate` too when given.
 /// `files` names the inputs for line references; `decisions` receives one JSON line per row.
 pub fn run(
@@ -287,68 +400,13 @@ pub fn run(
             row.line
         )
     };
-    let mut stats: Vec<RuleStats> = Vec::new();
-    let (mut fraud, mut legit, mut fraud_amount) = (0u64, 0u64, 0i64);
-    let mut deny = (0u64, 0u64, 0i64);
-    let mut flagged = (0u64, 0u64, 0i64);
-    let mut rule_amounts: Vec<i64> = Vec::new();
+    let mut tally = Tally::default();
     let live = run_one(rules, "live", rows, config, |row, decided, set| {
-        if stats.is_empty() {
-            stats = set
-                .rules()
-                .iter()
-                .map(|r| RuleStats {
-                    id: r.id.to_string(),
-                    mode: r.mode.as_str(),
-                    action: r.action.as_str(),
-                    ..RuleStats::default()
-                })
-                .collect();
-            rule_amounts = vec![0; stats.len()];
-        }
+        tally.add(row, decided, set);
         let action = match decided {
             Ok(d) => d.action,
             Err(first) => first,
         };
-        *report.decisions.entry(action.as_str()).or_default() += 1;
-        if let Some(label) = row.label {
-            if label {
-                fraud += 1;
-                fraud_amount += row.amount.minor();
-            } else {
-                legit += 1;
-            }
-            let score = |caught: bool, tally: &mut (u64, u64, i64)| {
-                if caught && label {
-                    tally.0 += 1;
-                    tally.2 += row.amount.minor();
-                } else if caught {
-                    tally.1 += 1;
-                }
-            };
-            score(action == Action::Deny, &mut deny);
-            score(
-                matches!(action, Action::Deny | Action::Review),
-                &mut flagged,
-            );
-        }
-        match decided {
-            Err(_) => report.duplicates += 1,
-            Ok(d) => {
-                for &i in d.hits.iter().chain(&d.shadow).chain(&d.tags) {
-                    let s = &mut stats[i as usize];
-                    s.hits += 1;
-                    match row.label {
-                        Some(true) => {
-                            s.fraud_hits += 1;
-                            rule_amounts[i as usize] += row.amount.minor();
-                        }
-                        Some(false) => s.legit_hits += 1,
-                        None => {}
-                    }
-                }
-            }
-        }
         if let Some(out) = decisions.as_deref_mut() {
             let ids = |hits: &crate::engine::Hits| {
                 hits.iter().map(|&i| &*set.rules()[i as usize].id).collect()
@@ -371,39 +429,17 @@ pub fn run(
         }
         Ok(())
     })?;
-    let labelled = fraud + legit > 0;
-    for (s, amount) in stats.iter_mut().zip(&rule_amounts) {
-        if labelled {
-            s.precision = ratio(s.fraud_hits, s.fraud_hits + s.legit_hits);
-            s.recall = ratio(s.fraud_hits, fraud);
-            s.false_positive_rate = ratio(s.legit_hits, legit);
-        }
-        s.fraud_amount_caught = money(*amount);
-    }
-    report.rules = stats;
-    if labelled {
-        let outcome = |(tp, fp, amount): (u64, u64, i64)| Outcome {
-            true_positives: tp,
-            false_positives: fp,
-            precision: ratio(tp, tp + fp),
-            recall: ratio(tp, fraud),
-            false_positive_rate: ratio(fp, legit),
-            fraud_amount_caught: money(amount),
-        };
-        report.labels = Some(Labelled {
-            labelled: fraud + legit,
-            fraud,
-            fraud_amount: money(fraud_amount),
-            deny: outcome(deny),
-            review_or_deny: outcome(flagged),
-        });
-    }
+    report.decisions = std::mem::take(&mut tally.decisions);
+    report.duplicates = tally.duplicates;
+    (report.rules, report.labels) = tally.finish();
 
     if let Some(candidate) = candidate {
         let mut changes = Changes::default();
         let mut per_kind: std::collections::BTreeMap<String, usize> = Default::default();
         let mut index = 0usize;
+        let mut tally = Tally::default();
         run_one(candidate, "candidate", rows, config, |row, decided, set| {
+            tally.add(row, decided, set);
             let to = match decided {
                 Ok(d) => d.action,
                 Err(first) => first,
@@ -437,6 +473,7 @@ pub fn run(
             }
             Ok(())
         })?;
+        (changes.candidate_rules, changes.candidate_labels) = tally.finish();
         report.changes = Some(changes);
     }
     report.seconds = started.elapsed().as_secs_f64();
@@ -472,56 +509,7 @@ impl Report {
             d("deny")
         );
         let _ = writeln!(out);
-        let labels = self.labels.is_some();
-        let _ = write!(
-            out,
-            "{:<28} {:<8} {:<7} {:>9}",
-            "rule", "mode", "action", "hits"
-        );
-        if labels {
-            let _ = write!(
-                out,
-                " {:>10} {:>8} {:>8} {:>16}",
-                "precision", "recall", "fp rate", "fraud caught"
-            );
-        }
-        let _ = writeln!(out);
-        for r in &self.rules {
-            let _ = write!(
-                out,
-                "{:<28} {:<8} {:<7} {:>9}",
-                r.id, r.mode, r.action, r.hits
-            );
-            if labels {
-                let _ = write!(
-                    out,
-                    " {:>10} {:>8} {:>8} {:>16}",
-                    pct(r.precision),
-                    pct(r.recall),
-                    pct(r.false_positive_rate),
-                    r.fraud_amount_caught
-                );
-            }
-            let _ = writeln!(out);
-        }
-        if let Some(l) = &self.labels {
-            let _ = writeln!(out);
-            let _ = writeln!(
-                out,
-                "labels: {} labelled, {} fraud ({} in amount)",
-                l.labelled, l.fraud, l.fraud_amount
-            );
-            for (name, o) in [("deny", &l.deny), ("review or deny", &l.review_or_deny)] {
-                let _ = writeln!(
-                    out,
-                    "  {name:<15} precision {:>7}  recall {:>7}  fp rate {:>7}  fraud caught {}",
-                    pct(o.precision),
-                    pct(o.recall),
-                    pct(o.false_positive_rate),
-                    o.fraud_amount_caught
-                );
-            }
-        }
+        write_rules(&mut out, &self.rules, self.labels.as_ref());
         if let Some(c) = &self.changes {
             let _ = writeln!(out);
             let _ = writeln!(out, "candidate: {} decisions change", c.changed);
@@ -540,7 +528,72 @@ impl Report {
                     e.candidate_reasons.join(", ")
                 );
             }
+            let d = |k: &str| c.candidate_decisions.get(k).copied().unwrap_or(0);
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "candidate decisions: allow {}, review {}, deny {}",
+                d("allow"),
+                d("review"),
+                d("deny")
+            );
+            let _ = writeln!(out);
+            write_rules(&mut out, &c.candidate_rules, c.candidate_labels.as_ref());
         }
         out
+    }
+}
+
+/// The per-rule table, then the label figures when there are labels.
+fn write_rules(out: &mut String, rules: &[RuleStats], labels: Option<&Labelled>) {
+    use std::fmt::Write as _;
+    let _ = write!(
+        out,
+        "{:<28} {:<8} {:<7} {:>9}",
+        "rule", "mode", "action", "hits"
+    );
+    if labels.is_some() {
+        let _ = write!(
+            out,
+            " {:>10} {:>8} {:>8} {:>16}",
+            "precision", "recall", "fp rate", "fraud caught"
+        );
+    }
+    let _ = writeln!(out);
+    for r in rules {
+        let _ = write!(
+            out,
+            "{:<28} {:<8} {:<7} {:>9}",
+            r.id, r.mode, r.action, r.hits
+        );
+        if labels.is_some() {
+            let _ = write!(
+                out,
+                " {:>10} {:>8} {:>8} {:>16}",
+                pct(r.precision),
+                pct(r.recall),
+                pct(r.false_positive_rate),
+                r.fraud_amount_caught
+            );
+        }
+        let _ = writeln!(out);
+    }
+    if let Some(l) = labels {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "labels: {} labelled, {} fraud ({} in amount)",
+            l.labelled, l.fraud, l.fraud_amount
+        );
+        for (name, o) in [("deny", &l.deny), ("review or deny", &l.review_or_deny)] {
+            let _ = writeln!(
+                out,
+                "  {name:<15} precision {:>7}  recall {:>7}  fp rate {:>7}  fraud caught {}",
+                pct(o.precision),
+                pct(o.recall),
+                pct(o.false_positive_rate),
+                o.fraud_amount_caught
+            );
+        }
     }
 }
