@@ -237,12 +237,13 @@ impl Mapping {
 }
 
 /// Opens a file, decompressing it when it starts with the gzip magic.
-fn open(path: &Path) -> Result<Box<dyn BufRead>, InputError> {
+fn open(path: &Path, progress: &indicatif::ProgressBar) -> Result<Box<dyn BufRead>, InputError> {
     let io = |source| InputError::Io {
         path: path.display().to_string(),
         source,
     };
-    let mut file = BufReader::with_capacity(1 << 20, File::open(path).map_err(io)?);
+    let mut file =
+        BufReader::with_capacity(1 << 20, progress.wrap_read(File::open(path).map_err(io)?));
     let gzip = file.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
     Ok(if gzip {
         Box::new(BufReader::with_capacity(
@@ -370,6 +371,25 @@ pub fn read(
 ) -> Result<(Vec<Row>, Vec<RowError>), InputError> {
     let mut rows = Vec::new();
     let mut errors = Vec::new();
+    // Long inputs show how far reading has got, by bytes of the files (compressed bytes for
+    // gzip); on a terminal only, like the deciding bar.
+    let total: u64 = paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let progress = if total > 32 << 20 {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "reading [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("a valid progress template"),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     for (index, path) in paths.iter().enumerate() {
         let file = u32::try_from(index).unwrap_or(u32::MAX);
         let name = path.display().to_string();
@@ -385,7 +405,7 @@ pub fn read(
             errors.push(e);
             Ok(())
         };
-        let mut reader = open(path)?;
+        let mut reader = open(path, &progress)?;
         let jsonl = is_jsonl(path, &mut reader)?;
         if jsonl {
             let mut line = String::new();
@@ -497,6 +517,7 @@ pub fn read(
             }
         }
     }
+    progress.finish_and_clear();
     Ok((rows, errors))
 }
 
@@ -520,7 +541,7 @@ fn is_jsonl(path: &Path, reader: &mut Box<dyn BufRead>) -> Result<bool, InputErr
 /// Reads a whole file, for tests and the parse-only baseline.
 pub fn read_all(path: &Path) -> Result<Vec<u8>, InputError> {
     let mut out = Vec::new();
-    open(path)?
+    open(path, &indicatif::ProgressBar::hidden())?
         .read_to_end(&mut out)
         .map_err(|source| InputError::Io {
             path: path.display().to_string(),
