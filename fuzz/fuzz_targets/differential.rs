@@ -316,7 +316,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     let split = u.int_in_range(0..=events.len())?;
     let mut months = MonthBuckets::default();
     for e in &events {
-        months.add(month_of(&set.timezone, e.at), e.amount_minor());
+        months.add(month_of(&set.valid.timezone, e.at), e.amount_minor());
     }
     let mut history = CustomerHistory::new((&events[..split], &events[split..]), credit_line);
     history.months = Some(&months);

@@ -846,7 +846,7 @@ proptest! {
         }
         let mut months = crate::state::months::MonthBuckets::default();
         for e in &events {
-            let m = super::features::month_of(&set.timezone, e.at);
+            let m = super::features::month_of(&set.valid.timezone, e.at);
             months.add(m, e.amount_minor());
         }
         let mut current = txn(T0, "1");
@@ -875,15 +875,15 @@ fn months_follow_the_rules_time_zone() {
     // 2026-02-28T16:30Z is 2026-03-01 00:30 in Shanghai: March there, February in UTC.
     let edge = at("2026-02-28T16:30:00Z");
     assert_eq!(
-        super::features::month_of(&set.timezone, edge),
+        super::features::month_of(&set.valid.timezone, edge),
         2026 * 12 + 2
     );
     assert_eq!(
-        super::features::month_of(&set.timezone, edge - 1),
+        super::features::month_of(&set.valid.timezone, edge - 1),
         2026 * 12 + 2
     );
     assert_eq!(
-        super::features::month_of(&set.timezone, at("2026-02-28T15:59:59Z")),
+        super::features::month_of(&set.valid.timezone, at("2026-02-28T15:59:59Z")),
         2026 * 12 + 1
     );
     let mut months = crate::state::months::MonthBuckets::default();
@@ -893,7 +893,7 @@ fn months_follow_the_rules_time_zone() {
         "2026-02-01T00:00:00+08:00",
         "2026-01-31T23:59:59+08:00",
     ] {
-        months.add(super::features::month_of(&set.timezone, at(t)), 100);
+        months.add(super::features::month_of(&set.valid.timezone, at(t)), 100);
     }
     let mut history = CustomerHistory::EMPTY;
     history.months = Some(&months);

@@ -7,15 +7,12 @@
 //! arena; the scorecard's bins are kept with their slots. A `RuleSet` is never mutated after
 //! this; a new rule file makes a new one.
 
-use jiff::tz::TimeZone;
-
-use super::zone::ZoneTable;
-
 use super::schema::{Action, Mode};
 use super::validate::{
     AmountStat, Bin, Cond, Feature, Leaf, LeafTest, ListId, Measure, TrendKind, ValidRules, Window,
     WindowMeasure,
 };
+use super::zone::ZoneTable;
 
 /// Most distinct (window, hour range) pairs read by `count_in_hours` / `sum_in_hours`.
 pub const MAX_HOUR_WINDOWS: usize = 8;
@@ -154,9 +151,8 @@ pub struct Needs {
 pub struct RuleSet {
     /// The validated rules this was compiled from (for explanations and the reference).
     pub valid: ValidRules,
-    /// Time zone for time-of-day features and calendar months.
-    pub timezone: TimeZone,
-    /// The same zone's offsets precomputed, for the hot path.
+    /// The rules' time zone (`valid.timezone`) with its offsets precomputed, for time-of-day
+    /// features and calendar months on the hot path.
     pub zone: ZoneTable,
     /// Distinct windows, shortest first.
     pub windows: Vec<Window>,
@@ -274,7 +270,6 @@ pub fn compile(valid: &ValidRules) -> RuleSet {
     };
     let mut set = RuleSet {
         valid: valid.clone(),
-        timezone: valid.timezone.clone(),
         zone: ZoneTable::new(&valid.timezone),
         windows: windows.clone(),
         list_windows: t
