@@ -217,11 +217,21 @@ pub async fn handle(
 
     let started = Instant::now();
     let mut answer = Vec::with_capacity(512);
+    // Parsed once here rather than through `Interceptor::decide`: the ids are needed again to
+    // record the upstream's answer as the outcome.
     let decided = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        state.interceptor.decide(&decide_body, &mut answer)
+        let txn = txn::parse_decide(&decide_body)?;
+        let summary = state.interceptor.decide_txn(&txn, &mut answer);
+        Ok::<_, txn::TxnError>((
+            summary,
+            (
+                txn.customer_id.into_owned(),
+                txn.transaction_id.into_owned(),
+            ),
+        ))
     }));
-    let summary = match decided {
-        Ok(Ok(summary)) => summary,
+    let (summary, outcome_key) = match decided {
+        Ok(Ok(decided)) => decided,
         Ok(Err(e)) => {
             let pointer = e.field.and_then(|f| mapping.pointer(f));
             return invalid(
@@ -280,8 +290,6 @@ pub async fn handle(
         } else {
             "forwarded_review"
         });
-    let txn = txn::parse_decide(&decide_body).ok();
-    let outcome_key = txn.map(|t| (t.customer_id.into_owned(), t.transaction_id.into_owned()));
     let mut risk = vec![(
         DECISION_HEADER,
         HeaderValue::from_static(summary.action.as_str()),
@@ -307,7 +315,7 @@ pub async fn handle(
     let body = http_body_util::Full::new(body)
         .map_err(|never| match never {})
         .boxed_unsync();
-    forward(state, proxy, parts, body, peer, outcome_key, risk).await
+    forward(state, proxy, parts, body, peer, Some(outcome_key), risk).await
 }
 
 #[allow(clippy::too_many_arguments)]
