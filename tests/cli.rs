@@ -125,18 +125,8 @@ async fn serve_answers_and_stops_gracefully_on_sigterm() {
     );
 
     common::signal(&child, "TERM");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "tripwire did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = common::wait_exit(&mut child, 20);
+    assert!(status.success(), "exit status {status}");
 }
 
 #[tokio::test]
@@ -182,18 +172,8 @@ async fn a_request_in_flight_at_sigterm_is_answered_before_exit() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"decision\":\"allow\""), "{answer}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "tripwire did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = common::wait_exit(&mut child, 20);
+    assert!(status.success(), "exit status {status}");
 }
 
 #[tokio::test]

@@ -66,20 +66,6 @@ async fn fifth(payment: std::net::SocketAddr, customer: &str) -> Value {
     .1
 }
 
-fn wait_exit(child: &mut KillOnDrop) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "tripwire did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test]
 async fn a_graceful_restart_loses_nothing() {
     let dir = state_dir("graceful");
@@ -93,7 +79,7 @@ async fn a_graceful_restart_loses_nothing() {
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     signal(&child, "TERM");
-    assert!(wait_exit(&mut child).success());
+    assert!(common::wait_exit(&mut child, 30).success());
     assert!(
         std::fs::read_dir(&dir)
             .unwrap()
@@ -130,7 +116,7 @@ async fn a_kill_9_a_second_after_the_last_event_loses_nothing() {
     four_of_a_burst(payment, "bob").await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     signal(&child, "KILL");
-    wait_exit(&mut child);
+    common::wait_exit(&mut child, 30);
     let (_child, payment, admin) = serve(&dir);
     let answer = fifth(payment, "bob").await;
     assert_eq!(answer["decision"], "deny", "{answer}");
@@ -167,7 +153,7 @@ async fn a_kill_9_mid_stream_loses_at_most_the_last_second() {
     }
     signal(&child, "KILL");
     let killed = std::time::Instant::now();
-    wait_exit(&mut child);
+    common::wait_exit(&mut child, 30);
 
     let (_child, payment, _) = serve(&dir);
     let mut client = common::Client::connect(payment).await;
@@ -217,7 +203,7 @@ async fn damaged_snapshot_is_moved_aside(name: &str, damage: impl Fn(&Path)) {
     let (mut child, payment, _) = serve(&dir);
     four_of_a_burst(payment, "cat").await;
     signal(&child, "TERM");
-    assert!(wait_exit(&mut child).success());
+    assert!(common::wait_exit(&mut child, 30).success());
     let snapshot = snapshot_file(&dir);
     damage(&snapshot);
 
@@ -263,7 +249,7 @@ async fn a_journal_with_a_torn_tail_keeps_the_frames_before_it() {
     four_of_a_burst(payment, "dan").await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     signal(&child, "KILL");
-    wait_exit(&mut child);
+    common::wait_exit(&mut child, 30);
     let journal = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()

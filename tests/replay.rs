@@ -23,6 +23,17 @@ fn run(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
 }
 
+/// Runs the binary, which must succeed, and parses the JSON it prints.
+fn run_json(args: &[&str]) -> Value {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn generate(path: &Path, extra: &[&str]) -> Value {
     let mut args = vec![
         "gen",
@@ -36,13 +47,7 @@ fn generate(path: &Path, extra: &[&str]) -> Value {
         path.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let out = run(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    run_json(&args)
 }
 
 fn replay_json(args: &[&str]) -> Value {
@@ -51,13 +56,7 @@ fn replay_json(args: &[&str]) -> Value {
     all.push(&rules);
     all.push("--json");
     all.extend_from_slice(args);
-    let out = run(&all);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    run_json(&all)
 }
 
 fn hits(report: &Value, rule: &str) -> u64 {

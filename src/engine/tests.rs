@@ -442,16 +442,28 @@ fn leaf() -> impl Strategy<Value = String> {
     ]
 }
 
-fn condition() -> impl Strategy<Value = String> {
-    leaf().prop_recursive(3, 12, 3, |inner| {
+/// Conditions of `leaf`s combined by all / any / not, up to `depth` deep, with up to
+/// `width` children per combinator (`size` and `branch` as in `prop_recursive`).
+fn nested(
+    leaf: impl Strategy<Value = String> + 'static,
+    depth: u32,
+    size: u32,
+    branch: u32,
+    width: usize,
+) -> impl Strategy<Value = String> {
+    leaf.prop_recursive(depth, size, branch, move |inner| {
         prop_oneof![
-            prop::collection::vec(inner.clone(), 1..4)
+            prop::collection::vec(inner.clone(), 1..width + 1)
                 .prop_map(|cs| format!("{{all: [{}]}}", cs.join(", "))),
-            prop::collection::vec(inner.clone(), 1..4)
+            prop::collection::vec(inner.clone(), 1..width + 1)
                 .prop_map(|cs| format!("{{any: [{}]}}", cs.join(", "))),
             inner.prop_map(|c| format!("{{not: {c}}}")),
         ]
     })
+}
+
+fn condition() -> impl Strategy<Value = String> {
+    nested(leaf(), 3, 12, 3, 3)
 }
 
 fn rule_file() -> impl Strategy<Value = String> {
@@ -723,15 +735,7 @@ fn loan_leaf() -> impl Strategy<Value = String> {
 }
 
 fn loan_condition() -> impl Strategy<Value = String> {
-    loan_leaf().prop_recursive(2, 8, 3, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 1..3)
-                .prop_map(|cs| format!("{{all: [{}]}}", cs.join(", "))),
-            prop::collection::vec(inner.clone(), 1..3)
-                .prop_map(|cs| format!("{{any: [{}]}}", cs.join(", "))),
-            inner.prop_map(|c| format!("{{not: {c}}}")),
-        ]
-    })
+    nested(loan_leaf(), 2, 8, 3, 2)
 }
 
 /// A characteristic: a bare feature and ascending cut points.

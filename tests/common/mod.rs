@@ -186,6 +186,21 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Waits up to `seconds` for the process to exit; its exit status.
+pub fn wait_exit(child: &mut KillOnDrop, seconds: u64) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tripwire did not exit within {seconds} s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Starts `tripwire serve` on ephemeral ports; returns the process and its two addresses.
 pub fn spawn_serve(extra: &[&str]) -> (KillOnDrop, std::net::SocketAddr, std::net::SocketAddr) {
     let child = Command::new(BIN)
