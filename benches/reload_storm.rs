@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
+use support::median;
 use tripwire::interceptor::Interceptor;
 use tripwire::reload::LiveRules;
 use tripwire::state::{Store, StoreConfig};
@@ -114,11 +115,6 @@ fn round(storm: Storm, round: usize) -> Histogram<u64> {
         reloads.load(Ordering::Relaxed)
     );
     histogram
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -8,9 +8,12 @@
 //! (read, sort by event time, decide every transaction with the shipped rules through the
 //! interceptor). Prints one JSON object with the medians.
 
+mod support;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
+use support::median;
 use tripwire::replay::{self, generate, input};
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -19,11 +22,6 @@ fn arg(name: &str, default: u64) -> u64 {
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .map_or(default, |v| v.parse().expect("a number"))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

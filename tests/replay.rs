@@ -59,8 +59,9 @@ fn replay_json(args: &[&str]) -> Value {
     run_json(&all)
 }
 
-fn hits(report: &Value, rule: &str) -> u64 {
-    report["rules"]
+/// Hits of `rule` in a report's per-rule list (`rules`, or `candidate_rules`).
+fn hits(rules: &Value, rule: &str) -> u64 {
+    rules
         .as_array()
         .unwrap()
         .iter()
@@ -79,18 +80,27 @@ fn replay_catches_exactly_the_injected_fraud() {
     let report = replay_json(&[csv.to_str().unwrap()]);
     assert_eq!(report["transactions"], m["transactions"]);
     let n = |k: &str| m[k].as_u64().unwrap();
-    assert_eq!(hits(&report, "night_window"), 5 * n("night_bursts"));
-    assert_eq!(hits(&report, "velocity_burst"), n("night_bursts"));
-    assert_eq!(hits(&report, "impossible_travel"), n("impossible_travel"));
     assert_eq!(
-        hits(&report, "repeated_equal_amount"),
+        hits(&report["rules"], "night_window"),
+        5 * n("night_bursts")
+    );
+    assert_eq!(hits(&report["rules"], "velocity_burst"), n("night_bursts"));
+    assert_eq!(
+        hits(&report["rules"], "impossible_travel"),
+        n("impossible_travel")
+    );
+    assert_eq!(
+        hits(&report["rules"], "repeated_equal_amount"),
         n("equal_amount_runs")
     );
     assert_eq!(
-        hits(&report, "full_limit_after_grant"),
+        hits(&report["rules"], "full_limit_after_grant"),
         n("full_limit_after_grant")
     );
-    assert_eq!(hits(&report, "sensitive_amounts"), n("sensitive_probes"));
+    assert_eq!(
+        hits(&report["rules"], "sensitive_amounts"),
+        n("sensitive_probes")
+    );
     let labels = &report["labels"];
     assert_eq!(labels["fraud"], m["fraud_transactions"]);
     // Denied: the fifth of each burst, each impossible journey, the third of each run, each
@@ -150,23 +160,14 @@ fn a_candidate_shows_exactly_which_decisions_change() {
     // The candidate's own figures: its burst rule fires on the fourth and the fifth of each
     // burst, every other rule as live, and its denials catch one more fraud per burst.
     let n = |k: &str| m[k].as_u64().unwrap();
-    let candidate_hits = |rule: &str| {
-        changes["candidate_rules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["id"] == rule)
-            .unwrap()["hits"]
-            .as_u64()
-            .unwrap()
-    };
+    let candidate_hits = |rule: &str| hits(&changes["candidate_rules"], rule);
     assert_eq!(candidate_hits("velocity_burst"), 2 * n("night_bursts"));
     for rule in [
         "night_window",
         "impossible_travel",
         "full_limit_after_grant",
     ] {
-        assert_eq!(candidate_hits(rule), hits(&report, rule), "{rule}");
+        assert_eq!(candidate_hits(rule), hits(&report["rules"], rule), "{rule}");
     }
     let live_deny = report["labels"]["deny"]["true_positives"].as_u64().unwrap();
     assert_eq!(
@@ -289,7 +290,7 @@ fn a_real_export_is_read_through_a_column_mapping() {
     ]);
     assert_eq!(report["transactions"], 5);
     // 2026-03-01T02:00:00Z is 10:00 in Shanghai; five in five minutes: the fifth is denied.
-    assert_eq!(hits(&report, "velocity_burst"), 1);
+    assert_eq!(hits(&report["rules"], "velocity_burst"), 1);
     assert_eq!(report["labels"]["deny"]["recall"], 1.0);
     std::fs::remove_dir_all(&d).ok();
 }

@@ -43,3 +43,9 @@ pub fn generated_rules(n: usize) -> String {
     }
     yaml
 }
+
+/// The median of some figures (the upper one of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
