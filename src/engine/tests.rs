@@ -614,6 +614,15 @@ proptest! {
 
 const DAY: i64 = 86_400_000_000;
 
+/// A windowed money feature against `minor` units written as a decimal.
+fn money_leaf(feature: &str, window: &str, op: &str, minor: i64) -> String {
+    format!(
+        "{{{feature}: {{window: {window}, {op}: \"{}.{:02}\"}}}}",
+        minor / 100,
+        minor % 100
+    )
+}
+
 fn loan_leaf() -> impl Strategy<Value = String> {
     let window = prop::sample::select(vec!["1h", "1d", "7d", "30d", "90d"]);
     let op = prop::sample::select(vec![
@@ -642,11 +651,7 @@ fn loan_leaf() -> impl Strategy<Value = String> {
             op.clone(),
             0i64..600_000
         )
-            .prop_map(|(f, w, o, a)| format!(
-                "{{{f}: {{window: {w}, {o}: \"{}.{:02}\"}}}}",
-                a / 100,
-                a % 100
-            )),
+            .prop_map(|(f, w, o, a)| money_leaf(f, w, o, a)),
         (
             prop::sample::select(vec![
                 "mean_amount",
@@ -661,11 +666,7 @@ fn loan_leaf() -> impl Strategy<Value = String> {
             op.clone(),
             0i64..200_000
         )
-            .prop_map(|(f, w, o, a)| format!(
-                "{{{f}: {{window: {w}, {o}: \"{}.{:02}\"}}}}",
-                a / 100,
-                a % 100
-            )),
+            .prop_map(|(f, w, o, a)| money_leaf(f, w, o, a)),
         (
             prop::sample::select(vec![
                 "mean_amount",
@@ -678,11 +679,7 @@ fn loan_leaf() -> impl Strategy<Value = String> {
             op.clone(),
             0i64..200_000
         )
-            .prop_map(|(f, w, o, a)| format!(
-                "{{{f}: {{window: {w}, {o}: \"{}.{:02}\"}}}}",
-                a / 100,
-                a % 100
-            )),
+            .prop_map(|(f, w, o, a)| money_leaf(f, w, o, a)),
         (
             window.clone(),
             op.clone(),
