@@ -7,8 +7,9 @@ use std::fmt::{self, Write};
 
 use super::{Features, Value, holds, slot_value};
 use crate::rules::compile::{CompiledLeaf, Node, RuleSet, Slot};
-use crate::rules::validate::{CmpOp, DurationText, LeafTest, TimeOfDayText};
-use crate::rules::validate::{Measure, TrendKind, Unit, WindowMeasure, unit_of};
+use crate::rules::ir::{CmpOp, LeafTest};
+use crate::rules::ir::{Measure, TrendKind, Unit, WindowMeasure, unit_of};
+use crate::rules::text::{DurationText, TimeOfDayText};
 use crate::txn::{Amount, Txn};
 
 /// The message of one matched rule; `Display` renders it.

@@ -13,7 +13,7 @@ pub mod reference;
 use smallvec::SmallVec;
 
 use crate::rules::compile::{Node, RuleSet, Slot};
-use crate::rules::validate::{AmountStat, CmpOp, LeafTest, Measure, TrendKind, WindowMeasure};
+use crate::rules::ir::{AmountStat, CmpOp, LeafTest, Measure, TrendKind, WindowMeasure};
 use crate::rules::{Action, Mode};
 use crate::state::CustomerHistory;
 use crate::txn::{EventTime, Txn};

@@ -7,7 +7,7 @@
 //! purpose; never used to serve.
 
 use super::{Value, compare};
-use crate::rules::validate::{
+use crate::rules::ir::{
     AmountStat, CmpOp, Cond, Feature, LeafTest, Measure, TrendKind, ValidRules, WindowMeasure,
 };
 use crate::rules::{Action, Mode};

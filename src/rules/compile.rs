@@ -7,11 +7,11 @@
 //! arena; the scorecard's bins are kept with their slots. A `RuleSet` is never mutated after
 //! this; a new rule file makes a new one.
 
-use super::schema::{Action, Mode};
-use super::validate::{
+use super::ir::{
     AmountStat, Bin, Cond, Feature, Leaf, LeafTest, ListId, Measure, TrendKind, ValidRules, Window,
     WindowMeasure,
 };
+use super::schema::{Action, Mode};
 use super::zone::ZoneTable;
 
 /// Most distinct (window, hour range) pairs read by `count_in_hours` / `sum_in_hours`.

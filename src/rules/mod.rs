@@ -6,7 +6,9 @@
 //! whatever rule set is live untouched.
 
 pub mod compile;
+pub mod ir;
 pub mod schema;
+pub mod text;
 pub mod validate;
 pub mod zone;
 
@@ -14,8 +16,8 @@ use std::fmt;
 use std::path::Path;
 
 pub use compile::{RuleSet, compile};
+pub use ir::ValidRules;
 pub use schema::{Action, Mode};
-pub use validate::ValidRules;
 
 /// Largest rules file accepted, in bytes. Far above any real rule set (the shipped file is a
 /// few KiB, 1,000 generated rules about 150 KiB) and small enough that parsing it cannot stall.
