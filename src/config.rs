@@ -1,20 +1,31 @@
-//! One configuration for `tripwire serve`: an optional TOML file (`--config`), overridden by
-//! flags, validated once at start. Every error names the key at fault.
+//! One configuration for `tripwire serve`. Every setting is declared once, in
+//! [`ServeSettings`]: clap reads it from the command line and serde from the optional TOML file
+//! (`--config`), under the same names (`_` for `-`). Flags win over the file and the file over
+//! the defaults, each of which has one home in the type it configures (`ServeConfig::default()`,
+//! `StoreConfig::default()`, ...). [`Config::resolve`] validates everything once, at start, and
+//! every error names the key at fault.
 //!
-//! The file can set every flag (same names, `_` for `-`) plus the `[proxy]` section, whose
-//! routes and field mappings only the file can express.
+//! The file can also hold what no flag can express: the proxy's `[[proxy.routes]]`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::{ArgMatches, FromArgMatches};
 use serde::Deserialize;
 
 use crate::decision_log::DecisionLogConfig;
-use crate::mapping::{FieldMapping, PathPattern};
+use crate::interceptor::upkeep::UpkeepConfig;
+use crate::reload::TriggerConfig;
+use crate::rules::text::parse_std_duration;
 use crate::server::ServeConfig;
+use crate::server::proxy::routes::{FieldMapping, PathPattern};
+use crate::server::proxy::{FailurePolicy, InvalidPolicy, ProxyConfig, ReviewPolicy, Route};
 use crate::state::StoreConfig;
+
+/// The environment variable holding the admin bearer token.
+pub const ADMIN_TOKEN_VAR: &str = "TRIPWIRE_ADMIN_TOKEN";
 
 /// A configuration problem, naming the key.
 #[derive(Debug, thiserror::Error)]
@@ -52,73 +63,110 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// The TOML file as written.
-#[derive(Debug, Default, Deserialize)]
+/// The settings of `tripwire serve`, as given: every field is `None` (or empty) unless a flag
+/// or the file sets it. The doc comment of each field is its `--help` text.
+#[derive(Clone, Debug, Default, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// Rules file.
+pub struct ServeSettings {
+    /// TOML config file (every flag below, plus [proxy] routes).
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Rules file (YAML).
+    #[arg(long)]
     pub rules: Option<PathBuf>,
-    /// Payment listener.
+    /// Payment listener address [default: 127.0.0.1:8080].
+    #[arg(long)]
     pub listen: Option<String>,
-    /// Admin listener.
+    /// Admin listener address [default: 127.0.0.1:9090].
+    #[arg(long)]
     pub admin_listen: Option<String>,
-    /// Tokio worker threads.
+    /// Tokio worker threads [default: all cores].
+    #[arg(long)]
     pub workers: Option<u16>,
-    /// Customer cap.
+    /// Most customers held in memory; the least recently active are evicted past it [default: 1000000].
+    #[arg(long)]
     pub max_customers: Option<u64>,
-    /// Events per customer.
+    /// Events kept per customer [default: 64].
+    #[arg(long)]
     pub ring_capacity: Option<u16>,
-    /// Request body limit.
+    /// Largest request body accepted, bytes [default: 65536].
+    #[arg(long)]
     pub max_body_bytes: Option<u64>,
-    /// Watch the rules file.
+    /// Do not watch the rules file; reload only on SIGHUP or PUT /admin/rules.
+    #[arg(long)]
+    #[serde(skip)]
+    pub no_watch: bool,
+    /// Watch the rules file (the file's form of --no-watch) [default: true].
+    #[arg(skip)]
     pub watch: Option<bool>,
-    /// Decision log file.
+    /// Write one JSON line per decision to this file.
+    #[arg(long)]
     pub decision_log: Option<PathBuf>,
-    /// Decision log rotation size.
+    /// Rotate the decision log when it would pass this many bytes [default: 104857600].
+    #[arg(long)]
     pub decision_log_max_bytes: Option<u64>,
-    /// Decision log files kept.
+    /// Rotated decision log files kept, PATH.1 ... PATH.N [default: 5].
+    #[arg(long)]
     pub decision_log_keep: Option<u32>,
-    /// Directory where customer state persists.
+    /// Persist customer state (rings, credit lines, transaction ids) in this directory.
+    #[arg(long)]
     pub state_dir: Option<PathBuf>,
-    /// Time a client has to send a request's headers.
+    /// A client must send a request's headers within this time, e.g. 30s [default: 30s].
+    #[arg(long)]
     pub header_read_timeout: Option<String>,
-    /// Time a keep-alive connection may sit idle between requests.
+    /// Close a keep-alive connection idle this long between requests [default: 30s].
+    #[arg(long)]
     pub idle_timeout: Option<String>,
-    /// Most connections open at once per listener.
+    /// Most connections open at once per listener [default: 10000].
+    #[arg(long)]
     pub max_connections: Option<u32>,
-    /// Largest request head (request line and headers).
+    /// Largest request head (request line and headers), bytes [default: 16384].
+    #[arg(long)]
     pub max_header_bytes: Option<u64>,
-    /// Most evaluation work a rule set may cost per decision.
+    /// Most evaluation work a rule set may cost per decision [default: 1000000].
+    #[arg(long)]
     pub eval_budget: Option<u64>,
-    /// Time given to requests in flight at shutdown.
+    /// Time given to requests in flight at shutdown [default: 10s].
+    #[arg(long)]
     pub shutdown_grace: Option<String>,
-    /// Reverse-proxy mode.
-    pub proxy: Option<ProxyFile>,
+    /// Reverse-proxy settings (the `[proxy]` section of the file).
+    #[command(flatten)]
+    #[serde(default)]
+    pub proxy: ProxySettings,
 }
 
-/// The `[proxy]` section as written.
-#[derive(Debug, Default, Deserialize)]
+/// The proxy's settings as given: flags `--upstream`, `--upstream-timeout`, `--on-*`, or the
+/// `[proxy]` section of the file.
+#[derive(Clone, Debug, Default, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ProxyFile {
-    /// `http://host:port` of the payment service.
+pub struct ProxySettings {
+    /// Reverse-proxy mode: forward payment requests to this http:// upstream.
+    #[arg(long = "upstream")]
     pub upstream: Option<String>,
-    /// Upstream timeout, e.g. `5s`, `1500ms`.
+    /// Time allowed for the upstream's response headers, e.g. 5s or 1500ms [default: 5s].
+    #[arg(long = "upstream-timeout")]
     pub timeout: Option<String>,
-    /// `forward` (default) or `hold`.
+    /// Proxy mode: forward (marked) or hold (403) transactions the rules send to review [default: forward].
+    #[arg(long)]
     pub on_review: Option<String>,
-    /// `reject` (default) or `pass`.
+    /// Proxy mode: reject (400) or pass (marked unchecked) bodies that are not valid transactions [default: reject].
+    #[arg(long)]
     pub on_invalid: Option<String>,
-    /// `fail_open` (default) or `fail_closed`.
+    /// Proxy mode: fail_open (forward unchecked) or fail_closed (503) when tripwire cannot decide [default: fail_open].
+    #[arg(long)]
     pub on_internal_error: Option<String>,
-    /// Most intercepted requests in flight before new ones count as overload.
+    /// Proxy mode: intercepted requests in flight beyond which new ones count as overload [default: 10000].
+    #[arg(long = "proxy-max-inflight")]
     pub max_inflight: Option<u32>,
-    /// Which requests are transactions, and where their fields are.
+    /// Which requests are transactions, and where their fields are (file only).
+    #[arg(skip)]
     #[serde(default)]
     pub routes: Vec<RouteFile>,
 }
 
 /// One `[[proxy.routes]]` entry as written.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteFile {
     /// HTTP method (default POST).
@@ -130,112 +178,35 @@ pub struct RouteFile {
     pub fields: BTreeMap<String, String>,
 }
 
-/// Values given on the command line; `None` when the flag was not given.
-#[derive(Debug, Default, Clone)]
-pub struct Flags {
-    /// `--rules`
-    pub rules: Option<PathBuf>,
-    /// `--listen`
-    pub listen: Option<SocketAddr>,
-    /// `--admin-listen`
-    pub admin_listen: Option<SocketAddr>,
-    /// `--workers`
-    pub workers: Option<u16>,
-    /// `--max-customers`
-    pub max_customers: Option<u64>,
-    /// `--ring-capacity`
-    pub ring_capacity: Option<u16>,
-    /// `--max-body-bytes`
-    pub max_body_bytes: Option<u64>,
-    /// `--no-watch`
-    pub no_watch: bool,
-    /// `--decision-log`
-    pub decision_log: Option<PathBuf>,
-    /// `--decision-log-max-bytes`
-    pub decision_log_max_bytes: Option<u64>,
-    /// `--decision-log-keep`
-    pub decision_log_keep: Option<u32>,
-    /// `--state-dir`
-    pub state_dir: Option<PathBuf>,
-    /// `--header-read-timeout`
-    pub header_read_timeout: Option<String>,
-    /// `--idle-timeout`
-    pub idle_timeout: Option<String>,
-    /// `--max-connections`
-    pub max_connections: Option<u32>,
-    /// `--max-header-bytes`
-    pub max_header_bytes: Option<u64>,
-    /// `--eval-budget`
-    pub eval_budget: Option<u64>,
-    /// `--shutdown-grace`
-    pub shutdown_grace: Option<String>,
-    /// `--upstream`
-    pub upstream: Option<String>,
-    /// `--upstream-timeout`
-    pub upstream_timeout: Option<String>,
-    /// `--on-review`
-    pub on_review: Option<String>,
-    /// `--on-invalid`
-    pub on_invalid: Option<String>,
-    /// `--on-internal-error`
-    pub on_internal_error: Option<String>,
+impl ServeSettings {
+    /// The settings in force: the `--config` file named in `command_line` (if any) with the
+    /// flags actually given on the command line (`matches`) laid over it.
+    pub fn layered(
+        command_line: &ServeSettings,
+        matches: &ArgMatches,
+    ) -> Result<ServeSettings, ConfigError> {
+        let Some(path) = &command_line.config else {
+            return Ok(command_line.clone());
+        };
+        let mut settings = read_file(path)?;
+        // clap's updater sets exactly the fields whose flags were given.
+        settings
+            .update_from_arg_matches(matches)
+            .map_err(|e| invalid("command line", e.to_string()))?;
+        Ok(settings)
+    }
 }
 
-/// What to do with a transaction the rules send to review, in proxy mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReviewPolicy {
-    /// Forward it, marked `x-risk-decision: review`.
-    Forward,
-    /// Answer 403 and keep it from the upstream.
-    Hold,
-}
-
-/// What to do with a body on an intercepted route that is not a valid transaction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InvalidPolicy {
-    /// Answer 400 with the error.
-    Reject,
-    /// Forward it, marked `x-risk-decision: unchecked`.
-    Pass,
-}
-
-/// What to do when tripwire itself cannot decide (an internal error, overload).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailurePolicy {
-    /// Forward the request marked `x-risk-decision: unchecked`.
-    FailOpen,
-    /// Answer 503.
-    FailClosed,
-}
-
-/// Which requests are transactions and where their fields are.
-#[derive(Clone, Debug)]
-pub struct Route {
-    /// Method to match.
-    pub method: hyper::Method,
-    /// Path pattern to match.
-    pub path: PathPattern,
-    /// Where each decide field is in the body.
-    pub fields: FieldMapping,
-}
-
-/// Reverse-proxy settings.
-#[derive(Clone, Debug)]
-pub struct ProxyConfig {
-    /// The payment service: scheme, host and port.
-    pub upstream: hyper::Uri,
-    /// Time allowed for the upstream's response headers.
-    pub timeout: Duration,
-    /// Review handling.
-    pub on_review: ReviewPolicy,
-    /// Invalid body handling.
-    pub on_invalid: InvalidPolicy,
-    /// Internal failure handling.
-    pub on_internal_error: FailurePolicy,
-    /// Intercepted requests in flight beyond which new ones count as overload.
-    pub max_inflight: usize,
-    /// Routes; empty means every POST with a JSON body, with the decide field names.
-    pub routes: Vec<Route>,
+/// Reads and parses a TOML config file.
+pub fn read_file(path: &Path) -> Result<ServeSettings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.display().to_string(),
+        message: e.to_string().trim_end().to_string(),
+    })
 }
 
 /// Everything `tripwire serve` needs, resolved.
@@ -251,40 +222,20 @@ pub struct Config {
     pub serve: ServeConfig,
     /// Where state persists, when it does.
     pub state_dir: Option<PathBuf>,
+    /// The file watch and SIGHUP reload triggers.
+    pub triggers: TriggerConfig,
+    /// Background upkeep of the store.
+    pub upkeep: UpkeepConfig,
 }
 
-/// Parses a duration such as `5s`, `1500ms`, `2m`.
-pub fn parse_timeout(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    let text = text.trim();
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: u64 = number.parse().map_err(|_| {
-        invalid(
-            key,
-            format!("{text:?} is not a duration such as 5s or 1500ms"),
-        )
-    })?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        _ => {
-            return Err(invalid(
-                key,
-                format!("{text:?} is not a duration such as 5s or 1500ms"),
-            ));
-        }
-    };
-    if d.is_zero() {
-        return Err(invalid(key, "must be longer than zero"));
-    }
-    Ok(d)
+/// Parses a duration setting in the one duration grammar (`ms s m h d w`, see
+/// [`crate::rules::text::parse_duration`]).
+pub fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    parse_std_duration(text).map_err(|e| invalid(key, format!("{text:?}: {e}")))
 }
 
 fn parse_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
-    text.parse().map_err(|_| {
+    text.trim().parse().map_err(|_| {
         invalid(
             key,
             format!("{text:?} is not an address such as 127.0.0.1:8080"),
@@ -304,15 +255,12 @@ fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
     Ok(v)
 }
 
-fn policy<T>(
+fn policy<T: Copy>(
     key: &str,
     text: Option<&str>,
     default: T,
     options: &[(&str, T)],
-) -> Result<T, ConfigError>
-where
-    T: Copy,
-{
+) -> Result<T, ConfigError> {
     let Some(text) = text else { return Ok(default) };
     options
         .iter()
@@ -324,241 +272,185 @@ where
         })
 }
 
-/// Reads and parses a TOML config file.
-pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.display().to_string(),
-        message: e.to_string().trim_end().to_string(),
-    })
+/// The admin bearer token from [`ADMIN_TOKEN_VAR`], if set.
+pub fn admin_token_from_env() -> Result<Option<String>, ConfigError> {
+    match std::env::var(ADMIN_TOKEN_VAR) {
+        Ok(token) if token.trim().is_empty() => Err(invalid(
+            ADMIN_TOKEN_VAR,
+            "is set but empty; unset it or give a token",
+        )),
+        Ok(token) => Ok(Some(token)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(invalid(ADMIN_TOKEN_VAR, "is not UTF-8")),
+    }
 }
 
 impl Config {
-    /// Resolves flags over the file over the defaults, validating every value.
-    pub fn resolve(file: FileConfig, flags: Flags) -> Result<Config, ConfigError> {
-        let defaults = ServeConfig::default();
-        let rules = flags.rules.or(file.rules).ok_or_else(|| {
+    /// Validates `settings` over the defaults. The admin token is not read here (see
+    /// [`admin_token_from_env`]).
+    pub fn resolve(settings: ServeSettings) -> Result<Config, ConfigError> {
+        let s = settings;
+        let serve_defaults = ServeConfig::default();
+        let store_defaults = StoreConfig::default();
+        let rules = s.rules.ok_or_else(|| {
             invalid(
                 "rules",
                 "no rules file: give --rules PATH or `rules = \"...\"` in the config file",
             )
         })?;
-        let listen = match (flags.listen, file.listen) {
-            (Some(a), _) => a,
-            (None, Some(text)) => parse_addr("listen", &text)?,
-            (None, None) => defaults.listen,
+        let addr = |key: &str, text: Option<String>, default: SocketAddr| {
+            text.map_or(Ok(default), |t| parse_addr(key, &t))
         };
-        let admin_listen = match (flags.admin_listen, file.admin_listen) {
-            (Some(a), _) => a,
-            (None, Some(text)) => parse_addr("admin_listen", &text)?,
-            (None, None) => defaults.admin_listen,
+        let duration = |key: &str, text: Option<String>, default: Duration| {
+            text.map_or(Ok(default), |t| parse_duration(key, &t))
         };
-        let workers = flags
+        let workers = s
             .workers
-            .or(file.workers)
             .map(|w| in_range("workers", w, 1, 1024).map(usize::from))
             .transpose()?;
-        let max_customers = in_range(
-            "max_customers",
-            flags
-                .max_customers
-                .or(file.max_customers)
-                .unwrap_or(1_000_000),
-            1,
-            100_000_000,
-        )?;
-        let ring_capacity = in_range(
-            "ring_capacity",
-            flags.ring_capacity.or(file.ring_capacity).unwrap_or(64),
-            1,
-            4096,
-        )?;
-        let max_body_bytes = in_range(
-            "max_body_bytes",
-            flags
-                .max_body_bytes
-                .or(file.max_body_bytes)
-                .unwrap_or(65_536),
-            256,
-            16 * 1024 * 1024,
-        )?;
-        let watch = !flags.no_watch && file.watch.unwrap_or(true);
-        let decision_log = flags.decision_log.or(file.decision_log).map(|path| {
-            let base = DecisionLogConfig::new(path);
-            Ok::<_, ConfigError>(DecisionLogConfig {
-                max_bytes: in_range(
-                    "decision_log_max_bytes",
-                    flags
-                        .decision_log_max_bytes
-                        .or(file.decision_log_max_bytes)
-                        .unwrap_or(base.max_bytes),
-                    4096,
-                    u64::MAX,
-                )?,
-                keep: in_range(
-                    "decision_log_keep",
-                    flags
-                        .decision_log_keep
-                        .or(file.decision_log_keep)
-                        .unwrap_or(base.keep),
-                    0,
-                    1000,
-                )?,
-                ..base
-            })
-        });
-        let decision_log = decision_log.transpose()?;
-        let timeout = |key: &str, flag: Option<String>, file: Option<String>, default: Duration| {
-            flag.or(file)
-                .map_or(Ok(default), |t| parse_timeout(key, &t))
+        let max_customers = match s.max_customers {
+            Some(n) => usize::try_from(in_range("max_customers", n, 1, 100_000_000)?)
+                .map_err(|_| invalid("max_customers", "too large"))?,
+            None => store_defaults.max_customers,
         };
-        let header_read_timeout = timeout(
-            "header_read_timeout",
-            flags.header_read_timeout,
-            file.header_read_timeout,
-            defaults.header_read_timeout,
-        )?;
-        let idle_timeout = timeout(
-            "idle_timeout",
-            flags.idle_timeout,
-            file.idle_timeout,
-            defaults.idle_timeout,
-        )?;
-        let shutdown_grace = timeout(
-            "shutdown_grace",
-            flags.shutdown_grace,
-            file.shutdown_grace,
-            defaults.shutdown_grace,
-        )?;
-        let max_connections = in_range(
-            "max_connections",
-            flags
-                .max_connections
-                .or(file.max_connections)
-                .unwrap_or(defaults.max_connections as u32),
-            1,
-            1_000_000,
-        )? as usize;
-        let max_header_bytes = in_range(
-            "max_header_bytes",
-            flags
-                .max_header_bytes
-                .or(file.max_header_bytes)
-                .unwrap_or(defaults.max_header_bytes as u64),
-            8192,
-            1024 * 1024,
-        )? as usize;
-        let eval_budget = in_range(
-            "eval_budget",
-            flags
-                .eval_budget
-                .or(file.eval_budget)
-                .unwrap_or(defaults.eval_budget),
-            1_000,
-            u64::MAX,
-        )?;
-        let state_dir = flags.state_dir.or(file.state_dir);
-
-        let proxy_file = file.proxy.unwrap_or_default();
-        let upstream = flags.upstream.or(proxy_file.upstream);
-        let proxy = match upstream {
-            None => {
-                if !proxy_file.routes.is_empty() {
-                    return Err(invalid(
-                        "proxy.upstream",
-                        "routes are configured but no upstream is",
-                    ));
-                }
-                None
+        let ring_capacity = match s.ring_capacity {
+            Some(n) => usize::from(in_range("ring_capacity", n, 1, 4096)?),
+            None => store_defaults.ring_capacity,
+        };
+        let max_body_bytes = match s.max_body_bytes {
+            Some(n) => usize::try_from(in_range("max_body_bytes", n, 256, 16 * 1024 * 1024)?)
+                .map_err(|_| invalid("max_body_bytes", "too large"))?,
+            None => serve_defaults.max_body_bytes,
+        };
+        let triggers = TriggerConfig {
+            watch: !s.no_watch && s.watch.unwrap_or(TriggerConfig::default().watch),
+            ..TriggerConfig::default()
+        };
+        let decision_log = match s.decision_log {
+            Some(path) => {
+                let base = DecisionLogConfig::new(path);
+                Some(DecisionLogConfig {
+                    max_bytes: in_range(
+                        "decision_log_max_bytes",
+                        s.decision_log_max_bytes.unwrap_or(base.max_bytes),
+                        4096,
+                        u64::MAX,
+                    )?,
+                    keep: in_range(
+                        "decision_log_keep",
+                        s.decision_log_keep.unwrap_or(base.keep),
+                        0,
+                        1000,
+                    )?,
+                    ..base
+                })
             }
-            Some(text) => Some(ProxyConfig {
-                upstream: parse_upstream(&text)?,
-                timeout: match flags.upstream_timeout.or(proxy_file.timeout) {
-                    Some(t) => parse_timeout("proxy.timeout", &t)?,
-                    None => Duration::from_secs(5),
-                },
-                on_review: policy(
-                    "proxy.on_review",
-                    flags
-                        .on_review
-                        .as_deref()
-                        .or(proxy_file.on_review.as_deref()),
-                    ReviewPolicy::Forward,
-                    &[
-                        ("forward", ReviewPolicy::Forward),
-                        ("hold", ReviewPolicy::Hold),
-                    ],
-                )?,
-                on_invalid: policy(
-                    "proxy.on_invalid",
-                    flags
-                        .on_invalid
-                        .as_deref()
-                        .or(proxy_file.on_invalid.as_deref()),
-                    InvalidPolicy::Reject,
-                    &[
-                        ("reject", InvalidPolicy::Reject),
-                        ("pass", InvalidPolicy::Pass),
-                    ],
-                )?,
-                on_internal_error: policy(
-                    "proxy.on_internal_error",
-                    flags
-                        .on_internal_error
-                        .as_deref()
-                        .or(proxy_file.on_internal_error.as_deref()),
-                    FailurePolicy::FailOpen,
-                    &[
-                        ("fail_open", FailurePolicy::FailOpen),
-                        ("fail_closed", FailurePolicy::FailClosed),
-                    ],
-                )?,
-                max_inflight: in_range(
-                    "proxy.max_inflight",
-                    proxy_file.max_inflight.unwrap_or(10_000),
-                    1,
-                    1_000_000,
-                )? as usize,
-                routes: proxy_file
-                    .routes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| route(i, r))
-                    .collect::<Result<_, _>>()?,
-            }),
+            None => None,
         };
-
+        let max_connections = match s.max_connections {
+            Some(n) => in_range("max_connections", n, 1, 1_000_000)? as usize,
+            None => serve_defaults.max_connections,
+        };
+        let max_header_bytes = match s.max_header_bytes {
+            Some(n) => in_range("max_header_bytes", n, 8192, 1024 * 1024)? as usize,
+            None => serve_defaults.max_header_bytes,
+        };
+        let eval_budget = match s.eval_budget {
+            Some(n) => in_range("eval_budget", n, 1_000, u64::MAX)?,
+            None => serve_defaults.eval_budget,
+        };
+        let serve = ServeConfig {
+            listen: addr("listen", s.listen, serve_defaults.listen)?,
+            admin_listen: addr("admin_listen", s.admin_listen, serve_defaults.admin_listen)?,
+            max_body_bytes,
+            header_read_timeout: duration(
+                "header_read_timeout",
+                s.header_read_timeout,
+                serve_defaults.header_read_timeout,
+            )?,
+            idle_timeout: duration("idle_timeout", s.idle_timeout, serve_defaults.idle_timeout)?,
+            shutdown_grace: duration(
+                "shutdown_grace",
+                s.shutdown_grace,
+                serve_defaults.shutdown_grace,
+            )?,
+            decision_log,
+            proxy: resolve_proxy(s.proxy)?,
+            max_connections,
+            max_header_bytes,
+            eval_budget,
+            ..serve_defaults
+        };
         Ok(Config {
-            rules: rules.clone(),
+            rules,
             workers,
             store: StoreConfig {
-                max_customers: usize::try_from(max_customers)
-                    .map_err(|_| invalid("max_customers", "too large"))?,
-                ring_capacity: usize::from(ring_capacity),
+                max_customers,
+                ring_capacity,
             },
-            serve: ServeConfig {
-                listen,
-                admin_listen,
-                max_body_bytes: usize::try_from(max_body_bytes)
-                    .map_err(|_| invalid("max_body_bytes", "too large"))?,
-                rules_path: Some(rules),
-                watch_rules: watch,
-                decision_log,
-                proxy,
-                header_read_timeout,
-                idle_timeout,
-                shutdown_grace,
-                max_connections,
-                max_header_bytes,
-                eval_budget,
-                ..defaults
-            },
-            state_dir,
+            serve,
+            state_dir: s.state_dir,
+            triggers,
+            upkeep: UpkeepConfig::default(),
         })
     }
+}
+
+fn resolve_proxy(p: ProxySettings) -> Result<Option<ProxyConfig>, ConfigError> {
+    let Some(upstream) = p.upstream else {
+        if !p.routes.is_empty() {
+            return Err(invalid(
+                "proxy.upstream",
+                "routes are configured but no upstream is",
+            ));
+        }
+        return Ok(None);
+    };
+    let defaults = ProxyConfig::new(parse_upstream(&upstream)?);
+    Ok(Some(ProxyConfig {
+        timeout: match p.timeout {
+            Some(t) => parse_duration("proxy.timeout", &t)?,
+            None => defaults.timeout,
+        },
+        on_review: policy(
+            "proxy.on_review",
+            p.on_review.as_deref(),
+            defaults.on_review,
+            &[
+                ("forward", ReviewPolicy::Forward),
+                ("hold", ReviewPolicy::Hold),
+            ],
+        )?,
+        on_invalid: policy(
+            "proxy.on_invalid",
+            p.on_invalid.as_deref(),
+            defaults.on_invalid,
+            &[
+                ("reject", InvalidPolicy::Reject),
+                ("pass", InvalidPolicy::Pass),
+            ],
+        )?,
+        on_internal_error: policy(
+            "proxy.on_internal_error",
+            p.on_internal_error.as_deref(),
+            defaults.on_internal_error,
+            &[
+                ("fail_open", FailurePolicy::FailOpen),
+                ("fail_closed", FailurePolicy::FailClosed),
+            ],
+        )?,
+        max_inflight: match p.max_inflight {
+            Some(n) => in_range("proxy.max_inflight", n, 1, 1_000_000)? as usize,
+            None => defaults.max_inflight,
+        },
+        routes: p
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| route(i, r))
+            .collect::<Result<_, _>>()?,
+        ..defaults
+    }))
 }
 
 fn parse_upstream(text: &str) -> Result<hyper::Uri, ConfigError> {
@@ -611,33 +503,78 @@ fn route(i: usize, r: &RouteFile) -> Result<Route, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::{CommandFactory, Parser};
 
-    fn file(text: &str) -> FileConfig {
+    fn file(text: &str) -> ServeSettings {
         toml::from_str(text).unwrap()
+    }
+
+    /// A command line that carries the serve settings, as `tripwire serve` does.
+    #[derive(Parser)]
+    struct Line {
+        #[command(flatten)]
+        settings: ServeSettings,
+    }
+
+    /// `file` with the flags in `args` laid over it, as `ServeSettings::layered` does.
+    fn layered(file_text: &str, args: &[&str]) -> ServeSettings {
+        let matches = Line::command()
+            .try_get_matches_from(std::iter::once("serve").chain(args.iter().copied()))
+            .unwrap();
+        let mut settings = file(file_text);
+        settings.update_from_arg_matches(&matches).unwrap();
+        settings
     }
 
     #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {
-        let f = file("rules = \"a.yaml\"\nlisten = \"0.0.0.0:80\"\nmax_customers = 500\n");
-        let flags = Flags {
-            listen: Some("127.0.0.1:81".parse().unwrap()),
-            ..Flags::default()
-        };
-        let c = Config::resolve(f, flags).unwrap();
+        let s = layered(
+            "rules = \"a.yaml\"\nlisten = \"0.0.0.0:80\"\nmax_customers = 500\nwatch = false\n[proxy]\nupstream = \"http://127.0.0.1:1\"\non_review = \"hold\"\n",
+            &["--listen", "127.0.0.1:81", "--upstream-timeout", "2s"],
+        );
+        let c = Config::resolve(s).unwrap();
         assert_eq!(c.rules, PathBuf::from("a.yaml"));
         assert_eq!(c.serve.listen.port(), 81);
         assert_eq!(c.store.max_customers, 500);
-        assert_eq!(c.serve.admin_listen.port(), 9090);
-        assert!(c.serve.proxy.is_none());
+        assert_eq!(c.serve.admin_listen, ServeConfig::default().admin_listen);
+        assert_eq!(c.store.ring_capacity, StoreConfig::default().ring_capacity);
+        assert!(!c.triggers.watch, "the file's watch = false holds");
+        let proxy = c.serve.proxy.unwrap();
+        assert_eq!(
+            proxy.on_review,
+            ReviewPolicy::Hold,
+            "the file's value holds"
+        );
+        assert_eq!(proxy.timeout, Duration::from_secs(2), "the flag wins");
+    }
+
+    #[test]
+    fn every_duration_setting_reads_the_rules_grammar() {
+        let s = layered(
+            "rules = \"r\"\nshutdown_grace = \"1m30s\"\n",
+            &["--idle-timeout", "1h", "--header-read-timeout", "1500ms"],
+        );
+        let c = Config::resolve(s).unwrap();
+        assert_eq!(c.serve.idle_timeout, Duration::from_secs(3600));
+        assert_eq!(c.serve.header_read_timeout, Duration::from_millis(1500));
+        assert_eq!(c.serve.shutdown_grace, Duration::from_secs(90));
+        let err = Config::resolve(layered("rules = \"r\"", &["--idle-timeout", "0s"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("idle_timeout:"), "{err}");
+    }
+
+    #[test]
+    fn no_watch_on_the_command_line_turns_the_watch_off() {
+        let c = Config::resolve(layered("rules = \"r\"", &["--no-watch"])).unwrap();
+        assert!(!c.triggers.watch);
+        let c = Config::resolve(layered("rules = \"r\"", &[])).unwrap();
+        assert!(c.triggers.watch);
     }
 
     #[test]
     fn errors_name_the_key() {
-        let err = |text: &str| {
-            Config::resolve(file(text), Flags::default())
-                .unwrap_err()
-                .to_string()
-        };
+        let err = |text: &str| Config::resolve(file(text)).unwrap_err().to_string();
         assert!(err("listen = \"nowhere\"\nrules = \"r\"").starts_with("listen:"));
         assert!(err("rules = \"r\"\nring_capacity = 0").starts_with("ring_capacity:"));
         assert!(
@@ -664,7 +601,12 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_by_the_parser() {
-        assert!(toml::from_str::<FileConfig>("rulez = \"r\"").is_err());
-        assert!(toml::from_str::<FileConfig>("[proxy]\nupstreams = \"r\"").is_err());
+        assert!(toml::from_str::<ServeSettings>("rulez = \"r\"").is_err());
+        assert!(toml::from_str::<ServeSettings>("[proxy]\nupstreams = \"r\"").is_err());
+        assert!(
+            toml::from_str::<ServeSettings>("config = \"x\"").is_err(),
+            "the file cannot name another file"
+        );
+        assert!(toml::from_str::<ServeSettings>("no_watch = true").is_err());
     }
 }

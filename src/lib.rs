@@ -10,11 +10,12 @@
 //! [`interceptor`] ties the pipeline together for one request; [`server`] puts it behind HTTP;
 //! `main.rs` only parses flags.
 
+pub mod app;
 pub mod config;
 pub mod decision_log;
 pub mod engine;
 pub mod interceptor;
-pub mod mapping;
+pub mod live_rules;
 pub mod metrics;
 pub mod reload;
 pub mod replay;

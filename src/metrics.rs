@@ -15,7 +15,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::interceptor::DecideSummary;
-use crate::reload::LoadedRules;
+use crate::live_rules::LoadedRules;
+use crate::reload::ReloadTrigger;
 use crate::rules::Action;
 use crate::state::Store;
 
@@ -62,31 +63,6 @@ struct ProxyFailureLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RejectLabels {
     reason: &'static str,
-}
-
-/// What started a reload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReloadTrigger {
-    /// The rules file changed on disk.
-    File,
-    /// SIGHUP.
-    Signal,
-    /// `PUT /admin/rules`.
-    Api,
-    /// `POST /admin/rules/rollback`.
-    Rollback,
-}
-
-impl ReloadTrigger {
-    /// The trigger's label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReloadTrigger::File => "file",
-            ReloadTrigger::Signal => "sighup",
-            ReloadTrigger::Api => "api",
-            ReloadTrigger::Rollback => "rollback",
-        }
-    }
 }
 
 /// Every metric tripwire exports.

@@ -1,296 +1,336 @@
-//! The live rule set and how it is replaced: a complete new [`RuleSet`] is built off the hot
-//! path (parse → validate → compile) and swapped in whole through an `ArcSwap`. A request loads
-//! the current set once and uses that snapshot to the end; a refused set changes nothing.
+//! Reloading the rules, one owner per step:
+//!
+//! - **triggers** raise a reload: the rules file changing on disk ([`watch_file`]), SIGHUP, and
+//!   `PUT /admin/rules` / `POST /admin/rules/rollback` (the admin listener calls the
+//!   [`Reloader`] directly). [`Triggers`] runs the first two until stopped.
+//! - the **[`Reloader`]** is the one reload path: read → compile off the async workers → swap
+//!   into [`LiveRules`] → count and log. It answers with a domain [`ReloadOutcome`] or
+//!   [`ReloadError`]; the HTTP layer maps those to status codes, this module knows no HTTP.
+//! - the live set itself, with its versions, history and rollback, is
+//!   [`crate::live_rules`].
+//!
+//! A refused rule set never changes what is live: the refusal is recorded in the history and
+//! counted, and the old set keeps serving.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use parking_lot::Mutex;
-use sha2::{Digest, Sha256};
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
 
-use crate::rules::{self, RuleSet, RulesError};
+use crate::interceptor::Interceptor;
+use crate::live_rules::{LoadedRules, Refusal, RollbackError};
+use crate::metrics::Metrics;
+use crate::rules::sha256_hex;
+use crate::rules::{self, RulesError};
 
-/// Which load of the rules a decision used: a sequence number and the content hash.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RulesVersion {
-    /// 1 for the rules loaded at start, then one more per accepted reload.
-    pub seq: u64,
-    /// SHA-256 of the rules text, hex.
-    pub sha256: String,
-    /// `"{seq}-{first 12 hex digits of the hash}"`, as reported in every decision.
-    pub label: String,
+/// What started a reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadTrigger {
+    /// The rules file changed on disk.
+    File,
+    /// SIGHUP.
+    Signal,
+    /// `PUT /admin/rules`.
+    Api,
+    /// `POST /admin/rules/rollback`.
+    Rollback,
 }
 
-/// A compiled rule set with where and when it came from.
+impl ReloadTrigger {
+    /// The trigger's label value in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadTrigger::File => "file",
+            ReloadTrigger::Signal => "sighup",
+            ReloadTrigger::Api => "api",
+            ReloadTrigger::Rollback => "rollback",
+        }
+    }
+}
+
+/// What an accepted reload did.
 #[derive(Debug)]
-pub struct LoadedRules {
-    /// The compiled rules.
-    pub set: RuleSet,
-    /// Its version.
-    pub version: RulesVersion,
-    /// When it was loaded (wall clock; informational).
-    pub loaded_at: jiff::Timestamp,
-    /// Where it came from (a path, `PUT /admin/rules`...).
-    pub source: String,
+pub enum ReloadOutcome {
+    /// A new version is live.
+    Installed(Arc<LoadedRules>),
+    /// The text is the live one already; nothing changed.
+    Unchanged(Arc<LoadedRules>),
 }
 
-/// Hex SHA-256 of a rules text.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut hex = String::with_capacity(64);
-    for b in digest {
-        hex.push_str(&format!("{b:02x}"));
-    }
-    hex
-}
-
-/// How many loads and refusals `GET /admin/rules/history` remembers.
-pub const HISTORY_LEN: usize = 50;
-/// How many earlier good versions rollback can walk back through.
-pub const ROLLBACK_DEPTH: usize = 20;
-
-/// One entry of the reload history.
-#[derive(Clone, Debug)]
-pub struct HistoryEntry {
-    /// When it happened (wall clock).
-    pub at: jiff::Timestamp,
-    /// Where the rules came from.
-    pub source: String,
-    /// SHA-256 of the text offered.
-    pub sha256: String,
-    /// The version it became, or the error that refused it.
-    pub outcome: Result<RulesVersion, Refusal>,
-}
-
-/// Why a rule set was refused, with the position of the first problem.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
-    /// The first problem's message.
-    pub error: String,
-    /// Its line (0 when unknown).
-    pub line: u64,
-    /// Its column (0 when unknown).
-    pub column: u64,
-    /// Every problem, as `LINE:COLUMN: message`.
-    pub problems: Vec<String>,
-}
-
-impl Refusal {
-    /// The refusal for a load error.
-    pub fn from_error(e: &RulesError) -> Refusal {
-        let problems = e.problems();
-        let first = problems.first();
-        Refusal {
-            error: first.map_or_else(|| e.to_string(), |p| p.message.clone()),
-            line: first.map_or(0, |p| p.line),
-            column: first.map_or(0, |p| p.column),
-            problems: problems.iter().map(ToString::to_string).collect(),
+impl ReloadOutcome {
+    /// The rule set live after the reload.
+    pub fn live(&self) -> &Arc<LoadedRules> {
+        match self {
+            ReloadOutcome::Installed(l) | ReloadOutcome::Unchanged(l) => l,
         }
     }
 }
 
-/// Why a rollback did not happen.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum RollbackError {
-    /// No earlier good version is remembered.
-    #[error("no earlier good rule set to roll back to")]
-    NothingToRollBack,
+/// Why a reload or rollback changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// A reload from the file was asked for, but the rules came from elsewhere.
+    #[error("no rules file to reload from")]
+    NoRulesFile,
+    /// The rules text is larger than [`rules::MAX_RULES_BYTES`].
+    #[error("rules are larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit, bytes.
+        limit: usize,
+    },
+    /// The rules were refused (unreadable, invalid, over budget); the live set keeps serving.
+    #[error("{}", .0.error)]
+    Refused(Refusal),
+    /// No earlier good version to roll back to.
+    #[error(transparent)]
+    Rollback(#[from] RollbackError),
+    /// The compile task died (a bug).
+    #[error("the reload task failed: {0}")]
+    Task(String),
 }
 
-struct Book {
-    next_seq: u64,
-    history: std::collections::VecDeque<HistoryEntry>,
-    /// Good versions, oldest first; the last is the live one. Rollback pops it.
-    good: Vec<(RulesVersion, Arc<[u8]>)>,
-    /// Rule sets swapped out but perhaps still used by requests in flight. Freeing a rule set
-    /// is many deallocations; holding the last reference here means it happens on the reload
-    /// path (at a later swap), never at the end of a decision.
-    retired: Vec<Arc<LoadedRules>>,
+/// The one reload path, shared by every trigger.
+#[derive(Debug)]
+pub struct Reloader {
+    interceptor: Arc<Interceptor>,
+    rules_path: Option<PathBuf>,
+    metrics: Arc<Metrics>,
 }
 
-impl Book {
-    fn remember(&mut self, entry: HistoryEntry) {
-        if self.history.len() == HISTORY_LEN {
-            self.history.pop_front();
-        }
-        self.history.push_back(entry);
-    }
-}
-
-/// The rule set in force, swapped atomically, with the record of every load and refusal.
-pub struct LiveRules {
-    current: ArcSwap<LoadedRules>,
-    budget: Option<rules::EvalBudget>,
-    /// Serialises installs so sequence numbers follow swap order.
-    book: Mutex<Book>,
-}
-
-impl std::fmt::Debug for LiveRules {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LiveRules")
-            .field("version", &self.current.load().version)
-            .finish()
-    }
-}
-
-impl LiveRules {
-    /// Compiles `bytes` as the first rule set (sequence 1).
-    pub fn new(bytes: &[u8], source: &str) -> Result<LiveRules, RulesError> {
-        LiveRules::with_budget(bytes, source, None)
-    }
-
-    /// Like [`LiveRules::new`], refusing this and every later rule set that costs more than
-    /// `budget` per decision.
-    pub fn with_budget(
-        bytes: &[u8],
-        source: &str,
-        budget: Option<rules::EvalBudget>,
-    ) -> Result<LiveRules, RulesError> {
-        let set = rules::load_bytes(bytes)?;
-        if let Some(budget) = budget {
-            budget.check(&set)?;
-        }
-        let loaded = Self::loaded(set, bytes, source, 1);
-        let mut book = Book {
-            next_seq: 2,
-            history: std::collections::VecDeque::new(),
-            good: vec![(loaded.version.clone(), Arc::from(bytes))],
-            retired: Vec::new(),
-        };
-        book.remember(HistoryEntry {
-            at: loaded.loaded_at,
-            source: source.to_string(),
-            sha256: loaded.version.sha256.clone(),
-            outcome: Ok(loaded.version.clone()),
-        });
-        Ok(LiveRules {
-            current: ArcSwap::from_pointee(loaded),
-            budget,
-            book: Mutex::new(book),
-        })
-    }
-
-    fn loaded(set: RuleSet, bytes: &[u8], source: &str, seq: u64) -> LoadedRules {
-        let sha256 = sha256_hex(bytes);
-        LoadedRules {
-            set,
-            version: RulesVersion {
-                seq,
-                label: format!("{seq}-{}", &sha256[..12]),
-                sha256,
-            },
-            loaded_at: jiff::Timestamp::now(),
-            source: source.to_string(),
+impl Reloader {
+    /// Reloads into `interceptor`'s live rules, from `rules_path` when no text is given.
+    pub fn new(
+        interceptor: Arc<Interceptor>,
+        rules_path: Option<PathBuf>,
+        metrics: Arc<Metrics>,
+    ) -> Reloader {
+        Reloader {
+            interceptor,
+            rules_path,
+            metrics,
         }
     }
 
-    /// The rule set in force now. Hold the returned guard for the whole decision.
-    #[inline]
-    pub fn load(&self) -> arc_swap::Guard<Arc<LoadedRules>> {
-        self.current.load()
+    /// The interceptor whose rules this reloads.
+    pub fn interceptor(&self) -> &Arc<Interceptor> {
+        &self.interceptor
     }
 
-    /// The rule set in force now, as an owned `Arc`.
-    pub fn load_full(&self) -> Arc<LoadedRules> {
-        self.current.load_full()
+    /// The metrics reloads are counted in.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
-    /// Parses, validates and compiles `bytes`, then swaps it in. On error nothing changes but
-    /// the history, which records the refusal.
-    pub fn install(&self, bytes: &[u8], source: &str) -> Result<Arc<LoadedRules>, RulesError> {
-        // Compile before taking the lock: a slow or bad file never blocks another install.
-        let compiled = rules::load_bytes(bytes).and_then(|set| match self.budget {
-            Some(budget) => budget.check(&set).map(|()| set),
-            None => Ok(set),
-        });
-        let mut book = self.book.lock();
-        match compiled {
-            Ok(set) => {
-                let loaded = self.swap_in(&mut book, set, bytes, source);
-                book.good.push((loaded.version.clone(), Arc::from(bytes)));
-                if book.good.len() > ROLLBACK_DEPTH {
-                    book.good.remove(0);
-                }
-                Ok(loaded)
-            }
-            Err(e) => {
-                book.remember(HistoryEntry {
-                    at: jiff::Timestamp::now(),
-                    source: source.to_string(),
-                    sha256: sha256_hex(bytes),
-                    outcome: Err(Refusal::from_error(&e)),
-                });
-                Err(e)
-            }
-        }
+    /// The rules file reloads read, when there is one.
+    pub fn rules_path(&self) -> Option<&Path> {
+        self.rules_path.as_deref()
     }
 
-    fn swap_in(
+    /// Reloads the rules from `text`, or from the rules file when `text` is `None`. Parsing
+    /// and compiling run on the blocking pool, never on the async workers; a refused set
+    /// changes nothing but the history and the refusal counter.
+    pub async fn reload(
         &self,
-        book: &mut Book,
-        set: RuleSet,
-        bytes: &[u8],
-        source: &str,
-    ) -> Arc<LoadedRules> {
-        let seq = book.next_seq;
-        book.next_seq += 1;
-        let loaded = Arc::new(Self::loaded(set, bytes, source, seq));
-        let previous = self.current.swap(Arc::clone(&loaded));
-        // Sets no request holds any more are freed here, on the reload path.
-        book.retired.retain(|set| Arc::strong_count(set) > 1);
-        book.retired.push(previous);
-        book.remember(HistoryEntry {
-            at: loaded.loaded_at,
-            source: source.to_string(),
-            sha256: loaded.version.sha256.clone(),
-            outcome: Ok(loaded.version.clone()),
-        });
-        loaded
+        trigger: ReloadTrigger,
+        text: Option<Bytes>,
+    ) -> Result<ReloadOutcome, ReloadError> {
+        let (bytes, source) = match text {
+            Some(bytes) => (bytes, "PUT /admin/rules".to_string()),
+            None => {
+                let Some(path) = self.rules_path.clone() else {
+                    return Err(ReloadError::NoRulesFile);
+                };
+                let source = path.display().to_string();
+                let read = tokio::task::spawn_blocking(move || rules::read_file(&path))
+                    .await
+                    .map_err(|e| ReloadError::Task(e.to_string()))?;
+                match read {
+                    Ok(bytes) => (Bytes::from(bytes), source),
+                    Err(e) => return Err(self.refuse(trigger, &source, &[], &e)),
+                }
+            }
+        };
+        let live = self.interceptor.rules().load_full();
+        if sha256_hex(&bytes) == live.version.sha256 {
+            return Ok(ReloadOutcome::Unchanged(live));
+        }
+        let interceptor = Arc::clone(&self.interceptor);
+        let worker_source = source.clone();
+        let installed = tokio::task::spawn_blocking(move || {
+            interceptor.rules().install(&bytes, &worker_source)
+        })
+        .await
+        .map_err(|e| ReloadError::Task(e.to_string()))?;
+        match installed {
+            Ok(loaded) => {
+                self.metrics.record_reload(trigger, true);
+                self.metrics.set_live_rules(&loaded);
+                info!(
+                    trigger = trigger.as_str(),
+                    %source,
+                    version = %loaded.version.label,
+                    rules = loaded.set.rules().len(),
+                    "rules reloaded"
+                );
+                Ok(ReloadOutcome::Installed(loaded))
+            }
+            // `install` recorded the refusal in the history already.
+            Err(e) => Err(self.counted_refusal(trigger, &source, &e)),
+        }
     }
 
-    /// Goes back to the good rule set loaded before the live one, as a new version (the
-    /// sequence number moves on; the content hash is the earlier one's). Repeated rollbacks
-    /// walk further back.
-    pub fn rollback(&self) -> Result<Arc<LoadedRules>, RollbackError> {
-        let mut book = self.book.lock();
-        if book.good.len() < 2 {
-            return Err(RollbackError::NothingToRollBack);
+    /// Refuses rules that could not even be offered for compiling (unreadable, oversized):
+    /// records the refusal in the history, counts and logs it.
+    pub fn refuse(
+        &self,
+        trigger: ReloadTrigger,
+        source: &str,
+        bytes: &[u8],
+        e: &RulesError,
+    ) -> ReloadError {
+        self.interceptor.rules().record_refusal(source, bytes, e);
+        self.counted_refusal(trigger, source, e)
+    }
+
+    fn counted_refusal(&self, trigger: ReloadTrigger, source: &str, e: &RulesError) -> ReloadError {
+        self.metrics.record_reload(trigger, false);
+        let refusal = Refusal::from_error(e);
+        warn!(
+            trigger = trigger.as_str(),
+            %source,
+            error = %refusal.problems.join("; "),
+            "rules refused; the live rule set keeps serving"
+        );
+        match e {
+            RulesError::TooLarge { .. } => ReloadError::TooLarge {
+                limit: rules::MAX_RULES_BYTES,
+            },
+            _ => ReloadError::Refused(refusal),
         }
-        book.good.pop();
-        let (version, text) = book.good.last().cloned().expect("two or more were held");
-        let set = rules::load_bytes(&text)
-            .expect("a rule set that compiled once compiles again: compilation is deterministic");
-        let source = format!("rollback to {}", version.label);
-        let loaded = self.swap_in(&mut book, set, &text, &source);
-        if let Some(top) = book.good.last_mut() {
-            top.0 = loaded.version.clone();
-        }
+    }
+
+    /// Rolls back to the previous good rule set.
+    pub async fn rollback(&self) -> Result<Arc<LoadedRules>, ReloadError> {
+        // Rolling back recompiles the earlier rule set: like an install, off the async workers.
+        let interceptor = Arc::clone(&self.interceptor);
+        let loaded = tokio::task::spawn_blocking(move || interceptor.rules().rollback())
+            .await
+            .map_err(|e| ReloadError::Task(e.to_string()))??;
+        self.metrics.record_reload(ReloadTrigger::Rollback, true);
+        self.metrics.set_live_rules(&loaded);
+        info!(version = %loaded.version.label, source = %loaded.source, "rules rolled back");
         Ok(loaded)
     }
+}
 
-    /// Records a refusal that happened before compiling (unreadable or oversized text).
-    pub fn record_refusal(&self, source: &str, bytes: &[u8], error: &RulesError) {
-        self.book.lock().remember(HistoryEntry {
-            at: jiff::Timestamp::now(),
-            source: source.to_string(),
-            sha256: sha256_hex(bytes),
-            outcome: Err(Refusal::from_error(error)),
-        });
-    }
+/// How the process-level triggers run.
+#[derive(Clone, Debug)]
+pub struct TriggerConfig {
+    /// Watch the rules file for changes.
+    pub watch: bool,
+    /// Quiet time after a file event before reloading.
+    pub debounce: Duration,
+}
 
-    /// Loads and refusals, newest first.
-    pub fn history(&self) -> Vec<HistoryEntry> {
-        self.book.lock().history.iter().rev().cloned().collect()
+impl Default for TriggerConfig {
+    fn default() -> TriggerConfig {
+        TriggerConfig {
+            watch: true,
+            debounce: Duration::from_millis(200),
+        }
     }
 }
 
-/// Watches a rules file and calls `on_change` once changes have settled.
-///
-/// The file's directory is watched rather than the file, so that editors that save by writing
-/// a temporary file and renaming it over the original, and Kubernetes ConfigMap updates (which
-/// swap a `..data` symlink), are seen like an in-place write. When the path is a symlink, the
-/// directory of its target is watched too. The callback re-reads the file and compares content
-/// hashes, so a spurious event never changes the version.
+/// The running file watch and SIGHUP triggers, feeding one reload loop.
+#[derive(Debug)]
+pub struct Triggers {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    _watcher: Option<FileWatcher>,
+}
+
+impl Triggers {
+    /// Starts the triggers for `reloader`'s rules file (none when it has no file). Must be
+    /// called inside a tokio runtime.
+    pub fn start(reloader: Arc<Reloader>, config: &TriggerConfig) -> std::io::Result<Triggers> {
+        let (stop, stopped) = watch::channel(false);
+        let mut triggers = Triggers {
+            stop,
+            tasks: Vec::new(),
+            _watcher: None,
+        };
+        let Some(path) = reloader.rules_path().map(Path::to_path_buf) else {
+            return Ok(triggers);
+        };
+        let (raised, mut raised_rx) = mpsc::channel::<ReloadTrigger>(4);
+        if config.watch {
+            let file_raised = raised.clone();
+            triggers._watcher = Some(
+                watch_file(&path, config.debounce, move || {
+                    // A full queue already holds a pending reload, which will read the latest
+                    // file: dropping this one loses nothing.
+                    let _ = file_raised.try_send(ReloadTrigger::File);
+                })
+                .map_err(|e| {
+                    std::io::Error::other(format!("cannot watch {}: {e}", path.display()))
+                })?,
+            );
+        }
+        #[cfg(unix)]
+        triggers
+            .tasks
+            .push(tokio::spawn(hangup_loop(raised, stopped.clone())));
+        let mut reload_stopped = stopped;
+        triggers.tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    trigger = raised_rx.recv() => match trigger {
+                        // Refusals are counted and logged by the reloader.
+                        Some(trigger) => { let _ = reloader.reload(trigger, None).await; }
+                        None => break,
+                    },
+                    _ = reload_stopped.changed() => break,
+                }
+            }
+        }));
+        Ok(triggers)
+    }
+
+    /// Stops the triggers and waits for a reload in progress to finish.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn hangup_loop(raised: mpsc::Sender<ReloadTrigger>, mut stopped: watch::Receiver<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGHUP; reload through the file or the admin API");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => {
+                info!("SIGHUP: reloading rules");
+                let _ = raised.send(ReloadTrigger::Signal).await;
+            }
+            _ = stopped.changed() => break,
+        }
+    }
+}
+
+/// A running watch of a rules file (see [`watch_file`]); dropping it stops the watch.
 pub struct FileWatcher {
     _watcher: notify::RecommendedWatcher,
 }
@@ -301,7 +341,14 @@ impl std::fmt::Debug for FileWatcher {
     }
 }
 
-/// Starts watching `path`; events closer together than `debounce` make one call.
+/// Watches a rules file and calls `on_change` once changes have settled.
+///
+/// The file's directory is watched rather than the file, so that editors that save by writing
+/// a temporary file and renaming it over the original, and Kubernetes ConfigMap updates (which
+/// swap a `..data` symlink), are seen like an in-place write. When the path is a symlink, the
+/// directory of its target is watched too. The callback re-reads the file and compares content
+/// hashes, so a spurious event never changes the version. Events closer together than
+/// `debounce` make one call.
 pub fn watch_file(
     path: &std::path::Path,
     debounce: std::time::Duration,

@@ -11,7 +11,7 @@ use hyper::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tripwire::interceptor::Interceptor;
-use tripwire::reload::LiveRules;
+use tripwire::live_rules::LiveRules;
 use tripwire::rules::{EvalBudget, RulesError};
 use tripwire::server::ServeConfig;
 use tripwire::state::{Store, StoreConfig};

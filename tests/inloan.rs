@@ -7,7 +7,7 @@ use common::{Client, start, txn};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use tripwire::interceptor::Interceptor;
-use tripwire::reload::LiveRules;
+use tripwire::live_rules::LiveRules;
 use tripwire::state::{Store, StoreConfig};
 
 #[test]

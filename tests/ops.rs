@@ -13,9 +13,30 @@ use bytes::Bytes;
 use common::{Client, eventually, get, send, send_with, start_with, txn};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
+use tripwire::app::App;
+use tripwire::config::Config;
 use tripwire::decision_log::DecisionLogConfig;
+use tripwire::interceptor::upkeep::UpkeepConfig;
+use tripwire::reload::TriggerConfig;
 use tripwire::server::{ServeConfig, Server};
 use tripwire::state::StoreConfig;
+
+/// Something with an admin listener: a bare server or the whole assembled service.
+trait Admin {
+    fn admin(&self) -> std::net::SocketAddr;
+}
+
+impl Admin for Server {
+    fn admin(&self) -> std::net::SocketAddr {
+        self.admin_addr()
+    }
+}
+
+impl Admin for App {
+    fn admin(&self) -> std::net::SocketAddr {
+        self.admin_addr()
+    }
+}
 
 const RULES_A: &str = "timezone: UTC\nrules:\n  - id: big_amount\n    action: deny\n    when:\n      amount: { at_least: 1000 }\n";
 const RULES_B: &str = "timezone: UTC\nrules:\n  - id: big_amount\n    action: review\n    when:\n      amount: { at_least: 500 }\n  - id: tiny_amount\n    action: review\n    when:\n      amount: { less_than: 1 }\n";
@@ -37,14 +58,12 @@ async fn put_rules(addr: std::net::SocketAddr, yaml: &str) -> (StatusCode, Value
     (status, common::parse(&text))
 }
 
-async fn live_version(server: &Server) -> Value {
-    get(server.admin_addr(), "/admin/rules").await.1
+async fn live_version(server: &impl Admin) -> Value {
+    get(server.admin(), "/admin/rules").await.1
 }
 
-async fn metrics(server: &Server) -> String {
-    send(server.admin_addr(), Method::GET, "/metrics", "")
-        .await
-        .1
+async fn metrics(server: &impl Admin) -> String {
+    send(server.admin(), Method::GET, "/metrics", "").await.1
 }
 
 fn metric_value(metrics: &str, series: &str) -> Option<f64> {
@@ -483,16 +502,28 @@ async fn the_decision_log_rotates_by_size() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-async fn start_watching(path: &Path, initial: &str) -> Server {
-    let config = ServeConfig {
-        rules_path: Some(path.to_path_buf()),
-        watch_debounce: Duration::from_millis(50),
-        ..ServeConfig::default()
+/// Starts the whole service, as `tripwire serve` does, on the rules file at `path`.
+async fn start_watching(path: &Path) -> App {
+    let config = Config {
+        rules: path.to_path_buf(),
+        workers: None,
+        store: StoreConfig::default(),
+        serve: ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+            ..ServeConfig::default()
+        },
+        state_dir: None,
+        triggers: TriggerConfig {
+            watch: true,
+            debounce: Duration::from_millis(50),
+        },
+        upkeep: UpkeepConfig::default(),
     };
-    start_with(initial, StoreConfig::default(), config).await
+    App::start(config).await.expect("the service starts")
 }
 
-async fn wait_for_seq(server: &Server, seq: u64) -> bool {
+async fn wait_for_seq(server: &impl Admin, seq: u64) -> bool {
     eventually(10, || async { live_version(server).await["seq"] == seq }).await
 }
 
@@ -501,7 +532,7 @@ async fn editing_the_rules_file_in_place_reloads_it() {
     let dir = temp_dir("edit");
     let path = dir.join("rules.yaml");
     std::fs::write(&path, RULES_A).unwrap();
-    let server = start_watching(&path, RULES_A).await;
+    let server = start_watching(&path).await;
     std::fs::write(&path, RULES_B).unwrap();
     assert!(wait_for_seq(&server, 2).await, "an in-place write reloads");
     let live = live_version(&server).await;
@@ -519,7 +550,7 @@ async fn editing_the_rules_file_in_place_reloads_it() {
     .await;
     assert!(refused, "the broken file was seen and refused");
     assert_eq!(live_version(&server).await["seq"], 2);
-    let (_, history) = get(server.admin_addr(), "/admin/rules/history").await;
+    let (_, history) = get(server.admin(), "/admin/rules/history").await;
     assert_eq!(history["entries"][0]["outcome"], "refused");
     assert_eq!(history["entries"][0]["line"], 3);
     std::fs::remove_dir_all(&dir).ok();
@@ -530,7 +561,7 @@ async fn saving_by_rename_reloads_it() {
     let dir = temp_dir("rename");
     let path = dir.join("rules.yaml");
     std::fs::write(&path, RULES_A).unwrap();
-    let server = start_watching(&path, RULES_A).await;
+    let server = start_watching(&path).await;
     let tmp = dir.join(".rules.yaml.swp");
     std::fs::write(&tmp, RULES_C).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
@@ -557,7 +588,7 @@ async fn a_configmap_symlink_swap_reloads_it() {
     symlink("..2026_01", dir.join("..data")).unwrap();
     symlink("..data/rules.yaml", dir.join("rules.yaml")).unwrap();
     let path = dir.join("rules.yaml");
-    let server = start_watching(&path, RULES_A).await;
+    let server = start_watching(&path).await;
 
     std::fs::create_dir(dir.join("..2026_02")).unwrap();
     std::fs::write(dir.join("..2026_02/rules.yaml"), RULES_B).unwrap();

@@ -19,7 +19,8 @@ use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
-use tripwire::config::{Config, FileConfig, Flags, ProxyConfig};
+use tripwire::config::{Config, ServeSettings};
+use tripwire::server::proxy::ProxyConfig;
 use tripwire::server::{ServeConfig, Server};
 use tripwire::state::StoreConfig;
 
@@ -94,12 +95,8 @@ impl Upstream {
 fn proxy_config(upstream: SocketAddr, extra: &str) -> ProxyConfig {
     let text =
         format!("rules = \"unused.yaml\"\n[proxy]\nupstream = \"http://{upstream}\"\n{extra}");
-    let file: FileConfig = toml::from_str(&text).unwrap();
-    Config::resolve(file, Flags::default())
-        .unwrap()
-        .serve
-        .proxy
-        .unwrap()
+    let file: ServeSettings = toml::from_str(&text).unwrap();
+    Config::resolve(file).unwrap().serve.proxy.unwrap()
 }
 
 async fn start_proxy(upstream: SocketAddr, extra: &str) -> Server {

@@ -7,6 +7,7 @@
 //! each rule against fraud labels when there are any, and with a candidate rule set lists the
 //! transactions whose decision would change.
 
+pub mod command;
 pub mod generate;
 pub mod input;
 
@@ -17,7 +18,7 @@ use serde::Serialize;
 
 use crate::engine::Decision;
 use crate::interceptor::Interceptor;
-use crate::reload::LiveRules;
+use crate::live_rules::LiveRules;
 use crate::rules::{Action, RulesError};
 use crate::state::{Store, StoreConfig};
 use input::Row;

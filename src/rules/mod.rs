@@ -177,6 +177,95 @@ pub fn validate_bytes(bytes: &[u8]) -> Result<ValidRules, RulesError> {
     validate::validate(&file).map_err(RulesError::Invalid)
 }
 
+/// Hex SHA-256 of a rules text: the content half of a rules version.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(bytes);
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    hex
+}
+
+/// Every problem of `error` as a `PATH:LINE:COLUMN: message` line.
+pub fn problem_report(path: &Path, error: &RulesError) -> String {
+    error
+        .problems()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{}:{}: {}\n",
+                path.display(),
+                p.line,
+                p.column,
+                p.message
+            )
+        })
+        .collect()
+}
+
+/// What `tripwire check` reports of a rules file it accepts.
+#[derive(Clone, Debug)]
+pub struct CheckSummary {
+    /// The file.
+    pub path: String,
+    /// Rules in the file.
+    pub rules: usize,
+    /// Of which in shadow mode.
+    pub shadow: usize,
+    /// Named lists.
+    pub lists: usize,
+    /// The rules' time zone.
+    pub timezone: String,
+    /// SHA-256 of the text, as its version will show.
+    pub sha256: String,
+    /// Evaluation cost per decision.
+    pub cost: u64,
+    /// The budget it was checked against.
+    pub budget: u64,
+}
+
+impl fmt::Display for CheckSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: ok: {} rules ({} enforce, {} shadow), {} lists, timezone {}, sha256 {}, cost {} of budget {} per decision",
+            self.path,
+            self.rules,
+            self.rules - self.shadow,
+            self.shadow,
+            self.lists,
+            self.timezone,
+            self.sha256,
+            self.cost,
+            self.budget
+        )
+    }
+}
+
+/// Loads a rules file exactly as `serve` would, budget included, so that a file `check`
+/// accepts is one `serve` accepts too.
+pub fn check_file(path: &Path, budget: &EvalBudget) -> Result<CheckSummary, RulesError> {
+    let bytes = read_file(path)?;
+    let set = load_bytes(&bytes)?;
+    budget.check(&set)?;
+    Ok(CheckSummary {
+        path: path.display().to_string(),
+        rules: set.rules().len(),
+        shadow: set
+            .rules()
+            .iter()
+            .filter(|r| r.mode == Mode::Shadow)
+            .count(),
+        lists: set.valid.lists.len(),
+        timezone: set.valid.timezone_name.clone(),
+        sha256: sha256_hex(&bytes),
+        cost: set.cost(budget.ring_capacity),
+        budget: budget.max_cost,
+    })
+}
+
 /// Reads a rules file, refusing it before reading when it is too large.
 pub fn read_file(path: &Path) -> Result<Vec<u8>, RulesError> {
     let io = |source| RulesError::Io {

@@ -13,9 +13,8 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::http::{ApiError, Body, HttpResponse, boxed, json, read_body, text};
-use super::ops::{self, Reloaded};
-use crate::metrics::ReloadTrigger;
-use crate::reload::{HistoryEntry, LoadedRules};
+use crate::live_rules::{HistoryEntry, LoadedRules};
+use crate::reload::{ReloadOutcome, ReloadTrigger};
 use crate::rules::{self, RulesError};
 
 #[derive(Serialize)]
@@ -213,16 +212,17 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<HttpResp
                         bytes: rules::MAX_RULES_BYTES + 1,
                     };
                     state
-                        .interceptor
-                        .rules()
-                        .record_refusal("PUT /admin/rules", &[], &error);
-                    ops::refused(state, ReloadTrigger::Api, "PUT /admin/rules", &error);
+                        .reloader
+                        .refuse(ReloadTrigger::Api, "PUT /admin/rules", &[], &error);
                     return Err(e);
                 }
                 Err(e) => return Err(e),
             };
-            let reloaded = ops::reload(state, ReloadTrigger::Api, Some(body)).await?;
-            let changed = matches!(reloaded, Reloaded::Installed(_));
+            let reloaded = state
+                .reloader
+                .reload(ReloadTrigger::Api, Some(body))
+                .await?;
+            let changed = matches!(reloaded, ReloadOutcome::Installed(_));
             Ok(json(
                 StatusCode::OK,
                 &rules_body(reloaded.live(), Some(changed)),
@@ -239,7 +239,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<HttpResp
         }
         ("/admin/rules/history", _) => Err(method_not_allowed(&req, "GET")),
         ("/admin/rules/rollback", Method::POST) => {
-            let loaded = ops::rollback(state).await?;
+            let loaded = state.reloader.rollback().await?;
             Ok(json(StatusCode::OK, &rules_body(&loaded, Some(true))))
         }
         ("/admin/rules/rollback", _) => Err(method_not_allowed(&req, "POST")),

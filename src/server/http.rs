@@ -9,7 +9,8 @@ use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 
 use crate::interceptor::OutcomeError;
-use crate::reload::Refusal;
+use crate::live_rules::Refusal;
+use crate::reload::ReloadError;
 use crate::txn::TxnError;
 
 /// The response type of the local handlers (answers built in memory).
@@ -73,6 +74,19 @@ pub enum ApiError {
     /// The upstream did not answer in time.
     #[error("{0}")]
     GatewayTimeout(String),
+}
+
+impl From<ReloadError> for ApiError {
+    fn from(e: ReloadError) -> ApiError {
+        match e {
+            ReloadError::NoRulesFile | ReloadError::Rollback(_) => {
+                ApiError::Conflict(e.to_string())
+            }
+            ReloadError::TooLarge { limit } => ApiError::PayloadTooLarge { limit },
+            ReloadError::Refused(refusal) => ApiError::RulesRefused(refusal),
+            ReloadError::Task(message) => ApiError::Internal(message),
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -1,14 +1,14 @@
 //! The HTTP side: a payment listener (the decision API) and a separate admin listener (health,
 //! readiness, metrics, rule operations), both hyper 1 over tokio. Handlers parse, call the
-//! [`Interceptor`], and map errors to answers in one place ([`http::ApiError`]). The reload
-//! triggers (file watch, SIGHUP, `PUT /admin/rules`) all go through [`ops::reload`].
+//! [`Interceptor`], and map errors to answers in one place ([`http::ApiError`]). Rule changes
+//! asked for over the admin API go through the one reload path, [`crate::reload::Reloader`];
+//! the process-level triggers and the idle sweep are started by [`crate::app`], not here.
 //!
 //! Shutdown stops both accept loops at once, lets requests in flight finish within a grace
 //! period, then returns.
 
 pub mod admin;
 pub mod http;
-pub mod ops;
 pub mod payment;
 pub mod proxy;
 pub mod scan;
@@ -28,8 +28,8 @@ use tracing::{debug, info, warn};
 
 use crate::decision_log::{DecisionLog, DecisionLogConfig};
 use crate::interceptor::Interceptor;
-use crate::metrics::{Metrics, ReloadTrigger};
-use crate::reload::FileWatcher;
+use crate::metrics::Metrics;
+use crate::reload::Reloader;
 
 /// Listener and limit settings of `tripwire serve`.
 #[derive(Clone, Debug)]
@@ -44,21 +44,12 @@ pub struct ServeConfig {
     pub header_read_timeout: Duration,
     /// Time given to requests in flight at shutdown.
     pub shutdown_grace: Duration,
-    /// How often idle customers are swept (wall clock cadence; idleness is event time).
-    pub sweep_interval: Duration,
-    /// The rules file: watched for changes and re-read on SIGHUP. `None` when rules came from
-    /// elsewhere (tests); then only `PUT /admin/rules` reloads.
-    pub rules_path: Option<std::path::PathBuf>,
-    /// Watch the rules file for changes.
-    pub watch_rules: bool,
-    /// Quiet time after a file event before reloading.
-    pub watch_debounce: Duration,
     /// Bearer token required by admin calls other than `/healthz` and `/readyz`.
     pub admin_token: Option<String>,
     /// Where to write the decision log, if anywhere.
     pub decision_log: Option<DecisionLogConfig>,
     /// Reverse-proxy mode, when an upstream is configured.
-    pub proxy: Option<crate::config::ProxyConfig>,
+    pub proxy: Option<proxy::ProxyConfig>,
     /// A keep-alive connection idle this long between requests is closed.
     pub idle_timeout: Duration,
     /// Most connections open at once per listener; further clients wait in the accept queue.
@@ -78,10 +69,6 @@ impl Default for ServeConfig {
             max_body_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
-            sweep_interval: Duration::from_secs(10),
-            rules_path: None,
-            watch_rules: true,
-            watch_debounce: Duration::from_millis(200),
             admin_token: None,
             decision_log: None,
             proxy: None,
@@ -103,7 +90,9 @@ pub struct AppState {
     /// False once shutdown began: readiness answers 503 so a balancer stops sending.
     pub accepting: AtomicBool,
     /// Metrics.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    /// The reload path for `PUT /admin/rules` and rollback.
+    pub reloader: Arc<Reloader>,
     /// The decision log, when enabled.
     pub decision_log: Option<DecisionLog>,
     /// The reverse proxy, in proxy mode.
@@ -117,21 +106,30 @@ enum Role {
 }
 
 /// A running server.
+#[derive(Debug)]
 pub struct Server {
     payment_addr: SocketAddr,
     admin_addr: SocketAddr,
     state: Arc<AppState>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    _watcher: Option<FileWatcher>,
 }
 
 impl Server {
-    /// Binds both listeners and starts serving.
+    /// Binds both listeners and starts serving decisions with `interceptor`; the admin API
+    /// reloads from `PUT /admin/rules` only (there is no rules file).
     pub async fn start(
         config: ServeConfig,
         interceptor: Arc<Interceptor>,
     ) -> std::io::Result<Server> {
+        let reloader = Reloader::new(interceptor, None, Arc::new(Metrics::new()));
+        Server::serve(config, Arc::new(reloader)).await
+    }
+
+    /// Binds both listeners and starts serving decisions with the reloader's interceptor.
+    pub async fn serve(config: ServeConfig, reloader: Arc<Reloader>) -> std::io::Result<Server> {
+        let interceptor = Arc::clone(reloader.interceptor());
+        let metrics = Arc::clone(reloader.metrics());
         let payment = TcpListener::bind(config.listen).await?;
         let admin = TcpListener::bind(config.admin_listen).await?;
         let payment_addr = payment.local_addr()?;
@@ -145,7 +143,6 @@ impl Server {
             })?),
             None => None,
         };
-        let metrics = Metrics::new();
         metrics.set_live_rules(&interceptor.rules().load());
         let proxy = config.proxy.clone().map(proxy::Proxy::new);
         let state = Arc::new(AppState {
@@ -153,59 +150,20 @@ impl Server {
             config,
             accepting: AtomicBool::new(true),
             metrics,
+            reloader,
             decision_log,
             proxy,
         });
         let (stop, stopped) = watch::channel(false);
-        let mut tasks = vec![
+        let tasks = vec![
             tokio::spawn(accept_loop(
                 payment,
                 Arc::clone(&state),
                 Role::Payment,
                 stopped.clone(),
             )),
-            tokio::spawn(accept_loop(
-                admin,
-                Arc::clone(&state),
-                Role::Admin,
-                stopped.clone(),
-            )),
-            tokio::spawn(sweep_loop(Arc::clone(&state), stopped.clone())),
+            tokio::spawn(accept_loop(admin, Arc::clone(&state), Role::Admin, stopped)),
         ];
-        let mut watcher = None;
-        if let Some(path) = state.config.rules_path.clone() {
-            let (changed, mut changes) = tokio::sync::mpsc::channel::<ReloadTrigger>(4);
-            if state.config.watch_rules {
-                let file_changed = changed.clone();
-                watcher = Some(
-                    crate::reload::watch_file(&path, state.config.watch_debounce, move || {
-                        // A full queue already holds a pending reload, which will read the
-                        // latest file: dropping this one loses nothing.
-                        let _ = file_changed.try_send(ReloadTrigger::File);
-                    })
-                    .map_err(|e| {
-                        std::io::Error::other(format!("cannot watch {}: {e}", path.display()))
-                    })?,
-                );
-            }
-            #[cfg(unix)]
-            tasks.push(tokio::spawn(hangup_loop(changed, stopped.clone())));
-            let reload_state = Arc::clone(&state);
-            let mut reload_stopped = stopped;
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        trigger = changes.recv() => match trigger {
-                            Some(trigger) => {
-                                let _ = ops::reload(&reload_state, trigger, None).await;
-                            }
-                            None => break,
-                        },
-                        _ = reload_stopped.changed() => break,
-                    }
-                }
-            }));
-        }
         info!(payment = %payment_addr, admin = %admin_addr, "listening");
         Ok(Server {
             payment_addr,
@@ -213,7 +171,6 @@ impl Server {
             state,
             stop,
             tasks,
-            _watcher: watcher,
         })
     }
 
@@ -417,49 +374,6 @@ async fn serve_connection(
                     connection.as_mut().graceful_shutdown();
                 }
             }
-        }
-    }
-}
-
-#[cfg(unix)]
-async fn hangup_loop(
-    changed: tokio::sync::mpsc::Sender<ReloadTrigger>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "cannot listen for SIGHUP; reload through the file or the admin API");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = hangups.recv() => {
-                info!("SIGHUP: reloading rules");
-                let _ = changed.send(ReloadTrigger::Signal).await;
-            }
-            _ = stopped.changed() => break,
-        }
-    }
-}
-
-async fn sweep_loop(state: Arc<AppState>, mut stopped: watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(state.config.sweep_interval);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                let interceptor = Arc::clone(&state.interceptor);
-                // The sweep takes shard locks one at a time; keep it off the async workers.
-                match tokio::task::spawn_blocking(move || interceptor.sweep_idle()).await {
-                    Ok(removed) if removed > 0 => debug!(removed, "idle customers dropped"),
-                    Ok(_) => {}
-                    Err(e) => warn!(error = %e, "idle sweep failed"),
-                }
-            }
-            _ = stopped.changed() => break,
         }
     }
 }

@@ -11,7 +11,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tripwire::interceptor::Interceptor;
-use tripwire::reload::LiveRules;
+use tripwire::live_rules::LiveRules;
 use tripwire::server::{ServeConfig, Server};
 use tripwire::state::{Store, StoreConfig};
 

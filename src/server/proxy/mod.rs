@@ -5,6 +5,11 @@
 //! Forwarding keeps method, path, query, headers (less hop-by-hop ones) and body, over a pooled
 //! keep-alive hyper client; the upstream's answer is streamed back.
 
+pub mod config;
+pub mod routes;
+
+pub use config::{FailurePolicy, InvalidPolicy, ProxyConfig, ReviewPolicy, Route};
+
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -24,10 +29,9 @@ use tracing::{debug, warn};
 
 use super::AppState;
 use super::http::{ApiError, Body, boxed, json, read_limited};
-use crate::config::{FailurePolicy, InvalidPolicy, ProxyConfig, ReviewPolicy};
-use crate::mapping::FieldMapping;
 use crate::rules::Action;
 use crate::txn::{self, OutcomeReport, OutcomeStatus};
+use routes::FieldMapping;
 
 /// Header naming the decision on a forwarded request.
 pub const DECISION_HEADER: &str = "x-risk-decision";

@@ -2,6 +2,8 @@
 //! → record → unlock → write the answer. The server, the benches and the tests all call this,
 //! so what is measured and tested is what serves.
 
+pub mod upkeep;
+
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -10,7 +12,7 @@ use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 
 use crate::engine::explain::Explanation;
 use crate::engine::{self, Decision, Hits};
-use crate::reload::{LiveRules, LoadedRules};
+use crate::live_rules::{LiveRules, LoadedRules};
 use crate::rules::Action;
 use crate::rules::RuleSet;
 use crate::state::journal::Journal;

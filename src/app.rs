@@ -1,0 +1,222 @@
+//! The assembled service behind `tripwire serve`: rules, customer store, persistence recovery,
+//! interceptor, listeners, reload triggers and upkeep, started in that order and stopped in
+//! the reverse one.
+//!
+//! [`App::start`] needs a running tokio runtime and returns once both listeners are bound;
+//! [`App::shutdown`] stops accepting, drains requests in flight, stops the background work and
+//! writes the final snapshot. [`serve`] wraps both around a runtime and the process signals,
+//! for `main`. Tests start an [`App`] in process to exercise exactly what the binary runs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::config::{self, Config, ConfigError};
+use crate::interceptor::Interceptor;
+use crate::interceptor::upkeep::Upkeep;
+use crate::live_rules::LiveRules;
+use crate::metrics::Metrics;
+use crate::reload::{Reloader, Triggers};
+use crate::rules::{self, EvalBudget, RulesError};
+use crate::server::{ServeConfig, Server};
+use crate::state::Store;
+use crate::state::persist::{PersistConfig, PersistError, PersistHandle, Persistence};
+
+/// Why the service could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A setting is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The rules file could not be loaded; every problem as `PATH:LINE:COLUMN: message`.
+    #[error("cannot load rules from {path}:\n{}", report.trim_end())]
+    Rules {
+        /// The rules file.
+        path: String,
+        /// One line per problem.
+        report: String,
+    },
+    /// Persisted state could not be recovered or written.
+    #[error(transparent)]
+    State(#[from] PersistError),
+    /// A listener, the rules watch or a background thread could not start.
+    #[error("{0}")]
+    Start(std::io::Error),
+    /// The final snapshot task died.
+    #[error("the state writer panicked: {0}")]
+    Shutdown(String),
+}
+
+/// The running service.
+#[derive(Debug)]
+pub struct App {
+    interceptor: Arc<Interceptor>,
+    server: Server,
+    triggers: Triggers,
+    upkeep: Upkeep,
+    persist: Option<PersistHandle>,
+}
+
+impl App {
+    /// Loads the rules, recovers persisted state, and starts listeners, reload triggers and
+    /// upkeep. Must be called inside a tokio runtime.
+    pub async fn start(config: Config) -> Result<App, AppError> {
+        let Config {
+            rules: rules_path,
+            store: store_config,
+            serve,
+            state_dir,
+            triggers: trigger_config,
+            upkeep: upkeep_config,
+            workers: _,
+        } = config;
+        let live = load_rules(&rules_path, &store_config, &serve)?;
+        let mut store = Store::new(store_config);
+        let persistence = match state_dir {
+            Some(dir) => Some(recover(dir, &live, &mut store)?),
+            None => None,
+        };
+        let mut interceptor = Interceptor::new(store, live);
+        if let Some(p) = &persistence {
+            interceptor = interceptor.with_journal(p.journal());
+        }
+        let interceptor = Arc::new(interceptor);
+        let persist = persistence
+            .map(|p| p.start(Arc::clone(&interceptor)))
+            .transpose()?;
+        let reloader = Arc::new(Reloader::new(
+            Arc::clone(&interceptor),
+            Some(rules_path),
+            Arc::new(Metrics::new()),
+        ));
+        let server = Server::serve(serve, Arc::clone(&reloader))
+            .await
+            .map_err(|e| AppError::Start(annotate(e, "cannot bind the listeners")))?;
+        let triggers = Triggers::start(reloader, &trigger_config).map_err(AppError::Start)?;
+        let upkeep = Upkeep::start(Arc::clone(&interceptor), &upkeep_config)
+            .map_err(|e| AppError::Start(annotate(e, "cannot start the upkeep thread")))?;
+        let live = interceptor.rules().load();
+        tracing::info!(
+            rules_version = %live.version.label,
+            rules = live.set.rules().len(),
+            "tripwire ready"
+        );
+        Ok(App {
+            interceptor,
+            server,
+            triggers,
+            upkeep,
+            persist,
+        })
+    }
+
+    /// The bound payment address.
+    pub fn payment_addr(&self) -> SocketAddr {
+        self.server.payment_addr()
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.server.admin_addr()
+    }
+
+    /// The interceptor serving decisions.
+    pub fn interceptor(&self) -> &Arc<Interceptor> {
+        &self.interceptor
+    }
+
+    /// Stops accepting, lets requests in flight finish within the grace period, stops the
+    /// triggers and upkeep, and writes the final snapshot when state persists.
+    pub async fn shutdown(self) -> Result<(), AppError> {
+        self.server.shutdown().await;
+        self.triggers.stop().await;
+        self.upkeep.stop();
+        if let Some(persist) = self.persist {
+            tracing::info!("writing state");
+            let interceptor = self.interceptor;
+            tokio::task::spawn_blocking(move || persist.shutdown(interceptor.store()))
+                .await
+                .map_err(|e| AppError::Shutdown(e.to_string()))??;
+        }
+        Ok(())
+    }
+}
+
+fn annotate(e: std::io::Error, what: &str) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Loads the rules file with the evaluation budget `serve` applies to every rule set.
+fn load_rules(
+    path: &std::path::Path,
+    store: &crate::state::StoreConfig,
+    serve: &ServeConfig,
+) -> Result<LiveRules, AppError> {
+    let refused = |e: RulesError| AppError::Rules {
+        path: path.display().to_string(),
+        report: rules::problem_report(path, &e),
+    };
+    let bytes = rules::read_file(path).map_err(refused)?;
+    let budget = EvalBudget {
+        ring_capacity: store.ring_capacity,
+        max_cost: serve.eval_budget,
+    };
+    LiveRules::with_budget(&bytes, &path.display().to_string(), Some(budget)).map_err(refused)
+}
+
+/// Recovers persisted state into `store`; monthly buckets follow the live rules' zone.
+fn recover(
+    dir: std::path::PathBuf,
+    live: &LiveRules,
+    store: &mut Store,
+) -> Result<Persistence, AppError> {
+    let mut persist_config = PersistConfig::new(dir);
+    let rules_now = live.load_full();
+    if rules_now.set.needs.months {
+        let zone = rules_now.set.zone.clone();
+        persist_config.month_of = Some(Arc::new(move |at| zone.month_of(at)));
+    }
+    Ok(Persistence::recover(persist_config, store)?.0)
+}
+
+/// Runs `tripwire serve` to completion: builds the runtime, starts the [`App`], waits for
+/// SIGINT or SIGTERM, and shuts down.
+pub fn serve(mut config: Config) -> Result<(), AppError> {
+    config.serve.admin_token = config::admin_token_from_env()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = config.workers {
+        runtime.worker_threads(n);
+    }
+    let runtime = runtime
+        .build()
+        .map_err(|e| AppError::Start(annotate(e, "cannot start the async runtime")))?;
+    runtime.block_on(async move {
+        let app = App::start(config).await?;
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        app.shutdown().await
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

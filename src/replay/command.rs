@@ -1,0 +1,238 @@
+//! The `tripwire replay` and `tripwire gen` commands: their flags (declared once, here) and
+//! what they do with them. `main` parses the command line into these types and calls
+//! [`replay`] or [`generate`]; output goes to the writers given, so tests can read it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::generate::{self, Format, GenConfig};
+use super::input::{self, InputError};
+use super::{ReplayConfig, ReplayError};
+use crate::rules::{self, RulesError};
+use crate::state::StoreConfig;
+
+/// Flags of `tripwire replay`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The rules to replay (the live ones).
+    #[arg(long)]
+    pub rules: PathBuf,
+    /// A candidate rule set: report the transactions whose decision it would change.
+    #[arg(long)]
+    pub against: Option<PathBuf>,
+    /// History files.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Write every decision as a JSON line to this file.
+    #[arg(long)]
+    pub decisions: Option<PathBuf>,
+    /// A TOML file mapping fields to columns: [columns] customer_id = "cust_no", time_format, timezone.
+    #[arg(long)]
+    pub mapping: Option<PathBuf>,
+    /// FIELD=COLUMN, repeatable; wins over the mapping file.
+    #[arg(long = "column")]
+    pub columns: Vec<String>,
+    /// rfc3339 (default), epoch_s, epoch_ms or local.
+    #[arg(long)]
+    pub time_format: Option<String>,
+    /// Time zone of local timestamps.
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// What to do with a malformed row: skip (report it) or fail.
+    #[arg(long, default_value = "skip", value_parser = ["skip", "fail"])]
+    pub on_error: String,
+    /// Events kept per customer, as in serve [default: 64].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub ring_capacity: Option<u16>,
+}
+
+/// Flags of `tripwire gen`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct GenArgs {
+    /// Ordinary customers.
+    #[arg(long, default_value_t = 1000)]
+    pub customers: usize,
+    /// Days of history from 2026-03-01.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+    /// Seed; the same seed writes the same history.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Fraudsters per injected pattern [default: customers / 50, at least 1].
+    #[arg(long)]
+    pub fraud_per_pattern: Option<usize>,
+    /// csv or jsonl.
+    #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl"])]
+    pub format: String,
+    /// Compress with gzip.
+    #[arg(long)]
+    pub gzip: bool,
+    /// Output file.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// A rules file did not load; every problem as `PATH:LINE:COLUMN: message`.
+    #[error("cannot load rules from {path}:\n{}", report.trim_end())]
+    Rules {
+        /// The file.
+        path: String,
+        /// One line per problem.
+        report: String,
+    },
+    /// The mapping file could not be read or parsed.
+    #[error("{path}: {message}")]
+    Mapping {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The history could not be read.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The replay failed.
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    /// An output file could not be created or written.
+    #[error("cannot write {path}: {source}")]
+    Output {
+        /// The file (or `stdout`).
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+fn output_error(path: &Path) -> impl Fn(std::io::Error) -> CommandError + '_ {
+    move |source| CommandError::Output {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn stdout_error(source: std::io::Error) -> CommandError {
+    CommandError::Output {
+        path: "stdout".into(),
+        source,
+    }
+}
+
+fn load_rules_text(path: &Path) -> Result<Vec<u8>, CommandError> {
+    rules::read_file(path).map_err(|e: RulesError| CommandError::Rules {
+        path: path.display().to_string(),
+        report: rules::problem_report(path, &e),
+    })
+}
+
+/// Runs `tripwire replay`: the report to `out`, skipped rows to `err`.
+pub fn replay(
+    args: &ReplayArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), CommandError> {
+    let live = load_rules_text(&args.rules)?;
+    let candidate = args.against.as_deref().map(load_rules_text).transpose()?;
+    let mapping_file = match &args.mapping {
+        Some(path) => {
+            let mapping_error = |message: String| CommandError::Mapping {
+                path: path.display().to_string(),
+                message,
+            };
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| mapping_error(format!("cannot read: {e}")))?;
+            Some(
+                toml::from_str::<input::MappingFile>(&text)
+                    .map_err(|e| mapping_error(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    let mut mapping = input::Mapping::build(mapping_file, &args.columns, args.timezone.as_deref())?;
+    if let Some(format) = &args.time_format {
+        mapping = mapping.with_time_format(format, args.timezone.as_deref())?;
+    }
+    let (mut rows, bad) = input::read(&args.files, &mapping, args.on_error == "fail")?;
+    for e in bad.iter().take(20) {
+        writeln!(err, "{e} (skipped)").map_err(stdout_error)?;
+    }
+    if bad.len() > 20 {
+        writeln!(
+            err,
+            "... and {} more malformed rows skipped",
+            bad.len() - 20
+        )
+        .map_err(stdout_error)?;
+    }
+    super::sort(&mut rows);
+    let files: Vec<String> = args.files.iter().map(|p| p.display().to_string()).collect();
+    let mut decisions = match &args.decisions {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(output_error(path))?,
+        )),
+        None => None,
+    };
+    let config = ReplayConfig {
+        ring_capacity: args
+            .ring_capacity
+            .map_or(StoreConfig::default().ring_capacity, usize::from),
+        ..ReplayConfig::default()
+    };
+    let report = super::run(
+        &live,
+        candidate.as_deref(),
+        &rows,
+        &files,
+        bad.len() as u64,
+        &config,
+        decisions.as_mut().map(|w| w as &mut dyn Write),
+    )?;
+    if let (Some(mut w), Some(path)) = (decisions, &args.decisions) {
+        w.flush().map_err(output_error(path))?;
+    }
+    if args.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| stdout_error(e.into()))?;
+        writeln!(out, "{text}").map_err(stdout_error)?;
+    } else {
+        write!(out, "{}", report.table()).map_err(stdout_error)?;
+    }
+    Ok(())
+}
+
+/// Runs `tripwire gen`: writes the history to `args.out` and its manifest (JSON) to `out`.
+pub fn generate(args: &GenArgs, out: &mut dyn Write) -> Result<(), CommandError> {
+    let config = GenConfig {
+        customers: args.customers,
+        days: args.days,
+        seed: args.seed,
+        per_pattern: args
+            .fraud_per_pattern
+            .unwrap_or((args.customers / 50).max(1)),
+    };
+    let format = if args.format == "jsonl" {
+        Format::Jsonl
+    } else {
+        Format::Csv
+    };
+    let written = output_error(&args.out);
+    let file = std::fs::File::create(&args.out).map_err(&written)?;
+    let mut writer: Box<dyn Write> = if args.gzip {
+        Box::new(flate2::write::GzEncoder::new(
+            std::io::BufWriter::new(file),
+            flate2::Compression::fast(),
+        ))
+    } else {
+        Box::new(std::io::BufWriter::new(file))
+    };
+    let manifest = generate::generate(&config, format, &mut writer).map_err(&written)?;
+    writer.flush().map_err(&written)?;
+    drop(writer);
+    let text = serde_json::to_string(&manifest).map_err(|e| stdout_error(e.into()))?;
+    writeln!(out, "{text}").map_err(stdout_error)
+}
