@@ -15,7 +15,7 @@ mod support;
 use serde::Deserialize;
 use tripwire::engine;
 use tripwire::interceptor::Interceptor;
-use tripwire::reload::LiveRules;
+use tripwire::live_rules::LiveRules;
 use tripwire::rules::Action;
 use tripwire::state::{CustomerHistory, Event, Store, StoreConfig};
 use tripwire::txn::{self, Amount, GeoPoint};

@@ -9,7 +9,7 @@
 use std::hint::black_box;
 
 use tripwire::interceptor::Interceptor;
-use tripwire::reload::LiveRules;
+use tripwire::live_rules::LiveRules;
 use tripwire::state::{Store, StoreConfig};
 
 const RULES: &[u8] = include_bytes!("../rules.yaml");

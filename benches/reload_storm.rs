@@ -18,7 +18,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use support::median;
 use tripwire::interceptor::Interceptor;
-use tripwire::reload::LiveRules;
+use tripwire::live_rules::LiveRules;
 use tripwire::state::{Store, StoreConfig};
 
 const ROUNDS: usize = 5;
