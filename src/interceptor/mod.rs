@@ -467,3 +467,234 @@ fn write_duplicate(
     };
     serde_json::to_writer(out, &answer).expect("writing JSON to a Vec cannot fail");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StoreConfig;
+    use crate::state::journal::{self, Frame};
+    use crate::txn::Amount;
+
+    const RULES: &str = r#"
+timezone: UTC
+rules:
+  - id: large_amount
+    action: deny
+    when:
+      amount: { at_least: "1000" }
+  - id: uneven_months
+    action: tag
+    when:
+      monthly_count_cv: { at_least: 1 }
+"#;
+
+    fn interceptor() -> (Interceptor, Arc<Journal>) {
+        let rules = LiveRules::new(RULES.as_bytes(), "test").unwrap();
+        assert!(
+            rules.load().set.needs.months,
+            "the rules keep month buckets"
+        );
+        let journal = Arc::new(Journal::new());
+        let interceptor = Interceptor::new(Store::new(StoreConfig::default()), rules)
+            .with_journal(journal.clone());
+        (interceptor, journal)
+    }
+
+    fn decide(interceptor: &Interceptor, body: &str) -> (DecideSummary, serde_json::Value) {
+        let mut out = Vec::new();
+        let summary = interceptor.decide(body.as_bytes(), &mut out).unwrap();
+        (summary, serde_json::from_slice(&out).unwrap())
+    }
+
+    fn body(transaction_id: &str, customer_id: &str, timestamp: &str, amount: &str) -> String {
+        format!(
+            r#"{{"transaction_id":"{transaction_id}","customer_id":"{customer_id}","timestamp":"{timestamp}","amount":"{amount}"}}"#
+        )
+    }
+
+    /// Everything the interceptor keeps about a customer.
+    fn held(
+        interceptor: &Interceptor,
+        customer: &str,
+    ) -> Option<(
+        Vec<Event>,
+        Option<CreditLine>,
+        Option<crate::state::months::MonthBuckets>,
+    )> {
+        interceptor.store().with_existing(customer, |r| {
+            (
+                r.ring.iter().copied().collect(),
+                r.credit_line(),
+                r.months.as_deref().cloned(),
+            )
+        })
+    }
+
+    fn frames(journal: &Journal) -> Vec<String> {
+        let mut bytes = Vec::new();
+        journal.take(&mut bytes);
+        let mut out = Vec::new();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let (frame, used) = journal::decode(rest).unwrap();
+            out.push(format!("{frame:?}"));
+            rest = &rest[used..];
+        }
+        out
+    }
+
+    fn report<'a>(
+        customer: &'a str,
+        transaction: &'a str,
+        status: OutcomeStatus,
+    ) -> OutcomeReport<'a> {
+        OutcomeReport {
+            transaction_id: transaction.into(),
+            customer_id: customer.into(),
+            status,
+        }
+    }
+
+    fn line(minor: i64, granted_at: &str) -> CreditLine {
+        CreditLine {
+            limit: Amount::from_minor(minor).unwrap(),
+            granted_at: txn::parse_timestamp(granted_at).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_repeated_transaction_id_returns_the_first_decision_and_changes_nothing() {
+        let (interceptor, journal) = interceptor();
+        let (first, _) = decide(
+            &interceptor,
+            &body("t-1", "alice", "2026-03-01T10:00:00+08:00", "1500"),
+        );
+        assert_eq!((first.action, first.duplicate), (Action::Deny, false));
+        let before = held(&interceptor, "alice").unwrap();
+        let frames_before = journal.appended();
+        let events_before = interceptor.store().events();
+
+        // Same id, a small amount, another time and a credit line: all of it is ignored.
+        let again = r#"{"transaction_id":"t-1","customer_id":"alice","timestamp":"2026-03-02T10:00:00+08:00","amount":"5","credit_limit":"9000","credit_granted_at":"2026-03-02T09:00:00+08:00"}"#;
+        let (second, answer) = decide(&interceptor, again);
+        assert_eq!((second.action, second.duplicate), (Action::Deny, true));
+        assert!(second.hits.is_empty() && second.tags.is_empty());
+        assert_eq!(second.score, None);
+        assert_eq!(answer["duplicate"], true, "{answer}");
+        assert_eq!(answer["decision"], "deny", "{answer}");
+        assert_eq!(answer["transaction_id"], "t-1", "{answer}");
+        assert_eq!(
+            answer["reasons"][0]["rule"], "duplicate_transaction",
+            "{answer}"
+        );
+        assert_eq!(held(&interceptor, "alice").unwrap(), before);
+        assert_eq!(before.1, None, "the duplicate's credit line was not taken");
+        assert_eq!(interceptor.store().events(), events_before);
+        assert_eq!(journal.appended(), frames_before, "nothing journalled");
+
+        // Another id of the same customer is a new transaction.
+        let (third, answer) = decide(
+            &interceptor,
+            &body("t-2", "alice", "2026-03-01T10:05:00+08:00", "5"),
+        );
+        assert_eq!((third.action, third.duplicate), (Action::Allow, false));
+        assert_eq!(answer.get("duplicate"), None, "{answer}");
+        assert_eq!(held(&interceptor, "alice").unwrap().0.len(), 2);
+    }
+
+    #[test]
+    fn an_outcome_for_an_unknown_customer_is_refused_and_creates_nobody() {
+        let (interceptor, journal) = interceptor();
+        assert_eq!(
+            interceptor.record_outcome(&report("nobody", "t-1", OutcomeStatus::Settled)),
+            Err(OutcomeError::UnknownCustomer("nobody".into()))
+        );
+        assert_eq!(interceptor.store().customers(), 0);
+        assert_eq!(journal.appended(), 0);
+    }
+
+    #[test]
+    fn an_outcome_for_an_unknown_transaction_is_refused_and_changes_nothing() {
+        let (interceptor, journal) = interceptor();
+        decide(
+            &interceptor,
+            &body("t-1", "bob", "2026-03-01T10:00:00+08:00", "10"),
+        );
+        let before = held(&interceptor, "bob").unwrap();
+        let frames_before = journal.appended();
+        assert_eq!(
+            interceptor.record_outcome(&report("bob", "t-9", OutcomeStatus::Failed)),
+            Err(OutcomeError::UnknownTransaction {
+                customer_id: "bob".into(),
+                transaction_id: "t-9".into(),
+            })
+        );
+        assert_eq!(held(&interceptor, "bob").unwrap(), before);
+        assert_eq!(journal.appended(), frames_before);
+    }
+
+    #[test]
+    fn a_failed_outcome_marks_the_event_and_counts_once_in_its_month() {
+        let (interceptor, journal) = interceptor();
+        decide(
+            &interceptor,
+            &body("t-1", "carol", "2026-03-01T10:00:00+08:00", "10"),
+        );
+        decide(
+            &interceptor,
+            &body("t-2", "carol", "2026-03-01T11:00:00+08:00", "20"),
+        );
+        let at = txn::parse_timestamp("2026-03-01T10:00:00+08:00").unwrap();
+        let month = interceptor.rules().load().set.zone.month_of(at);
+        let hash = interceptor.store().txn_hash("carol", "t-1");
+        frames(&journal);
+
+        for _ in 0..2 {
+            assert_eq!(
+                interceptor.record_outcome(&report("carol", "t-1", OutcomeStatus::Failed)),
+                Ok(())
+            );
+        }
+        let (events, _, months) = held(&interceptor, "carol").unwrap();
+        let outcomes: Vec<_> = events.iter().map(|e| (e.txn_hash, e.outcome())).collect();
+        let other = interceptor.store().txn_hash("carol", "t-2");
+        assert_eq!(
+            outcomes,
+            vec![(hash, Outcome::Failed), (other, Outcome::Pending)]
+        );
+        let bucket = months.unwrap().get(month);
+        assert_eq!((bucket.count, bucket.failed, bucket.sum), (2, 1, 3000));
+        let outcome = format!("{:?}", Frame::Outcome("carol", hash, Outcome::Failed));
+        assert_eq!(frames(&journal), vec![outcome.clone(), outcome]);
+
+        // A later settlement replaces the failure on the event; the month keeps its count.
+        interceptor
+            .record_outcome(&report("carol", "t-1", OutcomeStatus::Settled))
+            .unwrap();
+        let (events, _, months) = held(&interceptor, "carol").unwrap();
+        assert_eq!(events[0].outcome(), Outcome::Settled);
+        assert_eq!(months.unwrap().get(month).failed, 1);
+    }
+
+    #[test]
+    fn a_credit_line_granted_before_the_one_held_is_ignored() {
+        let (interceptor, journal) = interceptor();
+        let held_line = line(500_000, "2026-03-01T10:00:00Z");
+        interceptor.set_credit_line("dave", held_line);
+        interceptor.set_credit_line("dave", line(900_000, "2026-02-28T10:00:00Z"));
+        assert_eq!(held(&interceptor, "dave").unwrap().1, Some(held_line));
+        assert_eq!(
+            frames(&journal),
+            vec![format!("{:?}", Frame::CreditLine("dave", held_line))],
+            "only the line taken is journalled"
+        );
+
+        let newer = line(700_000, "2026-03-02T10:00:00Z");
+        interceptor.set_credit_line("dave", newer);
+        assert_eq!(held(&interceptor, "dave").unwrap().1, Some(newer));
+        assert_eq!(
+            frames(&journal),
+            vec![format!("{:?}", Frame::CreditLine("dave", newer))]
+        );
+    }
+}

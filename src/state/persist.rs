@@ -35,6 +35,8 @@ const JOURNAL_MAGIC: &[u8; 8] = b"TRIPWJNL";
 /// Format version written. Version 2 adds each customer's calendar-month buckets; version 1
 /// files (without them) are still read.
 const FORMAT_VERSION: u32 = 2;
+/// Oldest format version read.
+const OLDEST_VERSION_READ: u32 = 1;
 const SNAPSHOT_HEADER_LEN: usize = 8 + 4 + 8 + 16 + 4;
 const SNAPSHOT_TRAILER_LEN: usize = 8 + 4 + 8;
 const JOURNAL_HEADER_LEN: usize = 8 + 4 + 8 + 16 + 4;
@@ -705,9 +707,9 @@ fn load_snapshot(path: &Path, store: &Store) -> Result<((u64, u64), u64), String
         return Err("not a tripwire snapshot (bad magic)".into());
     }
     let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
+    if !(OLDEST_VERSION_READ..=FORMAT_VERSION).contains(&version) {
         return Err(format!(
-            "snapshot format version {version}; this tripwire reads {FORMAT_VERSION}"
+            "snapshot format version {version}; this tripwire reads {OLDEST_VERSION_READ} to {FORMAT_VERSION}"
         ));
     }
     if &trailer[4..] != SNAPSHOT_END {
@@ -832,9 +834,9 @@ fn replay_journal(
         return Err("header checksum mismatch".into());
     }
     let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
+    if !(OLDEST_VERSION_READ..=FORMAT_VERSION).contains(&version) {
         return Err(format!(
-            "journal format version {version}; this tripwire reads {FORMAT_VERSION}"
+            "journal format version {version}; this tripwire reads {OLDEST_VERSION_READ} to {FORMAT_VERSION}"
         ));
     }
     let file_keys = (
@@ -899,4 +901,741 @@ fn replay_journal(
         rest = &rest[used..];
     }
     Ok((applied, rest.len() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::rules::Action;
+    use crate::state::StoreConfig;
+    use crate::txn::GeoPoint;
+
+    const DAY: i64 = 86_400_000_000;
+    /// 2026-01-10T00:00:00Z in microseconds.
+    const T0: i64 = 1_768_003_200_000_000;
+
+    /// A stand-in for the rules' calendar: thirty-day months.
+    fn month_of(at: i64) -> i32 {
+        at.div_euclid(30 * DAY) as i32
+    }
+
+    /// A unique, empty directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "tripwire-persist-{name}-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = fs::remove_dir_all(&dir);
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn store_config() -> StoreConfig {
+        StoreConfig {
+            max_customers: 1000,
+            ring_capacity: 4,
+        }
+    }
+
+    fn config(dir: &Path) -> PersistConfig {
+        let mut config = PersistConfig::new(dir.to_path_buf());
+        config.flush_interval = Duration::from_millis(2);
+        config.snapshot_interval = Duration::from_secs(3600);
+        config.month_of = Some(Arc::new(month_of));
+        config
+    }
+
+    /// A store and its journal, changed the way the interceptor changes them.
+    struct Live {
+        store: Store,
+        journal: Arc<Journal>,
+        /// Bytes of the frames journalled so far.
+        journalled: AtomicU64,
+    }
+
+    impl AsRef<Store> for Live {
+        fn as_ref(&self) -> &Store {
+            &self.store
+        }
+    }
+
+    fn frame_len(customer: &str, payload: usize) -> u64 {
+        (8 + 1 + 2 + customer.len() + payload) as u64
+    }
+
+    impl Live {
+        fn txn(&self, customer: &str, id: &str, at: i64, minor: i64) {
+            self.txn_with(customer, id, at, minor, Action::Allow, None);
+        }
+
+        fn txn_with(
+            &self,
+            customer: &str,
+            id: &str,
+            at: i64,
+            minor: i64,
+            decision: Action,
+            geo: Option<GeoPoint>,
+        ) {
+            let hash = self.store.txn_hash(customer, id);
+            let event = Event::new(at, hash, Amount::from_minor(minor).unwrap(), geo, decision);
+            self.store.with_customer(customer, |record, capacity| {
+                assert!(record.record(event, capacity), "{customer}/{id} is new");
+                record
+                    .months
+                    .get_or_insert_with(Default::default)
+                    .add(month_of(at), minor);
+                self.journal.event(customer, &event);
+            });
+            self.journalled
+                .fetch_add(frame_len(customer, 32), Ordering::Relaxed);
+        }
+
+        fn outcome(&self, customer: &str, id: &str, outcome: Outcome) {
+            let hash = self.store.txn_hash(customer, id);
+            self.store
+                .with_existing(customer, |record| {
+                    let event = record.ring.find_mut(hash).expect("the event is held");
+                    let newly_failed =
+                        outcome == Outcome::Failed && event.outcome() != Outcome::Failed;
+                    event.set_outcome(outcome);
+                    let at = event.at;
+                    if newly_failed && let Some(months) = record.months.as_deref_mut() {
+                        months.fail(month_of(at));
+                    }
+                    self.journal.outcome(customer, hash, outcome);
+                })
+                .expect("the customer is held");
+            self.journalled
+                .fetch_add(frame_len(customer, 9), Ordering::Relaxed);
+        }
+
+        fn credit_line(&self, customer: &str, minor: i64, granted_at: i64) {
+            let line = CreditLine {
+                limit: Amount::from_minor(minor).unwrap(),
+                granted_at,
+            };
+            self.store.with_customer(customer, |record, _| {
+                if record.offer_credit_line(line) {
+                    self.journal.credit_line(customer, line);
+                    self.journalled
+                        .fetch_add(frame_len(customer, 16), Ordering::Relaxed);
+                }
+            });
+        }
+
+        fn journalled(&self) -> u64 {
+            self.journalled.load(Ordering::Relaxed)
+        }
+    }
+
+    /// Recovers `dir` and starts persistence over the recovered store.
+    fn start(dir: &Path) -> (Arc<Live>, PersistHandle, RecoveryReport) {
+        let mut store = Store::new(store_config());
+        let (persistence, report) = Persistence::recover(config(dir), &mut store).unwrap();
+        let live = Arc::new(Live {
+            store,
+            journal: persistence.journal(),
+            journalled: AtomicU64::new(0),
+        });
+        let handle = persistence.start(Arc::clone(&live)).unwrap();
+        (live, handle, report)
+    }
+
+    /// Recovers `dir` into a fresh store (and releases the directory).
+    fn recover(dir: &Path) -> (Store, RecoveryReport) {
+        let mut store = Store::new(store_config());
+        let (persistence, report) = Persistence::recover(config(dir), &mut store).unwrap();
+        drop(persistence);
+        (store, report)
+    }
+
+    /// One customer as held, for comparing stores.
+    #[derive(Debug, PartialEq)]
+    struct Held {
+        events: Vec<Event>,
+        credit_line: Option<CreditLine>,
+        last_event_at: i64,
+        months: Option<MonthBuckets>,
+    }
+
+    fn state(store: &Store) -> BTreeMap<String, Held> {
+        let mut out = BTreeMap::new();
+        for shard in 0..store.shard_count() {
+            store.for_each_in_shard(shard, |r| {
+                out.insert(
+                    r.key.to_string(),
+                    Held {
+                        events: r.ring.iter().copied().collect(),
+                        credit_line: r.credit_line(),
+                        last_event_at: r.last_event_at,
+                        months: r.months.as_deref().cloned(),
+                    },
+                );
+            });
+        }
+        out
+    }
+
+    fn holds_txn(store: &Store, customer: &str, id: &str) -> bool {
+        let hash = store.txn_hash(customer, id);
+        store
+            .with_existing(customer, |r| r.ring.find(hash).is_some())
+            .unwrap_or(false)
+    }
+
+    /// Customers with events, outcomes, credit lines and months, before any snapshot.
+    fn populate(live: &Live) {
+        // Six events in a ring of four, over two months; a failure and a settlement.
+        for i in 0..6 {
+            let at = T0 + i * 8 * DAY;
+            live.txn("alice", &format!("a-{i}"), at, 1_000 + i * 100);
+        }
+        live.outcome("alice", "a-4", Outcome::Failed);
+        live.outcome("alice", "a-5", Outcome::Settled);
+        live.credit_line("alice", 500_000, T0 - DAY);
+        // Geotagged, decided review and deny; a late credit line is ignored.
+        let shanghai = GeoPoint {
+            lat: 31.2304,
+            lon: 121.4737,
+        };
+        live.txn_with("bob", "b-0", T0, 9_900, Action::Review, Some(shanghai));
+        live.txn_with("bob", "b-1", T0 + 60_000_000, 49_900, Action::Deny, None);
+        live.credit_line("bob", 100_000, T0);
+        live.credit_line("bob", 999_999, T0 - DAY);
+        // A credit line and nothing else.
+        live.credit_line("carol", 2_000_000, T0 + 3 * DAY);
+        // An id that is not ASCII.
+        live.txn("dörte", "d-0", T0 + DAY, 1);
+        live.outcome("dörte", "d-0", Outcome::Reversed);
+    }
+
+    /// Changes after the first snapshot: a new customer, a new event, an outcome and a
+    /// credit line on old ones.
+    fn change_after_snapshot(live: &Live) {
+        live.txn("erin", "e-0", T0 + 50 * DAY, 700);
+        live.txn("erin", "e-1", T0 + 51 * DAY, 800);
+        live.credit_line("erin", 300_000, T0 + 49 * DAY);
+        live.txn("alice", "a-6", T0 + 60 * DAY, 5_000);
+        live.outcome("bob", "b-1", Outcome::Failed);
+        live.credit_line("carol", 2_500_000, T0 + 52 * DAY);
+    }
+
+    fn state_files(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy();
+                name.starts_with("snapshot-") || name.starts_with("journal-")
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    fn newest(dir: &Path, prefix: &str) -> PathBuf {
+        state_files(dir)
+            .into_iter()
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+            .max()
+            .unwrap_or_else(|| panic!("no {prefix} file in {}", dir.display()))
+    }
+
+    /// Waits until the writer has put `bytes` of frames in the newest journal, then copies the
+    /// state files to `to`: what a crash at this moment would leave.
+    fn crash_image(dir: &Path, bytes: u64, to: &Path) {
+        let journal = newest(dir, "journal-");
+        let want = JOURNAL_HEADER_LEN as u64 + bytes;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let len = fs::metadata(&journal).unwrap().len();
+            assert!(len <= want, "journal holds {len} bytes, expected {want}");
+            if len == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "journal not written: {len} of {want} bytes"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        fs::create_dir_all(to).unwrap();
+        for file in state_files(dir) {
+            fs::copy(&file, to.join(file.file_name().unwrap())).unwrap();
+        }
+    }
+
+    /// A state directory holding a snapshot of [`populate`] and a journal of
+    /// [`change_after_snapshot`], as a crash leaves it; with the state at the crash and the
+    /// state of the customers the journal alone creates.
+    fn snapshot_then_journal(
+        name: &str,
+    ) -> (TempDir, BTreeMap<String, Held>, BTreeMap<String, Held>) {
+        let running = TempDir::new(&format!("{name}-running"));
+        let crashed = TempDir::new(name);
+        let (live, handle, _) = start(&running.0);
+        populate(&live);
+        handle.snapshot(&live.store).unwrap();
+        let before = live.journalled();
+        change_after_snapshot(&live);
+        crash_image(&running.0, live.journalled() - before, &crashed.0);
+        handle.shutdown(&live.store).unwrap();
+        let at_crash = state(&live.store);
+        // Only erin is created by the journal; the other frames touch customers that the
+        // snapshot created.
+        let mut journal_only = Live {
+            store: Store::new(store_config()),
+            journal: Arc::new(Journal::new()),
+            journalled: AtomicU64::new(0),
+        };
+        journal_only.store.set_txn_keys(live.store.txn_keys());
+        journal_only.txn("erin", "e-0", T0 + 50 * DAY, 700);
+        journal_only.txn("erin", "e-1", T0 + 51 * DAY, 800);
+        journal_only.credit_line("erin", 300_000, T0 + 49 * DAY);
+        journal_only.txn("alice", "a-6", T0 + 60 * DAY, 5_000);
+        journal_only.credit_line("carol", 2_500_000, T0 + 52 * DAY);
+        let journal_only = state(&journal_only.store);
+        (crashed, at_crash, journal_only)
+    }
+
+    /// Asserts that `path` was moved to `corrupt/` with these bytes, and is the only file moved.
+    fn assert_moved_aside(dir: &Path, report: &RecoveryReport, path: &Path, bytes: &[u8]) {
+        assert!(!path.exists(), "{} is still in place", path.display());
+        assert_eq!(report.moved_aside.len(), 1, "{:?}", report.moved_aside);
+        let moved = &report.moved_aside[0];
+        assert_eq!(moved.parent(), Some(dir.join("corrupt").as_path()));
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            moved
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("{name}.")),
+            "{}",
+            moved.display()
+        );
+        assert_eq!(fs::read(moved).unwrap(), bytes, "moved, not rewritten");
+    }
+
+    fn reseal_snapshot(bytes: &mut [u8]) {
+        let covered = bytes.len() - 12;
+        let crc = crc32fast::hash(&bytes[..covered]);
+        bytes[covered..covered + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    fn reseal_journal_header(bytes: &mut [u8]) {
+        let crc = crc32fast::hash(&bytes[..JOURNAL_HEADER_LEN - 4]);
+        bytes[JOURNAL_HEADER_LEN - 4..JOURNAL_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Damages the snapshot of [`snapshot_then_journal`], recovers, and checks that the snapshot
+    /// was moved aside whole and the journal after it still applied.
+    fn damaged_snapshot_is_moved_aside(name: &str, damage: impl FnOnce(&mut Vec<u8>)) {
+        let (dir, _, journal_only) = snapshot_then_journal(name);
+        let snapshot = newest(&dir.0, "snapshot-");
+        let mut bytes = fs::read(&snapshot).unwrap();
+        damage(&mut bytes);
+        fs::write(&snapshot, &bytes).unwrap();
+
+        let (store, report) = recover(&dir.0);
+        assert_moved_aside(&dir.0, &report, &snapshot, &bytes);
+        assert_eq!(report.snapshot, None);
+        assert_eq!((report.journals, report.frames), (1, 6));
+        // Nothing of the snapshot is kept: bob (only in it) is gone, alice holds only the
+        // event journalled after it.
+        assert_eq!(state(&store), journal_only);
+        assert!(!holds_txn(&store, "alice", "a-5"));
+        assert!(holds_txn(&store, "erin", "e-1"));
+        assert_eq!(store.customers(), 3);
+        assert_eq!(store.events(), 3);
+    }
+
+    #[test]
+    fn a_snapshot_round_trip_restores_every_customer_exactly() {
+        let dir = TempDir::new("round-trip");
+        let (live, handle, report) = start(&dir.0);
+        assert_eq!(report.snapshot, None);
+        assert!(report.moved_aside.is_empty());
+        populate(&live);
+        handle.snapshot(&live.store).unwrap();
+        change_after_snapshot(&live);
+        assert_eq!(handle.snapshots_written(), 1);
+        handle.shutdown(&live.store).unwrap();
+        let want = state(&live.store);
+
+        let (store, report) = recover(&dir.0);
+        assert_eq!(state(&store), want);
+        assert_eq!(want.len(), 5);
+        assert_eq!(want["alice"].events.len(), 4, "the ring wrapped");
+        assert!(want["alice"].months.is_some() && want["carol"].months.is_none());
+        assert_eq!(store.customers(), live.store.customers());
+        assert_eq!(store.events(), live.store.events());
+        assert_eq!(store.txn_keys(), live.store.txn_keys());
+        // Transaction ids still match what is held, so duplicates are still caught.
+        for (customer, id) in [("alice", "a-6"), ("alice", "a-3"), ("bob", "b-0")] {
+            assert!(holds_txn(&store, customer, id), "{customer}/{id}");
+        }
+        assert!(
+            !holds_txn(&store, "alice", "a-0"),
+            "overwritten in the ring"
+        );
+        // Shutdown's snapshot covers everything: the journal after it is empty.
+        let (generation, customers) = report.snapshot.expect("a snapshot was loaded");
+        assert_eq!(customers, 5);
+        assert_eq!(
+            (report.journals, report.frames, report.ignored_bytes),
+            (1, 0, 0)
+        );
+        assert!(report.moved_aside.is_empty());
+        assert_eq!(
+            state_files(&dir.0),
+            vec![
+                journal_path(&dir.0, generation + 1),
+                snapshot_path(&dir.0, generation)
+            ],
+            "older snapshots and covered journals were deleted"
+        );
+    }
+
+    #[test]
+    fn changes_after_the_last_snapshot_come_back_from_the_journal() {
+        let (dir, at_crash, _) = snapshot_then_journal("journal-replay");
+        let (store, report) = recover(&dir.0);
+        assert_eq!(state(&store), at_crash);
+        let (_, customers) = report.snapshot.expect("a snapshot was loaded");
+        assert_eq!(customers, 4, "erin came after the snapshot");
+        assert_eq!(
+            (report.journals, report.frames, report.ignored_bytes),
+            (1, 6, 0)
+        );
+        assert!(report.moved_aside.is_empty());
+        assert!(holds_txn(&store, "erin", "e-0"));
+        let bob_b1 = store.txn_hash("bob", "b-1");
+        let outcome = store.with_existing("bob", |r| r.ring.find(bob_b1).map(|e| e.outcome()));
+        assert_eq!(outcome, Some(Some(Outcome::Failed)));
+        // The failure was counted in bob's month, as a live one is.
+        let month = month_of(T0 + 60_000_000);
+        let failed = store.with_existing("bob", |r| r.months.as_ref().unwrap().get(month).failed);
+        assert_eq!(failed, Some(1));
+    }
+
+    #[test]
+    fn replaying_a_journal_twice_over_its_snapshot_changes_nothing() {
+        // A snapshot taken while changes continue holds some of the journal after it.
+        let (dir, at_crash, _) = snapshot_then_journal("idempotent");
+        let journal = newest(&dir.0, "journal-");
+        let generation = generation_of(
+            &journal.file_name().unwrap().to_string_lossy(),
+            "journal-",
+            ".bin",
+        )
+        .unwrap();
+        let bytes = fs::read(&journal).unwrap();
+        let mut again = bytes.clone();
+        again[12..20].copy_from_slice(&(generation + 1).to_le_bytes());
+        reseal_journal_header(&mut again);
+        fs::write(journal_path(&dir.0, generation + 1), &again).unwrap();
+
+        let (store, report) = recover(&dir.0);
+        assert_eq!((report.journals, report.frames), (2, 12));
+        assert_eq!(state(&store), at_crash);
+    }
+
+    #[test]
+    fn a_truncated_snapshot_is_moved_aside_and_the_journal_still_applies() {
+        damaged_snapshot_is_moved_aside("truncated-snapshot", |bytes| {
+            bytes.truncate(bytes.len() * 2 / 3);
+        });
+    }
+
+    #[test]
+    fn a_snapshot_cut_inside_its_header_is_moved_aside() {
+        damaged_snapshot_is_moved_aside("short-snapshot", |bytes| bytes.truncate(30));
+    }
+
+    #[test]
+    fn a_flipped_byte_in_a_snapshot_fails_its_checksum() {
+        damaged_snapshot_is_moved_aside("flipped-snapshot", |bytes| {
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x10;
+        });
+    }
+
+    #[test]
+    fn a_snapshot_with_a_bad_magic_is_moved_aside() {
+        damaged_snapshot_is_moved_aside("magic-snapshot", |bytes| {
+            bytes[..8].copy_from_slice(b"NOTTRIPW");
+            reseal_snapshot(bytes);
+        });
+    }
+
+    #[test]
+    fn a_foreign_file_named_like_a_snapshot_is_moved_aside() {
+        damaged_snapshot_is_moved_aside("foreign-snapshot", |bytes| {
+            *bytes = b"# not a snapshot at all, just a text file that happens to be long enough\n"
+                .repeat(3);
+        });
+    }
+
+    #[test]
+    fn a_snapshot_of_an_unknown_format_version_is_moved_aside() {
+        damaged_snapshot_is_moved_aside("version-snapshot", |bytes| {
+            bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+            reseal_snapshot(bytes);
+        });
+    }
+
+    #[test]
+    fn a_snapshot_is_applied_whole_or_not_at_all() {
+        // The checksum matches but the content does not add up: every customer is parsed and
+        // applied before the count is found wrong, and all of them must be dropped again.
+        damaged_snapshot_is_moved_aside("inconsistent-snapshot", |bytes| {
+            let count_at = bytes.len() - 20;
+            let count = u64::from_le_bytes(bytes[count_at..count_at + 8].try_into().unwrap());
+            bytes[count_at..count_at + 8].copy_from_slice(&(count + 1).to_le_bytes());
+            reseal_snapshot(bytes);
+        });
+    }
+
+    #[test]
+    fn a_damaged_newest_snapshot_falls_back_to_the_one_before_it() {
+        let (dir, at_crash, _) = snapshot_then_journal("fallback");
+        let snapshot = newest(&dir.0, "snapshot-");
+        let generation = generation_of(
+            &snapshot.file_name().unwrap().to_string_lossy(),
+            "snapshot-",
+            ".bin",
+        )
+        .unwrap();
+        // A newer snapshot that parses whole (so it is applied) and is then refused: the
+        // older one must load into a clean store, not on top of it.
+        let mut bytes = fs::read(&snapshot).unwrap();
+        let count_at = bytes.len() - 20;
+        bytes[count_at..count_at + 8].copy_from_slice(&99u64.to_le_bytes());
+        reseal_snapshot(&mut bytes);
+        let newer = snapshot_path(&dir.0, generation + 5);
+        fs::write(&newer, &bytes).unwrap();
+
+        let (store, report) = recover(&dir.0);
+        assert_moved_aside(&dir.0, &report, &newer, &bytes);
+        assert_eq!(report.snapshot, Some((generation, 4)));
+        assert_eq!(state(&store), at_crash);
+    }
+
+    /// Journal frames as (offset, length) from the end of the header.
+    fn frames_of(bytes: &[u8]) -> Vec<(usize, usize)> {
+        let mut frames = Vec::new();
+        let mut at = JOURNAL_HEADER_LEN;
+        while at < bytes.len() {
+            let (_, used) = journal::decode(&bytes[at..]).unwrap();
+            frames.push((at, used));
+            at += used;
+        }
+        frames
+    }
+
+    /// A state directory holding only a journal: [`populate`] and then one credit line for
+    /// "zed", as a crash leaves it; with the state before zed and at the crash.
+    fn journal_only(name: &str) -> (TempDir, BTreeMap<String, Held>, BTreeMap<String, Held>) {
+        let running = TempDir::new(&format!("{name}-running"));
+        let crashed = TempDir::new(name);
+        let (live, handle, _) = start(&running.0);
+        populate(&live);
+        let before_zed = state(&live.store);
+        live.credit_line("zed", 10_000, T0);
+        crash_image(&running.0, live.journalled(), &crashed.0);
+        handle.shutdown(&live.store).unwrap();
+        (crashed, before_zed, state(&live.store))
+    }
+
+    #[test]
+    fn a_journal_alone_restores_every_customer_exactly() {
+        let (dir, _, at_crash) = journal_only("journal-alone");
+        let (store, report) = recover(&dir.0);
+        assert_eq!(report.snapshot, None);
+        assert_eq!(
+            (report.journals, report.frames, report.ignored_bytes),
+            (1, 16, 0)
+        );
+        assert_eq!(state(&store), at_crash);
+    }
+
+    #[test]
+    fn a_torn_journal_tail_keeps_the_frames_before_it() {
+        let (dir, before_zed, _) = journal_only("torn-journal");
+        let journal = newest(&dir.0, "journal-");
+        let mut bytes = fs::read(&journal).unwrap();
+        let &(last, _) = frames_of(&bytes).last().unwrap();
+        bytes.truncate(last + 10); // a crash in the middle of writing zed's frame
+        fs::write(&journal, &bytes).unwrap();
+
+        let (store, report) = recover(&dir.0);
+        assert_eq!(report.frames, 15);
+        assert_eq!(report.ignored_bytes, 10);
+        assert_eq!(state(&store), before_zed);
+        // The frames before the tear are still needed until the next snapshot: the journal
+        // stays where it is.
+        assert!(report.moved_aside.is_empty());
+        assert!(journal.exists());
+    }
+
+    #[test]
+    fn a_corrupt_journal_frame_stops_replay_and_keeps_the_frames_before_it() {
+        let (dir, _, _) = journal_only("corrupt-frame");
+        let journal = newest(&dir.0, "journal-");
+        let mut bytes = fs::read(&journal).unwrap();
+        let frames = frames_of(&bytes);
+        // Frame 9 is bob's first event: the customers journalled before it are alice alone.
+        let (at, _) = frames[9];
+        bytes[at + 20] ^= 0x01;
+        fs::write(&journal, &bytes).unwrap();
+
+        let (store, report) = recover(&dir.0);
+        assert_eq!(report.frames, 9);
+        assert_eq!(report.ignored_bytes, (bytes.len() - at) as u64);
+        assert!(report.moved_aside.is_empty());
+        let state = state(&store);
+        assert_eq!(state.keys().collect::<Vec<_>>(), vec!["alice"]);
+        assert_eq!(state["alice"].credit_line.unwrap().limit.minor(), 500_000);
+        let failed = state["alice"]
+            .events
+            .iter()
+            .filter(|e| e.outcome() == Outcome::Failed);
+        assert_eq!(failed.count(), 1);
+    }
+
+    /// Damages the journal of [`journal_only`], recovers, and checks it was moved aside whole.
+    fn damaged_journal_is_moved_aside(name: &str, damage: impl FnOnce(&mut Vec<u8>)) {
+        let (dir, _, _) = journal_only(name);
+        let journal = newest(&dir.0, "journal-");
+        let mut bytes = fs::read(&journal).unwrap();
+        damage(&mut bytes);
+        fs::write(&journal, &bytes).unwrap();
+
+        let (store, report) = recover(&dir.0);
+        assert_moved_aside(&dir.0, &report, &journal, &bytes);
+        assert_eq!((report.journals, report.frames), (0, 0));
+        assert_eq!(store.customers(), 0);
+    }
+
+    #[test]
+    fn a_journal_with_a_bad_magic_is_moved_aside() {
+        damaged_journal_is_moved_aside("magic-journal", |bytes| {
+            bytes[..8].copy_from_slice(b"TRIPWSNP");
+            reseal_journal_header(bytes);
+        });
+    }
+
+    #[test]
+    fn a_journal_cut_inside_its_header_is_moved_aside() {
+        damaged_journal_is_moved_aside("short-journal", |bytes| bytes.truncate(20));
+    }
+
+    #[test]
+    fn a_journal_with_a_damaged_header_is_moved_aside() {
+        damaged_journal_is_moved_aside("header-journal", |bytes| bytes[14] ^= 0x04);
+    }
+
+    #[test]
+    fn a_journal_of_an_unknown_format_version_is_moved_aside() {
+        damaged_journal_is_moved_aside("version-journal", |bytes| {
+            bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+            reseal_journal_header(bytes);
+        });
+    }
+
+    #[test]
+    fn a_journal_written_with_other_hash_keys_is_moved_aside() {
+        // Its transaction hashes mean nothing to the state before it.
+        let (dir, _, _) = snapshot_then_journal("keys-journal");
+        let journal = newest(&dir.0, "journal-");
+        let mut bytes = fs::read(&journal).unwrap();
+        bytes[20] ^= 0xff;
+        reseal_journal_header(&mut bytes);
+        fs::write(&journal, &bytes).unwrap();
+
+        let (store, report) = recover(&dir.0);
+        assert_moved_aside(&dir.0, &report, &journal, &bytes);
+        assert!(report.snapshot.is_some());
+        assert_eq!(report.frames, 0);
+        assert!(!state(&store).contains_key("erin"));
+        assert_eq!(store.customers(), 4, "the snapshot alone");
+    }
+
+    /// Rewrites a version-2 snapshot as version 1 wrote it: no month buckets.
+    fn as_version_1(v2: &[u8]) -> Vec<u8> {
+        let covered = v2.len() - 12;
+        let mut out = v2[..SNAPSHOT_HEADER_LEN].to_vec();
+        out[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let mut at = SNAPSHOT_HEADER_LEN;
+        while at < covered - 8 {
+            let id_len = u16::from_le_bytes([v2[at], v2[at + 1]]) as usize;
+            let fixed = at + 2 + id_len;
+            let events = u16::from_le_bytes([v2[fixed + 24], v2[fixed + 25]]) as usize;
+            let flag = fixed + 26 + events * 32;
+            out.extend_from_slice(&v2[at..flag]);
+            at = flag + 1 + if v2[flag] == 1 { MONTHS * 16 } else { 0 };
+        }
+        assert_eq!(at, covered - 8, "walked every customer");
+        out.extend_from_slice(&v2[covered - 8..]);
+        reseal_snapshot(&mut out);
+        out
+    }
+
+    #[test]
+    fn version_1_snapshots_and_journals_are_still_read() {
+        let (dir, at_crash, _) = snapshot_then_journal("version-1");
+        let snapshot = newest(&dir.0, "snapshot-");
+        let v1 = as_version_1(&fs::read(&snapshot).unwrap());
+        fs::write(&snapshot, &v1).unwrap();
+        let journal = newest(&dir.0, "journal-");
+        let mut bytes = fs::read(&journal).unwrap();
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        reseal_journal_header(&mut bytes);
+        fs::write(&journal, &bytes).unwrap();
+
+        let mut store = Store::new(store_config());
+        let mut config = config(&dir.0);
+        config.month_of = None;
+        let (_persistence, report) = Persistence::recover(config, &mut store).unwrap();
+        assert!(report.moved_aside.is_empty(), "{:?}", report.moved_aside);
+        assert_eq!(report.snapshot.map(|s| s.1), Some(4));
+        assert_eq!((report.journals, report.frames), (1, 6));
+        // Version 1 kept no month buckets; everything else is as it was.
+        let mut want = at_crash;
+        for held in want.values_mut() {
+            held.months = None;
+        }
+        assert_eq!(state(&store), want);
+    }
+
+    #[test]
+    fn a_second_process_cannot_open_a_state_directory_in_use() {
+        let dir = TempDir::new("locked");
+        let mut first = Store::new(store_config());
+        let (held, _) = Persistence::recover(config(&dir.0), &mut first).unwrap();
+        let mut second = Store::new(store_config());
+        let refused = Persistence::recover(config(&dir.0), &mut second);
+        assert!(
+            matches!(refused, Err(PersistError::Locked(_))),
+            "{refused:?}"
+        );
+        drop(held);
+        assert!(Persistence::recover(config(&dir.0), &mut second).is_ok());
+    }
 }
