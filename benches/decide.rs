@@ -5,6 +5,8 @@
 //!
 //! Ratios between these lines are what BENCHMARKS.md reports; absolute times on a shared
 //! machine are not.
+// criterion_group! defines an undocumented public function.
+#![allow(missing_docs)]
 
 use std::collections::HashMap;
 use std::hint::black_box;

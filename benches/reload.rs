@@ -2,6 +2,8 @@
 //! 1,000-rule file.
 //!
 //!     cargo bench --bench reload
+// criterion_group! defines an undocumented public function.
+#![allow(missing_docs)]
 
 mod support;
 

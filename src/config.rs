@@ -68,7 +68,7 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 #[derive(Clone, Debug, Default, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeSettings {
-    /// TOML config file (every flag below, plus [proxy] routes).
+    /// TOML config file (every flag below, plus the proxy routes).
     #[arg(long)]
     #[serde(skip)]
     pub config: Option<PathBuf>,

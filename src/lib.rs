@@ -8,7 +8,11 @@
 //! ```
 //!
 //! [`interceptor`] ties the pipeline together for one request; [`server`] puts it behind HTTP;
-//! `main.rs` only parses flags.
+//! [`app`] assembles the service; `main.rs` only parses the command line and calls the
+//! library. The library never prints: it logs through `tracing` or writes to the writers it is
+//! given.
+
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod app;
 pub mod config;

@@ -4,7 +4,7 @@
 //!   `PUT /admin/rules` / `POST /admin/rules/rollback` (the admin listener calls the
 //!   [`Reloader`] directly). [`Triggers`] runs the first two until stopped.
 //! - the **[`Reloader`]** is the one reload path: read → compile off the async workers → swap
-//!   into [`LiveRules`] → count and log. It answers with a domain [`ReloadOutcome`] or
+//!   into [`LiveRules`](crate::live_rules::LiveRules) → count and log. It answers with a domain [`ReloadOutcome`] or
 //!   [`ReloadError`]; the HTTP layer maps those to status codes, this module knows no HTTP.
 //! - the live set itself, with its versions, history and rollback, is
 //!   [`crate::live_rules`].

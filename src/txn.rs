@@ -104,12 +104,16 @@ impl fmt::Display for Amount {
 /// Why a text is not an [`Amount`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AmountError {
+    /// Not digits with an optional decimal point.
     #[error("must be a plain decimal number such as \"499.00\"")]
     NotDecimal,
+    /// A minus sign.
     #[error("must not be negative")]
     Negative,
+    /// More decimals than minor units hold.
     #[error("has more than {AMOUNT_SCALE} decimal places")]
     OverPrecise,
+    /// Past the largest amount held.
     #[error("is larger than the maximum of 1000000000000.00")]
     TooLarge,
 }

@@ -1,5 +1,5 @@
 //! Shared by the benches: generated rule files.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 /// A valid rules file with `n` rules over a spread of features, windows and lists, the way a
 /// large production rule set mixes them.

@@ -13,6 +13,7 @@ use crate::rules::text::{DurationText, TimeOfDayText};
 use crate::txn::{Amount, Txn};
 
 /// The message of one matched rule; `Display` renders it.
+#[derive(Debug)]
 pub struct Explanation<'a> {
     /// The rule set evaluated.
     pub set: &'a RuleSet,

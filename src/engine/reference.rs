@@ -32,6 +32,7 @@ pub struct ReferenceDecision {
 /// What the reference is given: the history (arrival order), the credit line, whether the
 /// customer's calendar months are kept (then they are the months of `events`), and the
 /// transaction.
+#[derive(Debug)]
 pub struct Inputs<'a> {
     /// Events in arrival order.
     pub events: &'a [Event],

@@ -1,6 +1,6 @@
 //! The `tripwire replay` and `tripwire gen` commands: their flags (declared once, here) and
 //! what they do with them. `main` parses the command line into these types and calls
-//! [`replay`] or [`generate`]; output goes to the writers given, so tests can read it.
+//! [`replay()`] or [`generate()`]; output goes to the writers given, so tests can read it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,7 +29,7 @@ pub struct ReplayArgs {
     /// Write every decision as a JSON line to this file.
     #[arg(long)]
     pub decisions: Option<PathBuf>,
-    /// A TOML file mapping fields to columns: [columns] customer_id = "cust_no", time_format, timezone.
+    /// A TOML file mapping fields to columns: a columns table (customer_id = "cust_no"), time_format, timezone.
     #[arg(long)]
     pub mapping: Option<PathBuf>,
     /// FIELD=COLUMN, repeatable; wins over the mapping file.

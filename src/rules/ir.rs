@@ -3,7 +3,7 @@
 //!
 //! [`ValidRules`] states the meaning of a rule set independently of the compiled form the hot
 //! path runs: windows in microseconds, amounts in minor units, list names resolved to indices.
-//! The feature catalogue ([`Spec`], `SPECS`) says how each feature is parameterised and in
+//! The feature catalogue (`Spec`, `SPECS`) says how each feature is parameterised and in
 //! which [`Unit`] its thresholds are written; adding a feature starts here.
 
 use jiff::tz::TimeZone;

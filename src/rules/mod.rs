@@ -1,5 +1,5 @@
 //! Rules as data until compiled: `rules.yaml` is parsed ([`schema`]), validated with line and
-//! column for every problem ([`validate`]), then compiled ([`compile`]) into an immutable
+//! column for every problem ([`validate`]), then compiled ([`compile`](mod@compile)) into an immutable
 //! [`RuleSet`] that the engine evaluates without allocating or looking anything up by name.
 //!
 //! Nothing here touches customer state or the network; a failed load returns errors and leaves

@@ -11,7 +11,10 @@
 //! - Every file starts with a magic, a format version and the generation, and ends (snapshot)
 //!   or is framed (journal) with CRC-32 checksums. A corrupt, truncated or foreign file is
 //!   detected, logged and moved aside to `corrupt/`; start goes on with what is valid, and a
-//!   snapshot is applied whole or not at all.
+//!   snapshot is applied whole or not at all. A journal whose header is sound but whose frames
+//!   are torn or damaged is the exception: replay keeps the frames before the damage, counts
+//!   the bytes after it (`RecoveryReport::ignored_bytes`) and leaves the file in place, since
+//!   its good frames are needed until the next snapshot covers them.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -57,6 +60,19 @@ pub struct PersistConfig {
     /// The calendar month of an event time, when the rules keep monthly buckets: replayed
     /// events and failures update them as live ones do.
     pub month_of: Option<Arc<dyn Fn(i64) -> i32 + Send + Sync>>,
+}
+
+impl std::fmt::Debug for PersistConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersistConfig")
+            .field("dir", &self.dir)
+            .field("flush_interval", &self.flush_interval)
+            .field("fsync_interval", &self.fsync_interval)
+            .field("snapshot_interval", &self.snapshot_interval)
+            .field("snapshot_after_bytes", &self.snapshot_after_bytes)
+            .field("month_of", &self.month_of.is_some())
+            .finish()
+    }
 }
 
 impl PersistConfig {

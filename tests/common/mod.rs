@@ -1,6 +1,6 @@
 //! Helpers for the black-box tests: start the real server on ephemeral ports and speak HTTP/1.1
 //! to it over real sockets.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
