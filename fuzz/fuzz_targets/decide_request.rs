@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    match tripwire::txn::parse_decide(data) {
+    match tripwire_core::txn::parse_decide(data) {
         Ok(txn) => {
             assert!(txn.amount.minor() > 0);
             assert!(!txn.transaction_id.is_empty() && !txn.customer_id.is_empty());

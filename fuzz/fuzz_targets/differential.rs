@@ -9,12 +9,12 @@ use std::borrow::Cow;
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use tripwire::engine::features::month_of;
-use tripwire::engine::{self, reference};
-use tripwire::rules::{self, Action};
-use tripwire::state::months::MonthBuckets;
-use tripwire::state::{CustomerHistory, Event, Outcome};
-use tripwire::txn::{Amount, CreditLine, GeoPoint, Txn};
+use tripwire_core::engine::features::month_of;
+use tripwire_core::engine::{self, reference};
+use tripwire_core::rules::{self, Action};
+use tripwire_core::state::months::MonthBuckets;
+use tripwire_core::state::{CustomerHistory, Event, Outcome};
+use tripwire_core::txn::{Amount, CreditLine, GeoPoint, Txn};
 
 const T0: i64 = 1_772_359_200_000_000;
 const WINDOWS: [&str; 6] = ["1m", "10m", "30m", "1h", "2h", "90s"];

@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Err(e) = tripwire::rules::load_bytes(data) {
+    if let Err(e) = tripwire_core::rules::load_bytes(data) {
         for p in e.problems() {
             assert!(!p.message.is_empty());
         }

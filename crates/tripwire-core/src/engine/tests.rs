@@ -10,7 +10,7 @@ use crate::rules::{self, Action, RuleSet};
 use crate::state::{CustomerHistory, Event, Outcome};
 use crate::txn::{Amount, CreditLine, GeoPoint, Txn};
 
-const SHIPPED: &[u8] = include_bytes!("../../rules.yaml");
+const SHIPPED: &[u8] = include_bytes!("../../../../rules.yaml");
 
 fn shipped() -> RuleSet {
     rules::load_bytes(SHIPPED).expect("shipped rules load")

@@ -296,7 +296,7 @@ mod tests {
 
     #[test]
     fn shipped_rules_load() {
-        let text = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/rules.yaml")).unwrap();
+        let text = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../rules.yaml")).unwrap();
         let set = load_bytes(&text).unwrap();
         assert!(set.rules().len() >= 6);
     }

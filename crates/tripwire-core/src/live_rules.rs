@@ -4,7 +4,7 @@
 //! A complete new set is built off the hot path (parse → validate → compile) and swapped in
 //! whole through an `ArcSwap`. A request loads the current set once and uses that snapshot to
 //! the end; a refused set changes nothing but the history. What starts a reload (a file watch,
-//! SIGHUP, the admin API) is [`crate::reload`]'s business, not this module's.
+//! SIGHUP, the admin API) is the reload module of the `tripwire` crate, not this one.
 
 use std::sync::Arc;
 
