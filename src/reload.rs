@@ -410,3 +410,114 @@ pub fn watch_file(
         .map_err(notify::Error::io)?;
     Ok(FileWatcher { _watcher: watcher })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live_rules::LiveRules;
+    use crate::state::{Store, StoreConfig};
+
+    fn rules(n: u32) -> String {
+        format!(
+            "timezone: UTC\nrules:\n  - id: big_{n}\n    action: review\n    when: {{ amount: {{ at_least: \"{n}.00\" }} }}\n"
+        )
+    }
+
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("tripwire-reload-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rules.yaml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn reloader(path: Option<PathBuf>) -> Reloader {
+        let live = LiveRules::new(rules(1).as_bytes(), "start").unwrap();
+        let interceptor = Arc::new(Interceptor::new(Store::new(StoreConfig::default()), live));
+        Reloader::new(interceptor, path, Arc::new(Metrics::new()))
+    }
+
+    fn refusals(reloader: &Reloader, trigger: &str) -> bool {
+        reloader
+            .metrics()
+            .render(reloader.interceptor().store(), None, 0)
+            .lines()
+            .any(|l| {
+                l.starts_with(&format!(
+                    "tripwire_rule_reloads_total{{trigger=\"{trigger}\",outcome=\"refused\"}} 1"
+                ))
+            })
+    }
+
+    #[tokio::test]
+    async fn a_reload_from_the_file_installs_it_and_the_same_text_changes_nothing() {
+        let path = temp_file("file", &rules(1));
+        let reloader = reloader(Some(path.clone()));
+        let same = reloader.reload(ReloadTrigger::Signal, None).await.unwrap();
+        assert!(matches!(same, ReloadOutcome::Unchanged(_)));
+        std::fs::write(&path, rules(2)).unwrap();
+        let new = reloader.reload(ReloadTrigger::File, None).await.unwrap();
+        assert!(matches!(new, ReloadOutcome::Installed(_)));
+        assert_eq!(new.live().version.seq, 2);
+        assert_eq!(new.live().source, path.display().to_string());
+        std::fs::remove_dir_all(path.parent().unwrap()).ok();
+    }
+
+    #[tokio::test]
+    async fn a_refused_reload_names_the_problem_counts_it_and_keeps_the_live_set() {
+        let path = temp_file("bad", "timezone: UTC\nrules:\n  - id: [\n");
+        let reloader = reloader(Some(path.clone()));
+        let err = reloader
+            .reload(ReloadTrigger::File, None)
+            .await
+            .unwrap_err();
+        let ReloadError::Refused(refusal) = err else {
+            panic!("expected a refusal, got {err:?}");
+        };
+        assert_eq!(refusal.line, 3);
+        assert_eq!(reloader.interceptor().rules().load().version.seq, 1);
+        assert!(refusals(&reloader, "file"));
+        let history = reloader.interceptor().rules().history();
+        assert!(history[0].outcome.is_err(), "the refusal is in the history");
+        std::fs::remove_dir_all(path.parent().unwrap()).ok();
+    }
+
+    #[tokio::test]
+    async fn a_missing_file_an_absent_path_and_oversized_text_are_refused() {
+        let reloader_without_file = reloader(None);
+        assert!(matches!(
+            reloader_without_file
+                .reload(ReloadTrigger::Signal, None)
+                .await,
+            Err(ReloadError::NoRulesFile)
+        ));
+        let missing = reloader(Some(PathBuf::from("/nonexistent/tripwire/rules.yaml")));
+        assert!(matches!(
+            missing.reload(ReloadTrigger::Signal, None).await,
+            Err(ReloadError::Refused(_))
+        ));
+        assert!(refusals(&missing, "sighup"));
+        let huge = Bytes::from(vec![b'#'; rules::MAX_RULES_BYTES + 1]);
+        assert!(matches!(
+            missing.reload(ReloadTrigger::Api, Some(huge)).await,
+            Err(ReloadError::TooLarge { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn rollback_needs_an_earlier_version_and_then_restores_it() {
+        let reloader = reloader(None);
+        assert!(matches!(
+            reloader.rollback().await,
+            Err(ReloadError::Rollback(RollbackError::NothingToRollBack))
+        ));
+        reloader
+            .reload(ReloadTrigger::Api, Some(Bytes::from(rules(2))))
+            .await
+            .unwrap();
+        let back = reloader.rollback().await.unwrap();
+        assert_eq!(back.version.sha256, sha256_hex(rules(1).as_bytes()));
+        assert_eq!(back.version.seq, 3);
+    }
+}

@@ -435,3 +435,95 @@ fn lower(set: &mut RuleSet, cond: &Cond, t: &Tables) -> u32 {
 fn index(i: usize) -> u32 {
     u32::try_from(i).expect("rule set sizes are capped far below u32::MAX")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::load_bytes;
+    use crate::txn::MICROS_PER_SECOND;
+
+    fn set(yaml: &str) -> RuleSet {
+        load_bytes(yaml.as_bytes()).expect("test rules compile")
+    }
+
+    const MINUTE: i64 = 60 * MICROS_PER_SECOND;
+
+    #[test]
+    fn windows_are_deduplicated_sorted_and_the_horizon_is_the_longest() {
+        let s = set(
+            "timezone: UTC\nrules:\n  - id: a\n    action: review\n    when: { count: { window: 1h, at_least: 3 } }\n  - id: b\n    action: deny\n    when: { all: [ { sum: { window: 10m, at_least: \"100\" } }, { count: { window: 60m, at_least: 9 } } ] }\n",
+        );
+        let micros: Vec<i64> = s.windows.iter().map(|w| w.micros).collect();
+        assert_eq!(
+            micros,
+            vec![10 * MINUTE, 60 * MINUTE],
+            "1h and 60m are one window"
+        );
+        assert_eq!(s.horizon(), 60 * MINUTE);
+        assert_eq!(s.rules().len(), 2);
+        assert_eq!(&*s.rules()[1].id, "b");
+    }
+
+    #[test]
+    fn a_rule_set_without_windows_reads_no_history() {
+        let s = set(
+            "timezone: UTC\nrules:\n  - id: big\n    action: review\n    when: { amount: { at_least: \"5000\" } }\n",
+        );
+        assert!(s.windows.is_empty());
+        assert_eq!(s.horizon(), 0);
+        let needs = s.needs;
+        assert!(
+            !(needs.local_time || needs.geo || needs.streaks || needs.since_last || needs.months)
+        );
+    }
+
+    #[test]
+    fn needs_name_exactly_the_optional_features_read() {
+        let s = set(
+            "timezone: Asia/Shanghai\nrules:\n  - id: night\n    action: review\n    when: { local_time: { from: \"01:00\", to: \"05:00\" } }\n  - id: travel\n    action: deny\n    when: { speed_kmh: { more_than: 900 } }\n",
+        );
+        assert!(s.needs.local_time);
+        assert!(s.needs.geo);
+        assert!(!s.needs.streaks && !s.needs.since_last && !s.needs.months);
+        let trend = set(
+            "timezone: UTC\nrules:\n  - id: up\n    action: review\n    when: { trend_mom: { of: sum, at_least: \"2\" } }\n",
+        );
+        assert!(trend.needs.months);
+    }
+
+    #[test]
+    fn amount_lists_hold_sorted_minor_units_and_string_lists_sorted_unique_entries() {
+        let s = set(
+            "timezone: UTC\nlists:\n  probes: [\"499\", \"99\", \"99.00\"]\n  shops: [m2, m1, m2]\nrules:\n  - id: probe\n    action: review\n    when: { amount: { in: probes } }\n  - id: shop\n    action: review\n    when: { merchant_id: { in: shops } }\n",
+        );
+        let probes = s
+            .valid
+            .lists
+            .iter()
+            .position(|l| l.name == "probes")
+            .unwrap();
+        let shops = s
+            .valid
+            .lists
+            .iter()
+            .position(|l| l.name == "shops")
+            .unwrap();
+        assert_eq!(&*s.amount_lists[probes], &[9_900, 49_900]);
+        let names: Vec<&str> = s.string_lists[shops].iter().map(|e| &**e).collect();
+        assert_eq!(names, vec!["m1", "m2"]);
+    }
+
+    #[test]
+    fn the_cost_grows_with_the_ring_and_with_the_windows() {
+        let one = set(
+            "timezone: UTC\nrules:\n  - id: a\n    action: review\n    when: { count: { window: 1h, at_least: 3 } }\n",
+        );
+        let two = set(
+            "timezone: UTC\nrules:\n  - id: a\n    action: review\n    when: { all: [ { count: { window: 1h, at_least: 3 } }, { count: { window: 1d, at_least: 9 } } ] }\n",
+        );
+        assert!(one.cost(64) < one.cost(128));
+        assert!(one.cost(64) < two.cost(64));
+        // One event visit per ring slot, one step per window, plus the nodes and the rule.
+        assert_eq!(one.cost(64), 64 * 2 + 1 + 1);
+    }
+}
