@@ -327,6 +327,32 @@ async fn review_is_forwarded_by_default_and_held_when_configured() {
 }
 
 #[tokio::test]
+async fn a_client_cannot_strip_the_decision_headers_by_naming_them_in_connection() {
+    let upstream = Upstream::start().await;
+    let server = start_proxy(upstream.addr, "").await;
+    let (status, _, _) = request(
+        server.payment_addr(),
+        Method::POST,
+        "/pay",
+        &body("c1", "600"),
+        &[
+            JSON,
+            (
+                "connection",
+                "x-risk-decision, x-risk-rules-version, x-risk-score, x-risk-tags, x-forwarded-for",
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = &upstream.seen()[0].headers;
+    assert_eq!(seen["x-risk-decision"], "review");
+    assert!(seen.contains_key("x-risk-rules-version"));
+    assert!(seen.contains_key("x-forwarded-for"));
+    assert!(!seen.contains_key("connection"), "hop-by-hop headers still go");
+}
+
+#[tokio::test]
 async fn an_invalid_transaction_is_refused_or_passed_unchecked() {
     let upstream = Upstream::start().await;
     let server = start_proxy(upstream.addr, "").await;

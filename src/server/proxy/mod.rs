@@ -424,6 +424,9 @@ async fn forward(
     outcome: Option<(String, String)>,
     risk: Vec<(&'static str, HeaderValue)>,
 ) -> Response<Body> {
+    // Hop-by-hop processing first: a client's `Connection:` may name any header, and must
+    // never be able to remove one tripwire sets, so tripwire's are added after it.
+    strip_hop_by_hop(&mut parts.headers);
     for name in RISK_HEADERS {
         parts.headers.remove(name);
     }
@@ -454,7 +457,6 @@ async fn forward(
         return boxed(ApiError::BadGateway("cannot build the upstream URL".into()).response());
     };
     parts.uri = uri;
-    strip_hop_by_hop(&mut parts.headers);
     let forwarded_for = match parts
         .headers
         .get("x-forwarded-for")
