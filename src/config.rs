@@ -109,6 +109,9 @@ pub struct ServeSettings {
     /// Rotated decision log files kept, PATH.1 ... PATH.N [default: 5].
     #[arg(long)]
     pub decision_log_keep: Option<u32>,
+    /// Keep at least this much of each customer's history, however little the rules read, e.g. 90d [default: what the rules read].
+    #[arg(long)]
+    pub retain: Option<String>,
     /// Persist customer state (rings, credit lines, transaction ids) in this directory.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -391,7 +394,10 @@ impl Config {
             serve,
             state_dir: s.state_dir,
             triggers,
-            upkeep: UpkeepConfig::default(),
+            upkeep: UpkeepConfig {
+                retain_at_least: duration("retain", s.retain, Duration::ZERO)?,
+                ..UpkeepConfig::default()
+            },
         })
     }
 }
@@ -558,6 +564,9 @@ mod tests {
         assert_eq!(c.serve.idle_timeout, Duration::from_secs(3600));
         assert_eq!(c.serve.header_read_timeout, Duration::from_millis(1500));
         assert_eq!(c.serve.shutdown_grace, Duration::from_secs(90));
+        assert_eq!(c.upkeep.retain_at_least, Duration::ZERO);
+        let c = Config::resolve(layered("rules = \"r\"\nretain = \"90d\"", &[])).unwrap();
+        assert_eq!(c.upkeep.retain_at_least, Duration::from_secs(90 * 86_400));
         let err = Config::resolve(layered("rules = \"r\"", &["--idle-timeout", "0s"]))
             .unwrap_err()
             .to_string();

@@ -349,7 +349,10 @@ async fn a_client_cannot_strip_the_decision_headers_by_naming_them_in_connection
     assert_eq!(seen["x-risk-decision"], "review");
     assert!(seen.contains_key("x-risk-rules-version"));
     assert!(seen.contains_key("x-forwarded-for"));
-    assert!(!seen.contains_key("connection"), "hop-by-hop headers still go");
+    assert!(
+        !seen.contains_key("connection"),
+        "hop-by-hop headers still go"
+    );
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 //! SIGHUP, the admin API) is the reload module of the `tripwire` crate, not this one.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -113,6 +114,8 @@ impl Book {
 /// The rule set in force, swapped atomically, with the record of every load and refusal.
 pub struct LiveRules {
     current: ArcSwap<LoadedRules>,
+    /// The most history any rule set loaded since start reads (see [`LiveRules::retention`]).
+    retention: AtomicI64,
     budget: Option<rules::EvalBudget>,
     /// Serialises installs so sequence numbers follow swap order.
     book: Mutex<Book>,
@@ -157,6 +160,7 @@ impl LiveRules {
             outcome: Ok(loaded.version.clone()),
         });
         Ok(LiveRules {
+            retention: AtomicI64::new(loaded.set.retention()),
             current: ArcSwap::from_pointee(loaded),
             budget,
             book: Mutex::new(book),
@@ -201,7 +205,8 @@ impl LiveRules {
             Ok(set) => {
                 let loaded = self.swap_in(&mut book, set, bytes, source);
                 book.good.push((loaded.version.clone(), Arc::from(bytes)));
-                if book.good.len() > ROLLBACK_DEPTH {
+                // The live version plus ROLLBACK_DEPTH earlier ones.
+                if book.good.len() > ROLLBACK_DEPTH + 1 {
                     book.good.remove(0);
                 }
                 Ok(loaded)
@@ -228,6 +233,9 @@ impl LiveRules {
         let seq = book.next_seq;
         book.next_seq += 1;
         let loaded = Arc::new(Self::loaded(set, bytes, source, seq));
+        // Before the swap: the sweep must never see the new set without its retention.
+        self.retention
+            .fetch_max(loaded.set.retention(), Ordering::SeqCst);
         let previous = self.current.swap(Arc::clone(&loaded));
         // Sets no request holds any more are freed here, on the reload path.
         book.retired.retain(|set| Arc::strong_count(set) > 1);
@@ -269,6 +277,14 @@ impl LiveRules {
             sha256: sha256_hex(bytes),
             outcome: Err(Refusal::from_error(error)),
         });
+    }
+
+    /// How far back in event time history must be kept: the most that any rule set loaded
+    /// since start reads ([`RuleSet::retention`]). Not only the live set's: a rollback, or a
+    /// reload of the rules file after a pushed set, can make an earlier set live again, and the
+    /// history it reads must still be there. It never shrinks while the process runs.
+    pub fn retention(&self) -> i64 {
+        self.retention.load(Ordering::SeqCst)
     }
 
     /// Loads and refusals, newest first.
@@ -355,7 +371,10 @@ mod tests {
         while live.rollback().is_ok() {
             walked += 1;
         }
-        assert_eq!(walked, ROLLBACK_DEPTH - 1);
+        assert_eq!(
+            walked, ROLLBACK_DEPTH,
+            "as many rollbacks as the README promises"
+        );
     }
 
     #[test]

@@ -28,16 +28,6 @@ const WATERMARK_SKEW_MICROS: i64 = 5 * 60 * 1_000_000;
 /// transactions arriving a little out of order still see it.
 const IDLE_GRACE_MICROS: i64 = 15 * 60 * 1_000_000;
 
-/// When rules read travel, the previous location matters for as long as any journey could be
-/// too fast: half the earth's circumference at 900 km/h is about 22 hours.
-const TRAVEL_HORIZON_MICROS: i64 = 24 * 3_600 * 1_000_000;
-
-/// When rules read monthly trends or the time since the last transaction, a customer's state
-/// matters for as long as the month buckets reach back: thirteen months of 31 days. Sweeping
-/// earlier would wipe the trends of a customer who pauses for a season, and make a customer
-/// silent for three months vanish from `?tag=` scans that look for exactly them.
-const MONTHS_HORIZON_MICROS: i64 = 13 * 31 * 86_400 * 1_000_000;
-
 /// What one decision came to, for metrics and logs.
 #[derive(Debug)]
 pub struct DecideSummary {
@@ -292,19 +282,19 @@ impl Interceptor {
 
     /// Drops the history of customers idle past what any rule can look at; returns the number
     /// of customers removed. Idleness is measured on event time, against the latest event
-    /// time seen.
+    /// time seen. What "any rule" reads is [`LiveRules::retention`]: every rule set loaded since
+    /// start, not only the live one, so a rollback finds the history it reads.
     pub fn sweep_idle(&self) -> usize {
+        self.sweep_idle_keeping(0)
+    }
+
+    /// Like [`Interceptor::sweep_idle`], keeping at least `floor_micros` of history however
+    /// little the rules read (`--retain`).
+    pub fn sweep_idle_keeping(&self, floor_micros: i64) -> usize {
         let Some(watermark) = self.store.watermark() else {
             return 0;
         };
-        let rules = self.rules.load();
-        let mut horizon = rules.set.horizon();
-        if rules.set.needs.geo {
-            horizon = horizon.max(TRAVEL_HORIZON_MICROS);
-        }
-        if rules.set.needs.months || rules.set.needs.since_last {
-            horizon = horizon.max(MONTHS_HORIZON_MICROS);
-        }
+        let horizon = self.rules.retention().max(floor_micros);
         self.store.sweep_idle(
             watermark
                 .saturating_sub(horizon)
@@ -696,5 +686,70 @@ rules:
             frames(&journal),
             vec![format!("{:?}", Frame::CreditLine("dave", newer))]
         );
+    }
+
+    const PROBES: &str = "timezone: UTC\nlists:\n  probes: [\"99\"]\nrules:\n  - id: probing\n    action: deny\n    when: { list_count: { window: 30m, list: probes, at_least: 3 } }\n";
+    const SHORT: &str = "timezone: UTC\nrules:\n  - id: burst\n    action: review\n    when: { count: { window: 10s, at_least: 50 } }\n";
+
+    #[test]
+    fn a_short_lived_rule_set_does_not_erase_the_history_a_rollback_needs() {
+        let interceptor = Interceptor::new(
+            Store::new(StoreConfig::default()),
+            LiveRules::new(PROBES.as_bytes(), "file").unwrap(),
+        );
+        decide(
+            &interceptor,
+            &body("p1", "prober", "2026-03-01T10:00:00Z", "99.00"),
+        );
+        decide(
+            &interceptor,
+            &body("p2", "prober", "2026-03-01T10:01:00Z", "99.00"),
+        );
+        // A mistaken push of a set that reads only 10 seconds, while other traffic moves event
+        // time on past the 15-minute grace.
+        interceptor
+            .rules()
+            .install(SHORT.as_bytes(), "PUT")
+            .unwrap();
+        decide(
+            &interceptor,
+            &body("o1", "other", "2026-03-01T10:17:00Z", "5.00"),
+        );
+        interceptor.sweep_idle();
+        assert!(
+            held(&interceptor, "prober").is_some(),
+            "the probing history outlives the short set"
+        );
+        interceptor.rules().rollback().unwrap();
+        let (summary, answer) = decide(
+            &interceptor,
+            &body("p3", "prober", "2026-03-01T10:02:00Z", "99.00"),
+        );
+        assert_eq!(summary.action, Action::Deny, "{answer}");
+    }
+
+    #[test]
+    fn retain_keeps_history_the_rules_do_not_read() {
+        let interceptor = Interceptor::new(
+            Store::new(StoreConfig::default()),
+            LiveRules::new(SHORT.as_bytes(), "file").unwrap(),
+        );
+        decide(
+            &interceptor,
+            &body("a1", "quiet", "2026-03-01T10:00:00Z", "5.00"),
+        );
+        decide(
+            &interceptor,
+            &body("b1", "busy", "2026-03-02T10:00:00Z", "5.00"),
+        );
+        let day = 86_400 * 1_000_000;
+        assert_eq!(interceptor.sweep_idle_keeping(2 * day), 0, "two days kept");
+        assert!(held(&interceptor, "quiet").is_some());
+        assert_eq!(
+            interceptor.sweep_idle(),
+            1,
+            "without the floor the rules' 10 s rule"
+        );
+        assert!(held(&interceptor, "quiet").is_none());
     }
 }

@@ -146,6 +146,16 @@ pub struct Needs {
     pub months: bool,
 }
 
+/// When rules read travel, the previous location matters for as long as any journey could be
+/// too fast: half the earth's circumference at 900 km/h is about 22 hours.
+pub const TRAVEL_HORIZON_MICROS: i64 = 24 * 3_600 * 1_000_000;
+
+/// When rules read monthly trends or the time since the last transaction, a customer's state
+/// matters for as long as the month buckets reach back: thirteen months of 31 days. Sweeping
+/// earlier would wipe the trends of a customer who pauses for a season, and make a customer
+/// silent for three months vanish from `?tag=` scans that look for exactly them.
+pub const MONTHS_HORIZON_MICROS: i64 = 13 * 31 * 86_400 * 1_000_000;
+
 /// An immutable, compiled rule set.
 #[derive(Debug)]
 pub struct RuleSet {
@@ -189,6 +199,20 @@ impl RuleSet {
     /// Longest window in microseconds (0 when no rule reads history).
     pub fn horizon(&self) -> i64 {
         self.horizon
+    }
+
+    /// How far back, in event time, this rule set can read a customer's history: its longest
+    /// window, a day when it reads travel, thirteen months when it reads monthly features or
+    /// the time since the last transaction. History older than this cannot change a decision.
+    pub fn retention(&self) -> i64 {
+        let mut horizon = self.horizon;
+        if self.needs.geo {
+            horizon = horizon.max(TRAVEL_HORIZON_MICROS);
+        }
+        if self.needs.months || self.needs.since_last {
+            horizon = horizon.max(MONTHS_HORIZON_MICROS);
+        }
+        horizon
     }
 
     /// Worst-case evaluation work of one decision, in abstract units, for a ring of
