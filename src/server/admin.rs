@@ -112,10 +112,19 @@ fn authorized(state: &AppState, req: &Request<Incoming>) -> bool {
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
     // Constant time in the token's content; only lengths can differ observably.
     offered.as_bytes().ct_eq(expected.as_bytes()).into()
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme name is
+/// case-insensitive (RFC 9110 section 11.1), so `bearer` and `BEARER` are accepted too.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
 }
 
 /// Routes one request of the admin listener.
@@ -244,5 +253,19 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<HttpResp
         }
         ("/admin/rules/rollback", _) => Err(method_not_allowed(&req, "POST")),
         _ => Err(ApiError::NotFound(path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        assert_eq!(bearer_token("Bearer s3cret"), Some("s3cret"));
+        assert_eq!(bearer_token("bearer s3cret"), Some("s3cret"));
+        assert_eq!(bearer_token("BEARER  s3cret"), Some("s3cret"));
+        assert_eq!(bearer_token("Basic s3cret"), None);
+        assert_eq!(bearer_token("Bearers3cret"), None);
     }
 }
