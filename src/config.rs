@@ -118,6 +118,9 @@ pub struct ServeSettings {
     /// A client must send a request's headers within this time, e.g. 30s [default: 30s].
     #[arg(long)]
     pub header_read_timeout: Option<String>,
+    /// A client must send a whole request, head and body, within this time of its first byte, or get 408 [default: 10s].
+    #[arg(long)]
+    pub request_read_timeout: Option<String>,
     /// Close a keep-alive connection idle this long between requests [default: 30s].
     #[arg(long)]
     pub idle_timeout: Option<String>,

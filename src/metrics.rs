@@ -83,6 +83,7 @@ pub struct Metrics {
     events: Gauge,
     evictions: Counter,
     idle_drops: Counter,
+    connections_shed: Counter,
     decision_log_dropped: Counter,
     decision_log_written: Counter,
     journal_frames: Counter,
@@ -208,6 +209,12 @@ impl Metrics {
             "Customers evicted because the customer cap was reached",
             evictions.clone(),
         );
+        let connections_shed = Counter::default();
+        registry.register(
+            "tripwire_connections_shed",
+            "Stalled connections closed because a listener was at its connection limit",
+            connections_shed.clone(),
+        );
         let idle_drops = Counter::default();
         registry.register(
             "tripwire_customer_idle_drops",
@@ -283,6 +290,7 @@ impl Metrics {
             events,
             evictions,
             idle_drops,
+            connections_shed,
             decision_log_dropped,
             decision_log_written,
             last_rules_info: parking_lot::Mutex::new(None),
@@ -382,6 +390,11 @@ impl Metrics {
     /// Records how long the upstream took to answer.
     pub fn observe_upstream(&self, seconds: f64) {
         self.upstream_seconds.observe(seconds);
+    }
+
+    /// Counts a stalled connection shed at the connection limit.
+    pub fn record_connection_shed(&self) {
+        self.connections_shed.inc();
     }
 
     /// Counts a decision-log line handed to the writer.

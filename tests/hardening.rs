@@ -74,6 +74,166 @@ async fn half_sent_requests_neither_starve_others_nor_outstay_the_header_timeout
     }
 }
 
+/// Reads what the server sends until it closes the connection or `limit` passes.
+async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> String {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => all.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+/// A decide request whose body never arrives whole: the head and one byte of 100.
+const STALLED_BODY: &[u8] =
+    b"POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
+
+#[tokio::test]
+async fn a_stalled_or_trickling_body_gets_408_and_the_connection_closes() {
+    let config = ServeConfig {
+        request_read_timeout: Duration::from_millis(400),
+        ..ServeConfig::default()
+    };
+    let server = start_with(common::SHIPPED_RULES, StoreConfig::default(), config).await;
+    let addr = server.payment_addr();
+
+    let started = Instant::now();
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(STALLED_BODY).await.unwrap();
+    let answer = read_until_closed(&mut stalled, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("did not arrive within 0.4 s"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A chunked body sent a byte at a time, each well within any per-read timer.
+    let mut trickle = TcpStream::connect(addr).await.unwrap();
+    trickle
+        .write_all(b"POST /v1/decide HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    for _ in 0..40 {
+        if trickle.write_all(b"1\r\n{\r\n").await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let answer = read_until_closed(&mut trickle, Duration::from_secs(2)).await;
+    assert!(
+        closed || answer.starts_with("HTTP/1.1 408"),
+        "the trickle was cut off: {answer}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_stalled_clients_cannot_hold_every_connection_slot() {
+    let config = ServeConfig {
+        max_connections: 3,
+        // Long timeouts: only shedding at the limit can free a slot in time.
+        request_read_timeout: Duration::from_secs(60),
+        header_read_timeout: Duration::from_secs(60),
+        ..ServeConfig::default()
+    };
+    let server = start_with(common::SHIPPED_RULES, StoreConfig::default(), config).await;
+    let addr = server.payment_addr();
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(STALLED_BODY).await.unwrap();
+        stalled.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let (status, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        common::post(
+            addr,
+            "/v1/decide",
+            &txn("ok1", "c-ok", "2026-03-01T10:00:00Z", "10"),
+        ),
+    )
+    .await
+    .expect("a normal request is served while stalled clients hold every slot");
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let (_, metrics) = common::send(server.admin_addr(), hyper::Method::GET, "/metrics", "").await;
+    let shed = metrics
+        .lines()
+        .find(|l| l.starts_with("tripwire_connections_shed_total "))
+        .unwrap_or_default()
+        .to_string();
+    assert!(shed.ends_with(" 1"), "{shed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_client_left_while_queued_is_not_recorded() {
+    // Two transactions of the same customer within an hour are reviewed: a recorded first one
+    // would show in the second's decision.
+    const RULES: &str = "timezone: UTC\nrules:\n  - id: repeat\n    action: review\n    when: { count: { window: 1h, at_least: 2 } }\n";
+    let config = ServeConfig {
+        max_connections: 1,
+        request_read_timeout: Duration::from_millis(500),
+        ..ServeConfig::default()
+    };
+    let server = start_with(RULES, StoreConfig::default(), config).await;
+    let addr = server.payment_addr();
+    // The only slot is held by a stalled body...
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(STALLED_BODY).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...so this client waits in the accept queue, sends its transaction, and gives up.
+    let body = txn("gone-1", "c-gone", "2026-03-01T10:00:00Z", "5.00");
+    let mut gone = TcpStream::connect(addr).await.unwrap();
+    gone.write_all(
+        format!(
+            "POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    drop(gone);
+    // The stalled body times out, the queued request is read, and its client is not there.
+    let answer = read_until_closed(&mut stalled, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, text) = common::post(
+        addr,
+        "/v1/decide",
+        &txn("here-1", "c-gone", "2026-03-01T10:05:00Z", "5.00"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        text["decision"], "allow",
+        "the abandoned request was recorded: {text}"
+    );
+}
+
 #[tokio::test]
 async fn oversized_heads_and_bodies_are_refused() {
     let server = start_with(

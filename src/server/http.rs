@@ -1,6 +1,8 @@
 //! HTTP plumbing shared by the listeners: reading a bounded body, JSON answers, and the one
 //! place where errors become status codes.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -24,6 +26,51 @@ pub fn boxed(response: HttpResponse) -> Response<Body> {
     response.map(|b| b.map_err(|never| match never {}).boxed_unsync())
 }
 
+/// What a handler knows of the request's connection, put in the request's extensions by the
+/// connection task.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    /// The whole request (head and body) must have arrived by then.
+    pub deadline: tokio::time::Instant,
+    /// The request read timeout the deadline was set with.
+    pub timeout: std::time::Duration,
+    /// A second handle on the client's socket, to ask whether the client is still there.
+    pub socket: Arc<socket2::Socket>,
+}
+
+impl RequestContext {
+    fn timeout_seconds(&self) -> f64 {
+        self.timeout.as_secs_f64()
+    }
+
+    /// Whether the client has closed or reset its connection. A request it gave up on must not
+    /// change state: its decision would count in the customer's history although the payment
+    /// never went ahead. Looks at the socket without consuming anything (`MSG_PEEK`); the
+    /// socket is non-blocking, so this never waits.
+    pub fn client_gone(&self) -> bool {
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match self.socket.peek(&mut probe) {
+            // End of stream: the client closed its side.
+            Ok(0) => true,
+            // Pipelined bytes of a next request: still there.
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ),
+        }
+    }
+}
+
+/// Refuses to change state for a request whose client is gone (see
+/// [`RequestContext::client_gone`]).
+pub fn ensure_client_present(context: Option<&RequestContext>) -> Result<(), ApiError> {
+    match context {
+        Some(c) if c.client_gone() => Err(ApiError::ClientGone),
+        _ => Ok(()),
+    }
+}
+
 /// Everything a request can fail with, mapped to an HTTP answer in [`ApiError::response`].
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -39,6 +86,15 @@ pub enum ApiError {
     /// The body could not be read off the connection.
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    /// The request did not arrive whole within the request read timeout.
+    #[error("the request did not arrive within {seconds} s; send the whole request at once")]
+    RequestTimeout {
+        /// The timeout, seconds.
+        seconds: f64,
+    },
+    /// The client closed its connection before its request was acted on; nothing was recorded.
+    #[error("the client closed the connection; the request was not acted on")]
+    ClientGone,
     /// No such path.
     #[error("no such path: {0}")]
     NotFound(String),
@@ -109,6 +165,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ApiError::RequestTimeout { .. } | ApiError::ClientGone => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) | ApiError::UnknownTransaction(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -128,6 +185,8 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::PayloadTooLarge { .. } => "too_large",
             ApiError::BodyRead(_) => "body_read",
+            ApiError::RequestTimeout { .. } => "request_timeout",
+            ApiError::ClientGone => "client_gone",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::UnknownTransaction(_) => "unknown_transaction",
@@ -178,6 +237,12 @@ impl ApiError {
                 .headers_mut()
                 .insert(hyper::header::ALLOW, HeaderValue::from_static(allowed));
         }
+        if matches!(self, ApiError::RequestTimeout { .. } | ApiError::ClientGone) {
+            // The rest of a late body may still be on its way: do not read it as a next request.
+            response
+                .headers_mut()
+                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let ApiError::Unauthorized = self {
             response.headers_mut().insert(
                 hyper::header::WWW_AUTHENTICATE,
@@ -224,27 +289,90 @@ pub fn empty(status: StatusCode) -> HttpResponse {
 /// Reads the whole body, refusing it with 413 as soon as it is known to exceed `limit`.
 pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     let (parts, body) = req.into_parts();
-    read_limited(&parts.headers, body, limit).await
+    read_limited(&parts, body, limit).await
 }
 
 /// Reads a body whose headers are `headers`, refusing it with 413 past `limit`.
 pub async fn read_limited(
-    headers: &hyper::HeaderMap,
+    parts: &hyper::http::request::Parts,
     body: Incoming,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
-    let declared = headers
+    let declared = parts
+        .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
+    let collect = Limited::new(body, limit).collect();
+    let collected = match parts.extensions.get::<RequestContext>() {
+        Some(context) => tokio::time::timeout_at(context.deadline, collect)
+            .await
+            .map_err(|_| ApiError::RequestTimeout {
+                seconds: context.timeout_seconds(),
+            })?,
+        None => collect.await,
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ApiError::PayloadTooLarge { limit })
         }
         Err(e) => Err(ApiError::BodyRead(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A server-side socket as the connection task holds it (non-blocking), and its client.
+    fn pair() -> (TcpStream, RequestContext) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let context = RequestContext {
+            deadline: tokio::time::Instant::now(),
+            timeout: std::time::Duration::from_secs(1),
+            socket: Arc::new(socket2::Socket::from(server)),
+        };
+        (client, context)
+    }
+
+    fn drain(context: &RequestContext) {
+        let mut buf = [0u8; 64];
+        let _ = (&*context.socket).read(&mut buf);
+    }
+
+    #[test]
+    fn a_client_that_is_still_connected_is_present() {
+        let (mut client, context) = pair();
+        assert!(!context.client_gone());
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(
+            !context.client_gone(),
+            "unread bytes mean a client still there"
+        );
+        drain(&context);
+        assert!(!context.client_gone());
+    }
+
+    #[test]
+    fn a_client_that_closed_after_sending_is_gone() {
+        let (mut client, context) = pair();
+        client.write_all(b"{}").unwrap();
+        drop(client);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        drain(&context);
+        assert!(context.client_gone());
+        assert!(ensure_client_present(Some(&context)).is_err());
+        assert!(ensure_client_present(None).is_ok());
     }
 }

@@ -42,6 +42,9 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// A client must send its request headers within this time.
     pub header_read_timeout: Duration,
+    /// A client must send a whole request, head and body, within this time of its first byte;
+    /// past it the request gets 408 and the connection closes.
+    pub request_read_timeout: Duration,
     /// Time given to requests in flight at shutdown.
     pub shutdown_grace: Duration,
     /// Bearer token required by admin calls other than `/healthz` and `/readyz`.
@@ -68,6 +71,7 @@ impl Default for ServeConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             max_body_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(30),
+            request_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             admin_token: None,
             decision_log: None,
@@ -208,13 +212,8 @@ async fn accept_loop(
 ) {
     let max = state.config.max_connections;
     let slots = Arc::new(Semaphore::new(max));
+    let open = Arc::new(OpenConnections::default());
     loop {
-        // At the connection limit, stop accepting: further clients wait in the kernel's
-        // accept queue instead of taking memory and file descriptors here.
-        let slot = tokio::select! {
-            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
-            _ = stopped.changed() => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -227,10 +226,31 @@ async fn accept_loop(
             },
             _ = stopped.changed() => break,
         };
+        // At the connection limit, this client waits for a slot (and those after it in the
+        // kernel's accept queue, taking no memory here). While it waits, a connection that has
+        // stalled is shed, so that a few slow clients cannot hold every slot.
+        let slot = loop {
+            if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
+                break Some(slot);
+            }
+            if open.shed_one() {
+                state.metrics.record_connection_shed();
+            }
+            tokio::select! {
+                slot = Arc::clone(&slots).acquire_owned() => break Some(slot.expect("the semaphore is never closed")),
+                _ = tokio::time::sleep(SHED_CHECK) => continue,
+                _ = stopped.changed() => break None,
+            }
+        };
+        let Some(slot) = slot else { break };
         let state = Arc::clone(&state);
         let stop = stopped.clone();
+        let open = Arc::clone(&open);
         tokio::spawn(async move {
-            serve_connection(stream, peer, state, role, stop).await;
+            let connection = Arc::new(Connection::new());
+            let id = open.add(Arc::clone(&connection));
+            serve_connection(stream, peer, state, role, stop, connection).await;
+            open.remove(id);
             drop(slot);
         });
     }
@@ -250,22 +270,113 @@ async fn accept_loop(
     }
 }
 
+/// How often a full listener looks again for a stalled connection to shed.
+const SHED_CHECK: Duration = Duration::from_millis(250);
+/// A connection that moved no byte for this long counts as stalled when slots run out.
+const STALLED_AFTER_MILLIS: u64 = 1_000;
+/// `Connection::request_started` between requests.
+const BETWEEN_REQUESTS: u64 = u64::MAX;
+
+/// What the socket wrapper, the connection task, the handlers and the listener know of one
+/// connection.
+#[derive(Debug)]
+struct Connection {
+    origin: Instant,
+    /// Milliseconds since `origin` when bytes last moved either way.
+    last_active: AtomicU64,
+    /// Milliseconds since `origin` of the first byte of the request being read, or
+    /// [`BETWEEN_REQUESTS`].
+    request_started: AtomicU64,
+    /// Set once the listener chose to shed this connection.
+    shedding: AtomicBool,
+    shed: tokio::sync::Notify,
+}
+
+impl Connection {
+    fn new() -> Connection {
+        Connection {
+            origin: Instant::now(),
+            last_active: AtomicU64::new(0),
+            request_started: AtomicU64::new(BETWEEN_REQUESTS),
+            shedding: AtomicBool::new(false),
+            shed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        now_millis(self.origin)
+    }
+
+    /// When the request being read began (now, for one read whole before the previous
+    /// answer was written).
+    fn request_start(&self) -> Instant {
+        match self.request_started.load(Ordering::Relaxed) {
+            BETWEEN_REQUESTS => Instant::now(),
+            at => self.origin + Duration::from_millis(at),
+        }
+    }
+}
+
+/// The open connections of one listener, so that a full listener can shed a stalled one.
+#[derive(Debug, Default)]
+struct OpenConnections {
+    next_id: AtomicU64,
+    live: parking_lot::Mutex<std::collections::HashMap<u64, Arc<Connection>>>,
+}
+
+impl OpenConnections {
+    fn add(&self, connection: Arc<Connection>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.live.lock().insert(id, connection);
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        self.live.lock().remove(&id);
+    }
+
+    /// Closes the connection that has stalled longest: one stuck in the middle of a request
+    /// first, else one idle between requests. Returns whether one was shed.
+    fn shed_one(&self) -> bool {
+        let live = self.live.lock();
+        let quiet = |c: &Connection| {
+            c.now()
+                .saturating_sub(c.last_active.load(Ordering::Relaxed))
+        };
+        let victim = live
+            .values()
+            .filter(|c| !c.shedding.load(Ordering::Relaxed) && quiet(c) >= STALLED_AFTER_MILLIS)
+            .max_by_key(|c| {
+                let mid_request = c.request_started.load(Ordering::Relaxed) != BETWEEN_REQUESTS;
+                (mid_request, quiet(c))
+            });
+        match victim {
+            Some(c) => {
+                c.shedding.store(true, Ordering::Relaxed);
+                c.shed.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Milliseconds since a fixed origin, for idle tracking.
 fn now_millis(origin: Instant) -> u64 {
     u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A socket that notes when bytes last moved in either direction.
+/// A socket that notes when bytes last moved in either direction, and when each request began.
 struct Tracked {
     inner: tokio::net::TcpStream,
-    origin: Instant,
-    last_active: Arc<AtomicU64>,
+    connection: Arc<Connection>,
 }
 
 impl Tracked {
-    fn touch(&self) {
-        self.last_active
-            .store(now_millis(self.origin), Ordering::Relaxed);
+    fn touch(&self) -> u64 {
+        let now = self.connection.now();
+        self.connection.last_active.store(now, Ordering::Relaxed);
+        now
     }
 }
 
@@ -278,7 +389,14 @@ impl tokio::io::AsyncRead for Tracked {
         let before = buf.filled().len();
         let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.touch();
+            let now = self.touch();
+            // The first bytes after an answer begin the next request.
+            let _ = self.connection.request_started.compare_exchange(
+                BETWEEN_REQUESTS,
+                now,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
         polled
     }
@@ -293,6 +411,10 @@ impl tokio::io::AsyncWrite for Tracked {
         let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(polled, std::task::Poll::Ready(Ok(n)) if n > 0) {
             self.touch();
+            // An answer is going out: the request it answers has been read.
+            self.connection
+                .request_started
+                .store(BETWEEN_REQUESTS, Ordering::Relaxed);
         }
         polled
     }
@@ -312,32 +434,47 @@ impl tokio::io::AsyncWrite for Tracked {
     }
 }
 
-/// Serves one connection until it ends, closing it when idle past the idle timeout and
-/// draining it gracefully (the request in flight finishes) at shutdown.
+/// Serves one connection until it ends, closing it when idle past the idle timeout, draining
+/// it gracefully (the request in flight finishes) at shutdown, and dropping it at once when the
+/// listener sheds it.
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     state: Arc<AppState>,
     role: Role,
     mut stop: watch::Receiver<bool>,
+    connection: Arc<Connection>,
 ) {
     let _ = stream.set_nodelay(true);
-    let origin = Instant::now();
-    let last_active = Arc::new(AtomicU64::new(0));
+    // A second handle on the socket lets a handler see that its client left (see
+    // `http::RequestContext::client_gone`); without one, requests are acted on regardless.
+    let socket = socket2::SockRef::from(&stream)
+        .try_clone()
+        .ok()
+        .map(Arc::new);
     let io = Tracked {
         inner: stream,
-        origin,
-        last_active: Arc::clone(&last_active),
+        connection: Arc::clone(&connection),
     };
     let config = &state.config;
-    let (idle, header_timeout, max_buf) = (
+    let (idle, header_timeout, request_timeout, max_buf) = (
         config.idle_timeout,
         config.header_read_timeout,
+        config.request_read_timeout,
         config.max_header_bytes.max(8192),
     );
     let service_state = Arc::clone(&state);
-    let service = service_fn(move |req| {
+    let service_connection = Arc::clone(&connection);
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let state = Arc::clone(&service_state);
+        if let Some(socket) = &socket {
+            let deadline = service_connection.request_start() + request_timeout;
+            req.extensions_mut().insert(http::RequestContext {
+                deadline: deadline.into(),
+                timeout: request_timeout,
+                socket: Arc::clone(socket),
+            });
+        }
         async move {
             Ok::<_, std::convert::Infallible>(match (role, &state.proxy) {
                 (Role::Payment, Some(proxy)) => proxy::handle(&state, proxy, req, peer).await,
@@ -346,32 +483,36 @@ async fn serve_connection(
             })
         }
     });
-    let connection = http1::Builder::new()
+    let hyper_connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .max_buf_size(max_buf)
         .serve_connection(TokioIo::new(io), service);
-    let mut connection = std::pin::pin!(connection);
+    let mut hyper_connection = std::pin::pin!(hyper_connection);
     let mut idle_check =
         tokio::time::interval((idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
     let mut closing = false;
     loop {
         tokio::select! {
-            ended = connection.as_mut() => {
+            ended = hyper_connection.as_mut() => {
                 if let Err(e) = ended {
                     debug!(%peer, error = %e, "connection ended with an error");
                 }
                 break;
             }
+            _ = connection.shed.notified() => {
+                debug!(%peer, "stalled connection shed: the listener is at its connection limit");
+                break;
+            }
             _ = stop.changed(), if !closing => {
                 closing = true;
-                connection.as_mut().graceful_shutdown();
+                hyper_connection.as_mut().graceful_shutdown();
             }
             _ = idle_check.tick(), if !closing => {
-                let quiet = now_millis(origin).saturating_sub(last_active.load(Ordering::Relaxed));
+                let quiet = connection.now().saturating_sub(connection.last_active.load(Ordering::Relaxed));
                 if quiet >= u64::try_from(idle.as_millis()).unwrap_or(u64::MAX) {
                     closing = true;
-                    connection.as_mut().graceful_shutdown();
+                    hyper_connection.as_mut().graceful_shutdown();
                 }
             }
         }

@@ -10,7 +10,9 @@ use percent_encoding::percent_decode_str;
 use tracing::debug;
 
 use super::AppState;
-use super::http::{ApiError, HttpResponse, empty, json_bytes, read_body};
+use super::http::{
+    ApiError, HttpResponse, RequestContext, empty, ensure_client_present, json_bytes, read_body,
+};
 use crate::txn;
 
 /// Routes one request of the payment listener.
@@ -26,6 +28,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> HttpResponse {
 }
 
 async fn route(state: &AppState, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    let context = req.extensions().get::<RequestContext>().cloned();
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let limit = state.config.max_body_bytes;
@@ -39,6 +42,7 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<HttpResponse,
                 return Err(not_allowed("POST"));
             }
             let body = read_body(req, limit).await?;
+            ensure_client_present(context.as_ref())?;
             let started = Instant::now();
             let mut out = Vec::with_capacity(512);
             let summary = state.interceptor.decide(&body, &mut out)?;
@@ -60,6 +64,7 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<HttpResponse,
             }
             let body = read_body(req, limit).await?;
             let report = txn::parse_outcome(&body)?;
+            ensure_client_present(context.as_ref())?;
             state.interceptor.record_outcome(&report)?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
@@ -80,6 +85,7 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<HttpResponse,
                 txn::validate_customer_id(&customer_id)?;
                 let body = read_body(req, limit).await?;
                 let line = txn::parse_credit_line(&body)?;
+                ensure_client_present(context.as_ref())?;
                 state.interceptor.set_credit_line(&customer_id, line);
                 return Ok(empty(StatusCode::NO_CONTENT));
             }

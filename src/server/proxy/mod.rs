@@ -28,7 +28,7 @@ use serde::Serialize;
 use tracing::{debug, warn};
 
 use super::AppState;
-use super::http::{ApiError, Body, boxed, json, read_limited};
+use super::http::{ApiError, Body, boxed, ensure_client_present, json, read_limited};
 use crate::rules::Action;
 use crate::txn::{self, OutcomeReport, OutcomeStatus};
 use routes::FieldMapping;
@@ -200,7 +200,7 @@ pub async fn handle(
     }
 
     let (parts, body) = req.into_parts();
-    let body = match read_limited(&parts.headers, body, state.config.max_body_bytes).await {
+    let body = match read_limited(&parts, body, state.config.max_body_bytes).await {
         Ok(body) => body,
         Err(e) => {
             state.metrics.record_proxy("invalid_rejected");
@@ -219,6 +219,10 @@ pub async fn handle(
         }
     };
 
+    if let Err(e) = ensure_client_present(parts.extensions.get()) {
+        state.metrics.record_proxy("client_gone");
+        return boxed(e.response());
+    }
     let started = Instant::now();
     let mut answer = Vec::with_capacity(512);
     // Parsed once here rather than through `Interceptor::decide`: the ids are needed again to
