@@ -126,8 +126,8 @@ fn rotate(config: &DecisionLogConfig) -> std::io::Result<File> {
     open_append(&config.path)
 }
 
-/// Renders one line: the request body is re-encoded compactly so that a pretty-printed body
-/// still makes one line.
+/// Renders one line: the request body as it was sent, made compact so that a pretty-printed body
+/// still makes one line (see [`compact_json`]).
 fn render(entry: &Entry, line: &mut Vec<u8>) {
     line.clear();
     line.extend_from_slice(b"{\"logged_at\":\"");
@@ -135,15 +135,36 @@ fn render(entry: &Entry, line: &mut Vec<u8>) {
     line.extend_from_slice(b"\",\"latency_us\":");
     line.extend_from_slice(entry.latency_micros.to_string().as_bytes());
     line.extend_from_slice(b",\"request\":");
-    match serde_json::from_slice::<serde_json::Value>(&entry.request) {
-        Ok(value) => {
-            serde_json::to_writer(&mut *line, &value).expect("writing to a Vec cannot fail")
-        }
-        Err(_) => line.extend_from_slice(b"null"),
-    }
+    compact_json(&entry.request, line);
     line.extend_from_slice(b",\"answer\":");
     line.extend_from_slice(&entry.answer);
     line.extend_from_slice(b"}\n");
+}
+
+/// Appends `raw`, a JSON text the decide parser accepted, without the whitespace between its
+/// tokens. It is not parsed again: re-parsing would fail on what the decide parser lets through
+/// in fields it ignores (nesting deeper than a tree parser's limit), and a log line without its
+/// request is no audit. Bytes that are not UTF-8, which can only stand inside a string the
+/// decide parser ignored, become U+FFFD so that the line stays valid JSON.
+fn compact_json(raw: &[u8], out: &mut Vec<u8>) {
+    let text = String::from_utf8_lossy(raw);
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text.as_bytes() {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            out.push(b);
+            in_string = b == b'"';
+        }
+    }
 }
 
 fn write_loop(rx: Receiver<Entry>, config: DecisionLogConfig, file: File, mut size: u64) {
@@ -188,4 +209,58 @@ fn write_loop(rx: Receiver<Entry>, config: DecisionLogConfig, file: File, mut si
         }
     }
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render_line(request: &[u8]) -> Vec<u8> {
+        let entry = Entry {
+            logged_at: jiff::Timestamp::UNIX_EPOCH,
+            latency_micros: 7,
+            request: Bytes::copy_from_slice(request),
+            answer: Bytes::from_static(b"{\"decision\":\"allow\"}"),
+        };
+        let mut line = Vec::new();
+        render(&entry, &mut line);
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
+        line
+    }
+
+    fn line_for(request: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(&render_line(request)).expect("every line is JSON")
+    }
+
+    #[test]
+    fn a_pretty_printed_request_is_logged_on_one_line_as_sent() {
+        let line = line_for(b"{\n  \"customer_id\": \"c 1\",\n  \"note\": \"a \\\" b\\n\"\n}");
+        assert_eq!(line["request"]["customer_id"], "c 1", "spaces in strings stay");
+        assert_eq!(line["request"]["note"], "a \" b\n");
+        assert_eq!(line["answer"]["decision"], "allow");
+    }
+
+    #[test]
+    fn deep_nesting_and_bad_utf8_in_ignored_fields_still_log_the_request() {
+        let mut deep = b"{\"customer_id\":\"c-deep\",\"extra\":".to_vec();
+        deep.extend(std::iter::repeat_n(b'[', 300));
+        deep.extend(std::iter::repeat_n(b']', 300));
+        deep.push(b'}');
+        // Read the way an audit tool reads it: typed, skipping what it does not need.
+        #[derive(serde::Deserialize)]
+        struct Line {
+            request: Request,
+        }
+        #[derive(serde::Deserialize)]
+        struct Request {
+            customer_id: String,
+        }
+        let line: Line = serde_json::from_slice(&render_line(&deep)).expect("the line is JSON");
+        assert_eq!(line.request.customer_id, "c-deep");
+
+        let bad = b"{\"customer_id\":\"c-bad\",\"extra\":\"\xff\xfe\"}";
+        let line = line_for(bad);
+        assert_eq!(line["request"]["customer_id"], "c-bad");
+        assert_eq!(line["request"]["extra"], "\u{fffd}\u{fffd}");
+    }
 }
