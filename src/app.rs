@@ -17,7 +17,7 @@ use crate::live_rules::LiveRules;
 use crate::metrics::Metrics;
 use crate::reload::{Reloader, Triggers};
 use crate::rules::{self, EvalBudget, RulesError};
-use crate::server::{ServeConfig, Server};
+use crate::server::{ServeConfig, Server, StartError};
 use crate::state::Store;
 use crate::state::persist::{PersistConfig, PersistError, PersistHandle, Persistence};
 
@@ -38,7 +38,10 @@ pub enum AppError {
     /// Persisted state could not be recovered or written.
     #[error(transparent)]
     State(#[from] PersistError),
-    /// A listener, the rules watch or a background thread could not start.
+    /// A listener or the decision log could not start.
+    #[error(transparent)]
+    Server(#[from] StartError),
+    /// The rules watch or a background thread could not start.
     #[error("{0}")]
     Start(std::io::Error),
     /// The final snapshot task died.
@@ -88,9 +91,7 @@ impl App {
             Some(rules_path),
             Arc::new(Metrics::new()),
         ));
-        let server = Server::serve(serve, Arc::clone(&reloader))
-            .await
-            .map_err(|e| AppError::Start(annotate(e, "cannot bind the listeners")))?;
+        let server = Server::serve(serve, Arc::clone(&reloader)).await?;
         let triggers = Triggers::start(reloader, &trigger_config).map_err(AppError::Start)?;
         let upkeep = Upkeep::start(Arc::clone(&interceptor), &upkeep_config)
             .map_err(|e| AppError::Start(annotate(e, "cannot start the upkeep thread")))?;

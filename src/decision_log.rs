@@ -235,7 +235,10 @@ mod tests {
     #[test]
     fn a_pretty_printed_request_is_logged_on_one_line_as_sent() {
         let line = line_for(b"{\n  \"customer_id\": \"c 1\",\n  \"note\": \"a \\\" b\\n\"\n}");
-        assert_eq!(line["request"]["customer_id"], "c 1", "spaces in strings stay");
+        assert_eq!(
+            line["request"]["customer_id"], "c 1",
+            "spaces in strings stay"
+        );
         assert_eq!(line["request"]["note"], "a \" b\n");
         assert_eq!(line["answer"]["decision"], "allow");
     }

@@ -266,3 +266,35 @@ async fn serve_reads_a_config_file_and_flags_win() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn serve_refusals_name_what_failed() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .args(["serve", "--rules", &rules_path(), "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", &port])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen for admin requests on {port}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("choose another port"), "{stderr}");
+
+    let out = Command::new(BIN)
+        .args(["serve", "--rules", &rules_path()])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--decision-log", "/nonexistent/tripwire/decisions.jsonl"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot open the decision log /nonexistent/tripwire/decisions.jsonl"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("bind"), "{stderr}");
+}

@@ -598,3 +598,22 @@ async fn a_configmap_symlink_swap_reloads_it() {
     assert_eq!(live_version(&server).await["rules"][1]["id"], "tiny_amount");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test]
+async fn a_deeply_nested_rule_file_is_refused_and_the_server_keeps_serving() {
+    let server = start(RULES_A).await;
+    let nested = format!(
+        "timezone: UTC\nrules:\n  - id: deep\n    action: review\n    when: {}{{ amount: {{ at_least: 1 }} }}{}\n",
+        "{ all: [ ".repeat(40),
+        " ] }".repeat(40)
+    );
+    let (status, body) = put_rules(server.admin_addr(), &nested).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("nest more than"),
+        "{body}"
+    );
+    let (status, _) = send(server.admin_addr(), Method::GET, "/healthz", "").await;
+    assert_eq!(status, StatusCode::OK, "the interceptor is still up");
+    assert_eq!(live_version(&server).await["seq"], 1);
+}

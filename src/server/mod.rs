@@ -84,6 +84,51 @@ impl Default for ServeConfig {
     }
 }
 
+/// Why the server could not start, naming what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not bind its address.
+    #[error("cannot listen for {role} on {addr}: {source}{hint}")]
+    Bind {
+        /// `payments` or `admin requests`.
+        role: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+        /// What to try, when the cause suggests it.
+        hint: &'static str,
+    },
+    /// The decision log could not be opened.
+    #[error("cannot open the decision log {path}: {source}")]
+    DecisionLog {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+async fn bind(role: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            role,
+            addr,
+            hint: match source.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    " (another process, or another tripwire, is listening there; choose another port)"
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    " (ports below 1024 need privileges; choose a port above 1023)"
+                }
+                std::io::ErrorKind::AddrNotAvailable => " (no interface of this machine has that address)",
+                _ => "",
+            },
+            source,
+        })
+}
+
 /// What the handlers share.
 #[derive(Debug)]
 pub struct AppState {
@@ -125,28 +170,29 @@ impl Server {
     pub async fn start(
         config: ServeConfig,
         interceptor: Arc<Interceptor>,
-    ) -> std::io::Result<Server> {
+    ) -> Result<Server, StartError> {
         let reloader = Reloader::new(interceptor, None, Arc::new(Metrics::new()));
         Server::serve(config, Arc::new(reloader)).await
     }
 
     /// Binds both listeners and starts serving decisions with the reloader's interceptor.
-    pub async fn serve(config: ServeConfig, reloader: Arc<Reloader>) -> std::io::Result<Server> {
+    pub async fn serve(config: ServeConfig, reloader: Arc<Reloader>) -> Result<Server, StartError> {
         let interceptor = Arc::clone(reloader.interceptor());
         let metrics = Arc::clone(reloader.metrics());
-        let payment = TcpListener::bind(config.listen).await?;
-        let admin = TcpListener::bind(config.admin_listen).await?;
-        let payment_addr = payment.local_addr()?;
-        let admin_addr = admin.local_addr()?;
-        let decision_log = match &config.decision_log {
-            Some(log) => Some(DecisionLog::open(log.clone()).map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("cannot open the decision log {}: {e}", log.path.display()),
-                )
-            })?),
-            None => None,
-        };
+        let payment = bind("payments", config.listen).await?;
+        let admin = bind("admin requests", config.admin_listen).await?;
+        let payment_addr = payment.local_addr().unwrap_or(config.listen);
+        let admin_addr = admin.local_addr().unwrap_or(config.admin_listen);
+        let decision_log =
+            match &config.decision_log {
+                Some(log) => Some(DecisionLog::open(log.clone()).map_err(|source| {
+                    StartError::DecisionLog {
+                        path: log.path.display().to_string(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         metrics.set_live_rules(&interceptor.rules().load());
         let proxy = config.proxy.clone().map(proxy::Proxy::new);
         let state = Arc::new(AppState {

@@ -125,11 +125,36 @@ pub type EventTime = i64;
 /// Microseconds in one second, for converting durations.
 pub const MICROS_PER_SECOND: i64 = 1_000_000;
 
-/// Parses an RFC 3339 timestamp that carries an offset (`Z` or `+08:00`).
+/// Earliest year a timestamp may carry: event times before the Unix epoch are no payment's.
+pub const MIN_TIMESTAMP_YEAR: i16 = 1970;
+/// Latest year a timestamp may carry (any offset from it stays inside the date range).
+pub const MAX_TIMESTAMP_YEAR: i16 = 9998;
+
+/// Parses an RFC 3339 timestamp that carries an offset (`Z` or `+08:00`). As RFC 3339 (5.6)
+/// allows, `t`, `z` and a space separator are accepted too; an offset hour must be below 24
+/// and the year within [`MIN_TIMESTAMP_YEAR`]..=[`MAX_TIMESTAMP_YEAR`]. Messages speak of the
+/// timestamp, never of the date library.
 pub fn parse_timestamp(text: &str) -> Result<EventTime, String> {
-    let ts: jiff::Timestamp = text.parse().map_err(|e: jiff::Error| {
-        format!("must be an RFC 3339 timestamp with an offset, such as \"2026-03-01T02:15:00+08:00\" ({e})")
-    })?;
+    const FORM: &str =
+        "must be an RFC 3339 timestamp with an offset, such as \"2026-03-01T02:15:00+08:00\"";
+    let bytes = text.as_bytes();
+    if bytes.len() >= 6 {
+        let offset = &bytes[bytes.len() - 6..];
+        if matches!(offset[0], b'+' | b'-')
+            && offset[3] == b':'
+            && offset[1..3].iter().all(u8::is_ascii_digit)
+            && (offset[1] - b'0') * 10 + (offset[2] - b'0') > 23
+        {
+            return Err(format!("{FORM}: an offset runs from -23:59 to +23:59"));
+        }
+    }
+    let ts: jiff::Timestamp = text.parse().map_err(|_| FORM.to_string())?;
+    let year = ts.to_zoned_datetime(jiff::tz::TimeZone::UTC).year();
+    if !(MIN_TIMESTAMP_YEAR..=MAX_TIMESTAMP_YEAR).contains(&year) {
+        return Err(format!(
+            "must be a time between the years {MIN_TIMESTAMP_YEAR} and {MAX_TIMESTAMP_YEAR}"
+        ));
+    }
     Ok(ts.as_microsecond())
 }
 
@@ -662,6 +687,38 @@ mod tests {
 
     fn amount(text: &str) -> Result<i64, AmountError> {
         Amount::parse(text).map(Amount::minor)
+    }
+
+    #[test]
+    fn timestamps_follow_rfc_3339_and_refusals_name_no_library() {
+        let utc = parse_timestamp("2026-03-01T02:15:00Z").unwrap();
+        assert_eq!(
+            parse_timestamp("2026-03-01t02:15:00z"),
+            Ok(utc),
+            "RFC 3339 allows t and z"
+        );
+        assert_eq!(
+            parse_timestamp("2026-03-01 02:15:00Z"),
+            Ok(utc),
+            "and a space"
+        );
+        assert_eq!(parse_timestamp("2026-03-01T10:15:00+08:00"), Ok(utc));
+        for bad in [
+            "2026-03-01T02:15:00+24:00",
+            "0000-03-01T02:15:00Z",
+            "1969-12-31T23:59:59Z",
+            "9999-12-31T23:59:59Z",
+            "9999-12-31T23:59:59-01:00",
+            "2026-03-01T02:15:00",
+            "yesterday",
+        ] {
+            let err = parse_timestamp(bad).unwrap_err();
+            assert!(err.starts_with("must be"), "{bad}: {err}");
+            assert!(
+                !err.contains("jiff") && !err.contains("parsing"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]
