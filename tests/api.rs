@@ -267,6 +267,23 @@ async fn a_full_limit_drawdown_right_after_the_grant_is_denied() {
     assert_eq!(common::parse(&text)["field"], "limit");
     let (status, _) = send(addr, Method::POST, "/v1/customers/frank/credit-line", "{}").await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+
+    // A path that is not one segment names no customer.
+    for path in [
+        "/v1/customers/../../admin/rules/credit-line",
+        "/v1/customers/a/b/credit-line",
+        "/v1/customers/../credit-line",
+    ] {
+        let (status, text) = send(
+            addr,
+            Method::PUT,
+            path,
+            r#"{"limit": "100", "granted_at": "2026-03-01T10:00:00+08:00"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {text}");
+        assert_eq!(common::parse(&text)["field"], "customer_id");
+    }
 }
 
 #[tokio::test]

@@ -367,6 +367,14 @@ async fn an_invalid_transaction_is_refused_or_passed_unchecked() {
         serde_json::from_str::<Value>(&text).unwrap()["field"],
         "amount"
     );
+    assert!(upstream.seen().is_empty());
+    // On a configured route, a body that is not even JSON is refused too.
+    let routed = Upstream::start().await;
+    let server = start_proxy(
+        routed.addr,
+        "[[proxy.routes]]\npath = \"/pay\"",
+    )
+    .await;
     let (status, _, _) = request(
         server.payment_addr(),
         Method::POST,
@@ -376,7 +384,7 @@ async fn an_invalid_transaction_is_refused_or_passed_unchecked() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(upstream.seen().is_empty());
+    assert!(routed.seen().is_empty());
 
     let upstream = Upstream::start().await;
     let server = start_proxy(upstream.addr, "on_invalid = \"pass\"").await;
@@ -385,6 +393,22 @@ async fn an_invalid_transaction_is_refused_or_passed_unchecked() {
     let seen = upstream.seen();
     assert_eq!(seen[0].headers["x-risk-decision"], "unchecked");
     assert_eq!(seen[0].body, bad.as_bytes());
+}
+
+#[tokio::test]
+async fn without_routes_a_json_post_that_names_no_transaction_passes_through() {
+    let upstream = Upstream::start().await;
+    let server = start_proxy(upstream.addr, "").await;
+    for body in [r#"{"user": "ann", "password": "x"}"#, "{oops", "[1, 2]"] {
+        let (status, headers, _) =
+            request(server.payment_addr(), Method::POST, "/login", body, &[JSON]).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(!headers.contains_key("x-risk-decision"));
+    }
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[0].body, r#"{"user": "ann", "password": "x"}"#.as_bytes());
+    assert!(seen.iter().all(|s| !s.headers.contains_key("x-risk-decision")));
 }
 
 #[tokio::test]

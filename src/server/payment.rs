@@ -76,6 +76,16 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<HttpResponse,
                 if method != Method::PUT {
                     return Err(not_allowed("PUT"));
                 }
+                // One path segment names one customer: `/v1/customers/../../x/credit-line`
+                // must not set a line for a customer called `../../x`. An id holding `/` is
+                // sent percent-encoded (`%2F`).
+                if encoded.is_empty() || encoded.contains('/') || encoded == "." || encoded == ".."
+                {
+                    return Err(ApiError::BadRequest(txn::TxnError {
+                        field: Some("customer_id"),
+                        message: "customer_id: the path must name one customer as one segment, /v1/customers/{customer_id}/credit-line (percent-encode a '/' in an id as %2F)".into(),
+                    }));
+                }
                 let customer_id = percent_decode_str(encoded).decode_utf8().map_err(|_| {
                     ApiError::BadRequest(txn::TxnError {
                         field: Some("customer_id"),

@@ -107,6 +107,20 @@ impl Proxy {
     }
 }
 
+/// Whether a body is a JSON object carrying both `transaction_id` and `customer_id`: what makes
+/// a request a transaction when no routes are configured.
+fn names_a_transaction(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Names {
+        transaction_id: Option<serde::de::IgnoredAny>,
+        customer_id: Option<serde::de::IgnoredAny>,
+    }
+    // A struct also deserialises from an array; only an object names fields.
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+        && serde_json::from_slice::<Names>(body)
+            .is_ok_and(|n| n.transaction_id.is_some() && n.customer_id.is_some())
+}
+
 /// Counts an intercepted request in flight; the count drops when this does.
 struct InFlight<'a>(&'a AtomicUsize);
 
@@ -207,6 +221,17 @@ pub async fn handle(
             return boxed(e.response());
         }
     };
+
+    // Without routes, only a body that names a transaction is one: a JSON POST to `/login`
+    // or a webhook passes through untouched instead of being refused for lacking a
+    // `transaction_id`.
+    if proxy.config.routes.is_empty() && !names_a_transaction(&body) {
+        state.metrics.record_proxy("passthrough");
+        let body = http_body_util::Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        return forward(state, proxy, parts, body, peer, None, Vec::new()).await;
+    }
 
     let decide_body: Bytes = if mapping.is_identity() {
         body.clone()
