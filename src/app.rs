@@ -91,16 +91,38 @@ impl App {
             Some(rules_path),
             Arc::new(Metrics::new()),
         ));
+        let proxy = serve
+            .proxy
+            .as_ref()
+            .map(|p| (p.upstream.to_string(), p.routes.len()));
         let server = Server::serve(serve, Arc::clone(&reloader)).await?;
         let triggers = Triggers::start(reloader, &trigger_config).map_err(AppError::Start)?;
         let upkeep = Upkeep::start(Arc::clone(&interceptor), &upkeep_config)
             .map_err(|e| AppError::Start(annotate(e, "cannot start the upkeep thread")))?;
         let live = interceptor.rules().load();
-        tracing::info!(
-            rules_version = %live.version.label,
-            rules = live.set.rules().len(),
-            "tripwire ready"
-        );
+        match &proxy {
+            Some((upstream, routes)) => tracing::info!(
+                rules_version = %live.version.label,
+                rules = live.set.rules().len(),
+                mode = "reverse proxy",
+                %upstream,
+                routes,
+                "tripwire ready: payments on {} are decided, then forwarded to {upstream}{}",
+                server.payment_addr(),
+                if *routes == 0 {
+                    " (no routes: JSON POSTs naming a transaction_id and customer_id are decided, the rest passes through)"
+                } else {
+                    ""
+                }
+            ),
+            None => tracing::info!(
+                rules_version = %live.version.label,
+                rules = live.set.rules().len(),
+                mode = "decision API",
+                "tripwire ready: POST /v1/decide on {}",
+                server.payment_addr()
+            ),
+        }
         Ok(App {
             interceptor,
             server,

@@ -72,7 +72,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Replay(args) => exit("tripwire replay", command::replay(&args, stdout, stderr)),
-        Command::Gen(args) => exit("tripwire gen", command::generate(&args, stdout)),
+        Command::Gen(args) => exit("tripwire gen", command::generate(&args, stdout, stderr)),
         Command::Serve(flags) => {
             let serve_matches = matches
                 .subcommand_matches("serve")

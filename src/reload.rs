@@ -158,6 +158,7 @@ impl Reloader {
         if sha256_hex(&bytes) == live.version.sha256 {
             return Ok(ReloadOutcome::Unchanged(live));
         }
+        let replaces_pushed_set = trigger != ReloadTrigger::Api && live.source != source;
         let interceptor = Arc::clone(&self.interceptor);
         let worker_source = source.clone();
         let installed = tokio::task::spawn_blocking(move || {
@@ -176,6 +177,13 @@ impl Reloader {
                     rules = loaded.set.rules().len(),
                     "rules reloaded"
                 );
+                if replaces_pushed_set {
+                    warn!(
+                        replaced = %live.version.label,
+                        replaced_source = %live.source,
+                        "the rules file replaced a rule set pushed through the admin API or rolled back to; the file is the source of truth"
+                    );
+                }
                 Ok(ReloadOutcome::Installed(loaded))
             }
             // `install` recorded the refusal in the history already.

@@ -298,3 +298,28 @@ fn serve_refusals_name_what_failed() {
     );
     assert!(!stderr.contains("bind"), "{stderr}");
 }
+
+#[test]
+fn the_ready_line_says_when_tripwire_runs_as_a_proxy_and_where_it_forwards() {
+    use std::io::{BufRead, BufReader};
+    let child = Command::new(BIN)
+        .args(["serve", "--rules", &rules_path()])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--upstream", "http://127.0.0.1:9"])
+        .env("RUST_LOG", "info")
+        .env_remove("TRIPWIRE_ADMIN_TOKEN")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = common::KillOnDrop(child);
+    let stderr = child.0.stderr.take().unwrap();
+    let ready = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("tripwire ready"))
+        .expect("a ready line");
+    assert!(ready.contains("reverse proxy"), "{ready}");
+    assert!(ready.contains("http://127.0.0.1:9/"), "{ready}");
+    assert!(ready.contains("no routes"), "{ready}");
+}

@@ -149,6 +149,20 @@ async fn the_scan_finds_silent_customers_while_decisions_go_on() {
         assert!(line["score"].as_i64().unwrap() >= 620);
         assert_eq!(line["last_transaction_at"], "2026-03-01T02:00:00Z");
     }
+    // Without `at`, the scan looks at the latest event time seen, and says so.
+    let mut admin = Client::connect(server.admin_addr()).await;
+    let (status, headers, body) = admin
+        .request_with_headers(
+            Method::GET,
+            "/admin/customers?tag=silent_good_customer",
+            bytes::Bytes::new(),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["x-scan-at-source"], "latest-event");
+    assert_eq!(headers["x-scan-at"], "2026-04-10T01:00:00Z");
+    assert_eq!(headers["x-scan-customers"], "320");
     let (status, body) = common::send(
         server.admin_addr(),
         Method::GET,

@@ -617,3 +617,33 @@ async fn a_deeply_nested_rule_file_is_refused_and_the_server_keeps_serving() {
     assert_eq!(status, StatusCode::OK, "the interceptor is still up");
     assert_eq!(live_version(&server).await["seq"], 1);
 }
+
+#[tokio::test]
+async fn answers_say_how_long_a_pushed_set_lasts_and_the_file_wins_on_sighup_or_edit() {
+    let dir = temp_dir("precedence");
+    let path = dir.join("rules.yaml");
+    std::fs::write(&path, RULES_A).unwrap();
+    let app = start_watching(&path).await;
+    let live = live_version(&app).await;
+    assert_eq!(
+        live["lasts"],
+        "until the rules file changes or another set is pushed"
+    );
+    let (status, pushed) = put_rules(app.admin(), RULES_B).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        pushed["lasts"]
+            .as_str()
+            .unwrap()
+            .contains("until the rules file is reloaded"),
+        "{pushed}"
+    );
+    // An edit of the file replaces the pushed set: the file is the source of truth.
+    std::fs::write(&path, RULES_C).unwrap();
+    assert!(wait_for_seq(&app, 3).await);
+    assert_eq!(
+        live_version(&app).await["source"],
+        path.display().to_string()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

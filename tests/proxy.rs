@@ -370,11 +370,7 @@ async fn an_invalid_transaction_is_refused_or_passed_unchecked() {
     assert!(upstream.seen().is_empty());
     // On a configured route, a body that is not even JSON is refused too.
     let routed = Upstream::start().await;
-    let server = start_proxy(
-        routed.addr,
-        "[[proxy.routes]]\npath = \"/pay\"",
-    )
-    .await;
+    let server = start_proxy(routed.addr, "[[proxy.routes]]\npath = \"/pay\"").await;
     let (status, _, _) = request(
         server.payment_addr(),
         Method::POST,
@@ -407,8 +403,14 @@ async fn without_routes_a_json_post_that_names_no_transaction_passes_through() {
     }
     let seen = upstream.seen();
     assert_eq!(seen.len(), 3);
-    assert_eq!(seen[0].body, r#"{"user": "ann", "password": "x"}"#.as_bytes());
-    assert!(seen.iter().all(|s| !s.headers.contains_key("x-risk-decision")));
+    assert_eq!(
+        seen[0].body,
+        r#"{"user": "ann", "password": "x"}"#.as_bytes()
+    );
+    assert!(
+        seen.iter()
+            .all(|s| !s.headers.contains_key("x-risk-decision"))
+    );
 }
 
 #[tokio::test]

@@ -443,3 +443,43 @@ fn every_figure_of_the_report_adds_up_from_the_decisions_and_the_labels() {
     }
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn gen_writes_to_standard_output_with_out_dash() {
+    let out = run(&["gen", "--customers", "20", "--days", "2", "--out", "-"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        csv.starts_with("transaction_id,customer_id,timestamp,amount"),
+        "{csv}"
+    );
+    let manifest: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(
+        manifest["transactions"].as_u64().unwrap() as usize,
+        csv.lines().count() - 1
+    );
+    assert!(!Path::new("-").exists(), "no file named -");
+}
+
+#[test]
+fn a_short_csv_row_is_named_for_what_it_is() {
+    let dir = dir("short-row");
+    let csv = dir.join("short.csv");
+    std::fs::write(
+        &csv,
+        "transaction_id,customer_id,timestamp,amount\nt1,c1,2026-03-01T10:00:00Z,5.00\nt2,c1\n",
+    )
+    .unwrap();
+    let rules = rules();
+    let out = run(&["replay", "--rules", &rules, csv.to_str().unwrap()]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("short.csv:3: the row has 2 fields and the header 4"),
+        "{stderr}"
+    );
+}

@@ -70,7 +70,7 @@ pub struct GenArgs {
     /// Compress with gzip.
     #[arg(long)]
     pub gzip: bool,
-    /// Output file.
+    /// Output file; `-` writes to standard output (the manifest then goes to standard error).
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -205,8 +205,13 @@ pub fn replay(
     Ok(())
 }
 
-/// Runs `tripwire gen`: writes the history to `args.out` and its manifest (JSON) to `out`.
-pub fn generate(args: &GenArgs, out: &mut dyn Write) -> Result<(), CommandError> {
+/// Runs `tripwire gen`: writes the history to `args.out` and its manifest (JSON) to `out`; with
+/// `--out -`, the history to `out` and the manifest to `err`.
+pub fn generate(
+    args: &GenArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), CommandError> {
     let config = GenConfig {
         customers: args.customers,
         days: args.days,
@@ -221,18 +226,29 @@ pub fn generate(args: &GenArgs, out: &mut dyn Write) -> Result<(), CommandError>
         Format::Csv
     };
     let written = output_error(&args.out);
-    let file = std::fs::File::create(&args.out).map_err(&written)?;
-    let mut writer: Box<dyn Write> = if args.gzip {
+    // `--out -` writes the history to standard output; the manifest then goes to `err`, so
+    // the two never mix.
+    let to_stdout = args.out.as_os_str() == "-";
+    let sink: Box<dyn Write + '_> = if to_stdout {
+        Box::new(&mut *out)
+    } else {
+        Box::new(std::fs::File::create(&args.out).map_err(&written)?)
+    };
+    let mut writer: Box<dyn Write + '_> = if args.gzip {
         Box::new(flate2::write::GzEncoder::new(
-            std::io::BufWriter::new(file),
+            std::io::BufWriter::new(sink),
             flate2::Compression::fast(),
         ))
     } else {
-        Box::new(std::io::BufWriter::new(file))
+        Box::new(std::io::BufWriter::new(sink))
     };
     let manifest = generate::generate(&config, format, &mut writer).map_err(&written)?;
     writer.flush().map_err(&written)?;
     drop(writer);
     let text = serde_json::to_string(&manifest).map_err(|e| stdout_error(e.into()))?;
-    writeln!(out, "{text}").map_err(stdout_error)
+    if to_stdout {
+        writeln!(err, "{text}").map_err(stdout_error)
+    } else {
+        writeln!(out, "{text}").map_err(stdout_error)
+    }
 }

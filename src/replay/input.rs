@@ -493,6 +493,17 @@ pub fn read(
                     }
                 }
                 let line = record.position().map_or(0, |p| p.line());
+                if record.len() != headers.len() {
+                    bad(
+                        line,
+                        format!(
+                            "the row has {} fields and the header {}",
+                            record.len(),
+                            headers.len()
+                        ),
+                    )?;
+                    continue;
+                }
                 let mut values = Fields {
                     values: [None; FIELDS.len()],
                 };

@@ -41,11 +41,31 @@ struct RulesBody<'a> {
     source: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     changed: Option<bool>,
+    /// How long this set stays live: the rules file is the source of truth.
+    lasts: &'static str,
     rules: Vec<RuleSummary<'a>>,
 }
 
-fn rules_body(loaded: &LoadedRules, changed: Option<bool>) -> RulesBody<'_> {
+/// How long `loaded` stays live, given the rules file the server reloads from (if any).
+fn lasts(loaded: &LoadedRules, rules_file: Option<&std::path::Path>) -> &'static str {
+    match rules_file {
+        Some(path) if loaded.source == path.display().to_string() => {
+            "until the rules file changes or another set is pushed"
+        }
+        Some(_) => {
+            "until the rules file is reloaded (it changes, or SIGHUP) or tripwire restarts; the file is the source of truth, so write this set to it to keep it"
+        }
+        None => "until another set is pushed or rolled back to",
+    }
+}
+
+fn rules_body<'a>(
+    loaded: &'a LoadedRules,
+    changed: Option<bool>,
+    rules_file: Option<&std::path::Path>,
+) -> RulesBody<'a> {
     RulesBody {
+        lasts: lasts(loaded, rules_file),
         version: &loaded.version.label,
         seq: loaded.version.seq,
         sha256: &loaded.version.sha256,
@@ -211,7 +231,10 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<HttpResp
         ("/metrics", _) => Err(method_not_allowed(&req, "GET")),
         ("/admin/rules", m) if m == Method::GET || m == Method::HEAD => {
             let loaded = state.interceptor.rules().load_full();
-            Ok(json(StatusCode::OK, &rules_body(&loaded, None)))
+            Ok(json(
+                StatusCode::OK,
+                &rules_body(&loaded, None, state.reloader.rules_path()),
+            ))
         }
         ("/admin/rules", Method::PUT) => {
             let body = match read_body(req, rules::MAX_RULES_BYTES).await {
@@ -234,7 +257,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<HttpResp
             let changed = matches!(reloaded, ReloadOutcome::Installed(_));
             Ok(json(
                 StatusCode::OK,
-                &rules_body(reloaded.live(), Some(changed)),
+                &rules_body(reloaded.live(), Some(changed), state.reloader.rules_path()),
             ))
         }
         ("/admin/rules", _) => Err(method_not_allowed(&req, "GET, PUT")),
@@ -249,7 +272,10 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<HttpResp
         ("/admin/rules/history", _) => Err(method_not_allowed(&req, "GET")),
         ("/admin/rules/rollback", Method::POST) => {
             let loaded = state.reloader.rollback().await?;
-            Ok(json(StatusCode::OK, &rules_body(&loaded, Some(true))))
+            Ok(json(
+                StatusCode::OK,
+                &rules_body(&loaded, Some(true), state.reloader.rules_path()),
+            ))
         }
         ("/admin/rules/rollback", _) => Err(method_not_allowed(&req, "POST")),
         _ => Err(ApiError::NotFound(path)),

@@ -100,15 +100,18 @@ pub fn scan(state: &Arc<AppState>, query: &str) -> Result<Response<Body>, ApiErr
                 ),
             )
         })?;
-    let at = match query_param(query, "at") {
-        Some(text) => txn::parse_timestamp(&text).map_err(|e| bad("at", e))?,
+    let (at, at_source) = match query_param(query, "at") {
+        Some(text) => (
+            txn::parse_timestamp(&text).map_err(|e| bad("at", e))?,
+            "query",
+        ),
         // Event time, not the wall clock: the latest transaction time seen.
-        None => state
-            .interceptor
-            .store()
-            .watermark()
-            .unwrap_or_else(|| jiff::Timestamp::now().as_microsecond()),
+        None => match state.interceptor.store().watermark() {
+            Some(at) => (at, "latest-event"),
+            None => (jiff::Timestamp::now().as_microsecond(), "wall-clock"),
+        },
     };
+    let held = state.interceptor.store().customers();
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let state = Arc::clone(state);
     tokio::task::spawn_blocking(move || {
@@ -145,9 +148,16 @@ pub fn scan(state: &Arc<AppState>, query: &str) -> Result<Response<Body>, ApiErr
     });
     let mut response = Response::new(ChannelBody(rx).boxed_unsync());
     *response.status_mut() = StatusCode::OK;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),
     );
+    // An empty answer needs its context: when the scan looked, and over how many customers.
+    if let Ok(v) = HeaderValue::from_str(&txn::format_timestamp(at)) {
+        headers.insert("x-scan-at", v);
+    }
+    headers.insert("x-scan-at-source", HeaderValue::from_static(at_source));
+    headers.insert("x-scan-customers", HeaderValue::from(held as u64));
     Ok(response)
 }

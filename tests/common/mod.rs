@@ -89,6 +89,18 @@ impl Client {
         body: Bytes,
         headers: &[(&str, &str)],
     ) -> (StatusCode, String) {
+        let (status, _, text) = self.request_with_headers(method, path, body, headers).await;
+        (status, text)
+    }
+
+    /// Like `request`, also returning the answer's headers.
+    pub async fn request_with_headers(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, hyper::HeaderMap, String) {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -101,13 +113,18 @@ impl Client {
         self.sender.ready().await.expect("connection ready");
         let response = self.sender.send_request(req).await.expect("response");
         let status = response.status();
+        let answer_headers = response.headers().clone();
         let bytes = response
             .into_body()
             .collect()
             .await
             .expect("body")
             .to_bytes();
-        (status, String::from_utf8_lossy(&bytes).into_owned())
+        (
+            status,
+            answer_headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
     }
 
     pub async fn post(&mut self, path: &str, body: &str) -> (StatusCode, serde_json::Value) {
