@@ -64,8 +64,13 @@ impl std::fmt::Debug for DecisionLog {
 }
 
 impl DecisionLog {
-    /// Opens (appending) the log file and starts the writer thread.
+    /// Opens (appending) the log file, making its directory if needed, and starts the writer
+    /// thread.
     pub fn open(config: DecisionLogConfig) -> std::io::Result<DecisionLog> {
+        // A log directory that does not exist yet is made, as the config example expects.
+        if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
         let file = open_append(&config.path)?;
         let size = file.metadata()?.len();
         let (tx, rx) = sync_channel(config.queue.max(1));

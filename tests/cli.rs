@@ -287,13 +287,13 @@ fn serve_refusals_name_what_failed() {
     let out = Command::new(BIN)
         .args(["serve", "--rules", &rules_path()])
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(["--decision-log", "/nonexistent/tripwire/decisions.jsonl"])
+        .args(["--decision-log", "/proc/tripwire/decisions.jsonl"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("cannot open the decision log /nonexistent/tripwire/decisions.jsonl"),
+        stderr.contains("cannot open the decision log /proc/tripwire/decisions.jsonl"),
         "{stderr}"
     );
     assert!(!stderr.contains("bind"), "{stderr}");

@@ -374,7 +374,8 @@ async fn the_admin_token_guards_everything_but_health() {
 #[tokio::test]
 async fn shadow_rules_are_reported_counted_and_logged_but_never_decide() {
     let dir = temp_dir("shadow");
-    let log = dir.join("decisions.jsonl");
+    // In a directory that does not exist yet: tripwire makes it.
+    let log = dir.join("logs").join("decisions.jsonl");
     let rules = format!(
         "{RULES_A}  - id: watch_mid_amounts\n    action: deny\n    mode: shadow\n    when:\n      amount: {{ at_least: 100 }}\n"
     );
