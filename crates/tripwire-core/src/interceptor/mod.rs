@@ -15,7 +15,8 @@ use crate::engine::{self, Decision, Hits};
 use crate::live_rules::{LiveRules, LoadedRules};
 use crate::rules::Action;
 use crate::rules::RuleSet;
-use crate::state::journal::Journal;
+use crate::state::journal::{ChangeSink, Frame, Journal};
+use crate::state::persist;
 use crate::state::{Event, Outcome, Store};
 use crate::txn::{self, CreditLine, EventTime, OutcomeReport, OutcomeStatus, Txn, TxnError};
 
@@ -72,6 +73,8 @@ pub struct Interceptor {
     rules: LiveRules,
     /// Where changes are journalled when state persists.
     journal: Option<Arc<Journal>>,
+    /// Where changes are handed for replication (fleet mode); `None` costs one branch.
+    changes: Option<Arc<dyn ChangeSink>>,
 }
 
 impl AsRef<Store> for Interceptor {
@@ -99,7 +102,31 @@ impl Interceptor {
             store,
             rules,
             journal: None,
+            changes: None,
         }
+    }
+
+    /// Hands every change to customer state to `sink` too, after journalling it (fleet mode
+    /// replicates them). Changes applied with [`Interceptor::apply_remote`] are not handed on.
+    pub fn with_change_sink(mut self, sink: Arc<dyn ChangeSink>) -> Interceptor {
+        self.changes = Some(sink);
+        self
+    }
+
+    /// Applies a change another replica made (fleet mode), as journal replay would:
+    /// idempotently, under the customer's shard lock, journalled here when state persists and
+    /// never handed to the change sink (it came from there). Returns whether the store changed.
+    pub fn apply_remote(&self, frame: &Frame<'_>) -> bool {
+        let rules = self.rules.load();
+        let zone = &rules.set.zone;
+        let month_of = |at| zone.month_of(at);
+        let month_of: Option<&(dyn Fn(i64) -> i32 + Send + Sync)> = if rules.set.needs.months {
+            Some(&month_of)
+        } else {
+            None
+        };
+        let now = wall_clock_micros().saturating_add(WATERMARK_SKEW_MICROS);
+        persist::apply_frame(&self.store, frame, month_of, now, self.journal.as_deref())
     }
 
     /// Journals every change to customer state (see `state::persist`).
@@ -188,9 +215,13 @@ impl Interceptor {
                 }
                 if let Some(line) = txn.credit_line
                     && record.offer_credit_line(line)
-                    && let Some(journal) = &self.journal
                 {
-                    journal.credit_line(&txn.customer_id, line);
+                    if let Some(journal) = &self.journal {
+                        journal.credit_line(&txn.customer_id, line);
+                    }
+                    if let Some(changes) = &self.changes {
+                        changes.change(&Frame::CreditLine(&txn.customer_id, line));
+                    }
                 }
                 engine::evaluate_into(set, &record.history(), Some(txn), txn.at, decision);
                 let mut event = Event::new(txn.at, txn_hash, txn.amount, txn.geo, decision.action);
@@ -209,6 +240,9 @@ impl Interceptor {
                 }
                 if let Some(journal) = &self.journal {
                     journal.event(&txn.customer_id, &event);
+                }
+                if let Some(changes) = &self.changes {
+                    changes.change(&Frame::Event(&txn.customer_id, event));
                 }
                 Ok(())
             })
@@ -237,10 +271,13 @@ impl Interceptor {
     /// A line granted earlier than the one held is ignored as a late, out-of-order message.
     pub fn set_credit_line(&self, customer_id: &str, line: CreditLine) {
         self.store.with_customer(customer_id, |record, _| {
-            if record.offer_credit_line(line)
-                && let Some(journal) = &self.journal
-            {
-                journal.credit_line(customer_id, line);
+            if record.offer_credit_line(line) {
+                if let Some(journal) = &self.journal {
+                    journal.credit_line(customer_id, line);
+                }
+                if let Some(changes) = &self.changes {
+                    changes.change(&Frame::CreditLine(customer_id, line));
+                }
             }
         });
     }
@@ -266,6 +303,9 @@ impl Interceptor {
                 let found = true;
                 if found && let Some(journal) = &self.journal {
                     journal.outcome(&report.customer_id, txn_hash, report.status.into());
+                }
+                if let Some(changes) = &self.changes {
+                    changes.change(&Frame::Outcome(&report.customer_id, txn_hash, status));
                 }
                 found
             })

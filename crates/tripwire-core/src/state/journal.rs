@@ -6,6 +6,10 @@
 //! Replay is idempotent — an event already held is skipped, outcomes and credit lines are
 //! last-writer-wins — so a snapshot taken while changes continue can be combined with the
 //! journal that followed it.
+//!
+//! The same frames are the unit of replication: a [`ChangeSink`] (fleet mode) receives each
+//! change as a [`Frame`] next to the journal, and [`encode`] writes it in the journal's format,
+//! so a replica applies another's changes with the replay code (`persist::apply_frame`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -109,8 +113,55 @@ impl Journal {
     }
 }
 
+/// Receives every change the interceptor makes to customer state, in the order the changes
+/// were applied, while the customer's shard lock is held (fleet mode publishes them).
+///
+/// Implementations must never block or wait: one bounded, non-blocking hand-off at most, a
+/// change that does not fit is counted and dropped.
+pub trait ChangeSink: Send + Sync + std::fmt::Debug {
+    /// One change, just applied.
+    fn change(&self, frame: &Frame<'_>);
+}
+
+/// Writes `frame` at the end of `out` in the journal's format (length, CRC-32, kind, customer,
+/// payload): what [`decode`] reads back.
+pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) {
+    let mut payload = [0u8; 32];
+    let (kind, customer, payload) = match frame {
+        Frame::Event(id, event) => {
+            payload = event.to_bytes();
+            (FrameKind::Event, *id, &payload[..])
+        }
+        Frame::Outcome(id, hash, outcome) => {
+            payload[..8].copy_from_slice(&hash.to_le_bytes());
+            payload[8] = *outcome as u8;
+            (FrameKind::Outcome, *id, &payload[..9])
+        }
+        Frame::CreditLine(id, line) => {
+            payload[..8].copy_from_slice(&line.limit.minor().to_le_bytes());
+            payload[8..16].copy_from_slice(&line.granted_at.to_le_bytes());
+            (FrameKind::CreditLine, *id, &payload[..16])
+        }
+    };
+    let id = customer.as_bytes();
+    let id_len = u16::try_from(id.len()).unwrap_or(u16::MAX);
+    let id = &id[..usize::from(id_len)];
+    let body_len = 1 + 2 + id.len() + payload.len();
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&[kind as u8]);
+    crc.update(&id_len.to_le_bytes());
+    crc.update(id);
+    crc.update(payload);
+    out.extend_from_slice(&(body_len as u32).to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.push(kind as u8);
+    out.extend_from_slice(&id_len.to_le_bytes());
+    out.extend_from_slice(id);
+    out.extend_from_slice(payload);
+}
+
 /// One decoded frame.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Frame<'a> {
     /// A recorded transaction.
     Event(&'a str, Event),
@@ -229,6 +280,12 @@ mod tests {
             decode(&bytes[..first_len - 1]).unwrap_err(),
             FrameError::Truncated
         );
+        let mut encoded = Vec::new();
+        for frame in &frames {
+            encode(frame, &mut encoded);
+        }
+        assert_eq!(encoded, bytes, "encode writes what the journal appends");
+
         let mut flipped = bytes.clone();
         flipped[12] ^= 0x40;
         assert_eq!(decode(&flipped).unwrap_err(), FrameError::Corrupt);

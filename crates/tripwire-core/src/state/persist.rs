@@ -877,46 +877,71 @@ fn replay_journal(
             Ok(decoded) => decoded,
             Err(FrameError::Truncated | FrameError::Corrupt) => break,
         };
-        match frame {
-            Frame::Event(id, event) => {
-                store.with_customer(id, |record, capacity| {
-                    if record.record(event, capacity)
-                        && let Some(month_of) = month_of
-                    {
-                        record
-                            .months
-                            .get_or_insert_with(Default::default)
-                            .add(month_of(event.at), event.amount_minor());
-                    }
-                });
-                store.observe_event_time(event.at.min(now));
-            }
-            Frame::Outcome(id, hash, outcome) => {
-                store.with_existing(id, |record| {
-                    if let Some(event) = record.ring.find_mut(hash) {
-                        let newly_failed =
-                            outcome == Outcome::Failed && event.outcome() != Outcome::Failed;
-                        event.set_outcome(outcome);
-                        let at = event.at;
-                        if newly_failed
-                            && let (Some(month_of), Some(months)) =
-                                (month_of, record.months.as_deref_mut())
-                        {
-                            months.fail(month_of(at));
-                        }
-                    }
-                });
-            }
-            Frame::CreditLine(id, line) => {
-                store.with_customer(id, |record, _| {
-                    record.offer_credit_line(line);
-                });
-            }
-        }
+        apply_frame(store, &frame, month_of, now, None);
         applied += 1;
         rest = &rest[used..];
     }
     Ok((applied, rest.len() as u64))
+}
+
+/// Applies one change to `store`, idempotently: an event already held (same transaction hash)
+/// is skipped, an outcome is set again, a credit line older than the one held is ignored.
+/// Journal replay and fleet replication both apply changes here. Event times past `now` do not
+/// move the idleness watermark. Returns whether the store changed (an event or credit line
+/// taken, an outcome set on a held transaction). A change taken is appended to `journal`, when
+/// given, under the shard lock, so the journal keeps the order changes were applied in.
+pub fn apply_frame(
+    store: &Store,
+    frame: &Frame<'_>,
+    month_of: Option<&(dyn Fn(i64) -> i32 + Send + Sync)>,
+    now: i64,
+    journal: Option<&Journal>,
+) -> bool {
+    match *frame {
+        Frame::Event(id, event) => {
+            let taken = store.with_customer(id, |record, capacity| {
+                let taken = record.record(event, capacity);
+                if taken && let Some(month_of) = month_of {
+                    record
+                        .months
+                        .get_or_insert_with(Default::default)
+                        .add(month_of(event.at), event.amount_minor());
+                }
+                if taken && let Some(journal) = journal {
+                    journal.event(id, &event);
+                }
+                taken
+            });
+            store.observe_event_time(event.at.min(now));
+            taken
+        }
+        Frame::Outcome(id, hash, outcome) => store
+            .with_existing(id, |record| {
+                let Some(event) = record.ring.find_mut(hash) else {
+                    return false;
+                };
+                let newly_failed = outcome == Outcome::Failed && event.outcome() != Outcome::Failed;
+                event.set_outcome(outcome);
+                let at = event.at;
+                if newly_failed
+                    && let (Some(month_of), Some(months)) = (month_of, record.months.as_deref_mut())
+                {
+                    months.fail(month_of(at));
+                }
+                if let Some(journal) = journal {
+                    journal.outcome(id, hash, outcome);
+                }
+                true
+            })
+            .unwrap_or(false),
+        Frame::CreditLine(id, line) => store.with_customer(id, |record, _| {
+            let taken = record.offer_credit_line(line);
+            if taken && let Some(journal) = journal {
+                journal.credit_line(id, line);
+            }
+            taken
+        }),
+    }
 }
 
 #[cfg(test)]
