@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::config::{self, Config, ConfigError};
+use crate::fleet::Fleet;
 use crate::interceptor::Interceptor;
 use crate::interceptor::upkeep::Upkeep;
 use crate::live_rules::LiveRules;
@@ -44,6 +45,9 @@ pub enum AppError {
     /// The rules watch or a background thread could not start.
     #[error("{0}")]
     Start(std::io::Error),
+    /// Fleet mode could not start.
+    #[error("fleet mode: {0}")]
+    Fleet(#[from] crate::fleet::FleetError),
     /// The final snapshot task died.
     #[error("the state writer panicked: {0}")]
     Shutdown(String),
@@ -57,6 +61,7 @@ pub struct App {
     triggers: Triggers,
     upkeep: Upkeep,
     persist: Option<PersistHandle>,
+    fleet: Option<Fleet>,
 }
 
 impl App {
@@ -68,34 +73,61 @@ impl App {
             store: store_config,
             serve,
             state_dir,
-            triggers: trigger_config,
+            triggers: mut trigger_config,
             upkeep: upkeep_config,
             workers: _,
+            fleet: fleet_config,
         } = config;
         let live = load_rules(&rules_path, &store_config, &serve)?;
+        let metrics = Arc::new(Metrics::new());
+        // Fleet mode learns the fleet's transaction-hash keys before any state is loaded.
+        let joining = match fleet_config {
+            Some(f) => Some(Fleet::connect(f, Arc::clone(&metrics)).await?),
+            None => None,
+        };
         let mut store = Store::new(store_config);
+        if let Some(j) = &joining {
+            store.set_txn_keys(j.txn_keys);
+        }
         let persistence = match state_dir {
             Some(dir) => Some(recover(dir, &live, &mut store)?),
             None => None,
         };
+        if let Some(j) = &joining
+            && store.txn_keys() != j.txn_keys
+        {
+            return Err(crate::fleet::FleetError::ForeignState.into());
+        }
         let mut interceptor = Interceptor::new(store, live);
         if let Some(p) = &persistence {
             interceptor = interceptor.with_journal(p.journal());
+        }
+        if let Some(j) = &joining {
+            interceptor = interceptor.with_change_sink(j.queue.clone());
         }
         let interceptor = Arc::new(interceptor);
         let persist = persistence
             .map(|p| p.start(Arc::clone(&interceptor)))
             .transpose()?;
-        let reloader = Arc::new(Reloader::new(
-            Arc::clone(&interceptor),
-            Some(rules_path),
-            Arc::new(Metrics::new()),
-        ));
+        let mut reloader = Reloader::new(Arc::clone(&interceptor), Some(rules_path), metrics);
+        if joining.is_some() {
+            // The fleet's bucket is the one source of rules; see `fleet::rules`.
+            reloader = reloader.fleet_managed();
+            trigger_config.watch = false;
+        }
+        let reloader = Arc::new(reloader);
+        let fleet =
+            joining.map(|j| Fleet::start(j, Arc::clone(&interceptor), Arc::clone(&reloader)));
         let proxy = serve
             .proxy
             .as_ref()
             .map(|p| (p.upstream.to_string(), p.routes.len()));
-        let server = Server::serve(serve, Arc::clone(&reloader)).await?;
+        let server = Server::serve_fleet(
+            serve,
+            Arc::clone(&reloader),
+            fleet.as_ref().map(|f| Arc::clone(f.status())),
+        )
+        .await?;
         let triggers = Triggers::start(reloader, &trigger_config).map_err(AppError::Start)?;
         let upkeep = Upkeep::start(Arc::clone(&interceptor), &upkeep_config)
             .map_err(|e| AppError::Start(annotate(e, "cannot start the upkeep thread")))?;
@@ -129,6 +161,7 @@ impl App {
             triggers,
             upkeep,
             persist,
+            fleet,
         })
     }
 
@@ -142,6 +175,11 @@ impl App {
         self.server.admin_addr()
     }
 
+    /// Fleet mode's replication progress, when fleet mode is on.
+    pub fn fleet(&self) -> Option<&Arc<crate::fleet::FleetStatus>> {
+        self.fleet.as_ref().map(|f| f.status())
+    }
+
     /// The interceptor serving decisions.
     pub fn interceptor(&self) -> &Arc<Interceptor> {
         &self.interceptor
@@ -153,6 +191,9 @@ impl App {
         self.server.shutdown().await;
         self.triggers.stop().await;
         self.upkeep.stop();
+        if let Some(fleet) = self.fleet {
+            fleet.stop().await;
+        }
         if let Some(persist) = self.persist {
             tracing::info!("writing state");
             let interceptor = self.interceptor;

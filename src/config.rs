@@ -16,6 +16,7 @@ use clap::{ArgMatches, FromArgMatches};
 use serde::Deserialize;
 
 use crate::decision_log::DecisionLogConfig;
+use crate::fleet::{FleetAuth, FleetConfig};
 use crate::interceptor::upkeep::UpkeepConfig;
 use crate::reload::TriggerConfig;
 use crate::rules::text::parse_std_duration;
@@ -140,6 +141,70 @@ pub struct ServeSettings {
     #[command(flatten)]
     #[serde(default)]
     pub proxy: ProxySettings,
+    /// Fleet mode (the `[fleet]` section of the file).
+    #[command(flatten)]
+    #[serde(default)]
+    pub fleet: FleetSettings,
+}
+
+/// Fleet mode's settings as given: flags `--nats`, `--replica`, `--fleet-*`, or the `[fleet]`
+/// section of the file. Secrets (token, password) are accepted from the file only, never as
+/// flags (other users see command lines), and never shown by `Debug`.
+#[derive(Clone, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSettings {
+    /// Fleet mode: share customer state and rules with other replicas through this NATS server (nats://HOST:PORT).
+    #[arg(long)]
+    pub nats: Option<String>,
+    /// Fleet mode: the JetStream stream, also the prefix of its subjects and KV bucket [default: tripwire].
+    #[arg(long = "fleet-stream")]
+    pub stream: Option<String>,
+    /// Fleet mode: this replica's name, unique in the fleet [default: the host name].
+    #[arg(long)]
+    pub replica: Option<String>,
+    /// Fleet mode: NATS token (file only).
+    #[arg(skip)]
+    pub token: Option<String>,
+    /// Fleet mode: NATS user (file only; with `password`).
+    #[arg(skip)]
+    pub user: Option<String>,
+    /// Fleet mode: NATS password (file only).
+    #[arg(skip)]
+    pub password: Option<String>,
+    /// Fleet mode: NATS credentials file (.creds).
+    #[arg(long = "nats-credentials")]
+    pub credentials: Option<PathBuf>,
+    /// Fleet mode: CA certificate (PEM) to trust for TLS to NATS.
+    #[arg(long = "nats-tls-ca")]
+    pub tls_ca: Option<PathBuf>,
+    /// Fleet mode: changes queued for publishing at most; more are dropped and counted [default: 65536].
+    #[arg(long = "fleet-queue")]
+    pub queue: Option<u32>,
+    /// Fleet mode: the stream keeps changes this long, e.g. 7d [default: 7d].
+    #[arg(long = "fleet-max-age")]
+    pub max_age: Option<String>,
+    /// Fleet mode: the stream keeps at most this many bytes [default: 1073741824].
+    #[arg(long = "fleet-max-bytes")]
+    pub max_bytes: Option<u64>,
+}
+
+impl std::fmt::Debug for FleetSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        f.debug_struct("FleetSettings")
+            .field("nats", &self.nats)
+            .field("stream", &self.stream)
+            .field("replica", &self.replica)
+            .field("token", &secret(&self.token))
+            .field("user", &self.user)
+            .field("password", &secret(&self.password))
+            .field("credentials", &self.credentials)
+            .field("tls_ca", &self.tls_ca)
+            .field("queue", &self.queue)
+            .field("max_age", &self.max_age)
+            .field("max_bytes", &self.max_bytes)
+            .finish()
+    }
 }
 
 /// The proxy's settings as given: flags `--upstream`, `--upstream-timeout`, `--on-*`, or the
@@ -232,6 +297,8 @@ pub struct Config {
     pub triggers: TriggerConfig,
     /// Background upkeep of the store.
     pub upkeep: UpkeepConfig,
+    /// Fleet mode, when configured.
+    pub fleet: Option<FleetConfig>,
 }
 
 /// Parses a duration setting in the one duration grammar (`ms s m h d w`, see
@@ -328,6 +395,7 @@ impl Config {
                 .map_err(|_| invalid("max_body_bytes", "too large"))?,
             None => serve_defaults.max_body_bytes,
         };
+        let fleet = resolve_fleet(s.fleet)?;
         let triggers = TriggerConfig {
             watch: !s.no_watch && s.watch.unwrap_or(TriggerConfig::default().watch),
             ..TriggerConfig::default()
@@ -401,8 +469,89 @@ impl Config {
                 retain_at_least: duration("retain", s.retain, Duration::ZERO)?,
                 ..UpkeepConfig::default()
             },
+            fleet,
         })
     }
+}
+
+fn resolve_fleet(f: FleetSettings) -> Result<Option<FleetConfig>, ConfigError> {
+    let Some(nats) = f.nats else {
+        let given = f.stream.is_some()
+            || f.replica.is_some()
+            || f.token.is_some()
+            || f.user.is_some()
+            || f.password.is_some()
+            || f.credentials.is_some()
+            || f.tls_ca.is_some()
+            || f.queue.is_some()
+            || f.max_age.is_some()
+            || f.max_bytes.is_some();
+        if given {
+            return Err(invalid(
+                "fleet.nats",
+                "fleet settings are given but no NATS server (--nats nats://HOST:PORT)",
+            ));
+        }
+        return Ok(None);
+    };
+    let scheme_ok = ["nats://", "tls://"].iter().any(|s| nats.starts_with(s));
+    if !scheme_ok || nats.contains('@') {
+        return Err(invalid(
+            "fleet.nats",
+            "give nats://HOST:PORT or tls://HOST:PORT, without credentials (use token, user and password, or credentials)",
+        ));
+    }
+    let defaults = FleetConfig::new(nats);
+    let name = |key: &str, text: Option<String>, default: String| -> Result<String, ConfigError> {
+        let text = text.unwrap_or(default);
+        let ok = !text.is_empty()
+            && text.len() <= 64
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if ok {
+            Ok(text)
+        } else {
+            Err(invalid(
+                key,
+                format!("{text:?}: use 1 to 64 letters, digits, - or _"),
+            ))
+        }
+    };
+    let auth = match (f.token, f.user, f.password, f.credentials) {
+        (None, None, None, None) => FleetAuth::None,
+        (Some(token), None, None, None) => FleetAuth::Token(token),
+        (None, Some(user), Some(password), None) => FleetAuth::UserPassword { user, password },
+        (None, None, None, Some(path)) => FleetAuth::CredentialsFile(path),
+        (None, Some(_), None, None) | (None, None, Some(_), None) => {
+            return Err(invalid("fleet.user", "user and password go together"));
+        }
+        _ => {
+            return Err(invalid(
+                "fleet.token",
+                "give one way to authenticate: token, user and password, or credentials",
+            ));
+        }
+    };
+    Ok(Some(FleetConfig {
+        stream: name("fleet.stream", f.stream, defaults.stream.clone())?,
+        replica: name("fleet.replica", f.replica, defaults.replica.clone())?,
+        auth,
+        tls_ca: f.tls_ca,
+        queue_capacity: match f.queue {
+            Some(n) => in_range("fleet.queue", n, 16, 16 * 1024 * 1024)? as usize,
+            None => defaults.queue_capacity,
+        },
+        max_age: match f.max_age {
+            Some(t) => parse_duration("fleet.max_age", &t)?,
+            None => defaults.max_age,
+        },
+        max_bytes: match f.max_bytes {
+            Some(n) => in_range("fleet.max_bytes", n, 1 << 20, u64::MAX)?,
+            None => defaults.max_bytes,
+        },
+        ..defaults
+    }))
 }
 
 fn resolve_proxy(p: ProxySettings) -> Result<Option<ProxyConfig>, ConfigError> {
@@ -609,6 +758,42 @@ mod tests {
                 .starts_with("proxy.routes[0].fields.amout:")
         );
         assert!(err("").starts_with("rules:"));
+    }
+
+    #[test]
+    fn fleet_mode_is_off_without_nats_and_its_keys_are_named() {
+        let c = Config::resolve(layered("rules = \"r\"", &[])).unwrap();
+        assert!(c.fleet.is_none(), "one process unless --nats is given");
+        let c = Config::resolve(layered(
+            "rules = \"r\"\n[fleet]\nnats = \"nats://127.0.0.1:4222\"\nuser = \"svc\"\npassword = \"hunter2\"\nmax_age = \"2d\"\n",
+            &["--replica", "gw-2"],
+        ))
+        .unwrap();
+        let fleet = c.fleet.clone().unwrap();
+        assert_eq!(fleet.replica, "gw-2", "the flag");
+        assert_eq!(fleet.stream, "tripwire", "the default");
+        assert_eq!(fleet.max_age, Duration::from_secs(2 * 86_400), "the file");
+        assert!(
+            !format!("{c:?}").contains("hunter2"),
+            "no password in Debug"
+        );
+        let err = |text: &str| Config::resolve(file(text)).unwrap_err().to_string();
+        assert!(err("rules = \"r\"\n[fleet]\nreplica = \"a\"").starts_with("fleet.nats:"));
+        assert!(
+            err("rules = \"r\"\n[fleet]\nnats = \"nats://u:p@h:1\"").starts_with("fleet.nats:")
+        );
+        assert!(
+            err("rules = \"r\"\n[fleet]\nnats = \"nats://h:1\"\nreplica = \"a b\"")
+                .starts_with("fleet.replica:")
+        );
+        assert!(
+            err("rules = \"r\"\n[fleet]\nnats = \"nats://h:1\"\nuser = \"u\"")
+                .starts_with("fleet.user:")
+        );
+        assert!(
+            err("rules = \"r\"\n[fleet]\nnats = \"nats://h:1\"\nmax_age = \"soon\"")
+                .starts_with("fleet.max_age:")
+        );
     }
 
     #[test]

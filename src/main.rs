@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tripwire::config::{Config, ServeSettings};
+use tripwire::fleet::rules::RulesCommand;
 use tripwire::replay::command::{self, GenArgs, ReplayArgs};
 use tripwire::rules::{self, EvalBudget};
 use tripwire::server::ServeConfig;
@@ -43,6 +44,9 @@ enum Command {
     Replay(Box<ReplayArgs>),
     /// Write a seeded, labelled history with injected fraud, for tests and benches.
     Gen(GenArgs),
+    /// Fleet mode: push, roll back or inspect the rules every replica runs (NATS KV).
+    #[command(subcommand)]
+    Rules(RulesCommand),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +77,15 @@ fn main() -> ExitCode {
         }
         Command::Replay(args) => exit("tripwire replay", command::replay(&args, stdout, stderr)),
         Command::Gen(args) => exit("tripwire gen", command::generate(&args, stdout, stderr)),
+        Command::Rules(rules_command) => {
+            match tripwire::fleet::rules::run_command(&rules_command) {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => exit("tripwire rules", Err(e)),
+            }
+        }
         Command::Serve(flags) => {
             let serve_matches = matches
                 .subcommand_matches("serve")

@@ -65,8 +65,84 @@ struct RejectLabels {
     reason: &'static str,
 }
 
+/// Fleet mode's metrics (registered always; zero when fleet mode is off). Fleet tasks update
+/// them directly; each is one atomic.
+#[derive(Debug)]
+pub struct FleetMetrics {
+    /// 1 while the NATS connection is up.
+    pub connected: Gauge,
+    /// Changes not replicated because the publish queue was full.
+    pub dropped: Counter,
+    /// Changes waiting in the publish queue (sampled per batch).
+    pub queue_depth: Gauge,
+    /// Batches sent again because JetStream did not acknowledge them.
+    pub publish_retries: Counter,
+    /// Other replicas' changes applied.
+    pub applied: Counter,
+    /// Messages that were not one intact change frame, skipped.
+    pub rejected: Counter,
+    /// Time from a change's publication to its application here, seconds.
+    pub lag_seconds: Histogram,
+}
+
+impl FleetMetrics {
+    fn register(registry: &mut Registry) -> FleetMetrics {
+        let m = FleetMetrics {
+            connected: Gauge::default(),
+            dropped: Counter::default(),
+            queue_depth: Gauge::default(),
+            publish_retries: Counter::default(),
+            applied: Counter::default(),
+            rejected: Counter::default(),
+            lag_seconds: Histogram::new([
+                1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 0.5, 1.0, 2.5, 5.0, 10.0,
+                30.0, 60.0,
+            ]),
+        };
+        registry.register(
+            "tripwire_fleet_connected",
+            "Fleet mode: 1 while the NATS connection is up",
+            m.connected.clone(),
+        );
+        registry.register(
+            "tripwire_fleet_dropped",
+            "Fleet mode: changes not replicated because the publish queue was full",
+            m.dropped.clone(),
+        );
+        registry.register(
+            "tripwire_fleet_queue_depth",
+            "Fleet mode: changes waiting to be published",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "tripwire_fleet_publish_retries",
+            "Fleet mode: batches published again because JetStream did not acknowledge them",
+            m.publish_retries.clone(),
+        );
+        registry.register(
+            "tripwire_fleet_applied",
+            "Fleet mode: other replicas' changes applied",
+            m.applied.clone(),
+        );
+        registry.register(
+            "tripwire_fleet_rejected",
+            "Fleet mode: stream messages that were not one intact change, skipped",
+            m.rejected.clone(),
+        );
+        registry.register_with_unit(
+            "tripwire_fleet_replication_lag",
+            "Fleet mode: time from a change's publication to its application on this replica",
+            Unit::Seconds,
+            m.lag_seconds.clone(),
+        );
+        m
+    }
+}
+
 /// Every metric tripwire exports.
 pub struct Metrics {
+    /// Fleet mode's metrics.
+    pub fleet: FleetMetrics,
     registry: Registry,
     decisions: [Counter; 3],
     duplicates: Counter,
@@ -269,6 +345,7 @@ impl Metrics {
             upstream_seconds.clone(),
         );
         Metrics {
+            fleet: FleetMetrics::register(&mut registry),
             journal_frames,
             journal_dropped,
             proxy_requests,

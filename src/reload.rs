@@ -38,6 +38,8 @@ pub enum ReloadTrigger {
     Api,
     /// `POST /admin/rules/rollback`.
     Rollback,
+    /// Fleet mode: a new value in the fleet's rules bucket (`tripwire rules push`).
+    Fleet,
 }
 
 impl ReloadTrigger {
@@ -48,6 +50,7 @@ impl ReloadTrigger {
             ReloadTrigger::Signal => "sighup",
             ReloadTrigger::Api => "api",
             ReloadTrigger::Rollback => "rollback",
+            ReloadTrigger::Fleet => "fleet",
         }
     }
 }
@@ -91,6 +94,11 @@ pub enum ReloadError {
     /// The compile task died (a bug).
     #[error("the reload task failed: {0}")]
     Task(String),
+    /// Fleet mode: rules change only through the fleet's bucket.
+    #[error(
+        "this replica runs in fleet mode: the rules come from the fleet's bucket; use `tripwire rules push --nats URL FILE` (or `tripwire rules rollback --nats URL`)"
+    )]
+    FleetManaged,
 }
 
 /// The one reload path, shared by every trigger.
@@ -99,6 +107,8 @@ pub struct Reloader {
     interceptor: Arc<Interceptor>,
     rules_path: Option<PathBuf>,
     metrics: Arc<Metrics>,
+    /// Fleet mode: only [`ReloadTrigger::Fleet`] may change the rules.
+    fleet_managed: bool,
 }
 
 impl Reloader {
@@ -112,7 +122,15 @@ impl Reloader {
             interceptor,
             rules_path,
             metrics,
+            fleet_managed: false,
         }
+    }
+
+    /// Fleet mode: refuses every trigger but the fleet's bucket ([`ReloadError::FleetManaged`]),
+    /// so replicas never drift apart through a local edit.
+    pub fn fleet_managed(mut self) -> Reloader {
+        self.fleet_managed = true;
+        self
     }
 
     /// The interceptor whose rules this reloads.
@@ -138,7 +156,13 @@ impl Reloader {
         trigger: ReloadTrigger,
         text: Option<Bytes>,
     ) -> Result<ReloadOutcome, ReloadError> {
+        if self.fleet_managed && trigger != ReloadTrigger::Fleet {
+            return Err(ReloadError::FleetManaged);
+        }
         let (bytes, source) = match text {
+            Some(bytes) if trigger == ReloadTrigger::Fleet => {
+                (bytes, "fleet rules bucket".to_string())
+            }
             Some(bytes) => (bytes, "PUT /admin/rules".to_string()),
             None => {
                 let Some(path) = self.rules_path.clone() else {
@@ -158,7 +182,8 @@ impl Reloader {
         if sha256_hex(&bytes) == live.version.sha256 {
             return Ok(ReloadOutcome::Unchanged(live));
         }
-        let replaces_pushed_set = trigger != ReloadTrigger::Api && live.source != source;
+        let replaces_pushed_set =
+            !matches!(trigger, ReloadTrigger::Api | ReloadTrigger::Fleet) && live.source != source;
         let interceptor = Arc::clone(&self.interceptor);
         let worker_source = source.clone();
         let installed = tokio::task::spawn_blocking(move || {
@@ -223,6 +248,9 @@ impl Reloader {
 
     /// Rolls back to the previous good rule set.
     pub async fn rollback(&self) -> Result<Arc<LoadedRules>, ReloadError> {
+        if self.fleet_managed {
+            return Err(ReloadError::FleetManaged);
+        }
         // Rolling back recompiles the earlier rule set: like an install, off the async workers.
         let interceptor = Arc::clone(&self.interceptor);
         let loaded = tokio::task::spawn_blocking(move || interceptor.rules().rollback())

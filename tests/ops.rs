@@ -515,6 +515,7 @@ async fn start_watching(path: &Path) -> App {
             ..ServeConfig::default()
         },
         state_dir: None,
+        fleet: None,
         triggers: TriggerConfig {
             watch: true,
             debounce: Duration::from_millis(50),

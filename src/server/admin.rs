@@ -22,6 +22,18 @@ struct Health<'a> {
     status: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     rules_version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fleet: Option<FleetHealth<'a>>,
+}
+
+/// A fleet replica's replication progress, in `/readyz`.
+#[derive(Serialize)]
+struct FleetHealth<'a> {
+    replica: &'a str,
+    connected: bool,
+    caught_up: bool,
+    applied_sequence: u64,
+    catch_up_to: u64,
 }
 
 #[derive(Serialize)]
@@ -188,6 +200,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<HttpResp
                 &Health {
                     status: "ok",
                     rules_version: None,
+                    fleet: None,
                 },
             ));
         }
@@ -197,15 +210,30 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<HttpResp
             }
             let rules = state.interceptor.rules().load();
             let accepting = state.accepting.load(Ordering::SeqCst);
+            // A fleet replica is ready once it has applied what the stream held at its start;
+            // a lost NATS connection later does not make it unready (replication fails open).
+            let caught_up = state.fleet.as_ref().is_none_or(|f| f.caught_up());
+            let fleet = state.fleet.as_ref().map(|f| FleetHealth {
+                replica: &f.replica,
+                connected: f.connected(),
+                caught_up: f.caught_up(),
+                applied_sequence: f.applied(),
+                catch_up_to: f.target(),
+            });
             return Ok(json(
-                if accepting {
+                if accepting && caught_up {
                     StatusCode::OK
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
                 },
                 &Health {
-                    status: if accepting { "ready" } else { "shutting down" },
+                    status: match (accepting, caught_up) {
+                        (false, _) => "shutting down",
+                        (true, false) => "catching up",
+                        (true, true) => "ready",
+                    },
                     rules_version: Some(&rules.version.label),
+                    fleet,
                 },
             ));
         }

@@ -135,7 +135,7 @@ pub enum ApiError {
 impl From<ReloadError> for ApiError {
     fn from(e: ReloadError) -> ApiError {
         match e {
-            ReloadError::NoRulesFile | ReloadError::Rollback(_) => {
+            ReloadError::NoRulesFile | ReloadError::Rollback(_) | ReloadError::FleetManaged => {
                 ApiError::Conflict(e.to_string())
             }
             ReloadError::TooLarge { limit } => ApiError::PayloadTooLarge { limit },

@@ -146,6 +146,8 @@ pub struct AppState {
     pub decision_log: Option<DecisionLog>,
     /// The reverse proxy, in proxy mode.
     pub proxy: Option<proxy::Proxy>,
+    /// Fleet mode's replication progress: `/readyz` answers 503 until caught up.
+    pub fleet: Option<Arc<crate::fleet::FleetStatus>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -177,6 +179,15 @@ impl Server {
 
     /// Binds both listeners and starts serving decisions with the reloader's interceptor.
     pub async fn serve(config: ServeConfig, reloader: Arc<Reloader>) -> Result<Server, StartError> {
+        Server::serve_fleet(config, reloader, None).await
+    }
+
+    /// Like [`Server::serve`], for a fleet replica: readiness waits for `fleet` to catch up.
+    pub async fn serve_fleet(
+        config: ServeConfig,
+        reloader: Arc<Reloader>,
+        fleet: Option<Arc<crate::fleet::FleetStatus>>,
+    ) -> Result<Server, StartError> {
         let interceptor = Arc::clone(reloader.interceptor());
         let metrics = Arc::clone(reloader.metrics());
         let payment = bind("payments", config.listen).await?;
@@ -203,6 +214,7 @@ impl Server {
             reloader,
             decision_log,
             proxy,
+            fleet,
         });
         let (stop, stopped) = watch::channel(false);
         let tasks = vec![

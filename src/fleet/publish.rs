@@ -1,0 +1,175 @@
+//! Publishing this replica's changes: the bounded queue the interceptor hands changes to, and
+//! the task that publishes them to JetStream in batches.
+//!
+//! The hand-off ([`ChangeQueue::change`]) runs under the customer's shard lock, so it is one
+//! `try_send` of an encoded frame and nothing else: it never waits, and a change that does not
+//! fit is dropped, counted (`tripwire_fleet_dropped_total`) and logged at most once a second.
+//! The publisher keeps a batch until JetStream has acknowledged every message in it, retrying
+//! while NATS is down; meanwhile the queue fills up to its bound. Every message carries a
+//! `Nats-Msg-Id` of replica, boot and sequence, so a retry of a message that did arrive is
+//! dropped by JetStream's duplicate window instead of being stored twice.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::Context;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::{FleetConfig, MSG_ID_HEADER, ORIGIN_HEADER, partition};
+use crate::metrics::Metrics;
+use crate::state::journal::{self, ChangeSink, Frame};
+
+/// Messages published per batch at most.
+const BATCH: usize = 256;
+
+/// One change waiting to be published.
+#[derive(Debug)]
+pub struct QueuedChange {
+    partition: u32,
+    frame: Bytes,
+}
+
+/// The bounded queue between the interceptor and the publisher.
+#[derive(Debug)]
+pub struct ChangeQueue {
+    sender: mpsc::Sender<QueuedChange>,
+    boot: String,
+    metrics: Arc<Metrics>,
+    /// Wall-clock second of the last "dropped" log line, so a flood logs once a second.
+    last_drop_log: AtomicI64,
+}
+
+impl ChangeQueue {
+    /// A queue of `config.queue_capacity` changes and the receiver the publisher drains.
+    pub fn new(
+        config: &FleetConfig,
+        metrics: Arc<Metrics>,
+    ) -> (ChangeQueue, mpsc::Receiver<QueuedChange>) {
+        let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
+        let queue = ChangeQueue {
+            sender,
+            // Names this run of the replica: message ids and the origin header carry it, so a
+            // restarted replica's sequence numbers never collide with its previous run's.
+            boot: format!(
+                "{}.{:x}{:x}",
+                config.replica,
+                jiff::Timestamp::now().as_nanosecond(),
+                std::process::id()
+            ),
+            metrics,
+            last_drop_log: AtomicI64::new(0),
+        };
+        (queue, receiver)
+    }
+
+    /// This run's origin name (`replica.boot`).
+    pub fn boot(&self) -> &str {
+        &self.boot
+    }
+}
+
+impl ChangeSink for ChangeQueue {
+    fn change(&self, frame: &Frame<'_>) {
+        let customer = match frame {
+            Frame::Event(id, _) | Frame::Outcome(id, _, _) | Frame::CreditLine(id, _) => *id,
+        };
+        let mut bytes = Vec::with_capacity(64 + customer.len());
+        journal::encode(frame, &mut bytes);
+        let change = QueuedChange {
+            partition: partition(customer),
+            frame: Bytes::from(bytes),
+        };
+        match self.sender.try_send(change) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_) | mpsc::error::TrySendError::Closed(_)) => {
+                self.metrics.fleet.dropped.inc();
+                let now = jiff::Timestamp::now().as_second();
+                if self.last_drop_log.swap(now, Ordering::Relaxed) != now {
+                    tracing::warn!(
+                        dropped_total = self.metrics.fleet.dropped.get(),
+                        "fleet: the publish queue is full (NATS down or too slow); a change was not replicated"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Publishes the queue until the sender is gone.
+pub async fn run(
+    js: Context,
+    config: FleetConfig,
+    boot: String,
+    mut receiver: mpsc::Receiver<QueuedChange>,
+    metrics: Arc<Metrics>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut sequence = 0u64;
+    loop {
+        batch.clear();
+        if receiver.recv_many(&mut batch, BATCH).await == 0 {
+            return;
+        }
+        metrics
+            .fleet
+            .queue_depth
+            .set(i64::try_from(receiver.len()).unwrap_or(i64::MAX));
+        let mut pending: Vec<(String, HeaderMap, Bytes)> = batch
+            .drain(..)
+            .map(|change| {
+                sequence += 1;
+                let mut headers = HeaderMap::new();
+                headers.insert(MSG_ID_HEADER, format!("{boot}.{sequence}").as_str());
+                headers.insert(ORIGIN_HEADER, boot.as_str());
+                (
+                    format!("{}.events.{}", config.stream, change.partition),
+                    headers,
+                    change.frame,
+                )
+            })
+            .collect();
+        let mut backoff = Duration::from_millis(100);
+        while !pending.is_empty() {
+            pending = publish_batch(&js, pending).await;
+            if pending.is_empty() {
+                break;
+            }
+            tracing::debug!(
+                unacknowledged = pending.len(),
+                "fleet: publishing failed; retrying"
+            );
+            metrics.fleet.publish_retries.inc();
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+/// Publishes `batch` in order and waits for the acknowledgements; returns what was not
+/// acknowledged, in order, to be sent again with the same message ids.
+async fn publish_batch(
+    js: &Context,
+    batch: Vec<(String, HeaderMap, Bytes)>,
+) -> Vec<(String, HeaderMap, Bytes)> {
+    let mut acks = Vec::with_capacity(batch.len());
+    for (subject, headers, payload) in &batch {
+        acks.push(
+            js.publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                .await,
+        );
+    }
+    let mut failed = Vec::new();
+    for (ack, message) in acks.into_iter().zip(batch) {
+        let acknowledged = match ack {
+            Ok(future) => future.await.is_ok(),
+            Err(_) => false,
+        };
+        if !acknowledged {
+            failed.push(message);
+        }
+    }
+    failed
+}

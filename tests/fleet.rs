@@ -1,0 +1,470 @@
+//! Fleet mode end to end: three in-process replicas (`App::start`, fully assembled) sharing
+//! state and rules through a real `nats-server -js` started here on a loopback ephemeral port
+//! with its own store directory.
+//!
+//! Without `nats-server` on PATH the tests say so loudly and pass, unless
+//! `TRIPWIRE_REQUIRE_NATS=1` (CI), where they fail.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{get, post, send, txn};
+use hyper::{Method, StatusCode};
+use serde_json::json;
+use tripwire::app::App;
+use tripwire::config::Config;
+use tripwire::fleet::FleetConfig;
+use tripwire::interceptor::upkeep::UpkeepConfig;
+use tripwire::reload::TriggerConfig;
+use tripwire::server::ServeConfig;
+use tripwire::state::{Outcome, StoreConfig};
+
+/// A `nats-server -js` on a loopback port, killed (and its store removed) on drop.
+struct Nats {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Nats {
+    /// Starts a server, or returns `None` (after saying so) when nats-server is not installed.
+    fn start(name: &str) -> Option<Nats> {
+        let installed = Command::new("nats-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            assert!(
+                std::env::var("TRIPWIRE_REQUIRE_NATS").as_deref() != Ok("1"),
+                "TRIPWIRE_REQUIRE_NATS=1 but nats-server is not on PATH"
+            );
+            eprintln!(
+                "\n!!!!!!!! skipped: install nats-server (apt-get install nats-server) to run the fleet tests !!!!!!!!\n"
+            );
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!(
+            "tripwire-fleet-{name}-{}-{port}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut nats = Nats {
+            child: None,
+            port,
+            dir,
+        };
+        nats.run();
+        Some(nats)
+    }
+
+    fn run(&mut self) {
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .arg("-sd")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn fleet_config(nats: &Nats, replica: &str) -> FleetConfig {
+    let mut fleet = FleetConfig::new(nats.url());
+    fleet.replica = replica.into();
+    fleet
+}
+
+/// Starts a replica with the shipped rules, as `serve --nats URL --replica NAME` does.
+async fn replica_with(fleet: FleetConfig) -> App {
+    let config = Config {
+        rules: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules.yaml"),
+        workers: None,
+        store: StoreConfig::default(),
+        serve: ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+            ..ServeConfig::default()
+        },
+        state_dir: None,
+        triggers: TriggerConfig::default(),
+        upkeep: UpkeepConfig::default(),
+        fleet: Some(fleet),
+    };
+    App::start(config).await.expect("replica starts")
+}
+
+async fn replica(nats: &Nats, name: &str) -> App {
+    let app = replica_with(fleet_config(nats, name)).await;
+    assert!(
+        common::eventually(10, || async {
+            get(app.admin_addr(), "/readyz").await.0 == StatusCode::OK
+        })
+        .await,
+        "{name} becomes ready"
+    );
+    app
+}
+
+async fn decide(app: &App, id: &str, customer: &str, at: &str, amount: &str) -> serde_json::Value {
+    let (status, answer) = post(
+        app.payment_addr(),
+        "/v1/decide",
+        &txn(id, customer, at, amount),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer
+}
+
+/// Waits until `app` holds `events` transactions of `customer`.
+async fn holds(app: &App, customer: &str, events: usize) -> bool {
+    common::eventually(5, || async {
+        app.interceptor()
+            .store()
+            .with_existing(customer, |r| r.ring.len())
+            == Some(events)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customers_fifth_transaction_round_robin_over_three_replicas_is_denied() {
+    let Some(nats) = Nats::start("velocity") else {
+        return;
+    };
+    let replicas = [
+        replica(&nats, "a").await,
+        replica(&nats, "b").await,
+        replica(&nats, "c").await,
+    ];
+    let mut answers = Vec::new();
+    for i in 0..5 {
+        let app = &replicas[i % 3];
+        let at = format!("2026-03-01T10:0{i}:00+08:00");
+        answers.push(decide(app, &format!("v{i}"), "vera", &at, &format!("{}", 10 + i)).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for answer in &answers[..4] {
+        assert_eq!(answer["decision"], "allow", "{answer}");
+    }
+    assert_eq!(answers[4]["decision"], "deny", "{}", answers[4]);
+    assert_eq!(
+        answers[4]["reasons"][0]["rule"], "velocity_burst",
+        "{}",
+        answers[4]
+    );
+    for app in &replicas {
+        assert!(holds(app, "vera", 5).await, "every replica holds the five");
+    }
+    for app in replicas {
+        app.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credit_lines_outcomes_and_duplicates_follow_the_customer_across_replicas() {
+    let Some(nats) = Nats::start("state") else {
+        return;
+    };
+    let (a, b, c) = (
+        replica(&nats, "a").await,
+        replica(&nats, "b").await,
+        replica(&nats, "c").await,
+    );
+    // A credit line granted through A; the full-limit drawdown arrives at C.
+    let (status, text) = send(
+        a.payment_addr(),
+        Method::PUT,
+        "/v1/customers/frank/credit-line",
+        r#"{"limit": "20000.00", "granted_at": "2026-03-01T10:00:00+08:00"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+    assert!(
+        common::eventually(5, || async {
+            c.interceptor()
+                .store()
+                .with_existing("frank", |r| r.credit_line().is_some())
+                == Some(true)
+        })
+        .await,
+        "C holds the credit line"
+    );
+    let answer = decide(&c, "f1", "frank", "2026-03-01T10:12:00+08:00", "19000").await;
+    assert_eq!(answer["decision"], "deny", "{answer}");
+    assert_eq!(
+        answer["reasons"][0]["rule"], "full_limit_after_grant",
+        "{answer}"
+    );
+
+    // An outcome reported to C is seen on A.
+    assert!(holds(&a, "frank", 1).await);
+    let (status, text) = send(
+        c.payment_addr(),
+        Method::POST,
+        "/v1/outcomes",
+        &json!({"transaction_id": "f1", "customer_id": "frank", "status": "failed"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+    let hash = a.interceptor().store().txn_hash("frank", "f1");
+    assert!(
+        common::eventually(5, || async {
+            a.interceptor()
+                .store()
+                .with_existing("frank", |r| r.ring.find(hash).map(|e| e.outcome()))
+                == Some(Some(Outcome::Failed))
+        })
+        .await,
+        "A sees C's outcome"
+    );
+
+    // The same transaction id on A, then B: B answers with A's decision, as a duplicate.
+    let first = decide(&a, "d1", "dora", "2026-03-01T11:00:00+08:00", "25").await;
+    assert!(holds(&b, "dora", 1).await);
+    let again = decide(&b, "d1", "dora", "2026-03-01T11:00:00+08:00", "25").await;
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(again["decision"], first["decision"], "{again}");
+    assert!(holds(&c, "dora", 1).await, "recorded once everywhere");
+
+    // Rules change through the fleet only.
+    let (status, text) = send(a.admin_addr(), Method::PUT, "/admin/rules", "rules: []").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{text}");
+    assert!(text.contains("rules push"), "{text}");
+    for app in [a, b, c] {
+        app.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_rules_reach_every_replica_within_a_second_and_roll_back() {
+    let Some(nats) = Nats::start("rules") else {
+        return;
+    };
+    let replicas = [
+        replica(&nats, "a").await,
+        replica(&nats, "b").await,
+        replica(&nats, "c").await,
+    ];
+    let dir = std::env::temp_dir().join(format!("tripwire-fleet-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("strict.yaml");
+    std::fs::write(
+        &path,
+        "timezone: UTC\nrules:\n  - id: anything_large\n    action: deny\n    when: { amount: { at_least: \"100\" } }\n",
+    )
+    .unwrap();
+    let budget = tripwire::rules::EvalBudget {
+        ring_capacity: StoreConfig::default().ring_capacity,
+        max_cost: ServeConfig::default().eval_budget,
+    };
+    let config = fleet_config(&nats, "cli");
+    let pushed = Instant::now();
+    tripwire::fleet::rules::push(&config, &path, &budget)
+        .await
+        .unwrap();
+    let sha = tripwire::rules::sha256_hex(&std::fs::read(&path).unwrap());
+    for app in &replicas {
+        while app.interceptor().rules().load().version.sha256 != sha {
+            assert!(
+                pushed.elapsed() < Duration::from_secs(1),
+                "not on the new version within 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let answer = decide(&replicas[1], "r1", "rita", "2026-03-01T10:00:00Z", "150").await;
+    assert_eq!(answer["reasons"][0]["rule"], "anything_large", "{answer}");
+
+    // A text that does not validate is refused by push, exactly like `check`.
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "rules:\n  - id: x\n    action: maybe\n").unwrap();
+    assert!(
+        tripwire::fleet::rules::push(&config, &bad, &budget)
+            .await
+            .is_err()
+    );
+
+    // Rollback puts the shipped set back everywhere.
+    let shipped = tripwire::rules::sha256_hex(common::SHIPPED_RULES.as_bytes());
+    std::fs::write(&path, common::SHIPPED_RULES).unwrap();
+    tripwire::fleet::rules::push(&config, &path, &budget)
+        .await
+        .unwrap();
+    tripwire::fleet::rules::rollback(&config).await.unwrap();
+    for app in &replicas {
+        assert!(
+            common::eventually(2, || async {
+                app.interceptor().rules().load().version.sha256 != shipped
+            })
+            .await
+        );
+    }
+    let status = tripwire::fleet::rules::status(&config).await.unwrap();
+    assert!(
+        common::eventually(2, || async {
+            tripwire::fleet::rules::status(&config)
+                .await
+                .unwrap()
+                .replicas
+                .len()
+                == 3
+        })
+        .await,
+        "{status:?}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    for app in replicas {
+        app.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_replica_catches_up_before_it_is_ready_then_decides_as_the_others() {
+    let Some(nats) = Nats::start("join") else {
+        return;
+    };
+    let a = replica(&nats, "a").await;
+    let b = replica(&nats, "b").await;
+    // Enough history that catching up takes visible work.
+    for i in 0..400 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let customer = format!("k{}", i % 100);
+        decide(
+            app,
+            &format!("j{i}"),
+            &customer,
+            "2026-03-01T10:00:00+08:00",
+            "10",
+        )
+        .await;
+    }
+    for i in 0..4 {
+        decide(
+            &a,
+            &format!("w{i}"),
+            "wendy",
+            &format!("2026-03-01T10:0{i}:00+08:00"),
+            "5",
+        )
+        .await;
+    }
+    assert!(holds(&b, "wendy", 4).await);
+
+    let c = replica_with(fleet_config(&nats, "c")).await;
+    let (status, body) = get(c.admin_addr(), "/readyz").await;
+    let fleet = &body["fleet"];
+    assert_eq!(fleet["replica"], "c", "{body}");
+    assert!(fleet["catch_up_to"].as_u64().unwrap() >= 404, "{body}");
+    if status != StatusCode::OK {
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["status"], "catching up", "{body}");
+    }
+    assert!(
+        common::eventually(10, || async {
+            get(c.admin_addr(), "/readyz").await.0 == StatusCode::OK
+        })
+        .await
+    );
+    // Ready means everything the stream held is applied.
+    assert_eq!(c.interceptor().store().events(), 404);
+    let on_c = decide(&c, "w4", "wendy", "2026-03-01T10:04:00+08:00", "5").await;
+    assert_eq!(on_c["decision"], "deny", "{on_c}");
+    assert_eq!(on_c["reasons"][0]["rule"], "velocity_burst", "{on_c}");
+    for app in [a, b, c] {
+        app.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_while_nats_is_down_are_published_when_it_is_back() {
+    let Some(mut nats) = Nats::start("outage") else {
+        return;
+    };
+    let a = replica(&nats, "a").await;
+    let b = replica(&nats, "b").await;
+    decide(&a, "o0", "olga", "2026-03-01T10:00:00+08:00", "5").await;
+    assert!(holds(&b, "olga", 1).await);
+
+    nats.kill();
+    assert!(
+        common::eventually(5, || async { !a.fleet().unwrap().connected() }).await,
+        "A notices"
+    );
+    // Decisions continue, and the replica stays ready (replication fails open).
+    for i in 1..4 {
+        let amount = format!("{}", 5 + i);
+        let at = format!("2026-03-01T10:0{i}:00+08:00");
+        let answer = decide(&a, &format!("o{i}"), "olga", &at, &amount).await;
+        assert_eq!(answer["decision"], "allow", "{answer}");
+    }
+    assert_eq!(get(a.admin_addr(), "/readyz").await.0, StatusCode::OK);
+
+    nats.run();
+    assert!(
+        holds(&b, "olga", 4).await || holds_long(&b, "olga", 4).await,
+        "B gets what A decided during the outage"
+    );
+    let answer = decide(&b, "o4", "olga", "2026-03-01T10:04:00+08:00", "9").await;
+    assert_eq!(answer["decision"], "deny", "{answer}");
+    assert_eq!(answer["reasons"][0]["rule"], "velocity_burst", "{answer}");
+    assert!(common::eventually(2, || async { a.fleet().unwrap().connected() }).await);
+    let (_, metrics) = send(a.admin_addr(), Method::GET, "/metrics", "").await;
+    assert!(
+        metrics.contains("tripwire_fleet_dropped_total 0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tripwire_fleet_connected 1"), "{metrics}");
+    for app in [a, b] {
+        app.shutdown().await.unwrap();
+    }
+}
+
+/// Like `holds`, allowing for the client's reconnect backoff.
+async fn holds_long(app: &App, customer: &str, events: usize) -> bool {
+    common::eventually(20, || async {
+        app.interceptor()
+            .store()
+            .with_existing(customer, |r| r.ring.len())
+            == Some(events)
+    })
+    .await
+}
