@@ -323,6 +323,49 @@ async fn pushed_rules_reach_every_replica_within_a_second_and_roll_back() {
             .is_err()
     );
 
+    // A text that reaches the bucket without `push`'s validation (an older or newer tripwire)
+    // is refused by each replica, which keeps its last good set and says so.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let bucket = async_nats::jetstream::new(client)
+        .get_key_value("tripwire-fleet")
+        .await
+        .unwrap();
+    bucket
+        .put("rules", "rules:\n  - id: x\n    action: maybe\n".into())
+        .await
+        .unwrap();
+    for app in &replicas {
+        assert!(
+            common::eventually(2, || async {
+                let (_, history) = get(app.admin_addr(), "/admin/rules/history").await;
+                history["entries"].as_array().is_some_and(|h| {
+                    h.iter()
+                        .any(|e| e["outcome"] == "refused" && e["source"] == "fleet rules bucket")
+                })
+            })
+            .await,
+            "the refusal is in the history: {}",
+            get(app.admin_addr(), "/admin/rules/history").await.1
+        );
+        assert_eq!(
+            app.interceptor().rules().load().version.sha256,
+            sha,
+            "last good set kept"
+        );
+        let (_, metrics) = send(app.admin_addr(), Method::GET, "/metrics", "").await;
+        assert!(
+            metrics.contains(r#"tripwire_rule_reloads_total{trigger="fleet",outcome="refused"} 1"#),
+            "{metrics}"
+        );
+    }
+    assert!(
+        common::eventually(2, || async {
+            let status = tripwire::fleet::rules::status(&config).await.unwrap();
+            status.replicas.len() == 3 && status.replicas.iter().all(|r| r.outcome == "refused")
+        })
+        .await
+    );
+
     // Rollback puts the shipped set back everywhere.
     let shipped = tripwire::rules::sha256_hex(common::SHIPPED_RULES.as_bytes());
     std::fs::write(&path, common::SHIPPED_RULES).unwrap();
@@ -467,4 +510,60 @@ async fn holds_long(app: &App, customer: &str, events: usize) -> bool {
             == Some(events)
     })
     .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_nats_is_down_changes_beyond_the_queue_bound_are_dropped_and_counted_nothing_else_is_lost()
+ {
+    let Some(mut nats) = Nats::start("bound") else {
+        return;
+    };
+    let mut small = fleet_config(&nats, "a");
+    small.queue_capacity = 16;
+    let a = replica_with(small).await;
+    let b = replica(&nats, "b").await;
+    assert!(
+        common::eventually(10, || async {
+            get(a.admin_addr(), "/readyz").await.0 == StatusCode::OK
+        })
+        .await
+    );
+
+    nats.kill();
+    assert!(common::eventually(5, || async { !a.fleet().unwrap().connected() }).await);
+    let sent = 60;
+    for i in 0..sent {
+        decide(
+            &a,
+            &format!("q{i}"),
+            &format!("q{i}"),
+            "2026-03-01T10:00:00+08:00",
+            "5",
+        )
+        .await;
+    }
+    let (_, metrics) = send(a.admin_addr(), Method::GET, "/metrics", "").await;
+    let dropped: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tripwire_fleet_dropped_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the dropped counter");
+    assert!(
+        dropped > 0 && dropped <= sent - 16,
+        "dropped {dropped} of {sent}"
+    );
+
+    nats.run();
+    let expected = sent - dropped;
+    assert!(
+        common::eventually(20, || async {
+            b.interceptor().store().events() == expected
+        })
+        .await,
+        "B holds {} of the {expected} not dropped",
+        b.interceptor().store().events()
+    );
+    for app in [a, b] {
+        app.shutdown().await.unwrap();
+    }
 }

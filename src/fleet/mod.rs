@@ -314,10 +314,9 @@ impl Fleet {
         let stream = js
             .get_or_create_stream(async_nats::jetstream::stream::Config {
                 name: config.stream.clone(),
-                subjects: vec![
-                    format!("{}.events.>", config.stream),
-                    config.decisions_subject(),
-                ],
+                // Only changes: catching up reads this stream to its end, so nothing else may
+                // be in it (decision lines have their own stream).
+                subjects: vec![format!("{}.events.>", config.stream)],
                 max_age: config.max_age,
                 max_bytes: i64::try_from(config.max_bytes).unwrap_or(i64::MAX),
                 duplicate_window: Duration::from_secs(120),
