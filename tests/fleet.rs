@@ -298,7 +298,7 @@ async fn pushed_rules_reach_every_replica_within_a_second_and_roll_back() {
     };
     let config = fleet_config(&nats, "cli");
     let pushed = Instant::now();
-    tripwire::fleet::rules::push(&config, &path, &budget)
+    let strict_revision = tripwire::fleet::rules::push(&config, &path, &budget)
         .await
         .unwrap();
     let sha = tripwire::rules::sha256_hex(&std::fs::read(&path).unwrap());
@@ -367,16 +367,21 @@ async fn pushed_rules_reach_every_replica_within_a_second_and_roll_back() {
     );
 
     // Rollback puts the shipped set back everywhere.
-    let shipped = tripwire::rules::sha256_hex(common::SHIPPED_RULES.as_bytes());
     std::fs::write(&path, common::SHIPPED_RULES).unwrap();
     tripwire::fleet::rules::push(&config, &path, &budget)
         .await
         .unwrap();
-    tripwire::fleet::rules::rollback(&config).await.unwrap();
+    let (_, from) = tripwire::fleet::rules::rollback(&config, &budget)
+        .await
+        .unwrap();
+    assert_eq!(
+        from, strict_revision,
+        "the strict set, passing over the text that does not validate"
+    );
     for app in &replicas {
         assert!(
             common::eventually(2, || async {
-                app.interceptor().rules().load().version.sha256 != shipped
+                app.interceptor().rules().load().version.sha256 == sha
             })
             .await
         );

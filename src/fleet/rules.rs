@@ -201,9 +201,10 @@ pub async fn push(
     Ok(revision)
 }
 
-/// `tripwire rules rollback`: puts the revision before the current one again. Returns the
-/// revision written and the one whose text it carries.
-pub async fn rollback(config: &FleetConfig) -> Result<(u64, u64), FleetError> {
+/// `tripwire rules rollback`: puts again the latest earlier revision that differs from the
+/// current one and passes `check` with `budget` (a text put without validation is passed
+/// over). Returns the revision written and the one whose text it carries.
+pub async fn rollback(config: &FleetConfig, budget: &EvalBudget) -> Result<(u64, u64), FleetError> {
     let client = super::connect(config).await?;
     let js = async_nats::jetstream::new(client.clone());
     let bucket = bucket(&js, config).await?;
@@ -223,9 +224,18 @@ pub async fn rollback(config: &FleetConfig) -> Result<(u64, u64), FleetError> {
             "no rules were pushed to this fleet".into(),
         ));
     };
-    let Some(previous) = puts.into_iter().rev().find(|e| e.value != current.value) else {
+    let valid = |text: &[u8]| {
+        rules::load_bytes(text)
+            .and_then(|set| budget.check(&set))
+            .is_ok()
+    };
+    let Some(previous) = puts
+        .into_iter()
+        .rev()
+        .find(|e| e.value != current.value && valid(&e.value))
+    else {
         return Err(FleetError::Rules(format!(
-            "no earlier, different revision to roll back to (the bucket keeps {HISTORY})"
+            "no earlier, different, valid revision to roll back to (the bucket keeps {HISTORY})"
         )));
     };
     let revision = bucket
@@ -298,11 +308,17 @@ pub enum RulesCommand {
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
         ring_capacity: Option<u16>,
     },
-    /// Push the previous different revision again.
+    /// Push again the latest earlier revision that differs from the current one and passes `check`.
     Rollback {
         /// Where the fleet is.
         #[command(flatten)]
         fleet: FleetArgs,
+        /// The evaluation budget the replicas run with, as `serve --eval-budget` [default: 1000000].
+        #[arg(long)]
+        eval_budget: Option<u64>,
+        /// The ring capacity the replicas run with, as `serve --ring-capacity` [default: 64].
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
+        ring_capacity: Option<u16>,
     },
     /// Show the current revision and what each replica reported about it.
     Status {
@@ -350,6 +366,13 @@ pub fn run_command(command: &RulesCommand) -> Result<String, FleetError> {
         .enable_all()
         .build()
         .map_err(|e| FleetError::Rules(format!("cannot start the async runtime: {e}")))?;
+    let budget = |eval_budget: &Option<u64>, ring_capacity: &Option<u16>| EvalBudget {
+        ring_capacity: ring_capacity.map_or(
+            crate::state::StoreConfig::default().ring_capacity,
+            usize::from,
+        ),
+        max_cost: eval_budget.unwrap_or(crate::server::ServeConfig::default().eval_budget),
+    };
     runtime.block_on(async {
         match command {
             RulesCommand::Push {
@@ -358,22 +381,20 @@ pub fn run_command(command: &RulesCommand) -> Result<String, FleetError> {
                 eval_budget,
                 ring_capacity,
             } => {
-                let budget = EvalBudget {
-                    ring_capacity: ring_capacity.map_or(
-                        crate::state::StoreConfig::default().ring_capacity,
-                        usize::from,
-                    ),
-                    max_cost: eval_budget
-                        .unwrap_or(crate::server::ServeConfig::default().eval_budget),
-                };
+                let budget = budget(eval_budget, ring_capacity);
                 let revision = push(&fleet.config(), path, &budget).await?;
                 Ok(format!(
                     "pushed {} as revision {revision}; replicas install it as they see it (`tripwire rules status`)",
                     path.display()
                 ))
             }
-            RulesCommand::Rollback { fleet } => {
-                let (revision, from) = rollback(&fleet.config()).await?;
+            RulesCommand::Rollback {
+                fleet,
+                eval_budget,
+                ring_capacity,
+            } => {
+                let budget = budget(eval_budget, ring_capacity);
+                let (revision, from) = rollback(&fleet.config(), &budget).await?;
                 Ok(format!(
                     "rolled back: revision {revision} carries the text of revision {from}"
                 ))
