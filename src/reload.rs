@@ -157,6 +157,10 @@ impl Reloader {
         text: Option<Bytes>,
     ) -> Result<ReloadOutcome, ReloadError> {
         if self.fleet_managed && trigger != ReloadTrigger::Fleet {
+            warn!(
+                trigger = trigger.as_str(),
+                "rules change refused: in fleet mode rules change only with `tripwire rules push`"
+            );
             return Err(ReloadError::FleetManaged);
         }
         let (bytes, source) = match text {

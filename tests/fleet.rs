@@ -386,6 +386,11 @@ async fn pushed_rules_reach_every_replica_within_a_second_and_roll_back() {
             .await
         );
     }
+    // A replica that joins now is ready only on the fleet's rules, not its own file's.
+    let late = replica(&nats, "d").await;
+    assert_eq!(late.interceptor().rules().load().version.sha256, sha);
+    late.shutdown().await.unwrap();
+
     let status = tripwire::fleet::rules::status(&config).await.unwrap();
     assert!(
         common::eventually(2, || async {
@@ -394,7 +399,7 @@ async fn pushed_rules_reach_every_replica_within_a_second_and_roll_back() {
                 .unwrap()
                 .replicas
                 .len()
-                == 3
+                == 4
         })
         .await,
         "{status:?}"
@@ -436,6 +441,21 @@ async fn a_fresh_replica_catches_up_before_it_is_ready_then_decides_as_the_other
         .await;
     }
     assert!(holds(&b, "wendy", 4).await);
+
+    // What one replicated change costs the stream, for the retention arithmetic in README.md
+    // (`cargo test --test fleet a_fresh_replica -- --nocapture`).
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream("tripwire")
+        .await
+        .unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    eprintln!(
+        "stream: {} changes, {} bytes, {} bytes a change",
+        state.messages,
+        state.bytes,
+        state.bytes / state.messages.max(1)
+    );
 
     let c = replica_with(fleet_config(&nats, "c")).await;
     let (status, body) = get(c.admin_addr(), "/readyz").await;

@@ -234,6 +234,7 @@ pub struct FleetStatus {
     /// The replica's name.
     pub replica: String,
     caught_up: AtomicBool,
+    rules_synced: AtomicBool,
     connected: AtomicBool,
     /// The stream's last sequence when the replica started: catching up means applying to it.
     target: AtomicU64,
@@ -241,9 +242,15 @@ pub struct FleetStatus {
 }
 
 impl FleetStatus {
-    /// Whether the replica has applied everything the stream held when it started.
+    /// Whether the replica has applied everything the stream held when it started, and
+    /// installed (or refused) the rules the fleet's bucket held: it then decides as the
+    /// others do.
     pub fn caught_up(&self) -> bool {
-        self.caught_up.load(Ordering::Acquire)
+        self.caught_up.load(Ordering::Acquire) && self.rules_synced.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_rules_synced(&self) {
+        self.rules_synced.store(true, Ordering::Release);
     }
 
     /// Whether the NATS connection is up.
@@ -378,7 +385,12 @@ impl Fleet {
                 Arc::clone(&status),
                 Arc::clone(&metrics),
             )),
-            tokio::spawn(rules::watch(js, config.clone(), reloader)),
+            tokio::spawn(rules::watch(
+                js,
+                config.clone(),
+                reloader,
+                Arc::clone(&status),
+            )),
             tokio::spawn(watch_connection(
                 client.clone(),
                 Arc::clone(&status),

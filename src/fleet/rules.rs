@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{FleetConfig, FleetError, js_error};
-use crate::reload::{ReloadError, ReloadOutcome, ReloadTrigger, Reloader};
+use crate::reload::{ReloadOutcome, ReloadTrigger, Reloader};
 use crate::rules::{self, EvalBudget};
 
 /// The key holding the fleet's rule text.
@@ -124,9 +124,14 @@ fn status_key(replica: &str) -> String {
 }
 
 /// Watches the rules key and installs every new value, forever; re-watches after errors.
-pub async fn watch(js: Context, config: FleetConfig, reloader: Arc<Reloader>) {
+pub async fn watch(
+    js: Context,
+    config: FleetConfig,
+    reloader: Arc<Reloader>,
+    status: Arc<super::FleetStatus>,
+) {
     loop {
-        if let Err(e) = watch_once(&js, &config, &reloader).await {
+        if let Err(e) = watch_once(&js, &config, &reloader, &status).await {
             tracing::warn!(error = %e, "fleet: the rules watch stopped; resuming");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -137,45 +142,60 @@ async fn watch_once(
     js: &Context,
     config: &FleetConfig,
     reloader: &Reloader,
+    status: &super::FleetStatus,
 ) -> Result<(), FleetError> {
     let bucket = bucket(js, config).await?;
+    // The value held now is installed before the replica counts as ready; the watch then
+    // delivers it again (unchanged) and everything after it.
+    let current = bucket
+        .entry(RULES_KEY)
+        .await
+        .map_err(|e| js_error("read the rules")(&e))?;
+    if let Some(entry) = current.filter(|e| e.operation == Operation::Put) {
+        install(&bucket, config, reloader, entry).await;
+    }
+    status.set_rules_synced();
     let mut entries = bucket
         .watch_with_history(RULES_KEY)
         .await
         .map_err(|e| js_error("watch the rules")(&e))?;
     while let Some(entry) = entries.next().await {
         let entry = entry.map_err(|e| js_error("watch the rules")(&e))?;
-        if entry.operation != Operation::Put {
-            continue;
-        }
-        let (outcome, error) = match reloader
-            .reload(ReloadTrigger::Fleet, Some(entry.value))
-            .await
-        {
-            Ok(ReloadOutcome::Installed(_)) => ("installed", None),
-            Ok(ReloadOutcome::Unchanged(_)) => ("unchanged", None),
-            Err(e @ (ReloadError::Refused(_) | ReloadError::TooLarge { .. })) => {
-                tracing::warn!(revision = entry.revision, error = %e, "fleet: pushed rules refused; the last good set keeps serving");
-                ("refused", Some(e.to_string()))
-            }
-            Err(e) => ("refused", Some(e.to_string())),
-        };
-        let live = reloader.interceptor().rules().load();
-        let report = ReplicaRules {
-            replica: config.replica.clone(),
-            revision: entry.revision,
-            live_version: live.version.label.to_string(),
-            outcome: outcome.into(),
-            error,
-        };
-        if let Ok(json) = serde_json::to_vec(&report) {
-            // The report is informational; a failure to write it changes nothing served.
-            let _ = bucket
-                .put(status_key(&config.replica), Bytes::from(json))
-                .await;
+        if entry.operation == Operation::Put {
+            install(&bucket, config, reloader, entry).await;
         }
     }
     Ok(())
+}
+
+/// Installs one revision through the reload path and reports the outcome under
+/// `status.<replica>`.
+async fn install(bucket: &kv::Store, config: &FleetConfig, reloader: &Reloader, entry: kv::Entry) {
+    let (outcome, error) = match reloader
+        .reload(ReloadTrigger::Fleet, Some(entry.value))
+        .await
+    {
+        Ok(ReloadOutcome::Installed(_)) => ("installed", None),
+        Ok(ReloadOutcome::Unchanged(_)) => ("unchanged", None),
+        Err(e) => {
+            tracing::warn!(revision = entry.revision, error = %e, "fleet: pushed rules refused; the last good set keeps serving");
+            ("refused", Some(e.to_string()))
+        }
+    };
+    let live = reloader.interceptor().rules().load();
+    let report = ReplicaRules {
+        replica: config.replica.clone(),
+        revision: entry.revision,
+        live_version: live.version.label.to_string(),
+        outcome: outcome.into(),
+        error,
+    };
+    if let Ok(json) = serde_json::to_vec(&report) {
+        // The report is informational; a failure to write it changes nothing served.
+        let _ = bucket
+            .put(status_key(&config.replica), Bytes::from(json))
+            .await;
+    }
 }
 
 /// `tripwire rules push`: validates `path` as `check` does and puts it in the bucket.
