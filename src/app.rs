@@ -125,7 +125,7 @@ impl App {
         let server = Server::serve_fleet(
             serve,
             Arc::clone(&reloader),
-            fleet.as_ref().map(|f| Arc::clone(f.status())),
+            fleet.as_ref().map(|f| f.handles().clone()),
         )
         .await?;
         let triggers = Triggers::start(reloader, &trigger_config).map_err(AppError::Start)?;

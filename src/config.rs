@@ -186,6 +186,9 @@ pub struct FleetSettings {
     /// Fleet mode: the stream keeps at most this many bytes [default: 1073741824].
     #[arg(long = "fleet-max-bytes")]
     pub max_bytes: Option<u64>,
+    /// Fleet mode: also publish decision-log lines to STREAM.decisions, best effort [default: false].
+    #[arg(long = "fleet-publish-decisions")]
+    pub publish_decisions: Option<bool>,
 }
 
 impl std::fmt::Debug for FleetSettings {
@@ -203,6 +206,7 @@ impl std::fmt::Debug for FleetSettings {
             .field("queue", &self.queue)
             .field("max_age", &self.max_age)
             .field("max_bytes", &self.max_bytes)
+            .field("publish_decisions", &self.publish_decisions)
             .finish()
     }
 }
@@ -485,7 +489,8 @@ fn resolve_fleet(f: FleetSettings) -> Result<Option<FleetConfig>, ConfigError> {
             || f.tls_ca.is_some()
             || f.queue.is_some()
             || f.max_age.is_some()
-            || f.max_bytes.is_some();
+            || f.max_bytes.is_some()
+            || f.publish_decisions.is_some();
         if given {
             return Err(invalid(
                 "fleet.nats",
@@ -550,6 +555,7 @@ fn resolve_fleet(f: FleetSettings) -> Result<Option<FleetConfig>, ConfigError> {
             Some(n) => in_range("fleet.max_bytes", n, 1 << 20, u64::MAX)?,
             None => defaults.max_bytes,
         },
+        publish_decisions: f.publish_decisions.unwrap_or(defaults.publish_decisions),
         ..defaults
     }))
 }
@@ -765,7 +771,7 @@ mod tests {
         let c = Config::resolve(layered("rules = \"r\"", &[])).unwrap();
         assert!(c.fleet.is_none(), "one process unless --nats is given");
         let c = Config::resolve(layered(
-            "rules = \"r\"\n[fleet]\nnats = \"nats://127.0.0.1:4222\"\nuser = \"svc\"\npassword = \"hunter2\"\nmax_age = \"2d\"\n",
+            "rules = \"r\"\n[fleet]\nnats = \"nats://127.0.0.1:4222\"\nuser = \"svc\"\npassword = \"hunter2\"\nmax_age = \"2d\"\npublish_decisions = true\n",
             &["--replica", "gw-2"],
         ))
         .unwrap();
@@ -773,6 +779,11 @@ mod tests {
         assert_eq!(fleet.replica, "gw-2", "the flag");
         assert_eq!(fleet.stream, "tripwire", "the default");
         assert_eq!(fleet.max_age, Duration::from_secs(2 * 86_400), "the file");
+        assert!(fleet.publish_decisions);
+        assert_eq!(
+            fleet.queue_capacity,
+            FleetConfig::new("nats://x:1").queue_capacity
+        );
         assert!(
             !format!("{c:?}").contains("hunter2"),
             "no password in Debug"

@@ -131,6 +131,24 @@ fn rotate(config: &DecisionLogConfig) -> std::io::Result<File> {
     open_append(&config.path)
 }
 
+/// Renders one decision-log line into `line` (cleared first): what the file gets, and what fleet
+/// mode publishes with `publish_decisions`.
+pub fn render_line(
+    logged_at: jiff::Timestamp,
+    latency: Duration,
+    request: &Bytes,
+    answer: &Bytes,
+    line: &mut Vec<u8>,
+) {
+    let entry = Entry {
+        logged_at,
+        latency_micros: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+        request: request.clone(),
+        answer: answer.clone(),
+    };
+    render(&entry, line);
+}
+
 /// Renders one line: the request body as it was sent, made compact so that a pretty-printed body
 /// still makes one line (see [`compact_json`]).
 fn render(entry: &Entry, line: &mut Vec<u8>) {

@@ -83,6 +83,8 @@ pub struct FleetMetrics {
     pub rejected: Counter,
     /// Time from a change's publication to its application here, seconds.
     pub lag_seconds: Histogram,
+    /// `publish_decisions`: decision lines not published (queue full or not acknowledged).
+    pub decisions_dropped: Counter,
 }
 
 impl FleetMetrics {
@@ -94,6 +96,7 @@ impl FleetMetrics {
             publish_retries: Counter::default(),
             applied: Counter::default(),
             rejected: Counter::default(),
+            decisions_dropped: Counter::default(),
             lag_seconds: Histogram::new([
                 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 0.5, 1.0, 2.5, 5.0, 10.0,
                 30.0, 60.0,
@@ -128,6 +131,11 @@ impl FleetMetrics {
             "tripwire_fleet_rejected",
             "Fleet mode: stream messages that were not one intact change, skipped",
             m.rejected.clone(),
+        );
+        registry.register(
+            "tripwire_fleet_decisions_dropped",
+            "Fleet mode with publish_decisions: decision lines not published (queue full or not acknowledged)",
+            m.decisions_dropped.clone(),
         );
         registry.register_with_unit(
             "tripwire_fleet_replication_lag",

@@ -592,3 +592,41 @@ async fn while_nats_is_down_changes_beyond_the_queue_bound_are_dropped_and_count
         app.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_publish_decisions_each_decision_log_line_is_published_too() {
+    let Some(nats) = Nats::start("decisions") else {
+        return;
+    };
+    let mut config = fleet_config(&nats, "a");
+    config.publish_decisions = true;
+    let a = replica_with(config).await;
+    assert!(
+        common::eventually(10, || async {
+            get(a.admin_addr(), "/readyz").await.0 == StatusCode::OK
+        })
+        .await
+    );
+    decide(&a, "p1", "pia", "2026-03-01T10:00:00+08:00", "12.50").await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("tripwire-decisions").await.unwrap();
+    assert!(
+        common::eventually(5, || {
+            let stream = stream.clone();
+            async move { stream.clone().info().await.unwrap().state.messages == 1 }
+        })
+        .await,
+        "one line in the decisions stream"
+    );
+    let message = stream
+        .get_last_raw_message_by_subject("tripwire.decisions")
+        .await
+        .unwrap();
+    let line: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(line["answer"]["transaction_id"], "p1", "{line}");
+    assert_eq!(line["request"]["customer_id"], "pia", "{line}");
+    assert!(line["latency_us"].is_u64(), "{line}");
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+    a.shutdown().await.unwrap();
+}

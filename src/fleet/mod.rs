@@ -93,6 +93,8 @@ pub struct FleetConfig {
     pub tls_ca: Option<PathBuf>,
     /// Changes queued for publishing at most; past it they are dropped and counted.
     pub queue_capacity: usize,
+    /// Also publish decision-log lines to `<stream>.decisions` (stream `<stream>-decisions`).
+    pub publish_decisions: bool,
     /// The stream keeps changes this long.
     pub max_age: Duration,
     /// The stream keeps at most this many bytes (oldest dropped first).
@@ -112,6 +114,7 @@ impl FleetConfig {
             auth: FleetAuth::None,
             tls_ca: None,
             queue_capacity: 65_536,
+            publish_decisions: false,
             max_age: Duration::from_secs(7 * 86_400),
             max_bytes: 1 << 30,
             connect_timeout: Duration::from_secs(10),
@@ -126,6 +129,11 @@ impl FleetConfig {
     /// The subject decision-log lines go to.
     pub fn decisions_subject(&self) -> String {
         format!("{}.decisions", self.stream)
+    }
+
+    /// The stream decision lines are kept in (`publish_decisions`).
+    pub fn decisions_stream(&self) -> String {
+        format!("{}-decisions", self.stream)
     }
 
     /// The KV bucket holding the rules and the fleet's shared keys.
@@ -287,10 +295,19 @@ impl FleetStatus {
     }
 }
 
+/// What the listeners need of fleet mode.
+#[derive(Clone, Debug)]
+pub struct FleetHandles {
+    /// Replication progress, for `/readyz`.
+    pub status: Arc<FleetStatus>,
+    /// Where decision-log lines go too, with `publish_decisions`.
+    pub decisions: Option<publish::DecisionPublisher>,
+}
+
 /// The running fleet tasks of one replica.
 #[derive(Debug)]
 pub struct Fleet {
-    status: Arc<FleetStatus>,
+    handles: FleetHandles,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     client: async_nats::Client,
 }
@@ -333,6 +350,18 @@ impl Fleet {
             .await
             .map_err(|e| js_error("create the stream")(&e))?;
         let start_sequence = stream.cached_info().state.last_sequence;
+        if config.publish_decisions {
+            js.get_or_create_stream(async_nats::jetstream::stream::Config {
+                name: config.decisions_stream(),
+                subjects: vec![config.decisions_subject()],
+                max_age: config.max_age,
+                max_bytes: i64::try_from(config.max_bytes).unwrap_or(i64::MAX),
+                storage: async_nats::jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| js_error("create the decisions stream")(&e))?;
+        }
         let bucket = rules::bucket(&js, &config).await?;
         let txn_keys = rules::txn_keys(&bucket).await?;
         let (queue, receiver) = publish::ChangeQueue::new(&config, metrics);
@@ -363,13 +392,14 @@ impl Fleet {
             ..
         } = joining;
         let metrics = Arc::clone(reloader.metrics());
+        let js_decisions = js.clone();
         let status = Arc::new(FleetStatus {
             replica: config.replica.clone(),
             ..FleetStatus::default()
         });
         status.set_connected(true);
         status.set_target(start_sequence);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(publish::run(
                 js.clone(),
                 config.clone(),
@@ -386,7 +416,7 @@ impl Fleet {
                 Arc::clone(&metrics),
             )),
             tokio::spawn(rules::watch(
-                js,
+                js.clone(),
                 config.clone(),
                 reloader,
                 Arc::clone(&status),
@@ -394,7 +424,7 @@ impl Fleet {
             tokio::spawn(watch_connection(
                 client.clone(),
                 Arc::clone(&status),
-                metrics,
+                Arc::clone(&metrics),
             )),
         ];
         tracing::info!(
@@ -404,8 +434,14 @@ impl Fleet {
             catch_up_to = start_sequence,
             "fleet mode: replicating customer state and rules through JetStream"
         );
+        let decisions = config.publish_decisions.then(|| {
+            let (publisher, task) =
+                publish::DecisionPublisher::start(js_decisions, &config, Arc::clone(&metrics));
+            tasks.push(task);
+            publisher
+        });
         Fleet {
-            status,
+            handles: FleetHandles { status, decisions },
             tasks,
             client,
         }
@@ -413,7 +449,12 @@ impl Fleet {
 
     /// Replication progress.
     pub fn status(&self) -> &Arc<FleetStatus> {
-        &self.status
+        &self.handles.status
+    }
+
+    /// What the listeners need.
+    pub fn handles(&self) -> &FleetHandles {
+        &self.handles
     }
 
     /// Stops the fleet tasks, giving the publisher a moment to flush its queue.

@@ -173,3 +173,95 @@ async fn publish_batch(
     }
     failed
 }
+
+/// One decision waiting to be published as a decision-log line.
+#[derive(Debug)]
+struct DecisionLine {
+    logged_at: jiff::Timestamp,
+    latency: Duration,
+    request: Bytes,
+    answer: Bytes,
+}
+
+/// `publish_decisions`: decision-log lines also go to `<stream>.decisions`, through a bounded
+/// queue like the changes. Best effort: a line that does not fit, or that JetStream does not
+/// acknowledge, is dropped and counted (`tripwire_fleet_decisions_dropped_total`); decisions
+/// never wait and lines are not retried (the file log is the audit record).
+#[derive(Clone, Debug)]
+pub struct DecisionPublisher {
+    sender: mpsc::Sender<DecisionLine>,
+    metrics: Arc<Metrics>,
+}
+
+/// Decision lines queued at most.
+const DECISION_QUEUE: usize = 16_384;
+
+impl DecisionPublisher {
+    /// Starts the publishing task.
+    pub fn start(
+        js: Context,
+        config: &FleetConfig,
+        metrics: Arc<Metrics>,
+    ) -> (DecisionPublisher, tokio::task::JoinHandle<()>) {
+        let (sender, receiver) = mpsc::channel(DECISION_QUEUE);
+        let task = tokio::spawn(publish_decisions(
+            js,
+            config.decisions_subject(),
+            receiver,
+            Arc::clone(&metrics),
+        ));
+        (DecisionPublisher { sender, metrics }, task)
+    }
+
+    /// Queues one decision's line; never waits.
+    pub fn record(&self, request: Bytes, answer: Bytes, latency: Duration) {
+        let line = DecisionLine {
+            logged_at: jiff::Timestamp::now(),
+            latency,
+            request,
+            answer,
+        };
+        if self.sender.try_send(line).is_err() {
+            self.metrics.fleet.decisions_dropped.inc();
+        }
+    }
+}
+
+async fn publish_decisions(
+    js: Context,
+    subject: String,
+    mut receiver: mpsc::Receiver<DecisionLine>,
+    metrics: Arc<Metrics>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        batch.clear();
+        if receiver.recv_many(&mut batch, BATCH).await == 0 {
+            return;
+        }
+        let mut acks = Vec::with_capacity(batch.len());
+        for d in batch.drain(..) {
+            let mut line = Vec::with_capacity(1024);
+            crate::decision_log::render_line(
+                d.logged_at,
+                d.latency,
+                &d.request,
+                &d.answer,
+                &mut line,
+            );
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            acks.push(js.publish(subject.clone(), Bytes::from(line)).await);
+        }
+        for ack in acks {
+            let ok = match ack {
+                Ok(future) => future.await.is_ok(),
+                Err(_) => false,
+            };
+            if !ok {
+                metrics.fleet.decisions_dropped.inc();
+            }
+        }
+    }
+}

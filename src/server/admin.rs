@@ -212,8 +212,9 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<HttpResp
             let accepting = state.accepting.load(Ordering::SeqCst);
             // A fleet replica is ready once it has applied what the stream held at its start;
             // a lost NATS connection later does not make it unready (replication fails open).
-            let caught_up = state.fleet.as_ref().is_none_or(|f| f.caught_up());
-            let fleet = state.fleet.as_ref().map(|f| FleetHealth {
+            let status = state.fleet.as_ref().map(|f| &f.status);
+            let caught_up = status.is_none_or(|f| f.caught_up());
+            let fleet = status.map(|f| FleetHealth {
                 replica: &f.replica,
                 connected: f.connected(),
                 caught_up: f.caught_up(),

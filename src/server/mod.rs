@@ -146,8 +146,9 @@ pub struct AppState {
     pub decision_log: Option<DecisionLog>,
     /// The reverse proxy, in proxy mode.
     pub proxy: Option<proxy::Proxy>,
-    /// Fleet mode's replication progress: `/readyz` answers 503 until caught up.
-    pub fleet: Option<Arc<crate::fleet::FleetStatus>>,
+    /// Fleet mode: replication progress (`/readyz` answers 503 until caught up) and the
+    /// decision-line publisher.
+    pub fleet: Option<crate::fleet::FleetHandles>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -186,7 +187,7 @@ impl Server {
     pub async fn serve_fleet(
         config: ServeConfig,
         reloader: Arc<Reloader>,
-        fleet: Option<Arc<crate::fleet::FleetStatus>>,
+        fleet: Option<crate::fleet::FleetHandles>,
     ) -> Result<Server, StartError> {
         let interceptor = Arc::clone(reloader.interceptor());
         let metrics = Arc::clone(reloader.metrics());

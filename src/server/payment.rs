@@ -51,6 +51,9 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<HttpResponse,
                 .metrics
                 .record_decision(&summary, elapsed.as_secs_f64());
             let answer = Bytes::from(out);
+            if let Some(feed) = state.fleet.as_ref().and_then(|f| f.decisions.as_ref()) {
+                feed.record(body.clone(), answer.clone(), elapsed);
+            }
             if let Some(log) = &state.decision_log
                 && log.record(body, answer.clone(), elapsed)
             {

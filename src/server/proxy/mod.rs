@@ -283,6 +283,9 @@ pub async fn handle(
         .metrics
         .record_decision(&summary, elapsed.as_secs_f64());
     let answer = Bytes::from(answer);
+    if let Some(feed) = state.fleet.as_ref().and_then(|f| f.decisions.as_ref()) {
+        feed.record(decide_body.clone(), answer.clone(), elapsed);
+    }
     if let Some(log) = &state.decision_log
         && log.record(decide_body.clone(), answer.clone(), elapsed)
     {
