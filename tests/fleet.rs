@@ -630,3 +630,54 @@ async fn with_publish_decisions_each_decision_log_line_is_published_too() {
     assert_eq!(stream.info().await.unwrap().state.messages, 1);
     a.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_on_its_state_dir_keeps_its_state_and_a_foreign_state_dir_is_refused() {
+    let Some(nats) = Nats::start("statedir") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("tripwire-fleet-statedir-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let start = |state_dir: PathBuf, fleet: Option<FleetConfig>| Config {
+        rules: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules.yaml"),
+        workers: None,
+        store: StoreConfig::default(),
+        serve: ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+            ..ServeConfig::default()
+        },
+        state_dir: Some(state_dir),
+        triggers: TriggerConfig::default(),
+        upkeep: UpkeepConfig::default(),
+        fleet,
+    };
+    let a = App::start(start(dir.join("a"), Some(fleet_config(&nats, "a"))))
+        .await
+        .unwrap();
+    decide(&a, "s1", "sam", "2026-03-01T10:00:00+08:00", "5").await;
+    a.shutdown().await.unwrap();
+    let a = App::start(start(dir.join("a"), Some(fleet_config(&nats, "a"))))
+        .await
+        .expect("its own state dir is accepted");
+    assert_eq!(
+        a.interceptor()
+            .store()
+            .with_existing("sam", |r| r.ring.len()),
+        Some(1)
+    );
+    let again = decide(&a, "s1", "sam", "2026-03-01T10:00:00+08:00", "5").await;
+    assert_eq!(again["duplicate"], true, "{again}");
+    a.shutdown().await.unwrap();
+
+    // A directory a standalone tripwire wrote hashes transaction ids with other keys.
+    let alone = App::start(start(dir.join("alone"), None)).await.unwrap();
+    decide(&alone, "x1", "xena", "2026-03-01T10:00:00+08:00", "5").await;
+    alone.shutdown().await.unwrap();
+    let err = App::start(start(dir.join("alone"), Some(fleet_config(&nats, "b"))))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("written outside this fleet"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -203,10 +203,21 @@ pub(crate) fn js_error(what: &'static str) -> impl Fn(&dyn std::fmt::Display) ->
     }
 }
 
+/// `url` without any user information (`nats://user:pass@host` → `nats://host`), for errors
+/// and logs.
+pub fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}<redacted>@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// Connects to NATS with the configured authentication.
 pub async fn connect(config: &FleetConfig) -> Result<async_nats::Client, FleetError> {
     let failed = |message: String| FleetError::Connect {
-        url: config.nats.clone(),
+        url: redacted_url(&config.nats),
         message,
     };
     let mut options = async_nats::ConnectOptions::new()
@@ -349,7 +360,14 @@ impl Fleet {
             })
             .await
             .map_err(|e| js_error("create the stream")(&e))?;
-        let start_sequence = stream.cached_info().state.last_sequence;
+        // Catching up means reaching the last change held now; a stream whose changes have
+        // all aged out holds nothing to catch up on, whatever its last sequence.
+        let held = &stream.cached_info().state;
+        let start_sequence = if held.messages == 0 {
+            0
+        } else {
+            held.last_sequence
+        };
         if config.publish_decisions {
             js.get_or_create_stream(async_nats::jetstream::stream::Config {
                 name: config.decisions_stream(),
@@ -430,7 +448,7 @@ impl Fleet {
         tracing::info!(
             replica = %config.replica,
             stream = %config.stream,
-            nats = %config.nats,
+            nats = %redacted_url(&config.nats),
             catch_up_to = start_sequence,
             "fleet mode: replicating customer state and rules through JetStream"
         );
@@ -505,6 +523,15 @@ mod tests {
         let used: std::collections::BTreeSet<u32> =
             (0..1000).map(|i| partition(&format!("c{i}"))).collect();
         assert!(used.len() > 50, "customers spread over the partitions");
+    }
+
+    #[test]
+    fn urls_lose_their_credentials_in_errors() {
+        assert_eq!(
+            redacted_url("nats://u:pw@h:4222"),
+            "nats://<redacted>@h:4222"
+        );
+        assert_eq!(redacted_url("nats://h:4222"), "nats://h:4222");
     }
 
     #[test]
