@@ -175,6 +175,32 @@ async fn a_customers_fifth_transaction_round_robin_over_three_replicas_is_denied
         replica(&nats, "b").await,
         replica(&nats, "c").await,
     ];
+    // How long a change takes to reach the other replicas, decide to applied
+    // (`cargo test --test fleet round_robin -- --nocapture`).
+    let sent = Instant::now();
+    decide(
+        &replicas[0],
+        "lag",
+        "lena",
+        "2026-03-01T10:00:00+08:00",
+        "1",
+    )
+    .await;
+    let held = |app: &App| {
+        app.interceptor()
+            .store()
+            .with_existing("lena", |r| r.ring.len())
+            == Some(1)
+    };
+    while !(held(&replicas[1]) && held(&replicas[2])) {
+        assert!(sent.elapsed() < Duration::from_secs(5), "not replicated");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    eprintln!(
+        "replicated to both others {:?} after the decision was sent",
+        sent.elapsed()
+    );
+
     let mut answers = Vec::new();
     for i in 0..5 {
         let app = &replicas[i % 3];
@@ -680,4 +706,72 @@ async fn a_replica_restarted_on_its_state_dir_keeps_its_state_and_a_foreign_stat
         .to_string();
     assert!(err.contains("written outside this fleet"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rules_commands_push_check_status_and_roll_back_through_the_binary() {
+    let Some(nats) = Nats::start("cli") else {
+        return;
+    };
+    let a = replica(&nats, "a").await;
+    let run = |args: &[&str]| {
+        let out = Command::new(common::BIN)
+            .args(args)
+            .output()
+            .expect("tripwire runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let url = nats.url();
+    let dir = std::env::temp_dir().join(format!("tripwire-fleet-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.yaml");
+    std::fs::write(
+        &good,
+        "timezone: UTC\nrules:\n  - id: big\n    action: review\n    when: { amount: { at_least: \"500\" } }\n",
+    )
+    .unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "timezone: UTC\nrules:\n  - id: big\n    action: maybe\n",
+    )
+    .unwrap();
+
+    let (ok, _, err) = run(&["rules", "push", "--nats", &url, bad.to_str().unwrap()]);
+    assert!(!ok, "refused like check");
+    assert!(err.contains("bad.yaml:4:"), "{err}");
+
+    let (ok, out, err) = run(&["rules", "push", "--nats", &url, good.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("revision"), "{out}");
+    let sha = tripwire::rules::sha256_hex(&std::fs::read(&good).unwrap());
+    assert!(
+        common::eventually(2, || async {
+            a.interceptor().rules().load().version.sha256 == sha
+        })
+        .await
+    );
+    let status = || async {
+        let (ok, out, err) = run(&["rules", "status", "--nats", &url]);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    assert!(
+        common::eventually(2, || async {
+            let s = status().await;
+            s["sha256"] == sha.as_str() && s["replicas"][0]["outcome"] == "installed"
+        })
+        .await,
+        "{}",
+        status().await
+    );
+    let (ok, _, err) = run(&["rules", "rollback", "--nats", &url]);
+    assert!(!ok, "nothing earlier to roll back to");
+    assert!(err.contains("no earlier"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+    a.shutdown().await.unwrap();
 }
