@@ -475,7 +475,10 @@ impl Fleet {
         &self.handles
     }
 
-    /// Stops the fleet tasks, giving the publisher a moment to flush its queue.
+    /// Stops the fleet tasks, giving the publisher a moment to flush its queue. (The queue's
+    /// sender lives in the interceptor, which outlives this, so the publisher cannot be told
+    /// to finish by closing it; what is still queued after the pause is lost, as in a crash,
+    /// and the stream has everything acknowledged.)
     pub async fn stop(self) {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let _ = self.client.flush().await;

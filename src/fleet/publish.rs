@@ -145,6 +145,10 @@ pub async fn run(
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
+        metrics
+            .fleet
+            .queue_depth
+            .set(i64::try_from(receiver.len()).unwrap_or(i64::MAX));
     }
 }
 

@@ -76,16 +76,17 @@ pub async fn txn_keys(bucket: &kv::Store) -> Result<(u64, u64), FleetError> {
             });
         }
         let random = std::collections::hash_map::RandomState::new();
-        let mut fresh = Vec::with_capacity(16);
-        fresh.extend_from_slice(&random.hash_one(1u8).to_le_bytes());
-        fresh.extend_from_slice(&random.hash_one(2u8).to_le_bytes());
+        let fresh = (random.hash_one(1u8), random.hash_one(2u8));
+        let mut bytes = Vec::with_capacity(16);
+        bytes.extend_from_slice(&fresh.0.to_le_bytes());
+        bytes.extend_from_slice(&fresh.1.to_le_bytes());
         // `create` fails when another replica won the race; the loop then reads its keys.
         if bucket
-            .create(TXN_KEYS_KEY, Bytes::from(fresh.clone()))
+            .create(TXN_KEYS_KEY, Bytes::from(bytes))
             .await
             .is_ok()
         {
-            return read(&fresh).ok_or_else(|| FleetError::Rules("unreachable".into()));
+            return Ok(fresh);
         }
     }
     Err(FleetError::JetStream {
