@@ -142,6 +142,9 @@ pub struct Report {
     pub transactions: u64,
     /// Rows skipped as malformed.
     pub skipped_rows: u64,
+    /// Amounts written as binary floats with noise past the cents (`85.64999999999999`) and
+    /// read as the cent meant.
+    pub amounts_normalised: u64,
     /// Transactions whose id repeated an earlier one of the same customer (answered with the
     /// first decision and not recorded again, as `serve` does).
     pub duplicates: u64,
@@ -392,6 +395,7 @@ pub fn run(
     let mut report = Report {
         transactions: rows.len() as u64,
         skipped_rows,
+        amounts_normalised: rows.iter().filter(|r| r.amount_normalised).count() as u64,
         ..Report::default()
     };
     let source = |row: &Row| {
@@ -501,6 +505,13 @@ impl Report {
             "{} transactions replayed ({} duplicates, {} rows skipped) in {:.2} s, {:.0} a second",
             self.transactions, self.duplicates, self.skipped_rows, self.seconds, self.per_second
         );
+        if self.amounts_normalised > 0 {
+            let _ = writeln!(
+                out,
+                "{} amounts normalised: written as binary floats with noise past the cents (85.64999999999999 read as 85.65)",
+                self.amounts_normalised
+            );
+        }
         let d = |k: &str| self.decisions.get(k).copied().unwrap_or(0);
         let _ = writeln!(
             out,
