@@ -216,9 +216,11 @@ async fn damaged_snapshot_is_moved_aside(name: &str, damage: impl Fn(&Path)) {
         .flatten()
         .collect();
     assert_eq!(aside.len(), 1);
-    // Nothing half-loaded: the customer starts clean, so the next transaction is the first.
+    // The journals behind the snapshot are kept until the next one verifies: the burst comes
+    // back from them. (That a damaged snapshot is never half-applied is tested in
+    // `state::persist`.)
     let answer = fifth(payment, "cat").await;
-    assert_eq!(answer["decision"], "allow", "{answer}");
+    assert_eq!(answer["decision"], "deny", "{answer}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

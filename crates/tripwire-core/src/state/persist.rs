@@ -6,8 +6,11 @@
 //!   handed to the kernel, and a crash of the machine at most the last second.
 //! - A snapshot is taken every 5 minutes (or when the journal passes 256 MiB) and at graceful
 //!   shutdown: the journal is rotated, the store is walked one shard at a time, and the file is
-//!   written to a temporary name, fsynced and renamed into place. Journals it covers are then
-//!   deleted.
+//!   written to a temporary name, fsynced, renamed into place and read back to verify its
+//!   checksum. Only then are old files deleted, and one generation is kept behind: the
+//!   previous snapshot and every journal after it stay until the next snapshot verifies, so a
+//!   damaged newest snapshot falls back to the previous one plus those journals and loses
+//!   nothing. A snapshot that does not verify is moved to `corrupt/` and nothing is deleted.
 //! - Every file starts with a magic, a format version and the generation, and ends (snapshot)
 //!   or is framed (journal) with CRC-32 checksums. A corrupt, truncated or foreign file is
 //!   detected, logged and moved aside to `corrupt/`; start goes on with what is valid, and a
@@ -112,6 +115,17 @@ pub enum PersistError {
     /// Another process holds the state directory.
     #[error("the state directory {0} is in use by another tripwire")]
     Locked(String),
+    /// A snapshot just written did not read back whole; it was moved aside and nothing older
+    /// was deleted.
+    #[error(
+        "the snapshot {path} did not verify after writing ({reason}); the previous generation is kept"
+    )]
+    Unverified {
+        /// The snapshot.
+        path: String,
+        /// What was wrong with it.
+        reason: String,
+    },
 }
 
 fn io<'a>(
@@ -718,8 +732,8 @@ struct Snapshots {
 }
 
 impl Snapshots {
-    /// Rotates the journal, writes a snapshot covering everything before the rotation, and
-    /// deletes the files it replaces.
+    /// Rotates the journal, writes a snapshot covering everything before the rotation, reads
+    /// it back to verify it, and then deletes the generation before the previous one.
     fn take(&self, store: &Store) -> Result<(), PersistError> {
         let started = Instant::now();
         let (reply, answer) = mpsc::channel();
@@ -741,29 +755,68 @@ impl Snapshots {
         let customers = write_snapshot(&tmp, store, generation, self.keys)?;
         fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
         sync_dir(&self.dir);
-        // Everything up to `generation` is in the snapshot now.
-        if let Ok(entries) = fs::read_dir(&self.dir) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let old_journal =
-                    generation_of(&name, "journal-", ".bin").is_some_and(|g| g <= generation);
-                let old_snapshot =
-                    generation_of(&name, "snapshot-", ".bin").is_some_and(|g| g < generation);
-                if old_journal || old_snapshot {
-                    let _ = fs::remove_file(entry.path());
-                }
+        // Read it back: nothing is deleted on the strength of a snapshot that does not verify.
+        let verified = check_snapshot(&path).and_then(|checked| {
+            if (checked.generation, checked.customers) == (generation, customers) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "it reads back as generation {} with {} customers, written as generation {generation} with {customers}",
+                    checked.generation, checked.customers
+                ))
             }
+        });
+        if let Err(reason) = verified {
+            move_aside(&self.dir, &path, &reason);
+            return Err(PersistError::Unverified {
+                path: path.display().to_string(),
+                reason,
+            });
         }
+        let previous = prune(&self.dir, generation);
         self.written.fetch_add(1, Ordering::Relaxed);
         info!(
             generation,
             customers,
             bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+            previous_generation_kept = previous,
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "snapshot written"
+            "snapshot written and verified"
         );
         Ok(())
     }
+}
+
+/// Once the snapshot `newest` is verified, deletes what only the generation before the previous
+/// one needs: snapshots older than the previous snapshot, and journals up to it. The previous
+/// snapshot and every journal after it stay, so a damaged `newest` falls back to them and loses
+/// nothing. With no previous snapshot, every journal stays (the previous generation is the
+/// empty state and the journals from the start). Returns the previous snapshot's generation.
+fn prune(dir: &Path, newest: u64) -> Option<u64> {
+    let entries: Vec<(String, PathBuf)> = match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .collect(),
+        Err(e) => {
+            warn!(dir = %dir.display(), error = %e, "cannot list the state directory to delete old files; they stay");
+            return None;
+        }
+    };
+    let previous = entries
+        .iter()
+        .filter_map(|(name, _)| generation_of(name, "snapshot-", ".bin"))
+        .filter(|&g| g < newest)
+        .max()?;
+    for (name, path) in &entries {
+        let old_journal = generation_of(name, "journal-", ".bin").is_some_and(|g| g <= previous);
+        let old_snapshot = generation_of(name, "snapshot-", ".bin").is_some_and(|g| g < previous);
+        if old_journal || old_snapshot {
+            let _ = fs::remove_file(path);
+        }
+    }
+    sync_dir(dir);
+    Some(previous)
 }
 
 /// A writer that keeps a running CRC-32 of what passes through.
@@ -854,9 +907,23 @@ fn write_snapshot(
     Ok(customers)
 }
 
-/// Reads a snapshot into `store`: checksum first, then apply. Returns the keys and the number
-/// of customers, or why the file is not a valid snapshot (the caller clears the store).
-fn load_snapshot(path: &Path, store: &Store) -> Result<((u64, u64), u64), String> {
+/// What the checksum pass over a snapshot found.
+struct CheckedSnapshot {
+    /// Format version.
+    version: u32,
+    /// Generation written in the header.
+    generation: u64,
+    /// Transaction-hash keys.
+    keys: (u64, u64),
+    /// Customers the trailer counts.
+    customers: u64,
+    /// Bytes covered by the checksum (header, customers and count).
+    covered: u64,
+}
+
+/// Reads a whole snapshot and checks its magic, version, end marker and checksum, without
+/// applying anything.
+fn check_snapshot(path: &Path) -> Result<CheckedSnapshot, String> {
     let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let len = file
         .metadata()
@@ -865,7 +932,7 @@ fn load_snapshot(path: &Path, store: &Store) -> Result<((u64, u64), u64), String
     if len < (SNAPSHOT_HEADER_LEN + SNAPSHOT_TRAILER_LEN) as u64 {
         return Err("truncated: shorter than a header and a trailer".into());
     }
-    // Pass 1: the checksum over everything but the stored checksum and the end marker.
+    // The checksum covers everything but the stored checksum and the end marker.
     let covered = len - 12;
     let mut reader = BufReader::with_capacity(1024 * 1024, file);
     let mut crc = crc32fast::Hasher::new();
@@ -913,12 +980,30 @@ fn load_snapshot(path: &Path, store: &Store) -> Result<((u64, u64), u64), String
     if crc.finalize() != u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")) {
         return Err("checksum mismatch".into());
     }
-    let keys = (
-        u64::from_le_bytes(header[20..28].try_into().expect("8 bytes")),
-        u64::from_le_bytes(header[28..36].try_into().expect("8 bytes")),
-    );
+    Ok(CheckedSnapshot {
+        version,
+        generation: u64::from_le_bytes(header[12..20].try_into().expect("8 bytes")),
+        keys: (
+            u64::from_le_bytes(header[20..28].try_into().expect("8 bytes")),
+            u64::from_le_bytes(header[28..36].try_into().expect("8 bytes")),
+        ),
+        customers: stored_count,
+        covered,
+    })
+}
 
-    // Pass 2: parse and apply. The checksum matched, so a parse error means a bug in the
+/// Reads a snapshot into `store`: checksum first, then apply. Returns the keys and the number
+/// of customers, or why the file is not a valid snapshot (the caller clears the store).
+fn load_snapshot(path: &Path, store: &Store) -> Result<((u64, u64), u64), String> {
+    let CheckedSnapshot {
+        version,
+        keys,
+        customers: stored_count,
+        covered,
+        ..
+    } = check_snapshot(path)?;
+
+    // Then parse and apply. The checksum matched, so a parse error means a bug in the
     // writer; the caller then clears the store rather than keep half a snapshot.
     let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let mut reader = BufReader::with_capacity(1024 * 1024, file).take(covered - 8);
@@ -1428,9 +1513,12 @@ mod tests {
     }
 
     /// Damages the snapshot of [`snapshot_then_journal`], recovers, and checks that the snapshot
-    /// was moved aside whole and the journal after it still applied.
+    /// was moved aside whole and the journal after it still applied. The journal before the
+    /// snapshot is removed first (the writer keeps it until the next snapshot), so that what
+    /// comes back shows that nothing of the damaged snapshot was kept.
     fn damaged_snapshot_is_moved_aside(name: &str, damage: impl FnOnce(&mut Vec<u8>)) {
         let (dir, _, journal_only) = snapshot_then_journal(name);
+        fs::remove_file(journal_path(&dir.0, 1)).unwrap();
         let snapshot = newest(&dir.0, "snapshot-");
         let mut bytes = fs::read(&snapshot).unwrap();
         damage(&mut bytes);
@@ -1489,10 +1577,12 @@ mod tests {
         assert_eq!(
             state_files(&dir.0),
             vec![
+                journal_path(&dir.0, generation),
                 journal_path(&dir.0, generation + 1),
+                snapshot_path(&dir.0, generation - 1),
                 snapshot_path(&dir.0, generation)
             ],
-            "older snapshots and covered journals were deleted"
+            "the previous snapshot and the journals after it are kept; the journal before it was deleted"
         );
     }
 
@@ -1594,6 +1684,24 @@ mod tests {
             bytes[count_at..count_at + 8].copy_from_slice(&(count + 1).to_le_bytes());
             reseal_snapshot(bytes);
         });
+    }
+
+    #[test]
+    fn a_damaged_first_snapshot_falls_back_to_every_journal_from_the_start() {
+        // Before a second snapshot, the previous generation is the empty state and the
+        // journals from the first one: they are all kept.
+        let (dir, at_crash, _) = snapshot_then_journal("first-snapshot");
+        let snapshot = newest(&dir.0, "snapshot-");
+        let mut bytes = fs::read(&snapshot).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x10;
+        fs::write(&snapshot, &bytes).unwrap();
+
+        let (store, report) = recover(&dir.0);
+        assert_moved_aside(&dir.0, &report, &snapshot, &bytes);
+        assert_eq!(report.snapshot, None);
+        assert_eq!((report.journals, report.frames), (2, 21));
+        assert_eq!(state(&store), at_crash, "nothing lost");
     }
 
     #[test]
@@ -2005,6 +2113,77 @@ mod tests {
         assert_eq!(report.torn_bytes, 0);
     }
 
+    /// Snapshots twice with changes after each and then some, as a crash leaves it; with the
+    /// state at the crash.
+    fn two_snapshots_then_journal(name: &str) -> (TempDir, BTreeMap<String, Held>) {
+        let running = TempDir::new(&format!("{name}-running"));
+        let crashed = TempDir::new(name);
+        let (live, handle, _) = start(&running.0);
+        populate(&live);
+        handle.snapshot(&live.store).unwrap();
+        change_after_snapshot(&live);
+        handle.snapshot(&live.store).unwrap();
+        let before = live.journalled();
+        live.txn("fay", "f-0", T0 + 70 * DAY, 900);
+        live.outcome("erin", "e-1", Outcome::Failed);
+        crash_image(&running.0, live.journalled() - before, &crashed.0);
+        handle.shutdown(&live.store).unwrap();
+        (crashed, state(&live.store))
+    }
+
+    #[test]
+    fn after_two_snapshots_the_previous_generation_and_its_journals_are_kept() {
+        let (dir, _) = two_snapshots_then_journal("generations");
+        // Journal 1 went into snapshot 1, journal 2 into snapshot 2; journal 3 is open.
+        assert_eq!(
+            state_files(&dir.0),
+            vec![
+                journal_path(&dir.0, 2),
+                journal_path(&dir.0, 3),
+                snapshot_path(&dir.0, 1),
+                snapshot_path(&dir.0, 2),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_damaged_newest_snapshot_recovers_from_the_previous_generation_losing_nothing() {
+        let (dir, at_crash) = two_snapshots_then_journal("previous-generation");
+        let snapshot = snapshot_path(&dir.0, 2);
+        let mut bytes = fs::read(&snapshot).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x10;
+        fs::write(&snapshot, &bytes).unwrap();
+
+        let (store, report) = recover(&dir.0);
+        assert_moved_aside(&dir.0, &report, &snapshot, &bytes);
+        assert_eq!(report.snapshot, Some((1, 4)));
+        assert_eq!(report.journals, 2, "journals 2 and 3");
+        assert!(report.missing_journals.is_empty());
+        assert_eq!(state(&store), at_crash, "nothing lost");
+        assert!(holds_txn(&store, "fay", "f-0"));
+    }
+
+    #[test]
+    fn the_generation_before_the_previous_is_deleted_by_the_next_snapshot() {
+        let dir = TempDir::new("third-snapshot");
+        let (live, handle, _) = start(&dir.0);
+        populate(&live);
+        for _ in 0..3 {
+            handle.snapshot(&live.store).unwrap();
+        }
+        assert_eq!(
+            state_files(&dir.0),
+            vec![
+                journal_path(&dir.0, 3),
+                journal_path(&dir.0, 4),
+                snapshot_path(&dir.0, 2),
+                snapshot_path(&dir.0, 3),
+            ]
+        );
+        handle.shutdown(&live.store).unwrap();
+    }
+
     /// Recovers `dir`, makes `change`, and leaves `dir` as a crash right after would: one more
     /// journal, no snapshot.
     fn crash_after(dir: &Path, change: impl FnOnce(&Live)) {
@@ -2039,6 +2218,26 @@ mod tests {
         let held = state(&store);
         assert!(held.contains_key("zed") && held.contains_key("wei"));
         assert!(!held.contains_key("yan") && !held.contains_key("xia"));
+    }
+
+    #[test]
+    fn a_missing_journal_right_after_the_snapshot_is_reported() {
+        // The newest snapshot is damaged and the journal after the previous one is gone.
+        let (dir, _) = two_snapshots_then_journal("missing-after-snapshot");
+        let snapshot = snapshot_path(&dir.0, 2);
+        let mut bytes = fs::read(&snapshot).unwrap();
+        bytes.truncate(40);
+        fs::write(&snapshot, &bytes).unwrap();
+        fs::remove_file(journal_path(&dir.0, 2)).unwrap();
+
+        let (store, report) = recover(&dir.0);
+        assert_eq!(report.snapshot, Some((1, 4)));
+        assert_eq!(report.missing_journals, vec![2..=2]);
+        assert!(
+            !state(&store).contains_key("erin"),
+            "erin was only in journal 2"
+        );
+        assert!(holds_txn(&store, "fay", "f-0"));
     }
 
     #[test]
