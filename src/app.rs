@@ -19,7 +19,9 @@ use crate::reload::{Reloader, Triggers};
 use crate::rules::{self, EvalBudget, RulesError};
 use crate::server::{ServeConfig, Server, StartError};
 use crate::state::Store;
-use crate::state::persist::{PersistConfig, PersistError, PersistHandle, Persistence};
+use crate::state::persist::{
+    PersistConfig, PersistError, PersistHandle, Persistence, RecoveryReport,
+};
 
 /// Why the service could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -74,8 +76,13 @@ impl App {
         } = config;
         let live = load_rules(&rules_path, &store_config, &serve)?;
         let mut store = Store::new(store_config);
+        let metrics = Arc::new(Metrics::new());
         let persistence = match state_dir {
-            Some(dir) => Some(recover(dir, &live, &mut store)?),
+            Some(dir) => {
+                let (persistence, report) = recover(dir, &live, &mut store)?;
+                metrics.record_recovery(&report);
+                Some(persistence)
+            }
             None => None,
         };
         let mut interceptor = Interceptor::new(store, live);
@@ -89,7 +96,7 @@ impl App {
         let reloader = Arc::new(Reloader::new(
             Arc::clone(&interceptor),
             Some(rules_path),
-            Arc::new(Metrics::new()),
+            metrics,
         ));
         let proxy = serve
             .proxy
@@ -191,14 +198,14 @@ fn recover(
     dir: std::path::PathBuf,
     live: &LiveRules,
     store: &mut Store,
-) -> Result<Persistence, AppError> {
+) -> Result<(Persistence, RecoveryReport), AppError> {
     let mut persist_config = PersistConfig::new(dir);
     let rules_now = live.load_full();
     if rules_now.set.needs.months {
         let zone = rules_now.set.zone.clone();
         persist_config.month_of = Some(Arc::new(move |at| zone.month_of(at)));
     }
-    Ok(Persistence::recover(persist_config, store)?.0)
+    Ok(Persistence::recover(persist_config, store)?)
 }
 
 /// Runs `tripwire serve` to completion: builds the runtime, starts the [`App`], waits for
