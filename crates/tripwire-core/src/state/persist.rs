@@ -103,7 +103,7 @@ impl PersistConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
     /// A file operation failed.
-    #[error("{action} {path}: {source}")]
+    #[error("cannot {action} {path}: {source}")]
     Io {
         /// What was being done.
         action: &'static str,
@@ -364,7 +364,7 @@ impl Persistence {
     ) -> Result<(Persistence, RecoveryReport), PersistError> {
         let started = Instant::now();
         let dir = config.dir.clone();
-        fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        fs::create_dir_all(&dir).map_err(io("create the state directory", &dir))?;
         let lock_path = dir.join("LOCK");
         let lock = OpenOptions::new()
             .create(true)
