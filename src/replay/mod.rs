@@ -21,6 +21,7 @@ use crate::interceptor::Interceptor;
 use crate::live_rules::LiveRules;
 use crate::rules::{Action, RulesError};
 use crate::state::{Store, StoreConfig};
+use crate::txn::EventTime;
 use input::Row;
 
 /// Replay settings.
@@ -32,14 +33,20 @@ pub struct ReplayConfig {
     pub max_customers: usize,
     /// Examples kept per kind of changed decision.
     pub examples: usize,
+    /// Only rows at or after this event time are measured; earlier ones warm the state.
+    pub measure_from: Option<EventTime>,
+    /// Rows at or after this event time are not replayed (exclusive).
+    pub measure_until: Option<EventTime>,
 }
 
 impl Default for ReplayConfig {
     fn default() -> ReplayConfig {
         ReplayConfig {
-            ring_capacity: 64,
+            ring_capacity: StoreConfig::default().ring_capacity,
             max_customers: 10_000_000,
             examples: 5,
+            measure_from: None,
+            measure_until: None,
         }
     }
 }
@@ -145,6 +152,14 @@ pub struct Report {
     /// Amounts written as binary floats with noise past the cents (`85.64999999999999`) and
     /// read as the cent meant.
     pub amounts_normalised: u64,
+    /// Rows before `--from`, replayed to warm the state but not measured.
+    pub warmup_rows: u64,
+    /// The measured period's start (`--from`), RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measured_from: Option<String>,
+    /// The measured period's end, exclusive (`--until`), RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measured_until: Option<String>,
     /// Transactions whose id repeated an earlier one of the same customer (answered with the
     /// first decision and not recorded again, as `serve` does).
     pub duplicates: u64,
@@ -392,10 +407,21 @@ pub fn run(
     mut decisions: Option<&mut dyn Write>,
 ) -> Result<Report, ReplayError> {
     let started = Instant::now();
+    // Rows are in event-time order: what comes at or after `--until` cannot touch the measured
+    // period, so it is not replayed at all; what comes before `--from` warms the state.
+    let rows = match config.measure_until {
+        Some(until) => &rows[..rows.partition_point(|r| r.at < until)],
+        None => rows,
+    };
+    let from = config.measure_from.unwrap_or(EventTime::MIN);
+    let warmup_rows = rows.partition_point(|r| r.at < from) as u64;
     let mut report = Report {
-        transactions: rows.len() as u64,
+        transactions: rows.len() as u64 - warmup_rows,
         skipped_rows,
         amounts_normalised: rows.iter().filter(|r| r.amount_normalised).count() as u64,
+        warmup_rows,
+        measured_from: config.measure_from.map(crate::txn::format_timestamp),
+        measured_until: config.measure_until.map(crate::txn::format_timestamp),
         ..Report::default()
     };
     let source = |row: &Row| {
@@ -407,6 +433,9 @@ pub fn run(
     };
     let mut tally = Tally::default();
     let live = run_one(rules, "live", rows, config, |row, decided, set| {
+        if row.at < from {
+            return Ok(());
+        }
         tally.add(row, decided, set);
         let action = match decided {
             Ok(d) => d.action,
@@ -444,17 +473,22 @@ pub fn run(
         let mut index = 0usize;
         let mut tally = Tally::default();
         run_one(candidate, "candidate", rows, config, |row, decided, set| {
-            tally.add(row, decided, set);
+            if row.at >= from {
+                tally.add(row, decided, set);
+            }
             let to = match decided {
                 Ok(d) => d.action,
                 Err(first) => first,
             };
-            *changes.candidate_decisions.entry(to.as_str()).or_default() += 1;
-            let from = live[index].action;
+            let was = live[index].action;
             index += 1;
-            if from != to {
+            if row.at < from {
+                return Ok(());
+            }
+            *changes.candidate_decisions.entry(to.as_str()).or_default() += 1;
+            if was != to {
                 changes.changed += 1;
-                let kind = format!("{}→{}", from.as_str(), to.as_str());
+                let kind = format!("{}→{}", was.as_str(), to.as_str());
                 *changes.counts.entry(kind.clone()).or_default() += 1;
                 let shown = per_kind.entry(kind).or_default();
                 if *shown < config.examples {
@@ -463,7 +497,7 @@ pub fn run(
                         source: source(row),
                         transaction_id: row.transaction_id.to_string(),
                         customer_id: row.customer_id.to_string(),
-                        from: from.as_str(),
+                        from: was.as_str(),
                         to: to.as_str(),
                         candidate_reasons: decided
                             .map(|d| {
@@ -505,6 +539,19 @@ impl Report {
             "{} transactions replayed ({} duplicates, {} rows skipped) in {:.2} s, {:.0} a second",
             self.transactions, self.duplicates, self.skipped_rows, self.seconds, self.per_second
         );
+        if let Some(from) = &self.measured_from {
+            let _ = writeln!(
+                out,
+                "measured from {from}{}; {} earlier rows warmed the state",
+                self.measured_until
+                    .as_ref()
+                    .map(|u| format!(" until {u}"))
+                    .unwrap_or_default(),
+                self.warmup_rows
+            );
+        } else if let Some(until) = &self.measured_until {
+            let _ = writeln!(out, "measured until {until}");
+        }
         if self.amounts_normalised > 0 {
             let _ = writeln!(
                 out,
