@@ -530,3 +530,25 @@ fn from_and_until_measure_a_period_and_earlier_rows_only_warm_the_state() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--until: must be after --from"));
 }
+
+#[test]
+fn group_by_splits_recall_by_pattern() {
+    let dir = dir("groups");
+    let csv = dir.join("history.csv");
+    let manifest = generate(&csv, &[]);
+    let report = replay_json(&["--group-by", "pattern", csv.to_str().unwrap()]);
+    let groups = report["groups"].as_array().expect("groups in the report");
+    let names: Vec<&str> = groups
+        .iter()
+        .map(|g| g["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["equal", "grant", "night", "probe", "travel"]);
+    let fraud: u64 = groups.iter().map(|g| g["fraud"].as_u64().unwrap()).sum();
+    assert_eq!(fraud, manifest["fraud_transactions"].as_u64().unwrap());
+    let night = &groups[2];
+    assert!(
+        night["rules"]["night_window"].as_f64().unwrap() > 0.9,
+        "{night}"
+    );
+    assert!(night["rules"].get("impossible_travel").is_none(), "{night}");
+}

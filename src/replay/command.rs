@@ -35,6 +35,9 @@ pub struct ReplayArgs {
     /// FIELD=COLUMN, repeatable; wins over the mapping file.
     #[arg(long = "column")]
     pub columns: Vec<String>,
+    /// Split recall by this column's values, e.g. a fraud-pattern column (the same as --column group=COLUMN).
+    #[arg(long)]
+    pub group_by: Option<String>,
     /// rfc3339 (default), epoch_s, epoch_ms or local.
     #[arg(long)]
     pub time_format: Option<String>,
@@ -200,7 +203,11 @@ pub fn replay(
         }
         None => None,
     };
-    let mut mapping = input::Mapping::build(mapping_file, &args.columns, args.timezone.as_deref())?;
+    let mut columns = args.columns.clone();
+    if let Some(column) = &args.group_by {
+        columns.push(format!("group={column}"));
+    }
+    let mut mapping = input::Mapping::build(mapping_file, &columns, args.timezone.as_deref())?;
     if let Some(format) = &args.time_format {
         mapping = mapping.with_time_format(format, args.timezone.as_deref())?;
     }

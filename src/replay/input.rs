@@ -13,8 +13,9 @@ use serde_json::value::RawValue;
 
 use crate::txn::{self, Amount, CreditLine, EventTime, GeoPoint, OutcomeStatus, Txn};
 
-/// The fields a history row can carry; the first four are required.
-pub const FIELDS: [&str; 13] = [
+/// The fields a history row can carry; the first four are required. `group` (e.g. a fraud
+/// pattern column, `--group-by COLUMN`) only splits the report.
+pub const FIELDS: [&str; 14] = [
     "customer_id",
     "transaction_id",
     "timestamp",
@@ -28,6 +29,7 @@ pub const FIELDS: [&str; 13] = [
     "merchant_id",
     "outcome",
     "label",
+    "group",
 ];
 
 /// How timestamps are written in the input.
@@ -148,6 +150,8 @@ pub struct Row {
     pub outcome: Option<OutcomeStatus>,
     /// Whether it was fraud, when labelled.
     pub label: Option<bool>,
+    /// The row's group for the report (`--group-by`), when given.
+    pub group: Option<Box<str>>,
     /// Whether the amount was written with binary-float noise and read as its cent (see
     /// [`cent_of_float_noise`]).
     pub amount_normalised: bool,
@@ -417,6 +421,7 @@ fn parse_row(values: &Fields<'_>, mapping: &Mapping, file: u32, line: u64) -> Re
         merchant_id: get(10).map(Into::into),
         outcome,
         label,
+        group: get(13).map(Into::into),
         amount_normalised: normalised.get(),
     })
 }

@@ -152,6 +152,9 @@ pub struct Report {
     /// Amounts written as binary floats with noise past the cents (`85.64999999999999`) and
     /// read as the cent meant.
     pub amounts_normalised: u64,
+    /// Recall by group (`--group-by`), when the input has groups and labels.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupRecall>,
     /// Rows before `--from`, replayed to warm the state but not measured.
     pub warmup_rows: u64,
     /// The measured period's start (`--from`), RFC 3339.
@@ -175,6 +178,19 @@ pub struct Report {
     pub seconds: f64,
     /// Transactions decided per second.
     pub per_second: f64,
+}
+
+/// Of one group's fraud (`--group-by`), what the rules caught.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupRecall {
+    /// The group's value.
+    pub group: String,
+    /// Fraud rows in the group.
+    pub fraud: u64,
+    /// Share of them reviewed or denied.
+    pub recall: Option<f64>,
+    /// Per rule that hit any of them: the share it hit.
+    pub rules: std::collections::BTreeMap<String, Option<f64>>,
 }
 
 /// Why a replay could not run.
@@ -300,6 +316,15 @@ struct Tally {
     deny: (u64, u64, i64),
     /// The same for reviews and denials.
     flagged: (u64, u64, i64),
+    /// Per group (`--group-by`): fraud rows, fraud reviewed or denied, and fraud hits per rule.
+    groups: std::collections::BTreeMap<Box<str>, GroupTally>,
+}
+
+#[derive(Default)]
+struct GroupTally {
+    fraud: u64,
+    flagged: u64,
+    rule_hits: Vec<u64>,
 }
 
 impl Tally {
@@ -343,6 +368,18 @@ impl Tally {
                 &mut self.flagged,
             );
         }
+        if let (Some(true), Some(group)) = (row.label, &row.group) {
+            let rules = self.stats.len();
+            let g = self.groups.entry(group.clone()).or_default();
+            g.rule_hits.resize(rules, 0);
+            g.fraud += 1;
+            g.flagged += u64::from(matches!(action, Action::Deny | Action::Review));
+            if let Ok(d) = decided {
+                for &i in d.hits.iter().chain(&d.shadow).chain(&d.tags) {
+                    g.rule_hits[i as usize] += 1;
+                }
+            }
+        }
         match decided {
             Err(_) => self.duplicates += 1,
             Ok(d) => {
@@ -360,6 +397,26 @@ impl Tally {
                 }
             }
         }
+    }
+
+    /// Recall by group: of each group's fraud, the share each rule hit and the share reviewed
+    /// or denied.
+    fn group_recall(&self) -> Vec<GroupRecall> {
+        self.groups
+            .iter()
+            .map(|(group, g)| GroupRecall {
+                group: group.to_string(),
+                fraud: g.fraud,
+                recall: ratio(g.flagged, g.fraud),
+                rules: self
+                    .stats
+                    .iter()
+                    .zip(&g.rule_hits)
+                    .filter(|(_, hits)| **hits > 0)
+                    .map(|(s, hits)| (s.id.clone(), ratio(*hits, g.fraud)))
+                    .collect(),
+            })
+            .collect()
     }
 
     /// The per-rule figures and, when the input had labels, the label figures.
@@ -463,6 +520,7 @@ pub fn run(
         }
         Ok(())
     })?;
+    report.groups = tally.group_recall();
     report.decisions = std::mem::take(&mut tally.decisions);
     report.duplicates = tally.duplicates;
     (report.rules, report.labels) = tally.finish();
@@ -569,6 +627,28 @@ impl Report {
         );
         let _ = writeln!(out);
         write_rules(&mut out, &self.rules, self.labels.as_ref());
+        if !self.groups.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "recall by group (fraud reviewed or denied; rules that hit it):"
+            );
+            for g in &self.groups {
+                let rules: Vec<String> = g
+                    .rules
+                    .iter()
+                    .map(|(id, r)| format!("{id} {}", pct(*r)))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "  {:<24} {:>7} fraud  recall {:>7}  {}",
+                    g.group,
+                    g.fraud,
+                    pct(g.recall),
+                    rules.join(", ")
+                );
+            }
+        }
         if let Some(c) = &self.changes {
             let _ = writeln!(out);
             let _ = writeln!(out, "candidate: {} decisions change", c.changed);
