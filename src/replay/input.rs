@@ -338,11 +338,13 @@ fn parse_row(values: &Fields<'_>, mapping: &Mapping, file: u32, line: u64) -> Re
                 .and_then(|ms| micros(i128::from(ms) * 1_000)),
             TimeFormat::Local(tz) => text
                 .parse::<jiff::civil::DateTime>()
-                .map_err(|e| format!("is not a local date and time ({e})"))
+                .map_err(|_| {
+                    "is not a local date and time such as 2026-03-01 10:00:00".to_string()
+                })
                 .and_then(|dt| {
                     dt.to_zoned_datetime(tz.clone())
                         .map(|z| z.timestamp().as_microsecond())
-                        .map_err(|e| e.to_string())
+                        .map_err(|_| "is outside the dates the time zone covers".to_string())
                 }),
         }
     };
