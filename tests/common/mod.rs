@@ -66,6 +66,13 @@ pub async fn send_with(
     client.request(method, path, body, headers).await
 }
 
+/// A status, headers and body text.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+}
+
 /// A keep-alive HTTP/1.1 connection.
 pub struct Client {
     addr: SocketAddr,
@@ -89,11 +96,28 @@ impl Client {
         body: Bytes,
         headers: &[(&str, &str)],
     ) -> (StatusCode, String) {
+        let answer = self.exchange(method, path, body, headers).await;
+        (answer.status, answer.body)
+    }
+
+    /// One request; the answer with its headers. `content-type` defaults to JSON.
+    pub async fn exchange(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        headers: &[(&str, &str)],
+    ) -> Answer {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", self.addr.to_string())
-            .header("content-type", "application/json");
+            .header("host", self.addr.to_string());
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            req = req.header("content-type", "application/json");
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -101,13 +125,18 @@ impl Client {
         self.sender.ready().await.expect("connection ready");
         let response = self.sender.send_request(req).await.expect("response");
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = response
             .into_body()
             .collect()
             .await
             .expect("body")
             .to_bytes();
-        (status, String::from_utf8_lossy(&bytes).into_owned())
+        Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
     }
 
     pub async fn post(&mut self, path: &str, body: &str) -> (StatusCode, serde_json::Value) {
