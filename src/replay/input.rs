@@ -338,9 +338,7 @@ fn parse_row(values: &Fields<'_>, mapping: &Mapping, file: u32, line: u64) -> Re
                 .and_then(|ms| micros(i128::from(ms) * 1_000)),
             TimeFormat::Local(tz) => text
                 .parse::<jiff::civil::DateTime>()
-                .map_err(|_| {
-                    "is not a local date and time such as 2026-03-01 10:00:00".to_string()
-                })
+                .map_err(|_| "is not a local date and time such as 2026-03-01 10:00:00".to_string())
                 .and_then(|dt| {
                     dt.to_zoned_datetime(tz.clone())
                         .map(|z| z.timestamp().as_microsecond())
