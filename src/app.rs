@@ -102,10 +102,13 @@ impl App {
             .proxy
             .as_ref()
             .map(|p| (p.upstream.to_string(), p.routes.len()));
-        let server = Server::serve(serve, Arc::clone(&reloader)).await?;
-        let triggers = Triggers::start(reloader, &trigger_config).map_err(AppError::Start)?;
+        // The triggers (with their SIGHUP handler) and upkeep start before the listeners: once
+        // the server logs that it listens, a SIGHUP reloads instead of ending the process.
+        let triggers =
+            Triggers::start(Arc::clone(&reloader), &trigger_config).map_err(AppError::Start)?;
         let upkeep = Upkeep::start(Arc::clone(&interceptor), &upkeep_config)
             .map_err(|e| AppError::Start(annotate(e, "cannot start the upkeep thread")))?;
+        let server = Server::serve(serve, reloader).await?;
         let live = interceptor.rules().load();
         match &proxy {
             Some((upstream, routes)) => tracing::info!(
@@ -221,32 +224,66 @@ pub fn serve(mut config: Config) -> Result<(), AppError> {
         .build()
         .map_err(|e| AppError::Start(annotate(e, "cannot start the async runtime")))?;
     runtime.block_on(async move {
+        // Listen for the stop signals before anything starts: a SIGTERM that arrives while the
+        // service is starting (a fast rollout) then stops it gracefully instead of killing it.
+        let stop = StopSignals::listen();
         let app = App::start(config).await?;
-        wait_for_signal().await;
+        stop.wait().await;
         tracing::info!("shutting down");
         app.shutdown().await
     })
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM, registered when created.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn listen() -> StopSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            StopSignals {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        StopSignals {}
+    }
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        {
+            let (mut interrupt, mut terminate) = (self.interrupt, self.terminate);
+            let interrupted = async {
+                match interrupt.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
             };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+            let terminated = async {
+                match terminate.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = interrupted => {},
+                _ = terminated => {},
+            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
