@@ -20,7 +20,9 @@ use crate::reload::{Reloader, Triggers};
 use crate::rules::{self, EvalBudget, RulesError};
 use crate::server::{ServeConfig, Server, StartError};
 use crate::state::Store;
-use crate::state::persist::{PersistConfig, PersistError, PersistHandle, Persistence};
+use crate::state::persist::{
+    PersistConfig, PersistError, PersistHandle, Persistence, RecoveryReport,
+};
 
 /// Why the service could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +92,11 @@ impl App {
             store.set_txn_keys(j.txn_keys);
         }
         let persistence = match state_dir {
-            Some(dir) => Some(recover(dir, &live, &mut store)?),
+            Some(dir) => {
+                let (persistence, report) = recover(dir, &live, &mut store)?;
+                metrics.record_recovery(&report);
+                Some(persistence)
+            }
             None => None,
         };
         if let Some(j) = &joining
@@ -122,15 +128,15 @@ impl App {
             .proxy
             .as_ref()
             .map(|p| (p.upstream.to_string(), p.routes.len()));
-        let server = Server::serve_fleet(
-            serve,
-            Arc::clone(&reloader),
-            fleet.as_ref().map(|f| f.handles().clone()),
-        )
-        .await?;
-        let triggers = Triggers::start(reloader, &trigger_config).map_err(AppError::Start)?;
+        // The triggers (with their SIGHUP handler) and upkeep start before the listeners: once
+        // the server logs that it listens, a SIGHUP reloads instead of ending the process.
+        let triggers =
+            Triggers::start(Arc::clone(&reloader), &trigger_config).map_err(AppError::Start)?;
         let upkeep = Upkeep::start(Arc::clone(&interceptor), &upkeep_config)
             .map_err(|e| AppError::Start(annotate(e, "cannot start the upkeep thread")))?;
+        let server =
+            Server::serve_fleet(serve, reloader, fleet.as_ref().map(|f| f.handles().clone()))
+                .await?;
         let live = interceptor.rules().load();
         match &proxy {
             Some((upstream, routes)) => tracing::info!(
@@ -232,14 +238,14 @@ fn recover(
     dir: std::path::PathBuf,
     live: &LiveRules,
     store: &mut Store,
-) -> Result<Persistence, AppError> {
+) -> Result<(Persistence, RecoveryReport), AppError> {
     let mut persist_config = PersistConfig::new(dir);
     let rules_now = live.load_full();
     if rules_now.set.needs.months {
         let zone = rules_now.set.zone.clone();
         persist_config.month_of = Some(Arc::new(move |at| zone.month_of(at)));
     }
-    Ok(Persistence::recover(persist_config, store)?.0)
+    Ok(Persistence::recover(persist_config, store)?)
 }
 
 /// Runs `tripwire serve` to completion: builds the runtime, starts the [`App`], waits for
@@ -255,32 +261,66 @@ pub fn serve(mut config: Config) -> Result<(), AppError> {
         .build()
         .map_err(|e| AppError::Start(annotate(e, "cannot start the async runtime")))?;
     runtime.block_on(async move {
+        // Listen for the stop signals before anything starts: a SIGTERM that arrives while the
+        // service is starting (a fast rollout) then stops it gracefully instead of killing it.
+        let stop = StopSignals::listen();
         let app = App::start(config).await?;
-        wait_for_signal().await;
+        stop.wait().await;
         tracing::info!("shutting down");
         app.shutdown().await
     })
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM, registered when created.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn listen() -> StopSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            StopSignals {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        StopSignals {}
+    }
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        {
+            let (mut interrupt, mut terminate) = (self.interrupt, self.terminate);
+            let interrupted = async {
+                match interrupt.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
             };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+            let terminated = async {
+                match terminate.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = interrupted => {},
+                _ = terminated => {},
+            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

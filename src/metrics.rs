@@ -19,6 +19,7 @@ use crate::live_rules::LoadedRules;
 use crate::reload::ReloadTrigger;
 use crate::rules::Action;
 use crate::state::Store;
+use crate::state::persist::RecoveryReport;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
@@ -172,6 +173,9 @@ pub struct Metrics {
     decision_log_written: Counter,
     journal_frames: Counter,
     journal_dropped: Counter,
+    damaged_frames: Counter,
+    damaged_bytes: Counter,
+    missing_journals: Counter,
     proxy_requests: Family<ProxyLabels, Counter>,
     proxy_failures: Family<ProxyFailureLabels, Counter>,
     upstream_seconds: Histogram,
@@ -329,6 +333,24 @@ impl Metrics {
             "Changes not journalled because the journal writer fell too far behind",
             journal_dropped.clone(),
         );
+        let damaged_frames = Counter::default();
+        registry.register(
+            "tripwire_state_damaged_frames",
+            "Journal frames found damaged and skipped when state was recovered at start, their changes lost (counted from the frame headers that still make sense, at least one per damaged region); the journal was copied to corrupt/",
+            damaged_frames.clone(),
+        );
+        let damaged_bytes = Counter::default();
+        registry.register(
+            "tripwire_state_damaged_bytes",
+            "Journal bytes found damaged when state was recovered at start, skipped",
+            damaged_bytes.clone(),
+        );
+        let missing_journals = Counter::default();
+        registry.register(
+            "tripwire_state_missing_journals",
+            "Journal generations missing from the state directory when state was recovered at start (their changes are lost)",
+            missing_journals.clone(),
+        );
         let proxy_requests = Family::<ProxyLabels, Counter>::default();
         registry.register(
             "tripwire_proxy_requests",
@@ -356,6 +378,9 @@ impl Metrics {
             fleet: FleetMetrics::register(&mut registry),
             journal_frames,
             journal_dropped,
+            damaged_frames,
+            damaged_bytes,
+            missing_journals,
             proxy_requests,
             proxy_failures,
             upstream_seconds,
@@ -480,6 +505,13 @@ impl Metrics {
     /// Counts a stalled connection shed at the connection limit.
     pub fn record_connection_shed(&self) {
         self.connections_shed.inc();
+    }
+
+    /// Counts the damage that recovering persisted state found at start.
+    pub fn record_recovery(&self, report: &RecoveryReport) {
+        self.damaged_frames.inc_by(report.damaged_frames);
+        self.damaged_bytes.inc_by(report.damaged_bytes);
+        self.missing_journals.inc_by(report.missing_journal_count());
     }
 
     /// Counts a decision-log line handed to the writer.

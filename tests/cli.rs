@@ -297,6 +297,19 @@ fn serve_refusals_name_what_failed() {
         "{stderr}"
     );
     assert!(!stderr.contains("bind"), "{stderr}");
+
+    let out = Command::new(BIN)
+        .args(["serve", "--rules", &rules_path()])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--state-dir", "/proc/tripwire-state"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot create the state directory /proc/tripwire-state"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -216,9 +216,11 @@ async fn damaged_snapshot_is_moved_aside(name: &str, damage: impl Fn(&Path)) {
         .flatten()
         .collect();
     assert_eq!(aside.len(), 1);
-    // Nothing half-loaded: the customer starts clean, so the next transaction is the first.
+    // The journals behind the snapshot are kept until the next one verifies: the burst comes
+    // back from them. (That a damaged snapshot is never half-applied is tested in
+    // `state::persist`.)
     let answer = fifth(payment, "cat").await;
-    assert_eq!(answer["decision"], "allow", "{answer}");
+    assert_eq!(answer["decision"], "deny", "{answer}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -265,8 +267,93 @@ async fn a_journal_with_a_torn_tail_keeps_the_frames_before_it() {
     let mut bytes = std::fs::read(&journal).unwrap();
     bytes.extend_from_slice(&[0x40, 0, 0, 0, 1, 2, 3]); // half a frame, as a crash mid-write leaves
     std::fs::write(&journal, &bytes).unwrap();
-    let (_child, payment, _) = serve(&dir);
+    let (_child, payment, admin) = serve(&dir);
     assert_eq!(fifth(payment, "dan").await["decision"], "deny");
+    // A tear is what a crash leaves: expected, not damage.
+    let metrics = common::send(admin, hyper::Method::GET, "/metrics", "")
+        .await
+        .1;
+    assert!(
+        metrics.contains("tripwire_state_damaged_frames_total 0"),
+        "{metrics}"
+    );
+    assert!(!dir.join("corrupt").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn newest_journal(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("journal-")
+        })
+        .max()
+        .unwrap()
+}
+
+/// Frames of a journal file as (offset, length), after its 40-byte header.
+fn journal_frames(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut frames = Vec::new();
+    let mut at = 40;
+    while at + 4 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        frames.push((at, 8 + len));
+        at += 8 + len;
+    }
+    assert_eq!(at, bytes.len(), "whole frames");
+    frames
+}
+
+#[tokio::test]
+async fn a_journal_damaged_in_its_first_frame_loses_only_that_frame_and_says_so() {
+    let dir = state_dir("damaged-frame");
+    let (mut child, payment, _) = serve(&dir);
+    four_of_a_burst(payment, "fay").await;
+    four_of_a_burst(payment, "gus").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    signal(&child, "KILL");
+    common::wait_exit(&mut child, 30);
+    let journal = newest_journal(&dir);
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let frames = journal_frames(&bytes);
+    assert_eq!(frames.len(), 8, "one frame a transaction");
+    // fay-0's length now runs past the end of the file.
+    let (first, first_len) = frames[0];
+    bytes[first + 1] ^= 0x80;
+    std::fs::write(&journal, &bytes).unwrap();
+
+    let (_child, payment, admin) = serve(&dir);
+    let metrics = common::send(admin, hyper::Method::GET, "/metrics", "")
+        .await
+        .1;
+    assert!(
+        metrics.contains("tripwire_state_damaged_frames_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("tripwire_state_damaged_bytes_total {first_len}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tripwire_state_missing_journals_total 0"),
+        "{metrics}"
+    );
+    // gus, after the damage, is whole; fay lost one transaction of four.
+    assert_eq!(fifth(payment, "gus").await["decision"], "deny");
+    assert_eq!(fifth(payment, "fay").await["decision"], "allow");
+    // The damaged journal is copied aside and left in place for its good frames.
+    assert_eq!(std::fs::read(&journal).unwrap(), bytes);
+    let aside: Vec<_> = std::fs::read_dir(dir.join("corrupt"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect();
+    assert_eq!(aside, vec![bytes]);
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -151,8 +151,12 @@ async fn the_scan_finds_silent_customers_while_decisions_go_on() {
     }
     // Without `at`, the scan looks at the latest event time seen, and says so.
     let mut admin = Client::connect(server.admin_addr()).await;
-    let (status, headers, body) = admin
-        .request_with_headers(
+    let common::Answer {
+        status,
+        headers,
+        body,
+    } = admin
+        .exchange(
             Method::GET,
             "/admin/customers?tag=silent_good_customer",
             bytes::Bytes::new(),

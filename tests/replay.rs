@@ -483,3 +483,72 @@ fn a_short_csv_row_is_named_for_what_it_is() {
         "{stderr}"
     );
 }
+
+#[test]
+fn from_and_until_measure_a_period_and_earlier_rows_only_warm_the_state() {
+    let dir = dir("period");
+    let csv = dir.join("history.csv");
+    generate(&csv, &[]);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let from = tripwire::txn::parse_timestamp("2026-03-11T00:00:00Z").unwrap();
+    let until = tripwire::txn::parse_timestamp("2026-03-21T00:00:00Z").unwrap();
+    let times: Vec<i64> = text
+        .lines()
+        .skip(1)
+        .map(|l| tripwire::txn::parse_timestamp(l.split(',').nth(2).unwrap()).unwrap())
+        .collect();
+    let before = times.iter().filter(|&&t| t < from).count() as u64;
+    let within = times.iter().filter(|&&t| t >= from && t < until).count() as u64;
+    let report = replay_json(&[
+        "--from",
+        "2026-03-11",
+        "--until",
+        "2026-03-21T00:00:00Z",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(report["transactions"], within);
+    assert_eq!(report["warmup_rows"], before);
+    assert_eq!(report["measured_from"], "2026-03-11T00:00:00Z");
+    let decided: u64 = report["decisions"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(decided, within, "only the period is counted");
+
+    let out = run(&[
+        "replay",
+        "--rules",
+        &rules(),
+        "--from",
+        "2026-03-21",
+        "--until",
+        "2026-03-11",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--until: must be after --from"));
+}
+
+#[test]
+fn group_by_splits_recall_by_pattern() {
+    let dir = dir("groups");
+    let csv = dir.join("history.csv");
+    let manifest = generate(&csv, &[]);
+    let report = replay_json(&["--group-by", "pattern", csv.to_str().unwrap()]);
+    let groups = report["groups"].as_array().expect("groups in the report");
+    let names: Vec<&str> = groups
+        .iter()
+        .map(|g| g["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["equal", "grant", "night", "probe", "travel"]);
+    let fraud: u64 = groups.iter().map(|g| g["fraud"].as_u64().unwrap()).sum();
+    assert_eq!(fraud, manifest["fraud_transactions"].as_u64().unwrap());
+    let night = &groups[2];
+    assert!(
+        night["rules"]["night_window"].as_f64().unwrap() > 0.9,
+        "{night}"
+    );
+    assert!(night["rules"].get("impossible_travel").is_none(), "{night}");
+}

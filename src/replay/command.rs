@@ -35,6 +35,9 @@ pub struct ReplayArgs {
     /// FIELD=COLUMN, repeatable; wins over the mapping file.
     #[arg(long = "column")]
     pub columns: Vec<String>,
+    /// Split recall by this column's values, e.g. a fraud-pattern column (the same as --column group=COLUMN).
+    #[arg(long)]
+    pub group_by: Option<String>,
     /// rfc3339 (default), epoch_s, epoch_ms or local.
     #[arg(long)]
     pub time_format: Option<String>,
@@ -44,6 +47,12 @@ pub struct ReplayArgs {
     /// What to do with a malformed row: skip (report it) or fail.
     #[arg(long, default_value = "skip", value_parser = ["skip", "fail"])]
     pub on_error: String,
+    /// Measure only from this time (RFC 3339, or a date YYYY-MM-DD meaning its UTC midnight); earlier rows warm the state.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Measure only before this time (exclusive; RFC 3339 or YYYY-MM-DD); later rows are not replayed.
+    #[arg(long)]
+    pub until: Option<String>,
     /// Events kept per customer, as in serve [default: 64].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub ring_capacity: Option<u16>,
@@ -100,6 +109,14 @@ pub enum CommandError {
     /// The replay failed.
     #[error(transparent)]
     Replay(#[from] ReplayError),
+    /// A flag's value is malformed.
+    #[error("{flag}: {message}")]
+    Flag {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// An output file could not be created or written.
     #[error("cannot write {path}: {source}")]
     Output {
@@ -124,6 +141,20 @@ fn stdout_error(source: std::io::Error) -> CommandError {
     }
 }
 
+/// A `--from`/`--until` value: an RFC 3339 timestamp, or a date meaning its UTC midnight.
+fn period_bound(flag: &'static str, text: &str) -> Result<crate::txn::EventTime, CommandError> {
+    let text = text.trim();
+    let timestamp = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_string()
+    };
+    crate::txn::parse_timestamp(&timestamp).map_err(|message| CommandError::Flag {
+        flag,
+        message: format!("{text:?} {message}, or a date such as 2026-03-01"),
+    })
+}
+
 fn load_rules_text(path: &Path) -> Result<Vec<u8>, CommandError> {
     rules::read_file(path).map_err(|e: RulesError| CommandError::Rules {
         path: path.display().to_string(),
@@ -137,6 +168,24 @@ pub fn replay(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), CommandError> {
+    let measure_from = args
+        .from
+        .as_deref()
+        .map(|t| period_bound("--from", t))
+        .transpose()?;
+    let measure_until = args
+        .until
+        .as_deref()
+        .map(|t| period_bound("--until", t))
+        .transpose()?;
+    if let (Some(from), Some(until)) = (measure_from, measure_until)
+        && from >= until
+    {
+        return Err(CommandError::Flag {
+            flag: "--until",
+            message: "must be after --from".into(),
+        });
+    }
     let live = load_rules_text(&args.rules)?;
     let candidate = args.against.as_deref().map(load_rules_text).transpose()?;
     let mapping_file = match &args.mapping {
@@ -154,7 +203,11 @@ pub fn replay(
         }
         None => None,
     };
-    let mut mapping = input::Mapping::build(mapping_file, &args.columns, args.timezone.as_deref())?;
+    let mut columns = args.columns.clone();
+    if let Some(column) = &args.group_by {
+        columns.push(format!("group={column}"));
+    }
+    let mut mapping = input::Mapping::build(mapping_file, &columns, args.timezone.as_deref())?;
     if let Some(format) = &args.time_format {
         mapping = mapping.with_time_format(format, args.timezone.as_deref())?;
     }
@@ -182,6 +235,8 @@ pub fn replay(
         ring_capacity: args
             .ring_capacity
             .map_or(StoreConfig::default().ring_capacity, usize::from),
+        measure_from,
+        measure_until,
         ..ReplayConfig::default()
     };
     let report = super::run(

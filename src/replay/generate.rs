@@ -105,6 +105,20 @@ struct JsonRow<'a> {
     credit_granted_at: Option<String>,
     outcome: &'a str,
     is_fraud: u8,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pattern: &'a str,
+}
+
+/// The injected pattern a fraud row belongs to (its customer is `f-PATTERN-NNNNN`); empty for
+/// legitimate rows. Written as the `pattern` column, for `replay --group-by pattern`.
+fn pattern_of(r: &Out) -> &str {
+    if !r.fraud {
+        return "";
+    }
+    r.customer_id
+        .strip_prefix("f-")
+        .and_then(|rest| rest.rsplit_once('-'))
+        .map_or("", |(pattern, _)| pattern)
 }
 
 fn below(rng: &mut ChaCha8Rng, n: u64) -> u64 {
@@ -320,6 +334,7 @@ pub fn generate(
                 "credit_granted_at",
                 "outcome",
                 "is_fraud",
+                "pattern",
             ])?;
             for r in &rows {
                 let (limit, granted) = match r.credit {
@@ -338,6 +353,7 @@ pub fn generate(
                     &granted,
                     r.outcome,
                     if r.fraud { "1" } else { "0" },
+                    pattern_of(r),
                 ])?;
             }
             w.flush()?;
@@ -356,6 +372,7 @@ pub fn generate(
                     credit_granted_at: r.credit.map(|(_, g)| stamp(g)),
                     outcome: r.outcome,
                     is_fraud: u8::from(r.fraud),
+                    pattern: pattern_of(r),
                 };
                 serde_json::to_writer(&mut *out, &row)?;
                 out.write_all(b"\n")?;

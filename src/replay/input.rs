@@ -13,8 +13,9 @@ use serde_json::value::RawValue;
 
 use crate::txn::{self, Amount, CreditLine, EventTime, GeoPoint, OutcomeStatus, Txn};
 
-/// The fields a history row can carry; the first four are required.
-pub const FIELDS: [&str; 13] = [
+/// The fields a history row can carry; the first four are required. `group` (e.g. a fraud
+/// pattern column, `--group-by COLUMN`) only splits the report.
+pub const FIELDS: [&str; 14] = [
     "customer_id",
     "transaction_id",
     "timestamp",
@@ -28,6 +29,7 @@ pub const FIELDS: [&str; 13] = [
     "merchant_id",
     "outcome",
     "label",
+    "group",
 ];
 
 /// How timestamps are written in the input.
@@ -148,6 +150,11 @@ pub struct Row {
     pub outcome: Option<OutcomeStatus>,
     /// Whether it was fraud, when labelled.
     pub label: Option<bool>,
+    /// The row's group for the report (`--group-by`), when given.
+    pub group: Option<Box<str>>,
+    /// Whether the amount was written with binary-float noise and read as its cent (see
+    /// [`cent_of_float_noise`]).
+    pub amount_normalised: bool,
 }
 
 impl Row {
@@ -255,6 +262,50 @@ fn open(path: &Path, progress: &indicatif::ProgressBar) -> Result<Box<dyn BufRea
     })
 }
 
+/// The cent an exporting tool meant when it wrote an amount as a binary float with noise past
+/// the cents: `85.64999999999999` is 85.65, `0.30000000000000004` is 0.30. The digits after
+/// the second decimal must be at least six zeros or six nines (noise is far smaller than a
+/// millionth of a cent); anything else, such as `1.005`, is a genuine sub-cent amount and
+/// stays refused. Exact, on the digits: no float is involved.
+pub fn cent_of_float_noise(text: &str) -> Option<String> {
+    const NOISE_DIGITS: usize = 6;
+    let (int_part, frac) = text.trim().split_once('.')?;
+    if int_part.is_empty()
+        || !int_part.bytes().all(|b| b.is_ascii_digit())
+        || frac.len() <= 2 + NOISE_DIGITS
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let (cents, noise) = frac.split_at(2);
+    let run = &noise[..NOISE_DIGITS];
+    if run.bytes().all(|b| b == b'0') {
+        return Some(format!("{int_part}.{cents}"));
+    }
+    if !run.bytes().all(|b| b == b'9') {
+        return None;
+    }
+    // Round up one cent, carrying through the integer part.
+    let mut digits: Vec<u8> = format!("{int_part}{cents}").into_bytes();
+    let mut i = digits.len();
+    loop {
+        if i == 0 {
+            digits.insert(0, b'1');
+            break;
+        }
+        i -= 1;
+        if digits[i] == b'9' {
+            digits[i] = b'0';
+        } else {
+            digits[i] += 1;
+            break;
+        }
+    }
+    let split = digits.len() - 2;
+    let text = String::from_utf8(digits).ok()?;
+    Some(format!("{}.{}", &text[..split], &text[split..]))
+}
+
 struct Fields<'a> {
     values: [Option<&'a str>; FIELDS.len()],
 }
@@ -287,16 +338,27 @@ fn parse_row(values: &Fields<'_>, mapping: &Mapping, file: u32, line: u64) -> Re
                 .and_then(|ms| micros(i128::from(ms) * 1_000)),
             TimeFormat::Local(tz) => text
                 .parse::<jiff::civil::DateTime>()
-                .map_err(|e| format!("is not a local date and time ({e})"))
+                .map_err(|_| "is not a local date and time such as 2026-03-01 10:00:00".to_string())
                 .and_then(|dt| {
                     dt.to_zoned_datetime(tz.clone())
                         .map(|z| z.timestamp().as_microsecond())
-                        .map_err(|e| e.to_string())
+                        .map_err(|_| "is outside the dates the time zone covers".to_string())
                 }),
         }
     };
+    let normalised = std::cell::Cell::new(false);
     let amount = |i: usize| -> Result<Amount, String> {
-        let a = Amount::parse(required(i)?).map_err(|e| format!("{} {e}", FIELDS[i]))?;
+        let text = required(i)?;
+        let a = match Amount::parse(text) {
+            Ok(a) => a,
+            Err(e) => match cent_of_float_noise(text) {
+                Some(cent) => {
+                    normalised.set(true);
+                    Amount::parse(&cent).map_err(|e| format!("{} {e}", FIELDS[i]))?
+                }
+                None => return Err(format!("{} {e}", FIELDS[i])),
+            },
+        };
         if a.minor() == 0 {
             return Err(format!("{} must be greater than zero", FIELDS[i]));
         }
@@ -359,6 +421,8 @@ fn parse_row(values: &Fields<'_>, mapping: &Mapping, file: u32, line: u64) -> Re
         merchant_id: get(10).map(Into::into),
         outcome,
         label,
+        group: get(13).map(Into::into),
+        amount_normalised: normalised.get(),
     })
 }
 
@@ -559,4 +623,47 @@ pub fn read_all(path: &Path) -> Result<Vec<u8>, InputError> {
             source,
         })?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cent_of_float_noise;
+
+    #[test]
+    fn float_noise_past_the_cents_is_read_as_the_cent_meant() {
+        assert_eq!(
+            cent_of_float_noise("85.64999999999999").as_deref(),
+            Some("85.65")
+        );
+        assert_eq!(
+            cent_of_float_noise("0.30000000000000004").as_deref(),
+            Some("0.30")
+        );
+        assert_eq!(
+            cent_of_float_noise("99.99999999999999").as_deref(),
+            Some("100.00")
+        );
+        assert_eq!(cent_of_float_noise("9.999999999").as_deref(), Some("10.00"));
+        assert_eq!(
+            cent_of_float_noise("1234.560000001").as_deref(),
+            Some("1234.56")
+        );
+    }
+
+    #[test]
+    fn a_genuine_sub_cent_amount_is_not_noise() {
+        for text in [
+            "1.005",
+            "1.0050000000",
+            "85.649",
+            "85.6499",
+            "1.99999",
+            "abc",
+            "1.5",
+            "-1.000000001",
+            ".300000001",
+        ] {
+            assert_eq!(cent_of_float_noise(text), None, "{text}");
+        }
+    }
 }

@@ -21,6 +21,7 @@ use crate::interceptor::Interceptor;
 use crate::live_rules::LiveRules;
 use crate::rules::{Action, RulesError};
 use crate::state::{Store, StoreConfig};
+use crate::txn::EventTime;
 use input::Row;
 
 /// Replay settings.
@@ -32,14 +33,20 @@ pub struct ReplayConfig {
     pub max_customers: usize,
     /// Examples kept per kind of changed decision.
     pub examples: usize,
+    /// Only rows at or after this event time are measured; earlier ones warm the state.
+    pub measure_from: Option<EventTime>,
+    /// Rows at or after this event time are not replayed (exclusive).
+    pub measure_until: Option<EventTime>,
 }
 
 impl Default for ReplayConfig {
     fn default() -> ReplayConfig {
         ReplayConfig {
-            ring_capacity: 64,
+            ring_capacity: StoreConfig::default().ring_capacity,
             max_customers: 10_000_000,
             examples: 5,
+            measure_from: None,
+            measure_until: None,
         }
     }
 }
@@ -142,6 +149,20 @@ pub struct Report {
     pub transactions: u64,
     /// Rows skipped as malformed.
     pub skipped_rows: u64,
+    /// Amounts written as binary floats with noise past the cents (`85.64999999999999`) and
+    /// read as the cent meant.
+    pub amounts_normalised: u64,
+    /// Recall by group (`--group-by`), when the input has groups and labels.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupRecall>,
+    /// Rows before `--from`, replayed to warm the state but not measured.
+    pub warmup_rows: u64,
+    /// The measured period's start (`--from`), RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measured_from: Option<String>,
+    /// The measured period's end, exclusive (`--until`), RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measured_until: Option<String>,
     /// Transactions whose id repeated an earlier one of the same customer (answered with the
     /// first decision and not recorded again, as `serve` does).
     pub duplicates: u64,
@@ -157,6 +178,19 @@ pub struct Report {
     pub seconds: f64,
     /// Transactions decided per second.
     pub per_second: f64,
+}
+
+/// Of one group's fraud (`--group-by`), what the rules caught.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupRecall {
+    /// The group's value.
+    pub group: String,
+    /// Fraud rows in the group.
+    pub fraud: u64,
+    /// Share of them reviewed or denied.
+    pub recall: Option<f64>,
+    /// Per rule that hit any of them: the share it hit.
+    pub rules: std::collections::BTreeMap<String, Option<f64>>,
 }
 
 /// Why a replay could not run.
@@ -282,6 +316,15 @@ struct Tally {
     deny: (u64, u64, i64),
     /// The same for reviews and denials.
     flagged: (u64, u64, i64),
+    /// Per group (`--group-by`): fraud rows, fraud reviewed or denied, and fraud hits per rule.
+    groups: std::collections::BTreeMap<Box<str>, GroupTally>,
+}
+
+#[derive(Default)]
+struct GroupTally {
+    fraud: u64,
+    flagged: u64,
+    rule_hits: Vec<u64>,
 }
 
 impl Tally {
@@ -325,6 +368,18 @@ impl Tally {
                 &mut self.flagged,
             );
         }
+        if let (Some(true), Some(group)) = (row.label, &row.group) {
+            let rules = self.stats.len();
+            let g = self.groups.entry(group.clone()).or_default();
+            g.rule_hits.resize(rules, 0);
+            g.fraud += 1;
+            g.flagged += u64::from(matches!(action, Action::Deny | Action::Review));
+            if let Ok(d) = decided {
+                for &i in d.hits.iter().chain(&d.shadow).chain(&d.tags) {
+                    g.rule_hits[i as usize] += 1;
+                }
+            }
+        }
         match decided {
             Err(_) => self.duplicates += 1,
             Ok(d) => {
@@ -342,6 +397,26 @@ impl Tally {
                 }
             }
         }
+    }
+
+    /// Recall by group: of each group's fraud, the share each rule hit and the share reviewed
+    /// or denied.
+    fn group_recall(&self) -> Vec<GroupRecall> {
+        self.groups
+            .iter()
+            .map(|(group, g)| GroupRecall {
+                group: group.to_string(),
+                fraud: g.fraud,
+                recall: ratio(g.flagged, g.fraud),
+                rules: self
+                    .stats
+                    .iter()
+                    .zip(&g.rule_hits)
+                    .filter(|(_, hits)| **hits > 0)
+                    .map(|(s, hits)| (s.id.clone(), ratio(*hits, g.fraud)))
+                    .collect(),
+            })
+            .collect()
     }
 
     /// The per-rule figures and, when the input had labels, the label figures.
@@ -389,9 +464,21 @@ pub fn run(
     mut decisions: Option<&mut dyn Write>,
 ) -> Result<Report, ReplayError> {
     let started = Instant::now();
+    // Rows are in event-time order: what comes at or after `--until` cannot touch the measured
+    // period, so it is not replayed at all; what comes before `--from` warms the state.
+    let rows = match config.measure_until {
+        Some(until) => &rows[..rows.partition_point(|r| r.at < until)],
+        None => rows,
+    };
+    let from = config.measure_from.unwrap_or(EventTime::MIN);
+    let warmup_rows = rows.partition_point(|r| r.at < from) as u64;
     let mut report = Report {
-        transactions: rows.len() as u64,
+        transactions: rows.len() as u64 - warmup_rows,
         skipped_rows,
+        amounts_normalised: rows.iter().filter(|r| r.amount_normalised).count() as u64,
+        warmup_rows,
+        measured_from: config.measure_from.map(crate::txn::format_timestamp),
+        measured_until: config.measure_until.map(crate::txn::format_timestamp),
         ..Report::default()
     };
     let source = |row: &Row| {
@@ -403,6 +490,9 @@ pub fn run(
     };
     let mut tally = Tally::default();
     let live = run_one(rules, "live", rows, config, |row, decided, set| {
+        if row.at < from {
+            return Ok(());
+        }
         tally.add(row, decided, set);
         let action = match decided {
             Ok(d) => d.action,
@@ -430,6 +520,7 @@ pub fn run(
         }
         Ok(())
     })?;
+    report.groups = tally.group_recall();
     report.decisions = std::mem::take(&mut tally.decisions);
     report.duplicates = tally.duplicates;
     (report.rules, report.labels) = tally.finish();
@@ -440,17 +531,22 @@ pub fn run(
         let mut index = 0usize;
         let mut tally = Tally::default();
         run_one(candidate, "candidate", rows, config, |row, decided, set| {
-            tally.add(row, decided, set);
+            if row.at >= from {
+                tally.add(row, decided, set);
+            }
             let to = match decided {
                 Ok(d) => d.action,
                 Err(first) => first,
             };
-            *changes.candidate_decisions.entry(to.as_str()).or_default() += 1;
-            let from = live[index].action;
+            let was = live[index].action;
             index += 1;
-            if from != to {
+            if row.at < from {
+                return Ok(());
+            }
+            *changes.candidate_decisions.entry(to.as_str()).or_default() += 1;
+            if was != to {
                 changes.changed += 1;
-                let kind = format!("{}→{}", from.as_str(), to.as_str());
+                let kind = format!("{}→{}", was.as_str(), to.as_str());
                 *changes.counts.entry(kind.clone()).or_default() += 1;
                 let shown = per_kind.entry(kind).or_default();
                 if *shown < config.examples {
@@ -459,7 +555,7 @@ pub fn run(
                         source: source(row),
                         transaction_id: row.transaction_id.to_string(),
                         customer_id: row.customer_id.to_string(),
-                        from: from.as_str(),
+                        from: was.as_str(),
                         to: to.as_str(),
                         candidate_reasons: decided
                             .map(|d| {
@@ -501,6 +597,26 @@ impl Report {
             "{} transactions replayed ({} duplicates, {} rows skipped) in {:.2} s, {:.0} a second",
             self.transactions, self.duplicates, self.skipped_rows, self.seconds, self.per_second
         );
+        if let Some(from) = &self.measured_from {
+            let _ = writeln!(
+                out,
+                "measured from {from}{}; {} earlier rows warmed the state",
+                self.measured_until
+                    .as_ref()
+                    .map(|u| format!(" until {u}"))
+                    .unwrap_or_default(),
+                self.warmup_rows
+            );
+        } else if let Some(until) = &self.measured_until {
+            let _ = writeln!(out, "measured until {until}");
+        }
+        if self.amounts_normalised > 0 {
+            let _ = writeln!(
+                out,
+                "{} amounts normalised: written as binary floats with noise past the cents (85.64999999999999 read as 85.65)",
+                self.amounts_normalised
+            );
+        }
         let d = |k: &str| self.decisions.get(k).copied().unwrap_or(0);
         let _ = writeln!(
             out,
@@ -511,6 +627,28 @@ impl Report {
         );
         let _ = writeln!(out);
         write_rules(&mut out, &self.rules, self.labels.as_ref());
+        if !self.groups.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "recall by group (fraud reviewed or denied; rules that hit it):"
+            );
+            for g in &self.groups {
+                let rules: Vec<String> = g
+                    .rules
+                    .iter()
+                    .map(|(id, r)| format!("{id} {}", pct(*r)))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "  {:<24} {:>7} fraud  recall {:>7}  {}",
+                    g.group,
+                    g.fraud,
+                    pct(g.recall),
+                    rules.join(", ")
+                );
+            }
+        }
         if let Some(c) = &self.changes {
             let _ = writeln!(out);
             let _ = writeln!(out, "candidate: {} decisions change", c.changed);

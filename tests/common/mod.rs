@@ -66,6 +66,13 @@ pub async fn send_with(
     client.request(method, path, body, headers).await
 }
 
+/// A status, headers and body text.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+}
+
 /// A keep-alive HTTP/1.1 connection.
 pub struct Client {
     addr: SocketAddr,
@@ -89,23 +96,28 @@ impl Client {
         body: Bytes,
         headers: &[(&str, &str)],
     ) -> (StatusCode, String) {
-        let (status, _, text) = self.request_with_headers(method, path, body, headers).await;
-        (status, text)
+        let answer = self.exchange(method, path, body, headers).await;
+        (answer.status, answer.body)
     }
 
-    /// Like `request`, also returning the answer's headers.
-    pub async fn request_with_headers(
+    /// One request; the answer with its headers. `content-type` defaults to JSON.
+    pub async fn exchange(
         &mut self,
         method: Method,
         path: &str,
         body: Bytes,
         headers: &[(&str, &str)],
-    ) -> (StatusCode, hyper::HeaderMap, String) {
+    ) -> Answer {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", self.addr.to_string())
-            .header("content-type", "application/json");
+            .header("host", self.addr.to_string());
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            req = req.header("content-type", "application/json");
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -113,18 +125,18 @@ impl Client {
         self.sender.ready().await.expect("connection ready");
         let response = self.sender.send_request(req).await.expect("response");
         let status = response.status();
-        let answer_headers = response.headers().clone();
+        let headers = response.headers().clone();
         let bytes = response
             .into_body()
             .collect()
             .await
             .expect("body")
             .to_bytes();
-        (
+        Answer {
             status,
-            answer_headers,
-            String::from_utf8_lossy(&bytes).into_owned(),
-        )
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
     }
 
     pub async fn post(&mut self, path: &str, body: &str) -> (StatusCode, serde_json::Value) {

@@ -6,18 +6,28 @@
 //!   handed to the kernel, and a crash of the machine at most the last second.
 //! - A snapshot is taken every 5 minutes (or when the journal passes 256 MiB) and at graceful
 //!   shutdown: the journal is rotated, the store is walked one shard at a time, and the file is
-//!   written to a temporary name, fsynced and renamed into place. Journals it covers are then
-//!   deleted.
+//!   written to a temporary name, fsynced, renamed into place and read back to verify its
+//!   checksum. Only then are old files deleted, and one generation is kept behind: the
+//!   previous snapshot and every journal after it stay until the next snapshot verifies, so a
+//!   damaged newest snapshot falls back to the previous one plus those journals and loses
+//!   nothing. A snapshot that does not verify is moved to `corrupt/` and nothing is deleted.
 //! - Every file starts with a magic, a format version and the generation, and ends (snapshot)
 //!   or is framed (journal) with CRC-32 checksums. A corrupt, truncated or foreign file is
 //!   detected, logged and moved aside to `corrupt/`; start goes on with what is valid, and a
-//!   snapshot is applied whole or not at all. A journal whose header is sound but whose frames
-//!   are torn or damaged is the exception: replay keeps the frames before the damage, counts
-//!   the bytes after it (`RecoveryReport::ignored_bytes`) and leaves the file in place, since
-//!   its good frames are needed until the next snapshot covers them.
+//!   snapshot is applied whole or not at all.
+//! - A journal whose header is sound is replayed frame by frame: a damaged frame is skipped and
+//!   replay resynchronises on the next valid one ([`journal::scan`]). Damage is logged at ERROR
+//!   with its counts, reported ([`RecoveryReport::damaged_journals`]), and the file is copied to
+//!   `corrupt/` while the original stays in place, since its good frames are needed until the
+//!   next snapshot covers them. An incomplete last frame (a crash while writing) is expected:
+//!   it is counted ([`RecoveryReport::torn_bytes`]) and logged at WARN, nothing more.
+//! - Journal generations are consecutive. One missing between the snapshot loaded and the
+//!   newest journal means its changes are lost: it is logged at ERROR and reported
+//!   ([`RecoveryReport::missing_journals`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use super::journal::{self, Frame, FrameError, Journal};
+use super::journal::{self, Frame, Journal};
 use super::months::{MONTHS, MonthBucket, MonthBuckets};
 use super::{CustomerRecord, Event, Outcome, Store};
 use crate::txn::{Amount, CreditLine};
@@ -93,7 +103,7 @@ impl PersistConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
     /// A file operation failed.
-    #[error("{action} {path}: {source}")]
+    #[error("cannot {action} {path}: {source}")]
     Io {
         /// What was being done.
         action: &'static str,
@@ -105,6 +115,17 @@ pub enum PersistError {
     /// Another process holds the state directory.
     #[error("the state directory {0} is in use by another tripwire")]
     Locked(String),
+    /// A snapshot just written did not read back whole; it was moved aside and nothing older
+    /// was deleted.
+    #[error(
+        "the snapshot {path} did not verify after writing ({reason}); the previous generation is kept"
+    )]
+    Unverified {
+        /// The snapshot.
+        path: String,
+        /// What was wrong with it.
+        reason: String,
+    },
 }
 
 fn io<'a>(
@@ -127,12 +148,50 @@ pub struct RecoveryReport {
     pub journals: usize,
     /// Journal frames applied.
     pub frames: u64,
-    /// Bytes at the end of journals that were truncated or corrupt and ignored.
-    pub ignored_bytes: u64,
+    /// Bytes of incomplete frames at the end of journals, ignored: what a crash while writing
+    /// leaves, expected.
+    pub torn_bytes: u64,
+    /// Journals with damaged frames, each replayed around its damage and copied to `corrupt/`.
+    pub damaged_journals: Vec<JournalDamage>,
+    /// Frames skipped as damaged over every journal (estimated from the frame headers in the
+    /// damaged regions, at least one a region).
+    pub damaged_frames: u64,
+    /// Bytes skipped as damaged over every journal.
+    pub damaged_bytes: u64,
+    /// Journal generations missing between the snapshot loaded (or the first journal) and the
+    /// newest journal: the changes they held are lost.
+    pub missing_journals: Vec<RangeInclusive<u64>>,
     /// Files moved aside as corrupt, truncated or foreign.
     pub moved_aside: Vec<PathBuf>,
     /// Time taken.
     pub elapsed: Duration,
+}
+
+impl RecoveryReport {
+    /// How many journal generations are missing.
+    pub fn missing_journal_count(&self) -> u64 {
+        self.missing_journals
+            .iter()
+            .map(|r| (r.end() - r.start()).saturating_add(1))
+            .fold(0, u64::saturating_add)
+    }
+}
+
+/// A journal whose frames were damaged in places.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalDamage {
+    /// The journal, left in place.
+    pub path: PathBuf,
+    /// Its copy in `corrupt/`, unless copying failed.
+    pub copy: Option<PathBuf>,
+    /// Frames applied from it.
+    pub frames_applied: u64,
+    /// Damaged regions skipped.
+    pub regions: usize,
+    /// Frames skipped (estimated: see [`journal::Damaged::frames`]).
+    pub frames_skipped: u64,
+    /// Bytes skipped.
+    pub bytes_skipped: u64,
 }
 
 /// State persistence for one state directory, recovered and ready to start.
@@ -175,24 +234,125 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-fn move_aside(dir: &Path, path: &Path, why: &str, report: &mut RecoveryReport) {
-    let aside = dir.join("corrupt");
-    let _ = fs::create_dir_all(&aside);
+/// A name in `corrupt/` for a copy of `path`: its file name and the time, made unique.
+fn aside_target(aside: &Path, path: &Path) -> PathBuf {
     let stamp = jiff::Timestamp::now().as_second();
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let target = aside.join(format!("{name}.{stamp}"));
+    let mut target = aside.join(format!("{name}.{stamp}"));
+    let mut n = 1;
+    while target.exists() {
+        target = aside.join(format!("{name}.{stamp}.{n}"));
+        n += 1;
+    }
+    target
+}
+
+/// Moves a damaged file to `corrupt/`; returns where it went.
+fn move_aside(dir: &Path, path: &Path, why: &str) -> Option<PathBuf> {
+    let aside = dir.join("corrupt");
+    let _ = fs::create_dir_all(&aside);
+    let target = aside_target(&aside, path);
     match fs::rename(path, &target) {
         Ok(()) => {
             error!(file = %path.display(), moved_to = %target.display(), reason = why, "state file is damaged and was moved aside");
-            report.moved_aside.push(target);
+            sync_dir(dir);
+            Some(target)
         }
         Err(e) => {
             error!(file = %path.display(), reason = why, error = %e, "state file is damaged and could not be moved aside; it is ignored");
+            None
         }
     }
+}
+
+/// Copies `bytes`, the content of the damaged journal `path`, to `corrupt/`, unless an
+/// identical copy is already there (a restart before the next snapshot); returns the copy.
+fn copy_aside(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    let aside = dir.join("corrupt");
+    fs::create_dir_all(&aside)?;
+    let prefix = path
+        .file_name()
+        .map(|n| format!("{}.", n.to_string_lossy()))
+        .unwrap_or_default();
+    for entry in fs::read_dir(&aside)?.flatten() {
+        let same_name = entry.file_name().to_string_lossy().starts_with(&prefix);
+        let same_len = entry
+            .metadata()
+            .is_ok_and(|m| m.len() == bytes.len() as u64);
+        if same_name && same_len && fs::read(entry.path()).is_ok_and(|held| held == bytes) {
+            return Ok(entry.path());
+        }
+    }
+    let target = aside_target(&aside, path);
+    let mut file = File::create(&target)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    sync_dir(&aside);
+    Ok(target)
+}
+
+/// Journal generations missing from `present` (sorted, after the snapshot `base` if any) up
+/// to `newest`, as ranges.
+fn missing_generations(
+    base: Option<u64>,
+    present: &[u64],
+    newest: u64,
+) -> Vec<RangeInclusive<u64>> {
+    let mut missing = Vec::new();
+    let mut expected = match (base, present.first()) {
+        (Some(b), _) => b.saturating_add(1),
+        (None, Some(&first)) => first,
+        (None, None) => return missing,
+    };
+    for &g in present.iter().filter(|&&g| g <= newest) {
+        if g > expected {
+            missing.push(expected..=g - 1);
+        }
+        expected = expected.max(g.saturating_add(1));
+    }
+    missing
+}
+
+/// Logs and reports a journal damaged in places, and copies it to `corrupt/`.
+fn report_damage(
+    dir: &Path,
+    path: &Path,
+    bytes: &[u8],
+    scan: &journal::Scan,
+    report: &mut RecoveryReport,
+) {
+    let copy = match copy_aside(dir, path, bytes) {
+        Ok(copy) => Some(copy),
+        Err(e) => {
+            error!(file = %path.display(), error = %e, "cannot copy a damaged journal to corrupt/");
+            None
+        }
+    };
+    let damage = JournalDamage {
+        path: path.to_path_buf(),
+        copy,
+        frames_applied: scan.frames,
+        regions: scan.damaged.len(),
+        frames_skipped: scan.damaged_frames(),
+        bytes_skipped: scan.damaged_bytes(),
+    };
+    let first = &scan.damaged[0];
+    error!(
+        file = %path.display(),
+        copied_to = damage.copy.as_ref().map(|c| c.display().to_string()),
+        frames_applied = damage.frames_applied,
+        damaged_regions = damage.regions,
+        frames_skipped = damage.frames_skipped,
+        bytes_skipped = damage.bytes_skipped,
+        first_damage_at = (JOURNAL_HEADER_LEN + first.offset) as u64,
+        "journal has damaged frames; they were skipped and every valid frame around them applied; the changes they held are lost"
+    );
+    report.damaged_frames += damage.frames_skipped;
+    report.damaged_bytes += damage.bytes_skipped;
+    report.damaged_journals.push(damage);
 }
 
 impl Persistence {
@@ -204,7 +364,7 @@ impl Persistence {
     ) -> Result<(Persistence, RecoveryReport), PersistError> {
         let started = Instant::now();
         let dir = config.dir.clone();
-        fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        fs::create_dir_all(&dir).map_err(io("create the state directory", &dir))?;
         let lock_path = dir.join("LOCK");
         let lock = OpenOptions::new()
             .create(true)
@@ -256,24 +416,53 @@ impl Persistence {
                 }
                 Err(why) => {
                     store.clear();
-                    move_aside(&dir, &path, &why, &mut report);
+                    report.moved_aside.extend(move_aside(&dir, &path, &why));
                 }
             }
         }
 
         let mut keys = base.map(|_| store.txn_keys());
+        let mut present = Vec::new();
+        let mut newest_replayed = None;
         for &generation in journals.iter().filter(|&&g| base.is_none_or(|b| g > b)) {
+            present.push(generation);
             let path = journal_path(&dir, generation);
-            match replay_journal(&path, store, &mut keys, config.month_of.as_deref()) {
-                Ok((frames, ignored)) => {
-                    report.journals += 1;
-                    report.frames += frames;
-                    report.ignored_bytes += ignored;
-                    if ignored > 0 {
-                        warn!(file = %path.display(), ignored_bytes = ignored, "journal ends in a truncated or damaged frame; the frames before it were applied");
-                    }
+            let bytes = match fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    let why = format!("cannot read: {e}");
+                    report.moved_aside.extend(move_aside(&dir, &path, &why));
+                    continue;
                 }
-                Err(why) => move_aside(&dir, &path, &why, &mut report),
+            };
+            let scan = match replay_journal(&bytes, store, &mut keys, config.month_of.as_deref()) {
+                Ok(scan) => scan,
+                Err(why) => {
+                    report.moved_aside.extend(move_aside(&dir, &path, &why));
+                    continue;
+                }
+            };
+            newest_replayed = Some(generation);
+            report.journals += 1;
+            report.frames += scan.frames;
+            report.torn_bytes += scan.torn_bytes;
+            if scan.torn_bytes > 0 {
+                warn!(file = %path.display(), torn_bytes = scan.torn_bytes, "journal ends in an incomplete frame, as a crash while writing leaves it; the frames before it were applied");
+            }
+            if !scan.damaged.is_empty() {
+                report_damage(&dir, &path, &bytes, &scan, &mut report);
+            }
+        }
+        if let Some(newest) = newest_replayed {
+            report.missing_journals = missing_generations(base, &present, newest);
+            for gap in &report.missing_journals {
+                error!(
+                    dir = %dir.display(),
+                    first_missing = gap.start(),
+                    last_missing = gap.end(),
+                    after_snapshot = base,
+                    "journal generations are missing from the state directory; the changes they held are lost"
+                );
             }
         }
         if let Some(k) = keys {
@@ -287,6 +476,10 @@ impl Persistence {
             snapshot_customers = report.snapshot.map(|s| s.1),
             journals = report.journals,
             frames = report.frames,
+            torn_bytes = report.torn_bytes,
+            damaged_frames = report.damaged_frames,
+            damaged_bytes = report.damaged_bytes,
+            missing_journals = report.missing_journal_count(),
             customers = store.customers(),
             events = store.events(),
             moved_aside = report.moved_aside.len(),
@@ -539,8 +732,8 @@ struct Snapshots {
 }
 
 impl Snapshots {
-    /// Rotates the journal, writes a snapshot covering everything before the rotation, and
-    /// deletes the files it replaces.
+    /// Rotates the journal, writes a snapshot covering everything before the rotation, reads
+    /// it back to verify it, and then deletes the generation before the previous one.
     fn take(&self, store: &Store) -> Result<(), PersistError> {
         let started = Instant::now();
         let (reply, answer) = mpsc::channel();
@@ -562,29 +755,68 @@ impl Snapshots {
         let customers = write_snapshot(&tmp, store, generation, self.keys)?;
         fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
         sync_dir(&self.dir);
-        // Everything up to `generation` is in the snapshot now.
-        if let Ok(entries) = fs::read_dir(&self.dir) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let old_journal =
-                    generation_of(&name, "journal-", ".bin").is_some_and(|g| g <= generation);
-                let old_snapshot =
-                    generation_of(&name, "snapshot-", ".bin").is_some_and(|g| g < generation);
-                if old_journal || old_snapshot {
-                    let _ = fs::remove_file(entry.path());
-                }
+        // Read it back: nothing is deleted on the strength of a snapshot that does not verify.
+        let verified = check_snapshot(&path).and_then(|checked| {
+            if (checked.generation, checked.customers) == (generation, customers) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "it reads back as generation {} with {} customers, written as generation {generation} with {customers}",
+                    checked.generation, checked.customers
+                ))
             }
+        });
+        if let Err(reason) = verified {
+            move_aside(&self.dir, &path, &reason);
+            return Err(PersistError::Unverified {
+                path: path.display().to_string(),
+                reason,
+            });
         }
+        let previous = prune(&self.dir, generation);
         self.written.fetch_add(1, Ordering::Relaxed);
         info!(
             generation,
             customers,
             bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+            previous_generation_kept = previous,
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "snapshot written"
+            "snapshot written and verified"
         );
         Ok(())
     }
+}
+
+/// Once the snapshot `newest` is verified, deletes what only the generation before the previous
+/// one needs: snapshots older than the previous snapshot, and journals up to it. The previous
+/// snapshot and every journal after it stay, so a damaged `newest` falls back to them and loses
+/// nothing. With no previous snapshot, every journal stays (the previous generation is the
+/// empty state and the journals from the start). Returns the previous snapshot's generation.
+fn prune(dir: &Path, newest: u64) -> Option<u64> {
+    let entries: Vec<(String, PathBuf)> = match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .collect(),
+        Err(e) => {
+            warn!(dir = %dir.display(), error = %e, "cannot list the state directory to delete old files; they stay");
+            return None;
+        }
+    };
+    let previous = entries
+        .iter()
+        .filter_map(|(name, _)| generation_of(name, "snapshot-", ".bin"))
+        .filter(|&g| g < newest)
+        .max()?;
+    for (name, path) in &entries {
+        let old_journal = generation_of(name, "journal-", ".bin").is_some_and(|g| g <= previous);
+        let old_snapshot = generation_of(name, "snapshot-", ".bin").is_some_and(|g| g < previous);
+        if old_journal || old_snapshot {
+            let _ = fs::remove_file(path);
+        }
+    }
+    sync_dir(dir);
+    Some(previous)
 }
 
 /// A writer that keeps a running CRC-32 of what passes through.
@@ -675,9 +907,23 @@ fn write_snapshot(
     Ok(customers)
 }
 
-/// Reads a snapshot into `store`: checksum first, then apply. Returns the keys and the number
-/// of customers, or why the file is not a valid snapshot (the caller clears the store).
-fn load_snapshot(path: &Path, store: &Store) -> Result<((u64, u64), u64), String> {
+/// What the checksum pass over a snapshot found.
+struct CheckedSnapshot {
+    /// Format version.
+    version: u32,
+    /// Generation written in the header.
+    generation: u64,
+    /// Transaction-hash keys.
+    keys: (u64, u64),
+    /// Customers the trailer counts.
+    customers: u64,
+    /// Bytes covered by the checksum (header, customers and count).
+    covered: u64,
+}
+
+/// Reads a whole snapshot and checks its magic, version, end marker and checksum, without
+/// applying anything.
+fn check_snapshot(path: &Path) -> Result<CheckedSnapshot, String> {
     let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let len = file
         .metadata()
@@ -686,7 +932,7 @@ fn load_snapshot(path: &Path, store: &Store) -> Result<((u64, u64), u64), String
     if len < (SNAPSHOT_HEADER_LEN + SNAPSHOT_TRAILER_LEN) as u64 {
         return Err("truncated: shorter than a header and a trailer".into());
     }
-    // Pass 1: the checksum over everything but the stored checksum and the end marker.
+    // The checksum covers everything but the stored checksum and the end marker.
     let covered = len - 12;
     let mut reader = BufReader::with_capacity(1024 * 1024, file);
     let mut crc = crc32fast::Hasher::new();
@@ -734,12 +980,30 @@ fn load_snapshot(path: &Path, store: &Store) -> Result<((u64, u64), u64), String
     if crc.finalize() != u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")) {
         return Err("checksum mismatch".into());
     }
-    let keys = (
-        u64::from_le_bytes(header[20..28].try_into().expect("8 bytes")),
-        u64::from_le_bytes(header[28..36].try_into().expect("8 bytes")),
-    );
+    Ok(CheckedSnapshot {
+        version,
+        generation: u64::from_le_bytes(header[12..20].try_into().expect("8 bytes")),
+        keys: (
+            u64::from_le_bytes(header[20..28].try_into().expect("8 bytes")),
+            u64::from_le_bytes(header[28..36].try_into().expect("8 bytes")),
+        ),
+        customers: stored_count,
+        covered,
+    })
+}
 
-    // Pass 2: parse and apply. The checksum matched, so a parse error means a bug in the
+/// Reads a snapshot into `store`: checksum first, then apply. Returns the keys and the number
+/// of customers, or why the file is not a valid snapshot (the caller clears the store).
+fn load_snapshot(path: &Path, store: &Store) -> Result<((u64, u64), u64), String> {
+    let CheckedSnapshot {
+        version,
+        keys,
+        customers: stored_count,
+        covered,
+        ..
+    } = check_snapshot(path)?;
+
+    // Then parse and apply. The checksum matched, so a parse error means a bug in the
     // writer; the caller then clears the store rather than keep half a snapshot.
     let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let mut reader = BufReader::with_capacity(1024 * 1024, file).take(covered - 8);
@@ -823,16 +1087,16 @@ fn load_snapshot(path: &Path, store: &Store) -> Result<((u64, u64), u64), String
     Ok((keys, customers))
 }
 
-/// Replays a journal into `store`. `keys` are the hash keys of the state so far (from the
-/// snapshot or an earlier journal); a journal with other keys belongs to another state and is
-/// refused. Returns frames applied and trailing bytes ignored.
+/// Replays a journal (the whole file's `bytes`) into `store`. `keys` are the hash keys of the
+/// state so far (from the snapshot or an earlier journal); a journal with other keys belongs to
+/// another state and is refused, as is one whose header is not sound. Frames are read by
+/// [`journal::scan`], past any damage; returns what it found.
 fn replay_journal(
-    path: &Path,
+    bytes: &[u8],
     store: &mut Store,
     keys: &mut Option<(u64, u64)>,
     month_of: Option<&(dyn Fn(i64) -> i32 + Send + Sync)>,
-) -> Result<(u64, u64), String> {
-    let bytes = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+) -> Result<journal::Scan, String> {
     if bytes.len() < JOURNAL_HEADER_LEN {
         return Err("truncated: shorter than a header".into());
     }
@@ -870,18 +1134,9 @@ fn replay_journal(
         }
     }
     let now = jiff::Timestamp::now().as_microsecond();
-    let mut applied = 0u64;
-    let mut rest = frames;
-    while !rest.is_empty() {
-        let (frame, used) = match journal::decode(rest) {
-            Ok(decoded) => decoded,
-            Err(FrameError::Truncated | FrameError::Corrupt) => break,
-        };
+    Ok(journal::scan(frames, |frame| {
         apply_frame(store, &frame, month_of, now, None);
-        applied += 1;
-        rest = &rest[used..];
-    }
-    Ok((applied, rest.len() as u64))
+    }))
 }
 
 /// Applies one change to `store`, idempotently: an event already held (same transaction hash)
@@ -1285,9 +1540,12 @@ mod tests {
     }
 
     /// Damages the snapshot of [`snapshot_then_journal`], recovers, and checks that the snapshot
-    /// was moved aside whole and the journal after it still applied.
+    /// was moved aside whole and the journal after it still applied. The journal before the
+    /// snapshot is removed first (the writer keeps it until the next snapshot), so that what
+    /// comes back shows that nothing of the damaged snapshot was kept.
     fn damaged_snapshot_is_moved_aside(name: &str, damage: impl FnOnce(&mut Vec<u8>)) {
         let (dir, _, journal_only) = snapshot_then_journal(name);
+        fs::remove_file(journal_path(&dir.0, 1)).unwrap();
         let snapshot = newest(&dir.0, "snapshot-");
         let mut bytes = fs::read(&snapshot).unwrap();
         damage(&mut bytes);
@@ -1339,17 +1597,19 @@ mod tests {
         let (generation, customers) = report.snapshot.expect("a snapshot was loaded");
         assert_eq!(customers, 5);
         assert_eq!(
-            (report.journals, report.frames, report.ignored_bytes),
+            (report.journals, report.frames, report.torn_bytes),
             (1, 0, 0)
         );
         assert!(report.moved_aside.is_empty());
         assert_eq!(
             state_files(&dir.0),
             vec![
+                journal_path(&dir.0, generation),
                 journal_path(&dir.0, generation + 1),
+                snapshot_path(&dir.0, generation - 1),
                 snapshot_path(&dir.0, generation)
             ],
-            "older snapshots and covered journals were deleted"
+            "the previous snapshot and the journals after it are kept; the journal before it was deleted"
         );
     }
 
@@ -1361,7 +1621,7 @@ mod tests {
         let (_, customers) = report.snapshot.expect("a snapshot was loaded");
         assert_eq!(customers, 4, "erin came after the snapshot");
         assert_eq!(
-            (report.journals, report.frames, report.ignored_bytes),
+            (report.journals, report.frames, report.torn_bytes),
             (1, 6, 0)
         );
         assert!(report.moved_aside.is_empty());
@@ -1454,6 +1714,24 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_first_snapshot_falls_back_to_every_journal_from_the_start() {
+        // Before a second snapshot, the previous generation is the empty state and the
+        // journals from the first one: they are all kept.
+        let (dir, at_crash, _) = snapshot_then_journal("first-snapshot");
+        let snapshot = newest(&dir.0, "snapshot-");
+        let mut bytes = fs::read(&snapshot).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x10;
+        fs::write(&snapshot, &bytes).unwrap();
+
+        let (store, report) = recover(&dir.0);
+        assert_moved_aside(&dir.0, &report, &snapshot, &bytes);
+        assert_eq!(report.snapshot, None);
+        assert_eq!((report.journals, report.frames), (2, 21));
+        assert_eq!(state(&store), at_crash, "nothing lost");
+    }
+
+    #[test]
     fn a_damaged_newest_snapshot_falls_back_to_the_one_before_it() {
         let (dir, at_crash, _) = snapshot_then_journal("fallback");
         let snapshot = newest(&dir.0, "snapshot-");
@@ -1510,7 +1788,7 @@ mod tests {
         let (store, report) = recover(&dir.0);
         assert_eq!(report.snapshot, None);
         assert_eq!(
-            (report.journals, report.frames, report.ignored_bytes),
+            (report.journals, report.frames, report.torn_bytes),
             (1, 16, 0)
         );
         assert_eq!(state(&store), at_crash);
@@ -1527,37 +1805,46 @@ mod tests {
 
         let (store, report) = recover(&dir.0);
         assert_eq!(report.frames, 15);
-        assert_eq!(report.ignored_bytes, 10);
+        assert_eq!(report.torn_bytes, 10);
         assert_eq!(state(&store), before_zed);
         // The frames before the tear are still needed until the next snapshot: the journal
-        // stays where it is.
+        // stays where it is. A tear is expected after a crash: it is not damage.
         assert!(report.moved_aside.is_empty());
         assert!(journal.exists());
+        assert!(report.damaged_journals.is_empty());
+        assert_eq!((report.damaged_frames, report.damaged_bytes), (0, 0));
+        assert!(!dir.0.join("corrupt").exists());
     }
 
     #[test]
-    fn a_corrupt_journal_frame_stops_replay_and_keeps_the_frames_before_it() {
-        let (dir, _, _) = journal_only("corrupt-frame");
+    fn a_corrupt_journal_frame_is_skipped_and_replay_goes_on_after_it() {
+        let (dir, _, at_crash) = journal_only("corrupt-frame");
         let journal = newest(&dir.0, "journal-");
         let mut bytes = fs::read(&journal).unwrap();
         let frames = frames_of(&bytes);
-        // Frame 9 is bob's first event: the customers journalled before it are alice alone.
-        let (at, _) = frames[9];
+        // Frame 9 is bob's first event (b-0); every other change comes back.
+        let (at, len) = frames[9];
         bytes[at + 20] ^= 0x01;
         fs::write(&journal, &bytes).unwrap();
 
         let (store, report) = recover(&dir.0);
-        assert_eq!(report.frames, 9);
-        assert_eq!(report.ignored_bytes, (bytes.len() - at) as u64);
+        assert_eq!(report.frames, 15);
+        assert_eq!(report.torn_bytes, 0);
+        assert_eq!(
+            (report.damaged_frames, report.damaged_bytes),
+            (1, len as u64)
+        );
         assert!(report.moved_aside.is_empty());
-        let state = state(&store);
-        assert_eq!(state.keys().collect::<Vec<_>>(), vec!["alice"]);
-        assert_eq!(state["alice"].credit_line.unwrap().limit.minor(), 500_000);
-        let failed = state["alice"]
-            .events
-            .iter()
-            .filter(|e| e.outcome() == Outcome::Failed);
-        assert_eq!(failed.count(), 1);
+        let mut want = at_crash;
+        let bob = want.get_mut("bob").unwrap();
+        bob.events.remove(0);
+        bob.months = Some({
+            let mut months = MonthBuckets::default();
+            months.add(month_of(T0 + 60_000_000), 49_900);
+            months
+        });
+        assert_eq!(state(&store), want);
+        assert!(!holds_txn(&store, "bob", "b-0"));
     }
 
     /// Damages the journal of [`journal_only`], recovers, and checks it was moved aside whole.
@@ -1678,5 +1965,320 @@ mod tests {
         );
         drop(held);
         assert!(Persistence::recover(config(&dir.0), &mut second).is_ok());
+    }
+
+    /// A state directory holding only a journal of 500 frames, one event for each of the
+    /// customers `c-0` to `c-499`, as a crash leaves it; with the journal's path.
+    fn five_hundred_frames(name: &str) -> (TempDir, PathBuf) {
+        let running = TempDir::new(&format!("{name}-running"));
+        let crashed = TempDir::new(name);
+        let (live, handle, _) = start(&running.0);
+        for i in 0..500 {
+            live.txn(&format!("c-{i}"), "t", T0 + i, 100 + i);
+        }
+        crash_image(&running.0, live.journalled(), &crashed.0);
+        handle.shutdown(&live.store).unwrap();
+        let journal = newest(&crashed.0, "journal-");
+        (crashed, journal)
+    }
+
+    /// The customers `c-N` held, by N.
+    fn customers_held(store: &Store) -> Vec<i64> {
+        let mut held: Vec<i64> = state(store)
+            .keys()
+            .map(|k| k.strip_prefix("c-").unwrap().parse().unwrap())
+            .collect();
+        held.sort_unstable();
+        held
+    }
+
+    fn all_but(lost: &[i64]) -> Vec<i64> {
+        (0..500).filter(|i| !lost.contains(i)).collect()
+    }
+
+    /// Damages the 500-frame journal, recovers, and checks that exactly the frames `lost` are
+    /// gone, in `regions` damaged regions, and that the damage was reported.
+    fn damaged_frames_are_skipped(
+        name: &str,
+        lost: &[i64],
+        regions: usize,
+        damage: impl FnOnce(&mut Vec<u8>, &[(usize, usize)]),
+    ) -> (TempDir, RecoveryReport) {
+        let (dir, journal) = five_hundred_frames(name);
+        let mut bytes = fs::read(&journal).unwrap();
+        let frames = frames_of(&bytes);
+        assert_eq!(frames.len(), 500);
+        damage(&mut bytes, &frames);
+        fs::write(&journal, &bytes).unwrap();
+
+        let (store, report) = recover(&dir.0);
+        assert_eq!(customers_held(&store), all_but(lost));
+        assert_eq!(report.frames, 500 - lost.len() as u64);
+        let lost_bytes: usize = lost.iter().map(|&i| frames[i as usize].1).sum();
+        assert_eq!(
+            (
+                report.damaged_frames,
+                report.damaged_bytes,
+                report.torn_bytes
+            ),
+            (lost.len() as u64, lost_bytes as u64, 0)
+        );
+        assert_eq!(report.damaged_journals.len(), 1);
+        let damage = &report.damaged_journals[0];
+        assert_eq!(damage.path, journal);
+        assert_eq!(
+            (damage.frames_applied, damage.regions, damage.frames_skipped),
+            (500 - lost.len() as u64, regions, lost.len() as u64)
+        );
+        (dir, report)
+    }
+
+    #[test]
+    fn a_flipped_bit_in_the_first_frame_of_500_loses_only_that_frame() {
+        // The high bit of the length's second byte: the frame now claims to run past the end
+        // of the file, which used to be read as a torn tail and lost all 500 frames.
+        damaged_frames_are_skipped("first-frame", &[0], 1, |bytes, frames| {
+            bytes[frames[0].0 + 1] ^= 0x80;
+        });
+    }
+
+    #[test]
+    fn a_flipped_bit_in_the_middle_of_500_frames_loses_only_that_frame() {
+        damaged_frames_are_skipped("middle-frame", &[250], 1, |bytes, frames| {
+            let (at, len) = frames[250];
+            bytes[at + len - 5] ^= 0x08; // in the event's payload: the checksum fails
+        });
+    }
+
+    #[test]
+    fn two_damaged_regions_lose_only_their_frames() {
+        // Frame 100's checksum; frames 300 and 301 together (an event's time, an id length).
+        damaged_frames_are_skipped("two-regions", &[100, 300, 301], 2, |bytes, frames| {
+            bytes[frames[100].0 + 6] ^= 0x01;
+            bytes[frames[300].0 + 20] ^= 0x02;
+            bytes[frames[301].0 + 9] ^= 0x10;
+        });
+    }
+
+    #[test]
+    fn a_damaged_journal_is_copied_to_corrupt_and_left_in_place() {
+        let (dir, report) = damaged_frames_are_skipped("copied", &[7], 1, |bytes, frames| {
+            bytes[frames[7].0 + 30] ^= 0x04;
+        });
+        let journal = newest(&dir.0, "journal-");
+        let bytes = fs::read(&journal).unwrap();
+        let damage = &report.damaged_journals[0];
+        let copy = damage.copy.clone().expect("copied");
+        assert_eq!(copy.parent(), Some(dir.0.join("corrupt").as_path()));
+        assert_eq!(fs::read(&copy).unwrap(), bytes, "an exact copy");
+        assert!(
+            report.moved_aside.is_empty(),
+            "the original stays: its good frames are needed until the next snapshot"
+        );
+        // A restart before the next snapshot finds the same damage but does not copy it again.
+        let (store, again) = recover(&dir.0);
+        assert_eq!(customers_held(&store), all_but(&[7]));
+        assert_eq!(again.damaged_journals[0].copy, Some(copy));
+        assert_eq!(fs::read_dir(dir.0.join("corrupt")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_torn_tail_after_damage_in_the_middle_is_still_only_a_torn_tail() {
+        let (dir, journal) = five_hundred_frames("damage-and-tear");
+        let mut bytes = fs::read(&journal).unwrap();
+        let frames = frames_of(&bytes);
+        bytes[frames[10].0 + 20] ^= 0x01;
+        let (last, _) = frames[499];
+        bytes.truncate(last + 12); // a crash while writing the last frame
+        fs::write(&journal, &bytes).unwrap();
+
+        let (store, report) = recover(&dir.0);
+        assert_eq!(customers_held(&store), all_but(&[10, 499]));
+        assert_eq!(report.frames, 498);
+        assert_eq!(report.torn_bytes, 12);
+        assert_eq!(
+            (report.damaged_frames, report.damaged_bytes),
+            (1, frames[10].1 as u64),
+            "the tear is not counted as damage"
+        );
+    }
+
+    #[test]
+    fn a_torn_tail_alone_is_not_damage() {
+        let (dir, journal) = five_hundred_frames("torn-only");
+        let mut bytes = fs::read(&journal).unwrap();
+        let frames = frames_of(&bytes);
+        for cut in 1..frames[499].1 {
+            fs::write(&journal, &bytes[..frames[499].0 + cut]).unwrap();
+            let (store, report) = recover(&dir.0);
+            assert_eq!(customers_held(&store), all_but(&[499]), "cut at {cut}");
+            assert_eq!(report.torn_bytes, cut as u64);
+            assert!(report.damaged_journals.is_empty(), "cut at {cut}");
+            assert_eq!(report.damaged_frames, 0);
+        }
+        assert!(!dir.0.join("corrupt").exists(), "nothing copied aside");
+        // Zeros where the last frame should be: the file grew but its data never reached the
+        // disk. A crash artefact too, not damage.
+        let (last, len) = frames[499];
+        bytes[last..].fill(0);
+        bytes.extend_from_slice(&[0; 100]);
+        fs::write(&journal, &bytes).unwrap();
+        let (store, report) = recover(&dir.0);
+        assert_eq!(customers_held(&store), all_but(&[499]));
+        assert_eq!(report.torn_bytes, (len + 100) as u64);
+        assert!(report.damaged_journals.is_empty());
+    }
+
+    #[test]
+    fn a_damaged_last_frame_is_damage_not_a_torn_tail() {
+        // The frame is whole but its checksum fails: it was written, and then damaged.
+        let (_dir, report) =
+            damaged_frames_are_skipped("last-frame", &[499], 1, |bytes, frames| {
+                let (at, len) = frames[499];
+                bytes[at + len - 1] ^= 0x20;
+            });
+        assert_eq!(report.torn_bytes, 0);
+    }
+
+    /// Snapshots twice with changes after each and then some, as a crash leaves it; with the
+    /// state at the crash.
+    fn two_snapshots_then_journal(name: &str) -> (TempDir, BTreeMap<String, Held>) {
+        let running = TempDir::new(&format!("{name}-running"));
+        let crashed = TempDir::new(name);
+        let (live, handle, _) = start(&running.0);
+        populate(&live);
+        handle.snapshot(&live.store).unwrap();
+        change_after_snapshot(&live);
+        handle.snapshot(&live.store).unwrap();
+        let before = live.journalled();
+        live.txn("fay", "f-0", T0 + 70 * DAY, 900);
+        live.outcome("erin", "e-1", Outcome::Failed);
+        crash_image(&running.0, live.journalled() - before, &crashed.0);
+        handle.shutdown(&live.store).unwrap();
+        (crashed, state(&live.store))
+    }
+
+    #[test]
+    fn after_two_snapshots_the_previous_generation_and_its_journals_are_kept() {
+        let (dir, _) = two_snapshots_then_journal("generations");
+        // Journal 1 went into snapshot 1, journal 2 into snapshot 2; journal 3 is open.
+        assert_eq!(
+            state_files(&dir.0),
+            vec![
+                journal_path(&dir.0, 2),
+                journal_path(&dir.0, 3),
+                snapshot_path(&dir.0, 1),
+                snapshot_path(&dir.0, 2),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_damaged_newest_snapshot_recovers_from_the_previous_generation_losing_nothing() {
+        let (dir, at_crash) = two_snapshots_then_journal("previous-generation");
+        let snapshot = snapshot_path(&dir.0, 2);
+        let mut bytes = fs::read(&snapshot).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x10;
+        fs::write(&snapshot, &bytes).unwrap();
+
+        let (store, report) = recover(&dir.0);
+        assert_moved_aside(&dir.0, &report, &snapshot, &bytes);
+        assert_eq!(report.snapshot, Some((1, 4)));
+        assert_eq!(report.journals, 2, "journals 2 and 3");
+        assert!(report.missing_journals.is_empty());
+        assert_eq!(state(&store), at_crash, "nothing lost");
+        assert!(holds_txn(&store, "fay", "f-0"));
+    }
+
+    #[test]
+    fn the_generation_before_the_previous_is_deleted_by_the_next_snapshot() {
+        let dir = TempDir::new("third-snapshot");
+        let (live, handle, _) = start(&dir.0);
+        populate(&live);
+        for _ in 0..3 {
+            handle.snapshot(&live.store).unwrap();
+        }
+        assert_eq!(
+            state_files(&dir.0),
+            vec![
+                journal_path(&dir.0, 3),
+                journal_path(&dir.0, 4),
+                snapshot_path(&dir.0, 2),
+                snapshot_path(&dir.0, 3),
+            ]
+        );
+        handle.shutdown(&live.store).unwrap();
+    }
+
+    /// Recovers `dir`, makes `change`, and leaves `dir` as a crash right after would: one more
+    /// journal, no snapshot.
+    fn crash_after(dir: &Path, change: impl FnOnce(&Live)) {
+        let running = TempDir::new("crash-after-running");
+        fs::create_dir_all(&running.0).unwrap();
+        for file in state_files(dir) {
+            fs::copy(&file, running.0.join(file.file_name().unwrap())).unwrap();
+        }
+        let (live, handle, _) = start(&running.0);
+        change(&live);
+        crash_image(&running.0, live.journalled(), dir);
+        handle.shutdown(&live.store).unwrap();
+    }
+
+    #[test]
+    fn a_missing_journal_in_the_middle_of_the_sequence_is_reported() {
+        let (dir, _, _) = journal_only("missing-journal");
+        crash_after(&dir.0, |live| live.txn("yan", "y-0", T0 + 9 * DAY, 10));
+        crash_after(&dir.0, |live| live.txn("xia", "x-0", T0 + 9 * DAY, 10));
+        crash_after(&dir.0, |live| live.txn("wei", "w-0", T0 + 9 * DAY, 10));
+        assert_eq!(
+            state_files(&dir.0),
+            (1..=4).map(|g| journal_path(&dir.0, g)).collect::<Vec<_>>()
+        );
+        fs::remove_file(journal_path(&dir.0, 2)).unwrap();
+        fs::remove_file(journal_path(&dir.0, 3)).unwrap();
+
+        let (store, report) = recover(&dir.0);
+        assert_eq!(report.missing_journals, vec![2..=3]);
+        assert_eq!(report.missing_journal_count(), 2);
+        assert_eq!(report.journals, 2);
+        let held = state(&store);
+        assert!(held.contains_key("zed") && held.contains_key("wei"));
+        assert!(!held.contains_key("yan") && !held.contains_key("xia"));
+    }
+
+    #[test]
+    fn a_missing_journal_right_after_the_snapshot_is_reported() {
+        // The newest snapshot is damaged and the journal after the previous one is gone.
+        let (dir, _) = two_snapshots_then_journal("missing-after-snapshot");
+        let snapshot = snapshot_path(&dir.0, 2);
+        let mut bytes = fs::read(&snapshot).unwrap();
+        bytes.truncate(40);
+        fs::write(&snapshot, &bytes).unwrap();
+        fs::remove_file(journal_path(&dir.0, 2)).unwrap();
+
+        let (store, report) = recover(&dir.0);
+        assert_eq!(report.snapshot, Some((1, 4)));
+        assert_eq!(report.missing_journals, vec![2..=2]);
+        assert!(
+            !state(&store).contains_key("erin"),
+            "erin was only in journal 2"
+        );
+        assert!(holds_txn(&store, "fay", "f-0"));
+    }
+
+    #[test]
+    fn a_complete_sequence_reports_nothing_missing() {
+        assert_eq!(missing_generations(Some(4), &[5, 6, 7], 7), vec![]);
+        assert_eq!(missing_generations(None, &[3, 4], 4), vec![]);
+        assert_eq!(missing_generations(None, &[], 0), vec![]);
+        assert_eq!(missing_generations(Some(4), &[], 0), vec![]);
+        assert_eq!(missing_generations(Some(1), &[4, 9], 9), vec![2..=3, 5..=8]);
+        // A foreign file with a huge generation that was moved aside does not count.
+        assert_eq!(missing_generations(Some(1), &[2, u64::MAX], 2), vec![]);
+        assert_eq!(
+            missing_generations(None, &[0, u64::MAX], u64::MAX),
+            vec![1..=u64::MAX - 1]
+        );
     }
 }
