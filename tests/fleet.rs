@@ -775,3 +775,31 @@ async fn the_rules_commands_push_check_status_and_roll_back_through_the_binary()
     std::fs::remove_dir_all(&dir).ok();
     a.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_message_is_counted_and_skipped_and_applying_goes_on() {
+    let Some(nats) = Nats::start("malformed") else {
+        return;
+    };
+    let a = replica(&nats, "a").await;
+    let b = replica(&nats, "b").await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    for garbage in [&b"not a frame"[..], &[0u8; 3][..], &[]] {
+        js.publish("tripwire.events.7", garbage.to_vec().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    decide(&a, "m1", "mona", "2026-03-01T10:00:00+08:00", "5").await;
+    assert!(holds(&b, "mona", 1).await, "the next change is applied");
+    let (_, metrics) = send(b.admin_addr(), Method::GET, "/metrics", "").await;
+    assert!(
+        metrics.contains("tripwire_fleet_rejected_total 3"),
+        "{metrics}"
+    );
+    for app in [a, b] {
+        app.shutdown().await.unwrap();
+    }
+}

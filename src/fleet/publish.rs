@@ -25,11 +25,20 @@ use crate::state::journal::{self, ChangeSink, Frame};
 /// Messages published per batch at most.
 const BATCH: usize = 256;
 
+/// A change's frame: inline up to 128 bytes (a customer id up to 85 bytes), so queueing most
+/// changes allocates nothing.
+type FrameBytes = smallvec::SmallVec<[u8; 128]>;
+
+thread_local! {
+    /// Where `change` encodes before copying into the queued record; grows once per thread.
+    static ENCODE_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// One change waiting to be published.
 #[derive(Debug)]
 pub struct QueuedChange {
     partition: u32,
-    frame: Bytes,
+    frame: FrameBytes,
 }
 
 /// The bounded queue between the interceptor and the publisher.
@@ -76,11 +85,14 @@ impl ChangeSink for ChangeQueue {
         let customer = match frame {
             Frame::Event(id, _) | Frame::Outcome(id, _, _) | Frame::CreditLine(id, _) => *id,
         };
-        let mut bytes = Vec::with_capacity(64 + customer.len());
-        journal::encode(frame, &mut bytes);
+        let frame = ENCODE_BUFFER.with_borrow_mut(|buffer| {
+            buffer.clear();
+            journal::encode(frame, buffer);
+            FrameBytes::from_slice(buffer)
+        });
         let change = QueuedChange {
             partition: partition(customer),
-            frame: Bytes::from(bytes),
+            frame,
         };
         match self.sender.try_send(change) {
             Ok(()) => {}
@@ -127,7 +139,7 @@ pub async fn run(
                 (
                     format!("{}.events.{}", config.stream, change.partition),
                     headers,
-                    change.frame,
+                    Bytes::copy_from_slice(&change.frame),
                 )
             })
             .collect();
@@ -267,5 +279,42 @@ async fn publish_decisions(
                 metrics.fleet.decisions_dropped.inc();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::txn::{Amount, CreditLine};
+
+    #[test]
+    fn a_change_is_queued_as_its_journal_frame_and_a_full_queue_drops_and_counts() {
+        let mut config = FleetConfig::new("nats://127.0.0.1:1");
+        config.queue_capacity = 2;
+        let metrics = Arc::new(Metrics::new());
+        let (queue, mut receiver) = ChangeQueue::new(&config, Arc::clone(&metrics));
+        let line = CreditLine {
+            limit: Amount::from_minor(500_000).unwrap(),
+            granted_at: 7,
+        };
+        let long_id = "c".repeat(300);
+        queue.change(&Frame::CreditLine("ann", line));
+        queue.change(&Frame::CreditLine(&long_id, line));
+        queue.change(&Frame::CreditLine("ann", line));
+        assert_eq!(metrics.fleet.dropped.get(), 1, "the third did not fit");
+
+        let first = receiver.try_recv().unwrap();
+        assert_eq!(first.partition, partition("ann"));
+        assert!(!first.frame.spilled(), "a short id stays inline");
+        let (frame, used) = journal::decode(&first.frame).unwrap();
+        assert_eq!(
+            (frame, used),
+            (Frame::CreditLine("ann", line), first.frame.len())
+        );
+        let second = receiver.try_recv().unwrap();
+        assert_eq!(
+            journal::decode(&second.frame).unwrap().0,
+            Frame::CreditLine(&long_id, line)
+        );
     }
 }
