@@ -16,6 +16,9 @@ loopback.
    in.
 2. On against off: one replica of the fleet against a standalone tripwire, A B A B, at the same
    rate, with `loadgen` on the same core. Medians of the per-pair p50 and p99 ratios.
+3. The publish queue at its bound (`--queue-memory`): a replica whose NATS is gone receives more
+   decisions than its queue holds, and a standalone server the same decisions; the difference
+   of their RSS is what the full queue costs.
 """
 
 import argparse
@@ -81,6 +84,8 @@ def main():
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--pair-rate", type=int, default=1000)
     parser.add_argument("--pair-duration", type=int, default=8)
+    parser.add_argument("--queue-memory", action="store_true",
+                        help="only measure the publish queue's memory at its bound")
     args = parser.parse_args()
     if not shutil.which("nats-server"):
         sys.exit("nats-server is not on PATH (apt-get install nats-server)")
@@ -94,6 +99,8 @@ def main():
         procs.append(p)
         return p
 
+    if args.queue_memory:
+        return queue_memory(paths, work, spawn, procs)
     try:
         spawn(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(NATS), "-sd", os.path.join(work, "nats")])
         wait_port(NATS)
@@ -150,6 +157,63 @@ def main():
             "on_vs_off_p99_median": round(median(p99s), 3),
             "on_vs_off_p50_pairs": [round(r, 3) for r in p50s],
             "on_vs_off_p99_pairs": [round(r, 3) for r in p99s],
+        })
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def queue_memory(paths, work, spawn, procs, queue=65536, decisions=80000):
+    """RSS of a replica cut off from NATS with its queue full, against a standalone server
+    given the same decisions."""
+    rules = os.path.join(ROOT, "rules.yaml")
+    try:
+        nats = spawn(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(NATS), "-sd",
+                      os.path.join(work, "nats")])
+        wait_port(NATS)
+        fleet = spawn([paths["tripwire"], "serve", "--rules", rules, "--no-watch",
+                       "--nats", f"nats://127.0.0.1:{NATS}", "--replica", "q0",
+                       "--fleet-queue", str(queue),
+                       "--listen", f"127.0.0.1:{BASE}", "--admin-listen", f"127.0.0.1:{BASE + 1}"])
+        alone = spawn([paths["tripwire"], "serve", "--rules", rules, "--no-watch",
+                       "--listen", f"127.0.0.1:{BASE + 2}", "--admin-listen", f"127.0.0.1:{BASE + 3}"])
+        wait_ready(BASE + 1)
+        wait_ready(BASE + 3)
+        nats.send_signal(signal.SIGKILL)
+        nats.wait()
+        time.sleep(1)
+        rate, seconds = 5000, decisions // 5000
+        for port in (BASE, BASE + 2):
+            loadgen(paths, "0-1", port, "/v1/decide", rate, seconds, warmup=0, customers=1000)
+        time.sleep(1)
+        metrics = get(BASE + 1, "/metrics")[1]
+        depth = re.search(r"^tripwire_fleet_queue_depth (\d+)", metrics, re.M)
+        dropped = re.search(r"^tripwire_fleet_dropped_total (\d+)", metrics, re.M)
+        on, off = rss_kib(fleet.pid), rss_kib(alone.pid)
+        print({
+            "queue_bound": queue,
+            "decisions": rate * seconds,
+            "queue_depth": int(depth.group(1)) if depth else None,
+            "dropped": int(dropped.group(1)) if dropped else None,
+            "rss_fleet_kib": on,
+            "rss_alone_kib": off,
+            "queue_kib": on - off,
+            "bytes_per_queued_change": round((on - off) * 1024 / max(queue, 1), 1),
         })
     finally:
         for p in procs:

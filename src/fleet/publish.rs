@@ -154,6 +154,11 @@ pub async fn run(
                 "fleet: publishing failed; retrying"
             );
             metrics.fleet.publish_retries.inc();
+            // While NATS is away the queue fills behind this batch: keep the gauge current.
+            metrics
+                .fleet
+                .queue_depth
+                .set(i64::try_from(receiver.len()).unwrap_or(i64::MAX));
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
