@@ -72,6 +72,24 @@ def stop(proc):
             proc.wait()
 
 
+def stop_all(procs):
+    """Stops every process in `procs` (see `stop`)."""
+    for proc in procs:
+        stop(proc)
+
+
+def rss_kib(pid):
+    """The resident set of a live process, KiB, or None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 def loadgen(paths, cpus, port, path, rate, duration, warmup=2, connections=32, customers=1000, offset=0):
     argv = pinned(cpus, [paths["loadgen"], "--target", f"127.0.0.1:{port}", "--path", path,
                          "--rate", str(rate), "--duration", str(duration), "--warmup", str(warmup),

@@ -34,7 +34,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, build, loadgen, log, median, wait_port  # noqa: E402
+from common import ROOT, build, loadgen, log, median, rss_kib, stop_all, wait_port  # noqa: E402
 
 NATS = 14222
 BASE = 18600
@@ -159,23 +159,8 @@ def main():
             "on_vs_off_p99_pairs": [round(r, 3) for r in p99s],
         })
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         shutil.rmtree(work, ignore_errors=True)
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def queue_memory(paths, work, spawn, procs, queue=65536, decisions=80000):
@@ -216,14 +201,7 @@ def queue_memory(paths, work, spawn, procs, queue=65536, decisions=80000):
             "bytes_per_queued_change": round((on - off) * 1024 / max(queue, 1), 1),
         })
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 

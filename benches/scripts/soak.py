@@ -35,7 +35,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, build, loadgen, log, wait_port  # noqa: E402
+from common import ROOT, build, loadgen, log, rss_kib, wait_port  # noqa: E402
 
 PAYMENT, ADMIN = 18480, 18481
 # Few enough probe transactions per customer that every one stays in its 64-event ring.
@@ -45,17 +45,6 @@ PROBE_CUSTOMERS = 2000
 def free(port):
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-def rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def request(method, port, path, body=None, timeout=5):
