@@ -91,9 +91,18 @@ impl App {
         if let Some(j) = &joining {
             store.set_txn_keys(j.txn_keys);
         }
+        let mut joining = joining;
         let persistence = match state_dir {
             Some(dir) => {
-                let (persistence, report) = recover(dir, &live, &mut store)?;
+                let position = joining.as_mut().map(|j| {
+                    // Snapshot files are staged beside the state, not in a tmpfs.
+                    j.stage_in(&dir);
+                    Arc::clone(&j.position)
+                });
+                let (persistence, report) = recover(dir, &live, &mut store, position.clone())?;
+                if let (Some(position), Some(at)) = (position, report.position) {
+                    position.store(at, std::sync::atomic::Ordering::Release);
+                }
                 metrics.record_recovery(&report);
                 Some(persistence)
             }
@@ -238,8 +247,10 @@ fn recover(
     dir: std::path::PathBuf,
     live: &LiveRules,
     store: &mut Store,
+    position: Option<Arc<std::sync::atomic::AtomicU64>>,
 ) -> Result<(Persistence, RecoveryReport), AppError> {
     let mut persist_config = PersistConfig::new(dir);
+    persist_config.position = position;
     let rules_now = live.load_full();
     if rules_now.set.needs.months {
         let zone = rules_now.set.zone.clone();

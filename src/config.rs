@@ -189,6 +189,9 @@ pub struct FleetSettings {
     /// Fleet mode: also publish decision-log lines to STREAM.decisions, best effort [default: false].
     #[arg(long = "fleet-publish-decisions")]
     pub publish_decisions: Option<bool>,
+    /// Fleet mode: how often the fleet's state snapshot (a joining replica's starting point) is renewed, e.g. 10m; 0s: this replica never writes one [default: 10m].
+    #[arg(long = "fleet-snapshot-every")]
+    pub snapshot_every: Option<String>,
 }
 
 impl std::fmt::Debug for FleetSettings {
@@ -207,6 +210,7 @@ impl std::fmt::Debug for FleetSettings {
             .field("max_age", &self.max_age)
             .field("max_bytes", &self.max_bytes)
             .field("publish_decisions", &self.publish_decisions)
+            .field("snapshot_every", &self.snapshot_every)
             .finish()
     }
 }
@@ -538,6 +542,24 @@ fn resolve_fleet(f: FleetSettings) -> Result<Option<FleetConfig>, ConfigError> {
             ));
         }
     };
+    let max_age = match f.max_age {
+        Some(t) => parse_duration("fleet.max_age", &t)?,
+        None => defaults.max_age,
+    };
+    let snapshot_interval = match f.snapshot_every {
+        Some(t) => parse_duration("fleet.snapshot_every", &t)?,
+        None => defaults.snapshot_interval,
+    };
+    // A joining replica loads the newest snapshot and reads the stream after it: the stream
+    // must still hold what came after, so snapshots are renewed well within its age limit.
+    if snapshot_interval >= max_age / 2 {
+        return Err(invalid(
+            "fleet.snapshot_every",
+            format!(
+                "{snapshot_interval:?} is not well within the stream's age limit ({max_age:?}): a replica joining just before the next snapshot would find changes aged out after the last one; give at most half of fleet.max_age"
+            ),
+        ));
+    }
     Ok(Some(FleetConfig {
         stream: name("fleet.stream", f.stream, defaults.stream.clone())?,
         replica: name("fleet.replica", f.replica, defaults.replica.clone())?,
@@ -547,15 +569,13 @@ fn resolve_fleet(f: FleetSettings) -> Result<Option<FleetConfig>, ConfigError> {
             Some(n) => in_range("fleet.queue", n, 16, 16 * 1024 * 1024)? as usize,
             None => defaults.queue_capacity,
         },
-        max_age: match f.max_age {
-            Some(t) => parse_duration("fleet.max_age", &t)?,
-            None => defaults.max_age,
-        },
+        max_age,
         max_bytes: match f.max_bytes {
             Some(n) => in_range("fleet.max_bytes", n, 1 << 20, u64::MAX)?,
             None => defaults.max_bytes,
         },
         publish_decisions: f.publish_decisions.unwrap_or(defaults.publish_decisions),
+        snapshot_interval,
         ..defaults
     }))
 }

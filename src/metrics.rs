@@ -86,6 +86,11 @@ pub struct FleetMetrics {
     pub lag_seconds: Histogram,
     /// `publish_decisions`: decision lines not published (queue full or not acknowledged).
     pub decisions_dropped: Counter,
+    /// Fleet snapshots this replica stored.
+    pub snapshots_written: Counter,
+    /// Changes that had aged out of the stream after the newest state this replica could load
+    /// when it joined: lost to it.
+    pub catchup_gap: Gauge,
 }
 
 impl FleetMetrics {
@@ -98,6 +103,8 @@ impl FleetMetrics {
             applied: Counter::default(),
             rejected: Counter::default(),
             decisions_dropped: Counter::default(),
+            snapshots_written: Counter::default(),
+            catchup_gap: Gauge::default(),
             lag_seconds: Histogram::new([
                 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 0.5, 1.0, 2.5, 5.0, 10.0,
                 30.0, 60.0,
@@ -137,6 +144,16 @@ impl FleetMetrics {
             "tripwire_fleet_decisions_dropped",
             "Fleet mode with publish_decisions: decision lines not published (queue full or not acknowledged)",
             m.decisions_dropped.clone(),
+        );
+        registry.register(
+            "tripwire_fleet_snapshots_written",
+            "Fleet mode: fleet state snapshots this replica stored",
+            m.snapshots_written.clone(),
+        );
+        registry.register(
+            "tripwire_fleet_catchup_gap",
+            "Fleet mode: changes aged out of the stream after the newest state this replica could load when it joined (lost to it)",
+            m.catchup_gap.clone(),
         );
         registry.register_with_unit(
             "tripwire_fleet_replication_lag",

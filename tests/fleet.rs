@@ -694,6 +694,20 @@ async fn a_replica_restarted_on_its_state_dir_keeps_its_state_and_a_foreign_stat
     );
     let again = decide(&a, "s1", "sam", "2026-03-01T10:00:00+08:00", "5").await;
     assert_eq!(again["duplicate"], true, "{again}");
+    // Its state directory's snapshot recorded the stream position it included, so it read
+    // the stream only after it.
+    assert!(
+        common::eventually(10, || async {
+            get(a.admin_addr(), "/readyz").await.0 == StatusCode::OK
+        })
+        .await
+    );
+    let (_, fleet) = get(a.admin_addr(), "/admin/fleet").await;
+    assert_eq!(fleet["joined"]["from"], "local state", "{fleet}");
+    assert!(
+        fleet["joined"]["position"].as_u64().unwrap() >= 1,
+        "{fleet}"
+    );
     a.shutdown().await.unwrap();
 
     // A directory a standalone tripwire wrote hashes transaction ids with other keys.
@@ -800,6 +814,114 @@ async fn a_malformed_message_is_counted_and_skipped_and_applying_goes_on() {
         "{metrics}"
     );
     for app in [a, b] {
+        app.shutdown().await.unwrap();
+    }
+}
+
+/// Removes every change before `keep_from` from the stream, as its age or byte limit would.
+async fn age_out(nats: &Nats, keep_from: u64) {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let stream = async_nats::jetstream::new(client)
+        .get_stream("tripwire")
+        .await
+        .unwrap();
+    stream.purge().sequence(keep_from).await.unwrap();
+}
+
+async fn last_sequence(nats: &Nats) -> u64 {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream("tripwire")
+        .await
+        .unwrap();
+    stream.info().await.unwrap().state.last_sequence
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_replica_joins_from_the_fleet_snapshot_after_the_stream_has_aged_out() {
+    let Some(nats) = Nats::start("snapshot") else {
+        return;
+    };
+    let a = replica(&nats, "a").await;
+    for i in 0..300 {
+        decide(
+            &a,
+            &format!("h{i}"),
+            &format!("k{}", i % 60),
+            "2026-03-01T10:00:00+08:00",
+            "10",
+        )
+        .await;
+    }
+    // Published and acknowledged before the snapshot is taken of it.
+    assert!(common::eventually(10, || async { last_sequence(&nats).await >= 300 }).await);
+    let (status, body) = post(a.admin_addr(), "/admin/fleet/snapshot", "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["stored"], true, "{body}");
+    assert_eq!(body["snapshot"]["customers"], 60, "{body}");
+    let sequence = body["snapshot"]["sequence"].as_u64().unwrap();
+    assert!(sequence >= 300, "{body}");
+    // Asked again with nothing new, it keeps the stored one.
+    let (_, again) = post(a.admin_addr(), "/admin/fleet/snapshot", "").await;
+    assert_eq!(again["stored"], false, "{again}");
+
+    for i in 0..4 {
+        decide(
+            &a,
+            &format!("w{i}"),
+            "wendy",
+            &format!("2026-03-01T10:0{i}:00+08:00"),
+            "5",
+        )
+        .await;
+    }
+    assert!(common::eventually(10, || async { last_sequence(&nats).await >= 304 }).await);
+    // The stream's limits dropped everything the snapshot holds.
+    age_out(&nats, sequence + 1).await;
+
+    let c = replica(&nats, "c").await;
+    let (_, fleet) = get(c.admin_addr(), "/admin/fleet").await;
+    assert_eq!(fleet["joined"]["from"], "fleet snapshot", "{fleet}");
+    assert_eq!(fleet["joined"]["snapshot_customers"], 60, "{fleet}");
+    assert_eq!(fleet["joined"]["gap"], 0, "{fleet}");
+    assert_eq!(c.interceptor().store().events(), 304);
+    let on_c = decide(&c, "w4", "wendy", "2026-03-01T10:04:00+08:00", "5").await;
+    assert_eq!(on_c["decision"], "deny", "{on_c}");
+    assert_eq!(on_c["reasons"][0]["rule"], "velocity_burst", "{on_c}");
+    let repeat = decide(&c, "h7", "k7", "2026-03-01T10:00:00+08:00", "10").await;
+    assert_eq!(
+        repeat["duplicate"], true,
+        "a transaction held only in the snapshot: {repeat}"
+    );
+
+    // Changes that aged out after the newest snapshot are lost to a joiner: counted, not hidden.
+    for i in 0..3 {
+        decide(
+            &a,
+            &format!("g{i}"),
+            "gina",
+            "2026-03-01T11:00:00+08:00",
+            "5",
+        )
+        .await;
+    }
+    let last = {
+        let want = last_sequence(&nats).await;
+        assert!(common::eventually(10, || async { last_sequence(&nats).await >= want }).await);
+        last_sequence(&nats).await
+    };
+    age_out(&nats, last).await;
+    let d = replica(&nats, "d").await;
+    let (_, fleet) = get(d.admin_addr(), "/admin/fleet").await;
+    assert_eq!(fleet["joined"]["from"], "fleet snapshot", "{fleet}");
+    let gap = fleet["joined"]["gap"].as_u64().unwrap();
+    assert_eq!(gap, last - sequence - 1, "{fleet}");
+    let (_, metrics) = send(d.admin_addr(), Method::GET, "/metrics", "").await;
+    assert!(
+        metrics.contains(&format!("tripwire_fleet_catchup_gap {gap}")),
+        "{metrics}"
+    );
+    for app in [a, c, d] {
         app.shutdown().await.unwrap();
     }
 }

@@ -34,6 +34,8 @@ pub async fn run(
     status: Arc<FleetStatus>,
     metrics: Arc<Metrics>,
 ) {
+    // First where to start: the local state, the fleet snapshot, or the stream's beginning.
+    super::snapshot::join_until_done(&js, &config, &interceptor, &status, &metrics).await;
     loop {
         if let Err(e) = consume(&js, &config, &boot, &interceptor, &status, &metrics).await {
             tracing::warn!(error = %e, applied = status.applied(), "fleet: the change consumer stopped; resuming");

@@ -26,6 +26,7 @@
 pub mod apply;
 pub mod publish;
 pub mod rules;
+pub mod snapshot;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -101,6 +102,12 @@ pub struct FleetConfig {
     pub max_bytes: u64,
     /// Longest time to reach NATS at start.
     pub connect_timeout: Duration,
+    /// How often the fleet's state snapshot is renewed; zero: this replica never writes one
+    /// (it still loads one to join). See [`snapshot`].
+    pub snapshot_interval: Duration,
+    /// Where snapshot files are staged on their way to and from the object store (the state
+    /// directory when there is one, else the system's temporary directory).
+    pub scratch_dir: PathBuf,
 }
 
 impl FleetConfig {
@@ -118,6 +125,8 @@ impl FleetConfig {
             max_age: Duration::from_secs(7 * 86_400),
             max_bytes: 1 << 30,
             connect_timeout: Duration::from_secs(10),
+            snapshot_interval: Duration::from_secs(600),
+            scratch_dir: std::env::temp_dir(),
         }
     }
 
@@ -139,6 +148,11 @@ impl FleetConfig {
     /// The KV bucket holding the rules and the fleet's shared keys.
     pub fn bucket(&self) -> String {
         format!("{}-fleet", self.stream)
+    }
+
+    /// The object store holding the fleet's state snapshot.
+    pub fn snapshot_bucket(&self) -> String {
+        format!("{}-snapshots", self.stream)
     }
 }
 
@@ -255,12 +269,26 @@ pub struct FleetStatus {
     caught_up: AtomicBool,
     rules_synced: AtomicBool,
     connected: AtomicBool,
+    restoring: AtomicBool,
     /// The stream's last sequence when the replica started: catching up means applying to it.
     target: AtomicU64,
-    applied: AtomicU64,
+    /// The last stream sequence whose change the store holds; shared with the state directory's
+    /// snapshots, which record it (see `PersistConfig::position`).
+    applied: Arc<AtomicU64>,
+    joined: parking_lot::Mutex<Option<snapshot::Joined>>,
+    snapshot_written: AtomicU64,
 }
 
 impl FleetStatus {
+    /// A status for `replica` whose store includes the stream up to `position` (0: nothing).
+    pub fn new(replica: String, position: Arc<AtomicU64>) -> FleetStatus {
+        FleetStatus {
+            replica,
+            applied: position,
+            ..FleetStatus::default()
+        }
+    }
+
     /// Whether the replica has applied everything the stream held when it started, and
     /// installed (or refused) the rules the fleet's bucket held: it then decides as the
     /// others do.
@@ -277,9 +305,14 @@ impl FleetStatus {
         self.connected.load(Ordering::Relaxed)
     }
 
+    /// Whether the fleet snapshot is being loaded.
+    pub fn restoring(&self) -> bool {
+        self.restoring.load(Ordering::Relaxed)
+    }
+
     /// The last stream sequence applied (or skipped as this replica's own).
     pub fn applied(&self) -> u64 {
-        self.applied.load(Ordering::Relaxed)
+        self.applied.load(Ordering::Acquire)
     }
 
     /// The sequence catching up must reach.
@@ -287,18 +320,40 @@ impl FleetStatus {
         self.target.load(Ordering::Relaxed)
     }
 
+    /// How this replica joined, once it has.
+    pub fn joined(&self) -> Option<snapshot::Joined> {
+        self.joined.lock().clone()
+    }
+
+    /// The sequence of the last fleet snapshot this replica stored (0: none).
+    pub fn snapshot_written(&self) -> u64 {
+        self.snapshot_written.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn set_applied(&self, sequence: u64) {
-        self.applied.store(sequence, Ordering::Relaxed);
-        if sequence >= self.target() {
+        self.applied.store(sequence, Ordering::Release);
+        if sequence >= self.target() && self.joined.lock().is_some() {
             self.caught_up.store(true, Ordering::Release);
         }
     }
 
     pub(crate) fn set_target(&self, sequence: u64) {
         self.target.store(sequence, Ordering::Relaxed);
-        if sequence <= self.applied() {
+    }
+
+    pub(crate) fn set_joined(&self, joined: snapshot::Joined) {
+        *self.joined.lock() = Some(joined);
+        if self.applied() >= self.target() {
             self.caught_up.store(true, Ordering::Release);
         }
+    }
+
+    pub(crate) fn set_restoring(&self, on: bool) {
+        self.restoring.store(on, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_snapshot_written(&self, sequence: u64) {
+        self.snapshot_written.store(sequence, Ordering::Relaxed);
     }
 
     pub(crate) fn set_connected(&self, up: bool) {
@@ -313,6 +368,49 @@ pub struct FleetHandles {
     pub status: Arc<FleetStatus>,
     /// Where decision-log lines go too, with `publish_decisions`.
     pub decisions: Option<publish::DecisionPublisher>,
+    /// Stores a fleet snapshot on request (`POST /admin/fleet/snapshot`).
+    pub snapshots: SnapshotTaker,
+}
+
+/// What storing a fleet snapshot on request needs.
+#[derive(Clone)]
+pub struct SnapshotTaker {
+    js: async_nats::jetstream::Context,
+    config: FleetConfig,
+    interceptor: Arc<Interceptor>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for SnapshotTaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotTaker")
+            .field("bucket", &self.config.snapshot_bucket())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnapshotTaker {
+    /// Stores this replica's state as the fleet snapshot now, unless the stored one already
+    /// includes as much of the stream (`None`).
+    pub async fn take(
+        &self,
+        status: &FleetStatus,
+    ) -> Result<Option<snapshot::SnapshotInfo>, FleetError> {
+        snapshot::take(
+            &self.js,
+            &self.config,
+            &self.interceptor,
+            status,
+            &self.metrics,
+        )
+        .await
+    }
+
+    /// The stored fleet snapshot, if any.
+    pub async fn latest(&self) -> Option<snapshot::SnapshotInfo> {
+        let store = snapshot::bucket(&self.js, &self.config).await.ok()?;
+        snapshot::latest(&store).await
+    }
 }
 
 /// The running fleet tasks of one replica.
@@ -335,6 +433,16 @@ pub struct Joining {
     pub queue: Arc<publish::ChangeQueue>,
     receiver: tokio::sync::mpsc::Receiver<publish::QueuedChange>,
     start_sequence: u64,
+    /// The stream sequence the store includes: set from the state directory's snapshot when
+    /// there is one, then advanced by applying; the state directory's snapshots record it.
+    pub position: Arc<AtomicU64>,
+}
+
+impl Joining {
+    /// Stages snapshot files in `dir` (the state directory) rather than the temporary one.
+    pub fn stage_in(&mut self, dir: &std::path::Path) {
+        self.config.scratch_dir = dir.to_path_buf();
+    }
 }
 
 impl Fleet {
@@ -382,6 +490,7 @@ impl Fleet {
         }
         let bucket = rules::bucket(&js, &config).await?;
         let txn_keys = rules::txn_keys(&bucket).await?;
+        snapshot::bucket(&js, &config).await?;
         let (queue, receiver) = publish::ChangeQueue::new(&config, metrics);
         Ok(Joining {
             config,
@@ -391,6 +500,7 @@ impl Fleet {
             queue: Arc::new(queue),
             receiver,
             start_sequence,
+            position: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -407,14 +517,12 @@ impl Fleet {
             queue,
             receiver,
             start_sequence,
+            position,
             ..
         } = joining;
         let metrics = Arc::clone(reloader.metrics());
         let js_decisions = js.clone();
-        let status = Arc::new(FleetStatus {
-            replica: config.replica.clone(),
-            ..FleetStatus::default()
-        });
+        let status = Arc::new(FleetStatus::new(config.replica.clone(), position));
         status.set_connected(true);
         status.set_target(start_sequence);
         let mut tasks = vec![
@@ -429,7 +537,14 @@ impl Fleet {
                 js.clone(),
                 config.clone(),
                 queue.boot().to_string(),
-                interceptor,
+                Arc::clone(&interceptor),
+                Arc::clone(&status),
+                Arc::clone(&metrics),
+            )),
+            tokio::spawn(snapshot::renew(
+                js.clone(),
+                config.clone(),
+                Arc::clone(&interceptor),
                 Arc::clone(&status),
                 Arc::clone(&metrics),
             )),
@@ -458,8 +573,18 @@ impl Fleet {
             tasks.push(task);
             publisher
         });
+        let snapshots = SnapshotTaker {
+            js: js.clone(),
+            config: config.clone(),
+            interceptor,
+            metrics,
+        };
         Fleet {
-            handles: FleetHandles { status, decisions },
+            handles: FleetHandles {
+                status,
+                decisions,
+                snapshots,
+            },
             tasks,
             client,
         }

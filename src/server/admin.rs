@@ -34,6 +34,7 @@ struct FleetHealth<'a> {
     caught_up: bool,
     applied_sequence: u64,
     catch_up_to: u64,
+    restoring_snapshot: bool,
 }
 
 #[derive(Serialize)]
@@ -220,6 +221,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<HttpResp
                 caught_up: f.caught_up(),
                 applied_sequence: f.applied(),
                 catch_up_to: f.target(),
+                restoring_snapshot: f.restoring(),
             });
             return Ok(json(
                 if accepting && caught_up {
@@ -238,7 +240,12 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<HttpResp
                 },
             ));
         }
-        "/metrics" | "/admin/rules" | "/admin/rules/history" | "/admin/rules/rollback" => {}
+        "/metrics"
+        | "/admin/rules"
+        | "/admin/rules/history"
+        | "/admin/rules/rollback"
+        | "/admin/fleet"
+        | "/admin/fleet/snapshot" => {}
         _ => return Err(ApiError::NotFound(path)),
     }
     if !authorized(state, &req) {
@@ -307,8 +314,55 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<HttpResp
             ))
         }
         ("/admin/rules/rollback", _) => Err(method_not_allowed(&req, "POST")),
+        ("/admin/fleet", m) if m == Method::GET || m == Method::HEAD => {
+            let fleet = state.fleet.as_ref().ok_or_else(not_in_fleet)?;
+            let status = &fleet.status;
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "replica": status.replica,
+                    "connected": status.connected(),
+                    "caught_up": status.caught_up(),
+                    "restoring_snapshot": status.restoring(),
+                    "applied_sequence": status.applied(),
+                    "catch_up_to": status.target(),
+                    "joined": status.joined(),
+                    "snapshot": fleet.snapshots.latest().await,
+                    "snapshot_written_here": status.snapshot_written(),
+                }),
+            ))
+        }
+        ("/admin/fleet", _) => Err(method_not_allowed(&req, "GET")),
+        ("/admin/fleet/snapshot", Method::POST) => {
+            let fleet = state.fleet.as_ref().ok_or_else(not_in_fleet)?;
+            if !fleet.status.caught_up() {
+                return Err(ApiError::Conflict(
+                    "this replica has not caught up with the fleet yet; its state would be an older snapshot than the fleet's".into(),
+                ));
+            }
+            let stored = fleet
+                .snapshots
+                .take(&fleet.status)
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "stored": stored.is_some(),
+                    "snapshot": match stored {
+                        Some(info) => Some(info),
+                        None => fleet.snapshots.latest().await,
+                    },
+                }),
+            ))
+        }
+        ("/admin/fleet/snapshot", _) => Err(method_not_allowed(&req, "POST")),
         _ => Err(ApiError::NotFound(path)),
     }
+}
+
+fn not_in_fleet() -> ApiError {
+    ApiError::NotFound("/admin/fleet (fleet mode is off: start with --nats)".into())
 }
 
 #[cfg(test)]

@@ -74,6 +74,11 @@ pub struct PersistConfig {
     /// The calendar month of an event time, when the rules keep monthly buckets: replayed
     /// events and failures update them as live ones do.
     pub month_of: Option<Arc<dyn Fn(i64) -> i32 + Send + Sync>>,
+    /// A position in an outside log that the state is known to include (fleet mode: the last
+    /// stream sequence applied). Read before each snapshot walks the store and written beside
+    /// it (`snapshot-N.pos`), so recovery can say where to resume reading that log
+    /// ([`RecoveryReport::position`]).
+    pub position: Option<Arc<AtomicU64>>,
 }
 
 impl std::fmt::Debug for PersistConfig {
@@ -85,6 +90,7 @@ impl std::fmt::Debug for PersistConfig {
             .field("snapshot_interval", &self.snapshot_interval)
             .field("snapshot_after_bytes", &self.snapshot_after_bytes)
             .field("month_of", &self.month_of.is_some())
+            .field("position", &self.position)
             .finish()
     }
 }
@@ -99,6 +105,7 @@ impl PersistConfig {
             snapshot_interval: Duration::from_secs(300),
             snapshot_after_bytes: 256 * 1024 * 1024,
             month_of: None,
+            position: None,
         }
     }
 }
@@ -169,6 +176,10 @@ pub struct RecoveryReport {
     pub moved_aside: Vec<PathBuf>,
     /// Time taken.
     pub elapsed: Duration,
+    /// The outside-log position (see [`PersistConfig::position`]) written with the snapshot
+    /// loaded: the state includes everything up to it. `None` without a snapshot or without a
+    /// readable position file.
+    pub position: Option<u64>,
 }
 
 impl RecoveryReport {
@@ -225,6 +236,32 @@ fn generation_of(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
 
 fn snapshot_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("snapshot-{generation:020}.bin"))
+}
+
+fn position_path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("snapshot-{generation:020}.pos"))
+}
+
+/// Writes the position file of snapshot `generation` (temporary name, fsync, rename).
+fn write_position(dir: &Path, generation: u64, position: u64) -> Result<(), PersistError> {
+    let path = position_path(dir, generation);
+    let tmp = path.with_extension("pos.tmp");
+    let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
+    file.write_all(format!("{position}\n").as_bytes())
+        .map_err(io("write", &tmp))?;
+    file.sync_all().map_err(io("fsync", &tmp))?;
+    fs::rename(&tmp, &path).map_err(io("rename", &tmp))
+}
+
+/// Reads the position file of snapshot `generation`, if there is a sound one.
+fn read_position(dir: &Path, generation: u64) -> Option<u64> {
+    let path = position_path(dir, generation);
+    let text = fs::read_to_string(&path).ok()?;
+    let position = text.trim().parse().ok();
+    if position.is_none() {
+        warn!(file = %path.display(), "the snapshot's position file is not a number; resuming from the start of the outside log");
+    }
+    position
 }
 
 fn journal_path(dir: &Path, generation: u64) -> PathBuf {
@@ -415,6 +452,7 @@ impl Persistence {
                 Ok((keys, customers)) => {
                     store.set_txn_keys(keys);
                     report.snapshot = Some((generation, customers));
+                    report.position = read_position(&dir, generation);
                     base = Some(generation);
                     break;
                 }
@@ -533,6 +571,7 @@ impl Persistence {
             keys: self.keys,
             commands: parking_lot::Mutex::new(commands.clone()),
             written: AtomicU64::new(0),
+            position: self.config.position.clone(),
         });
         let snapshotter = {
             let snapshots = Arc::clone(&snapshots);
@@ -733,6 +772,7 @@ struct Snapshots {
     keys: (u64, u64),
     commands: parking_lot::Mutex<mpsc::Sender<Command>>,
     written: AtomicU64,
+    position: Option<Arc<AtomicU64>>,
 }
 
 impl Snapshots {
@@ -740,6 +780,8 @@ impl Snapshots {
     /// it back to verify it, and then deletes the generation before the previous one.
     fn take(&self, store: &Store) -> Result<(), PersistError> {
         let started = Instant::now();
+        // Read before the walk: the store then holds everything up to this position.
+        let position = self.position.as_ref().map(|p| p.load(Ordering::Acquire));
         let (reply, answer) = mpsc::channel();
         self.commands
             .lock()
@@ -757,6 +799,9 @@ impl Snapshots {
         let path = snapshot_path(&self.dir, generation);
         let tmp = path.with_extension("tmp");
         let customers = write_snapshot(&tmp, store, generation, self.keys)?;
+        if let Some(position) = position {
+            write_position(&self.dir, generation, position)?;
+        }
         fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
         sync_dir(&self.dir);
         // Read it back: nothing is deleted on the strength of a snapshot that does not verify.
@@ -791,6 +836,44 @@ impl Snapshots {
     }
 }
 
+/// Writes the whole store to `path` in the snapshot format, labelled with `position` (an
+/// outside log's position the store includes: fleet mode's stream sequence), for another
+/// process to load with [`import_snapshot`]. Shards are copied out one lock at a time, as for
+/// local snapshots. Returns the number of customers written.
+pub fn export_snapshot(path: &Path, store: &Store, position: u64) -> Result<u64, PersistError> {
+    write_snapshot(path, store, position, store.txn_keys())
+}
+
+/// What [`import_snapshot`] loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportedSnapshot {
+    /// The position the exporter labelled it with.
+    pub position: u64,
+    /// Customers loaded.
+    pub customers: u64,
+}
+
+/// Checks a snapshot written by [`export_snapshot`] whole (magic, version, checksum) and loads
+/// it into `store`, which should be empty. A snapshot written with other transaction-hash keys
+/// than `store`'s is refused before anything is loaded; one that fails while loading leaves the
+/// store cleared, never half loaded.
+pub fn import_snapshot(path: &Path, store: &Store) -> Result<ImportedSnapshot, String> {
+    let checked = check_snapshot(path)?;
+    if checked.keys != store.txn_keys() {
+        return Err("it was written with other transaction-hash keys than this store's".into());
+    }
+    match load_snapshot(path, store) {
+        Ok((_, customers)) => Ok(ImportedSnapshot {
+            position: checked.generation,
+            customers,
+        }),
+        Err(why) => {
+            store.clear();
+            Err(why)
+        }
+    }
+}
+
 /// Once the snapshot `newest` is verified, deletes what only the generation before the previous
 /// one needs: snapshots older than the previous snapshot, and journals up to it. The previous
 /// snapshot and every journal after it stay, so a damaged `newest` falls back to them and loses
@@ -815,7 +898,8 @@ fn prune(dir: &Path, newest: u64) -> Option<u64> {
     for (name, path) in &entries {
         let old_journal = generation_of(name, "journal-", ".bin").is_some_and(|g| g <= previous);
         let old_snapshot = generation_of(name, "snapshot-", ".bin").is_some_and(|g| g < previous);
-        if old_journal || old_snapshot {
+        let old_position = generation_of(name, "snapshot-", ".pos").is_some_and(|g| g < previous);
+        if old_journal || old_snapshot || old_position {
             let _ = fs::remove_file(path);
         }
     }
@@ -1298,6 +1382,85 @@ mod tests {
         assert!(holds_txn(&store, "erin", "e-1"));
         assert_eq!(store.customers(), 3);
         assert_eq!(store.events(), 3);
+    }
+
+    #[test]
+    fn a_snapshot_carries_the_outside_position_read_before_its_walk() {
+        let dir = TempDir::new("position");
+        let position = Arc::new(AtomicU64::new(0));
+        let mut store = Store::new(store_config());
+        let mut cfg = config(&dir.0);
+        cfg.position = Some(Arc::clone(&position));
+        let (persistence, report) = Persistence::recover(cfg.clone(), &mut store).unwrap();
+        assert_eq!(report.position, None);
+        let live = Arc::new(Live {
+            store,
+            journal: persistence.journal(),
+            journalled: AtomicU64::new(0),
+        });
+        let handle = persistence.start(Arc::clone(&live)).unwrap();
+        populate(&live);
+        position.store(41, Ordering::Release);
+        handle.snapshot(&live.store).unwrap();
+        position.store(57, Ordering::Release);
+        handle.snapshot(&live.store).unwrap();
+        drop(handle);
+
+        let mut store = Store::new(store_config());
+        let (_, report) = Persistence::recover(cfg, &mut store).unwrap();
+        assert_eq!(report.position, Some(57), "the newest snapshot's position");
+        let positions: Vec<_> = fs::read_dir(&dir.0)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".pos"))
+            .collect();
+        assert_eq!(
+            positions.len(),
+            2,
+            "the previous generation keeps its position"
+        );
+    }
+
+    #[test]
+    fn an_exported_snapshot_imports_exactly_and_only_with_the_same_keys() {
+        let dir = TempDir::new("export");
+        let (live, handle, _) = start(&dir.0);
+        populate(&live);
+        change_after_snapshot(&live);
+        let path = dir.0.join("exported.bin");
+        let customers = export_snapshot(&path, &live.store, 1234).unwrap();
+        assert_eq!(customers as usize, live.store.customers());
+
+        let mut store = Store::new(store_config());
+        store.set_txn_keys(live.store.txn_keys());
+        let imported = import_snapshot(&path, &store).unwrap();
+        assert_eq!(
+            imported,
+            ImportedSnapshot {
+                position: 1234,
+                customers
+            }
+        );
+        assert_eq!(state(&store), state(&live.store));
+
+        let other = Store::new(store_config());
+        let refused = import_snapshot(&path, &other).unwrap_err();
+        assert!(refused.contains("transaction-hash keys"), "{refused}");
+        assert_eq!(other.customers(), 0);
+
+        let mut bytes = fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x55;
+        fs::write(&path, &bytes).unwrap();
+        let mut damaged = Store::new(store_config());
+        damaged.set_txn_keys(live.store.txn_keys());
+        assert!(import_snapshot(&path, &damaged).is_err());
+        assert_eq!(
+            damaged.customers(),
+            0,
+            "nothing of a damaged snapshot is loaded"
+        );
+        handle.shutdown(&live.store).unwrap();
     }
 
     #[test]
