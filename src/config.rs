@@ -189,7 +189,7 @@ pub struct FleetSettings {
     /// Fleet mode: also publish decision-log lines to STREAM.decisions, best effort [default: false].
     #[arg(long = "fleet-publish-decisions")]
     pub publish_decisions: Option<bool>,
-    /// Fleet mode: how often the fleet's state snapshot (a joining replica's starting point) is renewed, e.g. 10m; 0s: this replica never writes one [default: 10m].
+    /// Fleet mode: how often the fleet's state snapshot (a joining replica's starting point) is renewed, e.g. 10m; off: this replica never writes one [default: 10m].
     #[arg(long = "fleet-snapshot-every")]
     pub snapshot_every: Option<String>,
 }
@@ -547,6 +547,7 @@ fn resolve_fleet(f: FleetSettings) -> Result<Option<FleetConfig>, ConfigError> {
         None => defaults.max_age,
     };
     let snapshot_interval = match f.snapshot_every {
+        Some(t) if t.trim() == "off" => Duration::ZERO,
         Some(t) => parse_duration("fleet.snapshot_every", &t)?,
         None => defaults.snapshot_interval,
     };
@@ -825,6 +826,15 @@ mod tests {
             err("rules = \"r\"\n[fleet]\nnats = \"nats://h:1\"\nmax_age = \"soon\"")
                 .starts_with("fleet.max_age:")
         );
+        assert!(
+            err("rules = \"r\"\n[fleet]\nnats = \"nats://h:1\"\nmax_age = \"1h\"\nsnapshot_every = \"40m\"")
+                .starts_with("fleet.snapshot_every:")
+        );
+        let c = Config::resolve(file(
+            "rules = \"r\"\n[fleet]\nnats = \"nats://h:1\"\nsnapshot_every = \"off\"",
+        ))
+        .unwrap();
+        assert!(c.fleet.unwrap().snapshot_interval.is_zero(), "off: never");
     }
 
     #[test]
