@@ -19,6 +19,17 @@ loopback.
 3. The publish queue at its bound (`--queue-memory`): a replica whose NATS is gone receives more
    decisions than its queue holds, and a standalone server the same decisions; the difference
    of their RSS is what the full queue costs.
+4. Catch-up of a fresh replica (`--catch-up 1000000`): one replica receives one decision for
+   each of N customers (the load generator, open loop); once the stream holds them all, a fresh
+   replica (no state directory) joins from the stream alone and the time from its start to
+   `/readyz` 200 is taken; then `POST /admin/fleet/snapshot` stores the fleet snapshot and a
+   second fresh replica joins from it, timed the same way.
+
+    python3 benches/scripts/fleet.py --catch-up 1000000
+
+With `--pin`, the replica under test, the standalone server and the load generator share CPU 0,
+and nats-server and the two other replicas run on CPU 1: the A/B pairs then compare the
+replica's own cost, not the fleet's competition for the same cores.
 """
 
 import argparse
@@ -34,7 +45,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, build, loadgen, log, median, rss_kib, stop_all, wait_port  # noqa: E402
+from common import ROOT, build, loadgen, log, median, pinned, rss_kib, stop_all, wait_port  # noqa: E402
 
 NATS = 14222
 BASE = 18600
@@ -86,6 +97,12 @@ def main():
     parser.add_argument("--pair-duration", type=int, default=8)
     parser.add_argument("--queue-memory", action="store_true",
                         help="only measure the publish queue's memory at its bound")
+    parser.add_argument("--pin", action="store_true",
+                        help="replica under test, standalone and load on CPU 0; NATS and the other replicas on CPU 1")
+    parser.add_argument("--catch-up", type=int, default=0, metavar="CUSTOMERS",
+                        help="only measure a fresh replica's catch-up over this many customers")
+    parser.add_argument("--load-rate", type=int, default=10000,
+                        help="with --catch-up: decisions a second while filling the stream")
     args = parser.parse_args()
     if not shutil.which("nats-server"):
         sys.exit("nats-server is not on PATH (apt-get install nats-server)")
@@ -101,16 +118,20 @@ def main():
 
     if args.queue_memory:
         return queue_memory(paths, work, spawn, procs)
+    if args.catch_up:
+        return catch_up(paths, work, spawn, procs, args.catch_up, args.load_rate)
     try:
-        spawn(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(NATS), "-sd", os.path.join(work, "nats")])
+        test_cpu, other_cpu = ("0", "1") if args.pin else ("0-1", "0-1")
+        spawn(pinned(other_cpu, ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(NATS), "-sd",
+                                 os.path.join(work, "nats")]))
         wait_port(NATS)
         rules = os.path.join(ROOT, "rules.yaml")
         replicas = []
         for i in range(3):
             pay, adm = BASE + 2 * i, BASE + 2 * i + 1
-            spawn([paths["tripwire"], "serve", "--rules", rules, "--no-watch",
+            spawn(pinned(test_cpu if i == 0 else other_cpu, [paths["tripwire"], "serve", "--rules", rules, "--no-watch",
                    "--nats", f"nats://127.0.0.1:{NATS}", "--replica", f"r{i}",
-                   "--listen", f"127.0.0.1:{pay}", "--admin-listen", f"127.0.0.1:{adm}"])
+                   "--listen", f"127.0.0.1:{pay}", "--admin-listen", f"127.0.0.1:{adm}"]))
             replicas.append((pay, adm))
         for _, adm in replicas:
             wait_ready(adm)
@@ -135,20 +156,21 @@ def main():
 
         log(f"on against off: {args.pairs} pairs at {args.pair_rate}/s")
         alone_pay, alone_adm = BASE + 10, BASE + 11
-        spawn([paths["tripwire"], "serve", "--rules", rules, "--no-watch",
-               "--listen", f"127.0.0.1:{alone_pay}", "--admin-listen", f"127.0.0.1:{alone_adm}"])
+        spawn(pinned(test_cpu, [paths["tripwire"], "serve", "--rules", rules, "--no-watch",
+               "--listen", f"127.0.0.1:{alone_pay}", "--admin-listen", f"127.0.0.1:{alone_adm}"]))
         wait_ready(alone_adm)
         p50s, p99s = [], []
         for pair in range(args.pairs):
             offset = 100_000 + pair * 2 * customers
-            on = loadgen(paths, "0-1", replicas[0][0], "/v1/decide", args.pair_rate,
+            on = loadgen(paths, test_cpu, replicas[0][0], "/v1/decide", args.pair_rate,
                          args.pair_duration, warmup=1, customers=customers, offset=offset)
-            off = loadgen(paths, "0-1", alone_pay, "/v1/decide", args.pair_rate,
+            off = loadgen(paths, test_cpu, alone_pay, "/v1/decide", args.pair_rate,
                           args.pair_duration, warmup=1, customers=customers, offset=offset + customers)
             p50s.append(on["p50_us"] / max(off["p50_us"], 1))
             p99s.append(on["p99_us"] / max(off["p99_us"], 1))
             log(f"  pair {pair + 1}: on p50 {on['p50_us']} p99 {on['p99_us']} | off p50 {off['p50_us']} p99 {off['p99_us']}")
         print({
+            "pinned": args.pin,
             "rate": args.rate,
             "duration_s": args.duration,
             "load_errors": errors,
@@ -203,6 +225,89 @@ def queue_memory(paths, work, spawn, procs, queue=65536, decisions=80000):
     finally:
         stop_all(procs)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def stream_last_sequence(adm):
+    """The fleet's stream sequence a caught-up replica has applied (its `/admin/fleet`)."""
+    import json
+    status, body = get(adm, "/admin/fleet")
+    return json.loads(body)["applied_sequence"] if status == 200 else 0
+
+
+def catch_up(paths, work, spawn, procs, customers, rate):
+    """Time from start to ready of a fresh replica, from the stream alone and from the fleet
+    snapshot, with `customers` customers in the fleet."""
+    import json
+    rules = os.path.join(ROOT, "rules.yaml")
+    # Shards are capped one by one: room enough that none evicts.
+    cap = str(max(2 * customers, 1000))
+
+    def replica(name, i):
+        pay, adm = BASE + 2 * i, BASE + 2 * i + 1
+        proc = spawn([paths["tripwire"], "serve", "--rules", rules, "--no-watch",
+                      "--nats", f"nats://127.0.0.1:{NATS}", "--replica", name,
+                      "--max-customers", cap, "--fleet-snapshot-every", "off",
+                      "--listen", f"127.0.0.1:{pay}", "--admin-listen", f"127.0.0.1:{adm}"])
+        return proc, pay, adm
+
+    def join(name, i):
+        started = time.time()
+        proc, _, adm = replica(name, i)
+        wait_ready(adm, timeout=600)
+        seconds = time.time() - started
+        joined = json.loads(get(adm, "/admin/fleet")[1])["joined"]
+        rss = rss_kib(proc.pid)
+        stop_all([proc])
+        return seconds, joined, rss
+
+    try:
+        spawn(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(NATS), "-sd",
+               os.path.join(work, "nats")])
+        wait_port(NATS)
+        source, pay, adm = replica("source", 0)
+        wait_ready(adm)
+        seconds = -(-customers // rate)
+        log(f"filling: {rate * seconds} decisions over {customers} customers at {rate}/s")
+        load = loadgen(paths, "0-1", pay, "/v1/decide", rate, seconds, warmup=0,
+                       customers=customers, connections=64)
+        held = load["completed"]
+        deadline = time.time() + 300
+        # Its own changes are skipped by its consumer but still advance its applied sequence.
+        while stream_last_sequence(adm) < held and time.time() < deadline:
+            time.sleep(0.5)
+        log(f"stream holds {stream_last_sequence(adm)} changes; joining from the stream")
+        from_stream = join("fresh-stream", 1)
+        log(f"  {from_stream[0]:.1f} s; storing the fleet snapshot")
+        started = time.time()
+        status, body = post_admin(adm, "/admin/fleet/snapshot")
+        snapshot_s = time.time() - started
+        snapshot = json.loads(body)["snapshot"]
+        log(f"  snapshot {snapshot} in {snapshot_s:.1f} s; joining from it")
+        from_snapshot = join("fresh-snapshot", 2)
+        print({
+            "customers": customers,
+            "decisions_sent": load["sent"],
+            "decisions_completed": held,
+            "load_errors": load["errors"] + load["non_2xx"],
+            "source_rss_kib": rss_kib(source.pid),
+            "join_from_stream_s": round(from_stream[0], 2),
+            "join_from_stream": from_stream[1],
+            "join_from_stream_rss_kib": from_stream[2],
+            "snapshot_store_s": round(snapshot_s, 2),
+            "snapshot": snapshot,
+            "join_from_snapshot_s": round(from_snapshot[0], 2),
+            "join_from_snapshot": from_snapshot[1],
+            "join_from_snapshot_rss_kib": from_snapshot[2],
+        })
+    finally:
+        stop_all(procs)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def post_admin(port, path):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=600) as r:
+        return r.status, r.read().decode()
 
 
 if __name__ == "__main__":

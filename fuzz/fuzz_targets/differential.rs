@@ -79,7 +79,7 @@ fn loan_leaf(u: &mut Unstructured<'_>, op: &str) -> Result<String> {
         let a = u.int_in_range(0..=600_000i64)?;
         Ok(format!("\"{}.{:02}\"", a / 100, a % 100))
     };
-    Ok(match u.int_in_range(0..=8)? {
+    Ok(match u.int_in_range(0..=9)? {
         0 => format!(
             "{{{}: {{window: {w}, {op}: {}}}}}",
             pick(
@@ -115,6 +115,15 @@ fn loan_leaf(u: &mut Unstructured<'_>, op: &str) -> Result<String> {
             "{{{}: {{window: {w}, {op}: \"{}\"}}}}",
             pick(u, &["cv_amount", "drawn_to_limit"])?,
             pick(u, &["0.1", "50%", "1", "0.8"])?
+        ),
+        9 => format!(
+            "{{{}: {{window: {w}, min_count: {}, {op}: \"{}\"}}}}",
+            pick(
+                u,
+                &["amount_to_mean", "amount_to_median", "amount_to_max", "amount_zscore"]
+            )?,
+            u.int_in_range(1..=3u32)?,
+            pick(u, &["0.5", "1", "1.5", "3", "0"])?
         ),
         4 => {
             let a = u.int_in_range(0..=23)?;

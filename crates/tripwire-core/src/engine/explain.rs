@@ -8,7 +8,7 @@ use std::fmt::{self, Write};
 use super::{Features, Value, holds, slot_value};
 use crate::rules::compile::{CompiledLeaf, Node, RuleSet, Slot};
 use crate::rules::ir::{CmpOp, LeafTest};
-use crate::rules::ir::{Measure, TrendKind, Unit, WindowMeasure, unit_of};
+use crate::rules::ir::{HistoryRatio, Measure, TrendKind, Unit, WindowMeasure, unit_of};
 use crate::rules::text::{DurationText, TimeOfDayText};
 use crate::txn::{Amount, Txn};
 
@@ -217,6 +217,33 @@ impl Explanation<'_> {
                 Some(v) => write!(f, "{} {} in {window}", name.replace('_', " "), shown(v))?,
                 None => write!(f, "no amounts in {window}")?,
             },
+            Slot::ToHistory(kind, k, min) => {
+                let earlier = feats.prior[k as usize].n;
+                let what = match kind {
+                    HistoryRatio::Mean => "mean",
+                    HistoryRatio::Median => "median",
+                    HistoryRatio::Max => "largest",
+                    HistoryRatio::Zscore => "mean",
+                };
+                match (value, kind) {
+                    (Some(v), HistoryRatio::Zscore) => write!(
+                        f,
+                        "amount {} is {:.2} standard deviations above the {what} of the {earlier} earlier transactions in {window}",
+                        Money(amount),
+                        v.approx() / 1e6
+                    )?,
+                    (Some(v), _) => write!(
+                        f,
+                        "amount {} is {} of the {what} of the {earlier} earlier transactions in {window}",
+                        Money(amount),
+                        shown(v)
+                    )?,
+                    (None, _) => write!(
+                        f,
+                        "{earlier} earlier transactions in {window} (fewer than {min} to compare with)"
+                    )?,
+                }
+            }
             Slot::Amount => write!(f, "amount {}", Money(amount))?,
             Slot::LocalTime => write!(
                 f,

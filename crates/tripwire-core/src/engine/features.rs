@@ -56,6 +56,8 @@ pub struct AmountStats {
     pub q75_x4: i64,
     /// Most frequent amount (smallest on ties).
     pub mode: i64,
+    /// Largest amount.
+    pub max: i64,
 }
 
 /// Where the customer was last seen, and how fast they would have had to travel.
@@ -90,6 +92,8 @@ pub struct Features {
     pub hour_aggs: [(u32, i64); MAX_HOUR_WINDOWS],
     /// Per entry of [`RuleSet::stat_windows`].
     pub stats: [AmountStats; MAX_STAT_WINDOWS],
+    /// Per entry of [`RuleSet::prior_windows`]: the earlier transactions only.
+    pub prior: [AmountStats; MAX_STAT_WINDOWS],
     /// Current amount, minor units; `None` when evaluating without a transaction (a scan).
     pub amount: Option<i64>,
     /// Local seconds since midnight (0 unless a rule reads local time).
@@ -208,6 +212,7 @@ pub fn amount_stats(amounts: &mut [i64]) -> AmountStats {
         q50_x4: quantile_x4(2),
         q75_x4: quantile_x4(3),
         mode,
+        max: amounts[n - 1],
     }
 }
 
@@ -306,6 +311,7 @@ pub fn extract_into(
     f.list_counts[..set.list_windows.len()].fill(0);
     f.hour_aggs[..set.hour_windows.len()].fill((0, 0));
     f.stats[..set.stat_windows.len()].fill(AmountStats::default());
+    f.prior[..set.prior_windows.len()].fill(AmountStats::default());
     f.amount = amount;
     f.local_secs = 0;
     f.travel = None;
@@ -324,7 +330,7 @@ pub fn extract_into(
     let here = txn.and_then(|x| x.geo).map(Event::quantize);
     let want_geo = set.needs.geo && here.is_some();
     let want_streaks = set.needs.streaks && amount.is_some();
-    let want_stats = !set.stat_windows.is_empty();
+    let want_stats = !set.stat_windows.is_empty() || !set.prior_windows.is_empty();
     let horizon = set.horizon;
     let mut previous_geo: Option<&Event> = None;
     let mut latest: Option<EventTime> = None;
@@ -444,6 +450,17 @@ pub fn extract_into(
             );
             amounts.extend(amount);
             f.stats[k] = amount_stats(&mut amounts);
+        }
+        for (k, &wi) in set.prior_windows.iter().enumerate() {
+            let w = set.windows[usize::from(wi)].micros;
+            amounts.clear();
+            amounts.extend(
+                in_window
+                    .iter()
+                    .filter(|(age, _)| *age < w)
+                    .map(|&(_, a)| a),
+            );
+            f.prior[k] = amount_stats(&mut amounts);
         }
     }
     if want_streaks && !history.in_time_order {

@@ -13,7 +13,9 @@ pub mod reference;
 use smallvec::SmallVec;
 
 use crate::rules::compile::{Node, RuleSet, Slot};
-use crate::rules::ir::{AmountStat, CmpOp, LeafTest, Measure, TrendKind, WindowMeasure};
+use crate::rules::ir::{
+    AmountStat, CmpOp, HistoryRatio, LeafTest, Measure, TrendKind, WindowMeasure,
+};
 use crate::rules::{Action, Mode};
 use crate::state::CustomerHistory;
 use crate::txn::{EventTime, Txn};
@@ -157,6 +159,14 @@ pub enum Value {
         /// Denominator under the root.
         den: i128,
     },
+    /// `num / sqrt(root)` (root > 0), in the feature's unit (a z-score in parts per million:
+    /// `num` carries the factor).
+    OverRoot {
+        /// Numerator, signed.
+        num: i128,
+        /// Under the root, > 0.
+        root: i128,
+    },
 }
 
 impl Value {
@@ -166,6 +176,7 @@ impl Value {
             Value::Int(v) => v as f64,
             Value::Ratio { num, den } => num as f64 / den as f64,
             Value::Sqrt { num, den } => (num as f64 / den as f64).sqrt(),
+            Value::OverRoot { num, root } => num as f64 / (root as f64).sqrt(),
         }
     }
 }
@@ -236,6 +247,38 @@ pub fn slot_value(slot: Slot, f: &Features) -> Option<Value> {
                 AmountStat::Iqr => ratio(i128::from(s.q75_x4 - s.q25_x4), 4),
             }
         }
+        Slot::ToHistory(kind, k, min) => {
+            let s = &f.prior[k as usize];
+            if s.n == 0 || s.n < min {
+                return None;
+            }
+            let a = i128::from(f.amount?);
+            let n = i128::from(s.n);
+            let sum = i128::from(s.sum);
+            match kind {
+                HistoryRatio::Mean => ratio(a * n * PPM, sum),
+                HistoryRatio::Median => ratio(a * 4 * PPM, i128::from(s.q50_x4)),
+                HistoryRatio::Max => ratio(a * PPM, i128::from(s.max)),
+                HistoryRatio::Zscore => {
+                    // (a − S/n) / (sqrt(nQ − S²)/n) = (n·a − S) / sqrt(nQ − S²)
+                    let num = n * a - sum;
+                    let var_n2 = n * s.sum_sq - sum * sum;
+                    if var_n2 <= 0 {
+                        // Every earlier amount the same: any other amount is infinitely far.
+                        int(match num.signum() {
+                            1 => i64::MAX,
+                            -1 => i64::MIN,
+                            _ => 0,
+                        })
+                    } else {
+                        Some(Value::OverRoot {
+                            num: num * PPM,
+                            root: var_n2,
+                        })
+                    }
+                }
+            }
+        }
         Slot::Amount => f.amount.map(Value::Int),
         Slot::LocalTime => f.amount.and(int(i64::from(f.local_secs))),
         Slot::LocalHour => f.amount.and(int(i64::from(f.local_secs / 3600))),
@@ -298,6 +341,21 @@ pub fn compare(value: Value, op: CmpOp, threshold: i64) -> bool {
             match k.checked_mul(k).and_then(|k2| k2.checked_mul(den)) {
                 Some(scaled) => op.holds(num, scaled),
                 None => compare_approx(value, op, threshold),
+            }
+        }
+        Value::OverRoot { num, root } => {
+            // num / sqrt(root) against k: compare signs first, then squares.
+            let (sv, sk) = (num.signum(), k.signum());
+            if sv != sk {
+                return op.holds(sv, sk);
+            }
+            match (
+                num.checked_mul(num),
+                k.checked_mul(k).and_then(|k2| k2.checked_mul(root)),
+            ) {
+                (Some(lhs), Some(rhs)) if sv >= 0 => op.holds(lhs, rhs),
+                (Some(lhs), Some(rhs)) => op.holds(rhs, lhs),
+                _ => compare_approx(value, op, threshold),
             }
         }
     }

@@ -8,7 +8,8 @@
 
 use super::{Value, compare};
 use crate::rules::ir::{
-    AmountStat, CmpOp, Cond, Feature, LeafTest, Measure, TrendKind, ValidRules, WindowMeasure,
+    AmountStat, CmpOp, Cond, Feature, HistoryRatio, LeafTest, Measure, TrendKind, ValidRules,
+    WindowMeasure,
 };
 use crate::rules::{Action, Mode};
 use crate::state::{Event, Outcome};
@@ -275,6 +276,44 @@ fn feature_value(
                     den: sum * sum,
                 }),
                 AmountStat::Iqr => ratio(quantile_x4(&a, 3) - quantile_x4(&a, 1), 4),
+            }
+        }
+        Feature::ToHistory(kind, w, min) => {
+            // The earlier transactions only: the current one is not in `events`.
+            let a: Vec<i128> = window(w.micros)
+                .map(|e| i128::from(e.amount_minor()))
+                .collect();
+            if a.is_empty() || a.len() < min as usize {
+                return None;
+            }
+            let x = i128::from(amount);
+            let n = a.len() as i128;
+            let sum: i128 = a.iter().sum();
+            match kind {
+                HistoryRatio::Mean => ratio(x * n * PPM, sum),
+                HistoryRatio::Median => {
+                    let mut sorted: Vec<i64> = a.iter().map(|&v| v as i64).collect();
+                    sorted.sort_unstable();
+                    ratio(x * 4 * PPM, quantile_x4(&sorted, 2))
+                }
+                HistoryRatio::Max => ratio(x * PPM, *a.iter().max().expect("not empty")),
+                HistoryRatio::Zscore => {
+                    let sum_sq: i128 = a.iter().map(|v| v * v).sum();
+                    let var_n2 = n * sum_sq - sum * sum;
+                    let num = n * x - sum;
+                    if var_n2 == 0 {
+                        int(match num.signum() {
+                            1 => i64::MAX,
+                            -1 => i64::MIN,
+                            _ => 0,
+                        })
+                    } else {
+                        Some(Value::OverRoot {
+                            num: num * PPM,
+                            root: var_n2,
+                        })
+                    }
+                }
             }
         }
         Feature::Amount => int(amount),

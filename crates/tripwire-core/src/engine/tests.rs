@@ -694,6 +694,21 @@ fn loan_leaf() -> impl Strategy<Value = String> {
         )
             .prop_map(|(f, w, o, r)| format!("{{{f}: {{window: {w}, {o}: \"{r}\"}}}}")),
         (
+            prop::sample::select(vec![
+                "amount_to_mean",
+                "amount_to_median",
+                "amount_to_max",
+                "amount_zscore"
+            ]),
+            window.clone(),
+            op.clone(),
+            prop::sample::select(vec!["0.5", "1", "1.5", "3", "0"]),
+            1u32..4
+        )
+            .prop_map(|(f, w, o, r, m)| format!(
+                "{{{f}: {{window: {w}, min_count: {m}, {o}: \"{r}\"}}}}"
+            )),
+        (
             prop::sample::select(vec!["count_in_hours", "sum_in_hours"]),
             window,
             0u32..24,
@@ -1026,4 +1041,85 @@ fn amount_statistics_match_hand_computed_figures() {
     // Amounts 10, 20, 30, 40: median 25, p25 at rank 0.75 = 17.5, population stddev √125 ≈ 11.18.
     let tags: Vec<&str> = d.tags.iter().map(|&i| &*set.rules[i as usize].id).collect();
     assert_eq!(tags, vec!["m", "p", "s2", "mm"]);
+}
+
+#[test]
+fn amounts_against_the_customers_own_history_match_hand_computed_figures() {
+    let rule =
+        |id: &str, cond: &str| format!("  - id: {id}\n    action: tag\n    when:\n      {cond}\n");
+    let yaml = format!(
+        "timezone: UTC\nrules:\n{}{}{}{}{}{}{}",
+        rule(
+            "median_x4_5",
+            "amount_to_median: { window: 1d, at_least: \"4.5\" }"
+        ),
+        rule(
+            "median_over",
+            "amount_to_median: { window: 1d, more_than: \"4.5\" }"
+        ),
+        rule(
+            "mean_x4_5",
+            "amount_to_mean: { window: 1d, equals: \"4.5\" }"
+        ),
+        rule("max_x3", "amount_to_max: { window: 1d, equals: 3 }"),
+        rule(
+            "z_above_8_5",
+            "amount_zscore: { window: 1d, more_than: \"8.5\" }"
+        ),
+        rule(
+            "z_below_8_6",
+            "amount_zscore: { window: 1d, less_than: \"8.6\" }"
+        ),
+        rule(
+            "needs_four",
+            "amount_to_median: { window: 1d, min_count: 4, at_least: 0 }"
+        ),
+    );
+    let set = rules::load_bytes(yaml.as_bytes()).unwrap();
+    let t = at("2026-03-01T12:00:00Z");
+    let events = [
+        event(t - MINUTE, "10"),
+        event(t - 2 * MINUTE, "20"),
+        event(t - 3 * MINUTE, "30"),
+        // Outside the day: not an earlier transaction of this window.
+        event(t - 2 * DAY, "1"),
+    ];
+    let history = CustomerHistory::new((&events, &[]), None);
+    let d = evaluate(&set, &history, &txn(t, "90"));
+    // Earlier amounts 10, 20, 30: median 20, mean 20, max 30, population stddev √(200/3) ≈
+    // 8.165, so 90 is 4.5× the median and the mean, 3× the max, and z = 70 / 8.165 ≈ 8.573.
+    let tags: Vec<&str> = d.tags.iter().map(|&i| &*set.rules[i as usize].id).collect();
+    assert_eq!(
+        tags,
+        vec![
+            "median_x4_5",
+            "mean_x4_5",
+            "max_x3",
+            "z_above_8_5",
+            "z_below_8_6"
+        ]
+    );
+    // A first transaction has nothing to be compared with: every such feature is missing.
+    let d = evaluate(&set, &CustomerHistory::EMPTY, &txn(t, "90"));
+    assert!(d.tags.is_empty());
+    // Equal earlier amounts: any larger amount is infinitely many deviations above them.
+    let flat = [event(t - MINUTE, "20"), event(t - 2 * MINUTE, "20")];
+    let d = evaluate(
+        &set,
+        &CustomerHistory::new((&flat, &[]), None),
+        &txn(t, "21"),
+    );
+    let tags: Vec<&str> = d.tags.iter().map(|&i| &*set.rules[i as usize].id).collect();
+    assert!(
+        tags.contains(&"z_above_8_5") && !tags.contains(&"z_below_8_6"),
+        "{tags:?}"
+    );
+    let bad = "timezone: UTC\nrules:\n  - id: a\n    action: tag\n    when:\n      amount_to_median: { window: 1d, min_count: 0, at_least: 3 }\n  - id: b\n    action: tag\n    when:\n      count: { window: 1d, min_count: 2, at_least: 3 }\n";
+    let p = rules::load_bytes(bad.as_bytes()).unwrap_err().problems();
+    assert!(p[0].message.contains("`min_count`"), "{p:?}");
+    assert!(
+        p[1].message
+            .contains("`min_count` does not apply to `count`"),
+        "{p:?}"
+    );
 }

@@ -8,8 +8,8 @@
 //! this; a new rule file makes a new one.
 
 use super::ir::{
-    AmountStat, Bin, Cond, Feature, Leaf, LeafTest, ListId, Measure, TrendKind, ValidRules, Window,
-    WindowMeasure,
+    AmountStat, Bin, Cond, Feature, HistoryRatio, Leaf, LeafTest, ListId, Measure, TrendKind,
+    ValidRules, Window, WindowMeasure,
 };
 use super::schema::{Action, Mode};
 use super::zone::ZoneTable;
@@ -30,6 +30,8 @@ pub enum Slot {
     InHours(Measure, u8),
     /// A statistic for entry `i` of [`RuleSet::stat_windows`].
     Stat(AmountStat, u8),
+    /// The amount against entry `i` of [`RuleSet::prior_windows`], with its minimum count.
+    ToHistory(HistoryRatio, u8, u32),
     /// The current amount.
     Amount,
     /// Local seconds of the day.
@@ -172,6 +174,9 @@ pub struct RuleSet {
     pub hour_windows: Vec<(u8, u32, u32)>,
     /// Window indices whose amount statistics are read.
     pub stat_windows: Vec<u8>,
+    /// Window indices whose statistics of the earlier transactions (the current one excluded)
+    /// are read, by `amount_to_*` and `amount_zscore`.
+    pub prior_windows: Vec<u8>,
     /// Per list, its members as sorted minor-unit amounts (empty unless used for amounts).
     pub amount_lists: Vec<Box<[i64]>>,
     /// Per list, its members as sorted strings.
@@ -224,7 +229,9 @@ impl RuleSet {
             + self.windows.len() as u64
             + self.list_windows.len() as u64
             + self.hour_windows.len() as u64;
-        let sort = self.stat_windows.len() as u64 * ring * u64::from(ring.max(2).ilog2());
+        let sort = (self.stat_windows.len() + self.prior_windows.len()) as u64
+            * ring
+            * u64::from(ring.max(2).ilog2());
         let bins: u64 = self
             .scorecard
             .iter()
@@ -240,6 +247,7 @@ struct Tables {
     list_windows: Vec<(Window, ListId)>,
     hour_windows: Vec<(Window, u32, u32)>,
     stat_windows: Vec<Window>,
+    prior_windows: Vec<Window>,
 }
 
 fn gather(feature: Feature, t: &mut Tables) {
@@ -250,6 +258,7 @@ fn gather(feature: Feature, t: &mut Tables) {
         Feature::ListCount(w, l) => t.list_windows.push((w, l)),
         Feature::InHours(_, w, from, to) => t.hour_windows.push((w, from, to)),
         Feature::Stat(_, w) => t.stat_windows.push(w),
+        Feature::ToHistory(_, w, _) => t.prior_windows.push(w),
         _ => {}
     }
 }
@@ -269,6 +278,7 @@ pub fn compile(valid: &ValidRules) -> RuleSet {
         list_windows: Vec::new(),
         hour_windows: Vec::new(),
         stat_windows: Vec::new(),
+        prior_windows: Vec::new(),
     };
     for rule in &valid.rules {
         gather_cond(&rule.when, &mut t);
@@ -276,7 +286,7 @@ pub fn compile(valid: &ValidRules) -> RuleSet {
     for c in valid.scorecard.iter().flat_map(|s| &s.characteristics) {
         gather(c.feature, &mut t);
     }
-    for v in [&mut t.windows, &mut t.stat_windows] {
+    for v in [&mut t.windows, &mut t.stat_windows, &mut t.prior_windows] {
         v.sort_unstable();
         v.dedup();
     }
@@ -307,6 +317,7 @@ pub fn compile(valid: &ValidRules) -> RuleSet {
             .map(|&(w, f, to)| (window_index(w), f, to))
             .collect(),
         stat_windows: t.stat_windows.iter().map(|&w| window_index(w)).collect(),
+        prior_windows: t.prior_windows.iter().map(|&w| window_index(w)).collect(),
         amount_lists: valid
             .lists
             .iter()
@@ -386,6 +397,11 @@ fn slot_for(set: &mut RuleSet, feature: Feature, t: &Tables) -> Slot {
         Feature::Stat(s, win) => Slot::Stat(
             s,
             small(t.stat_windows.binary_search(&win).expect("gathered")),
+        ),
+        Feature::ToHistory(r, win, min) => Slot::ToHistory(
+            r,
+            small(t.prior_windows.binary_search(&win).expect("gathered")),
+            min,
         ),
         Feature::Amount => Slot::Amount,
         Feature::LocalTime => {

@@ -167,6 +167,20 @@ pub enum AmountStat {
     Iqr,
 }
 
+/// What the current amount is measured against, over the customer's earlier transactions in a
+/// window (the current one excluded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HistoryRatio {
+    /// amount / mean (parts per million).
+    Mean,
+    /// amount / median (parts per million).
+    Median,
+    /// amount / maximum (parts per million).
+    Max,
+    /// (amount − mean) / population stddev (parts per million).
+    Zscore,
+}
+
 /// Which months a trend compares (months are calendar months in the rules' time zone; month 1
 /// is the last full month before the transaction's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -232,6 +246,9 @@ pub enum Feature {
     MonthlyCountCv,
     /// The scorecard's score.
     Score,
+    /// The amount against the customer's earlier transactions in the window; missing with
+    /// fewer than the given number of them (at least 1).
+    ToHistory(HistoryRatio, Window, u32),
 }
 
 impl Feature {
@@ -280,6 +297,10 @@ impl Feature {
             Feature::Trend(TrendKind::Last3mVsPrev3m, _) => "trend_3m_vs_prev_3m",
             Feature::MonthlyCountCv => "monthly_count_cv",
             Feature::Score => "score",
+            Feature::ToHistory(HistoryRatio::Mean, ..) => "amount_to_mean",
+            Feature::ToHistory(HistoryRatio::Median, ..) => "amount_to_median",
+            Feature::ToHistory(HistoryRatio::Max, ..) => "amount_to_max",
+            Feature::ToHistory(HistoryRatio::Zscore, ..) => "amount_zscore",
         }
     }
 
@@ -289,7 +310,8 @@ impl Feature {
             Feature::Window(_, w)
             | Feature::ListCount(w, _)
             | Feature::InHours(_, w, ..)
-            | Feature::Stat(_, w) => Some(w),
+            | Feature::Stat(_, w)
+            | Feature::ToHistory(_, w, _) => Some(w),
             _ => None,
         }
     }
@@ -405,6 +427,8 @@ pub(super) struct Spec {
     pub(super) membership: bool,
     /// Tested with `from` / `to` (time of day).
     pub(super) time_of_day: bool,
+    /// Takes `min_count`.
+    pub(super) min_count: bool,
 }
 
 const fn spec(name: &'static str, unit: Unit) -> Spec {
@@ -417,6 +441,14 @@ const fn spec(name: &'static str, unit: Unit) -> Spec {
         unit: Some(unit),
         membership: false,
         time_of_day: false,
+        min_count: false,
+    }
+}
+
+const fn against_history(name: &'static str) -> Spec {
+    Spec {
+        min_count: true,
+        ..windowed(name, Unit::Ratio)
     }
 }
 
@@ -428,7 +460,7 @@ const fn windowed(name: &'static str, unit: Unit) -> Spec {
 }
 
 /// Every feature a condition can name.
-pub(super) const SPECS: [Spec; 39] = [
+pub(super) const SPECS: [Spec; 43] = [
     windowed("count", Unit::Count),
     windowed("sum", Unit::Money),
     windowed("same_amount_count", Unit::Count),
@@ -500,6 +532,10 @@ pub(super) const SPECS: [Spec; 39] = [
     },
     spec("monthly_count_cv", Unit::Ratio),
     spec("score", Unit::Points),
+    against_history("amount_to_mean"),
+    against_history("amount_to_median"),
+    against_history("amount_to_max"),
+    against_history("amount_zscore"),
     // Placeholder keeps the array length in one place; never named by the schema.
     spec("", Unit::Count),
 ];

@@ -229,6 +229,15 @@ pub enum Condition {
     MonthlyCountCv(Test),
     /// The behaviour score.
     Score(Test),
+    /// The amount over the mean of the customer's earlier transactions in the window.
+    AmountToMean(Test),
+    /// The amount over the median of the customer's earlier transactions in the window.
+    AmountToMedian(Test),
+    /// The amount over the largest of the customer's earlier transactions in the window.
+    AmountToMax(Test),
+    /// How many standard deviations the amount lies above the mean of the customer's earlier
+    /// transactions in the window (population standard deviation).
+    AmountZscore(Test),
 }
 
 /// The parameters and the comparison applied to one feature. Which keys apply depends on the
@@ -261,4 +270,7 @@ pub struct Test {
     pub to: Option<Spanned<String>>,
     /// `count` or `sum`: what a trend compares
     pub of: Option<Spanned<String>>,
+    /// Fewest earlier transactions in the window for the feature to be measured
+    /// (`amount_to_*`, `amount_zscore`); fewer and it is missing.
+    pub min_count: Option<Spanned<String>>,
 }

@@ -229,7 +229,7 @@ impl<'f> Validator<'f> {
         let mut stats: Vec<Window> = features
             .iter()
             .filter_map(|f| match *f {
-                Feature::Stat(_, w) => Some(w),
+                Feature::Stat(_, w) | Feature::ToHistory(_, w, _) => Some(w),
                 _ => None,
             })
             .collect();
@@ -418,6 +418,10 @@ impl<'f> Validator<'f> {
             Condition::Trend3mVsPrev3m(t) => ("trend_3m_vs_prev_3m", t),
             Condition::MonthlyCountCv(t) => ("monthly_count_cv", t),
             Condition::Score(t) => ("score", t),
+            Condition::AmountToMean(t) => ("amount_to_mean", t),
+            Condition::AmountToMedian(t) => ("amount_to_median", t),
+            Condition::AmountToMax(t) => ("amount_to_max", t),
+            Condition::AmountZscore(t) => ("amount_zscore", t),
         })
     }
 
@@ -546,11 +550,33 @@ impl<'f> Validator<'f> {
             None
         };
 
+        let min_count = if spec.min_count {
+            match &test.min_count {
+                Some(m) => match m.value.trim().parse::<u32>() {
+                    Ok(n) if (1..=4096).contains(&n) => Some(n),
+                    _ => {
+                        self.problems.push(at(
+                            m,
+                            format!(
+                                "`min_count` {:?} must be a whole number of earlier transactions from 1 to 4096",
+                                m.value
+                            ),
+                        ));
+                        None
+                    }
+                },
+                None => Some(1),
+            }
+        } else {
+            self.refuse(&test.min_count, name, "min_count");
+            None
+        };
         FeatureParams {
             window,
             list,
             of,
             hours,
+            min_count,
         }
     }
 
@@ -809,6 +835,7 @@ struct FeatureParams {
     list: Option<ListId>,
     of: Option<Measure>,
     hours: Option<(u32, u32)>,
+    min_count: Option<u32>,
 }
 
 /// The IR feature named `name` with its validated parameters.
@@ -818,7 +845,9 @@ fn build_feature(name: &str, params: FeatureParams) -> Option<Feature> {
         list,
         of,
         hours,
+        min_count,
     } = params;
+    let against = |r| Some(Feature::ToHistory(r, window?, min_count?));
     let stat = |s| Some(Feature::Stat(s, window?));
     let measure = |m| Some(Feature::Window(m, window?));
     match name {
@@ -865,6 +894,10 @@ fn build_feature(name: &str, params: FeatureParams) -> Option<Feature> {
         "trend_mom" => Some(Feature::Trend(TrendKind::MonthOverMonth, of?)),
         "trend_3m_vs_prev_3m" => Some(Feature::Trend(TrendKind::Last3mVsPrev3m, of?)),
         "monthly_count_cv" => Some(Feature::MonthlyCountCv),
+        "amount_to_mean" => against(HistoryRatio::Mean),
+        "amount_to_median" => against(HistoryRatio::Median),
+        "amount_to_max" => against(HistoryRatio::Max),
+        "amount_zscore" => against(HistoryRatio::Zscore),
         _ => Some(Feature::Score),
     }
 }
