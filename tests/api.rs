@@ -343,6 +343,53 @@ async fn reported_failures_feed_failure_counts() {
 }
 
 #[tokio::test]
+async fn confirmed_fraud_reaches_the_merchant_after_the_customer_has_gone() {
+    let rules = "timezone: UTC\nrules:\n  - id: bad_terminal\n    action: deny\n    when:\n      fraud_count: { by: merchant_id, window: 7d, at_least: 1 }\n";
+    let server = start(rules).await;
+    let addr = server.payment_addr();
+    let decide = |id: &'static str, customer: &'static str| {
+        json!({"transaction_id": id, "customer_id": customer, "timestamp": "2026-03-01T10:00:00Z",
+               "amount": "10", "merchant_id": "t-7"})
+        .to_string()
+    };
+    let (_, first) = post(addr, "/v1/decide", &decide("f1", "fay")).await;
+    assert_eq!(first["decision"], "allow", "{first}");
+    // Reported by the acquirer for a customer this replica never saw: it still reaches the
+    // terminal, because the report carries the transaction's time and merchant.
+    let (status, text) = send(
+        addr,
+        Method::POST,
+        "/v1/outcomes",
+        &json!({"transaction_id": "x9", "customer_id": "stranger", "status": "fraud",
+                "timestamp": "2026-03-01T09:00:00Z", "merchant_id": "t-7",
+                "reported_at": "2026-03-03T09:00:00Z"})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+    let (_, next) = post(addr, "/v1/decide", &decide("f2", "gus")).await;
+    assert_eq!(next["decision"], "deny", "{next}");
+    // Details are only taken with `fraud`, and a fraud report reaching nothing is 404.
+    let (status, answer) = post(
+        addr,
+        "/v1/outcomes",
+        r#"{"transaction_id": "f1", "customer_id": "fay", "status": "settled", "merchant_id": "t-7"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, answer["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("merchant_id"))
+    );
+    let (status, _) = post(
+        addr,
+        "/v1/outcomes",
+        r#"{"transaction_id": "zz", "customer_id": "nobody", "status": "fraud"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn admin_paths_live_only_on_the_admin_listener() {
     let server = start(common::SHIPPED_RULES).await;
     let (status, body) = get(server.admin_addr(), "/healthz").await;

@@ -22,7 +22,7 @@ fn check_accepts_the_shipped_rules_with_a_summary() {
     assert!(out.status.success());
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(
-        stdout.contains("ok: 11 rules (11 enforce, 0 shadow), 1 lists, timezone Asia/Shanghai"),
+        stdout.contains("ok: 14 rules (11 enforce, 3 shadow), 1 lists, timezone Asia/Shanghai"),
         "{stdout}"
     );
 }

@@ -56,6 +56,9 @@ pub struct ReplayArgs {
     /// Events kept per customer, as in serve [default: 64].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub ring_capacity: Option<u16>,
+    /// Turn each row labelled fraud into a confirmed-fraud report this long after its transaction (e.g. 7d), applied in event-time order; without it labels are never shown to the rules.
+    #[arg(long)]
+    pub label_delay: Option<String>,
 }
 
 /// Flags of `tripwire gen`.
@@ -237,6 +240,16 @@ pub fn replay(
             .map_or(StoreConfig::default().ring_capacity, usize::from),
         measure_from,
         measure_until,
+        label_delay: args
+            .label_delay
+            .as_deref()
+            .map(|t| {
+                crate::rules::text::parse_duration(t).map_err(|message| CommandError::Flag {
+                    flag: "--label-delay",
+                    message,
+                })
+            })
+            .transpose()?,
         ..ReplayConfig::default()
     };
     let report = super::run(

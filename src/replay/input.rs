@@ -15,7 +15,7 @@ use crate::txn::{self, Amount, CreditLine, EventTime, GeoPoint, OutcomeStatus, T
 
 /// The fields a history row can carry; the first four are required. `group` (e.g. a fraud
 /// pattern column, `--group-by COLUMN`) only splits the report.
-pub const FIELDS: [&str; 14] = [
+pub const FIELDS: [&str; 16] = [
     "customer_id",
     "transaction_id",
     "timestamp",
@@ -30,6 +30,8 @@ pub const FIELDS: [&str; 14] = [
     "outcome",
     "label",
     "group",
+    "device_id",
+    "ip",
 ];
 
 /// How timestamps are written in the input.
@@ -146,6 +148,10 @@ pub struct Row {
     pub channel: Option<Box<str>>,
     /// Merchant.
     pub merchant_id: Option<Box<str>>,
+    /// Device.
+    pub device_id: Option<Box<str>>,
+    /// IP address.
+    pub ip: Option<Box<str>>,
     /// What happened to it.
     pub outcome: Option<OutcomeStatus>,
     /// Whether it was fraud, when labelled.
@@ -170,6 +176,8 @@ impl Row {
             credit_line: self.credit_line,
             channel: self.channel.as_deref().map(Cow::Borrowed),
             merchant_id: self.merchant_id.as_deref().map(Cow::Borrowed),
+            device_id: self.device_id.as_deref().map(Cow::Borrowed),
+            ip: self.ip.as_deref().map(Cow::Borrowed),
         }
     }
 }
@@ -419,6 +427,8 @@ fn parse_row(values: &Fields<'_>, mapping: &Mapping, file: u32, line: u64) -> Re
         credit_line,
         channel: get(9).map(Into::into),
         merchant_id: get(10).map(Into::into),
+        device_id: get(14).map(Into::into),
+        ip: get(15).map(Into::into),
         outcome,
         label,
         group: get(13).map(Into::into),

@@ -37,6 +37,9 @@ pub struct ReplayConfig {
     pub measure_from: Option<EventTime>,
     /// Rows at or after this event time are not replayed (exclusive).
     pub measure_until: Option<EventTime>,
+    /// Each row labelled fraud becomes a confirmed-fraud report this long after its
+    /// transaction, applied in event-time order; `None`: labels are never shown to the rules.
+    pub label_delay: Option<i64>,
 }
 
 impl Default for ReplayConfig {
@@ -47,6 +50,7 @@ impl Default for ReplayConfig {
             examples: 5,
             measure_from: None,
             measure_until: None,
+            label_delay: None,
         }
     }
 }
@@ -265,7 +269,16 @@ fn run_one(
     let mut kept = Vec::with_capacity(rows.len());
     // One decision reused for every row: it is filled in place (see `engine::evaluate_into`).
     let mut decision = Decision::empty();
+    // Labelled frauds waiting to be reported, by due time: rows are in event-time order and
+    // the delay is one constant, so they come due in the order they were queued.
+    let mut due: std::collections::VecDeque<(EventTime, usize)> = std::collections::VecDeque::new();
     for (i, row) in rows.iter().enumerate() {
+        if config.label_delay.is_some() {
+            while due.front().is_some_and(|&(at, _)| at <= row.at) {
+                let (reported, j) = due.pop_front().expect("checked");
+                report_fraud(&interceptor, &rows[j], reported);
+            }
+        }
         let decided = interceptor.replay(&loaded.set, &row.txn(), row.outcome, &mut decision);
         match decided {
             Ok(()) => {
@@ -279,12 +292,37 @@ fn run_one(
                 each(row, Err(first), &loaded.set)?;
             }
         }
+        if let Some(delay) = config.label_delay
+            && row.label == Some(true)
+        {
+            due.push_back((row.at.saturating_add(delay), i));
+        }
         if i % 65_536 == 0 {
             progress.set_position(i as u64);
         }
     }
     progress.finish_and_clear();
     Ok(kept)
+}
+
+/// Reports a labelled row as confirmed fraud, as a gateway's `POST /v1/outcomes` with
+/// `status: "fraud"` and the transaction's details would.
+fn report_fraud(interceptor: &Interceptor, row: &Row, reported_at: EventTime) {
+    let report = crate::txn::OutcomeReport {
+        transaction_id: std::borrow::Cow::Borrowed(&row.transaction_id),
+        customer_id: std::borrow::Cow::Borrowed(&row.customer_id),
+        status: crate::txn::ReportedStatus::Fraud,
+        fraud: crate::txn::FraudDetails {
+            timestamp: Some(row.at),
+            reported_at: Some(reported_at),
+            merchant_id: row.merchant_id.as_deref().map(std::borrow::Cow::Borrowed),
+            device_id: row.device_id.as_deref().map(std::borrow::Cow::Borrowed),
+            ip: row.ip.as_deref().map(std::borrow::Cow::Borrowed),
+            channel: row.channel.as_deref().map(std::borrow::Cow::Borrowed),
+        },
+    };
+    // A fraud whose customer and entities are all gone reaches nothing: nothing to do.
+    let _ = interceptor.record_outcome(&report);
 }
 
 #[derive(Serialize)]

@@ -203,8 +203,25 @@ pub struct Txn<'a> {
     pub credit_line: Option<CreditLine>,
     /// Channel (app, web, pos...), when sent.
     pub channel: Option<Cow<'a, str>>,
-    /// Merchant, when sent.
+    /// Merchant (or terminal), when sent.
     pub merchant_id: Option<Cow<'a, str>>,
+    /// The customer's device, when sent.
+    pub device_id: Option<Cow<'a, str>>,
+    /// The client's IP address (or any network label), when sent.
+    pub ip: Option<Cow<'a, str>>,
+}
+
+impl Txn<'_> {
+    /// The key of an entity kind in this transaction, when sent.
+    pub fn entity_key(&self, kind: crate::state::entity::EntityKind) -> Option<&str> {
+        use crate::state::entity::EntityKind;
+        match kind {
+            EntityKind::Merchant => self.merchant_id.as_deref(),
+            EntityKind::Device => self.device_id.as_deref(),
+            EntityKind::Ip => self.ip.as_deref(),
+            EntityKind::Channel => self.channel.as_deref(),
+        }
+    }
 }
 
 /// A request body that is not a valid transaction: what is wrong, and which field.
@@ -348,6 +365,8 @@ struct DecideFields<'a> {
     credit_granted_at: Option<Cow<'a, str>>,
     channel: Option<Cow<'a, str>>,
     merchant_id: Option<Cow<'a, str>>,
+    device_id: Option<Cow<'a, str>>,
+    ip: Option<Cow<'a, str>>,
 }
 
 /// Which field was being read when the JSON deserializer failed, so the error can name it.
@@ -402,6 +421,8 @@ impl<'de> Visitor<'de> for DecideVisitor<'_> {
                 "credit_granted_at" => "credit_granted_at",
                 "channel" => "channel",
                 "merchant_id" => "merchant_id",
+                "device_id" => "device_id",
+                "ip" => "ip",
                 _ => {
                     map.next_value::<de::IgnoredAny>()?;
                     continue;
@@ -421,6 +442,8 @@ impl<'de> Visitor<'de> for DecideVisitor<'_> {
                     take_once(&mut out.credit_granted_at, &mut map, cursor, text)?
                 }
                 "channel" => take_once(&mut out.channel, &mut map, cursor, text)?,
+                "device_id" => take_once(&mut out.device_id, &mut map, cursor, text)?,
+                "ip" => take_once(&mut out.ip, &mut map, cursor, text)?,
                 _ => take_once(&mut out.merchant_id, &mut map, cursor, text)?,
             }
             cursor.field.set(None);
@@ -580,6 +603,8 @@ pub fn parse_decide(body: &[u8]) -> Result<Txn<'_>, TxnError> {
         credit_line,
         channel: check_label("channel", raw.channel)?,
         merchant_id: check_label("merchant_id", raw.merchant_id)?,
+        device_id: check_label("device_id", raw.device_id)?,
+        ip: check_label("ip", raw.ip)?,
     })
 }
 
@@ -611,6 +636,16 @@ pub enum OutcomeStatus {
     Reversed,
 }
 
+/// What a report says of a decided transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportedStatus {
+    /// How the payment ended.
+    Outcome(OutcomeStatus),
+    /// Confirmed fraud (a chargeback, a customer's claim upheld): independent of how the
+    /// payment ended, and counted by `fraud_count` / `fraud_rate`.
+    Fraud,
+}
+
 /// A validated `POST /v1/outcomes` body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutcomeReport<'a> {
@@ -619,7 +654,40 @@ pub struct OutcomeReport<'a> {
     /// Its customer.
     pub customer_id: Cow<'a, str>,
     /// What happened.
-    pub status: OutcomeStatus,
+    pub status: ReportedStatus,
+    /// With `fraud`: the transaction's own details, so the report reaches its merchant,
+    /// device, IP and channel even after the transaction has left the customer's history.
+    pub fraud: FraudDetails<'a>,
+}
+
+/// What a fraud report may carry about its transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FraudDetails<'a> {
+    /// The transaction's time.
+    pub timestamp: Option<EventTime>,
+    /// When the fraud was reported (informational).
+    pub reported_at: Option<EventTime>,
+    /// Its merchant.
+    pub merchant_id: Option<Cow<'a, str>>,
+    /// Its device.
+    pub device_id: Option<Cow<'a, str>>,
+    /// Its IP address.
+    pub ip: Option<Cow<'a, str>>,
+    /// Its channel.
+    pub channel: Option<Cow<'a, str>>,
+}
+
+impl FraudDetails<'_> {
+    /// The key of an entity kind, when carried.
+    pub fn entity_key(&self, kind: crate::state::entity::EntityKind) -> Option<&str> {
+        use crate::state::entity::EntityKind;
+        match kind {
+            EntityKind::Merchant => self.merchant_id.as_deref(),
+            EntityKind::Device => self.device_id.as_deref(),
+            EntityKind::Ip => self.ip.as_deref(),
+            EntityKind::Channel => self.channel.as_deref(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -630,6 +698,18 @@ struct RawOutcome<'a> {
     customer_id: Option<&'a RawValue>,
     #[serde(borrow)]
     status: Option<&'a RawValue>,
+    #[serde(borrow)]
+    timestamp: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reported_at: Option<&'a RawValue>,
+    #[serde(borrow)]
+    merchant_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    device_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ip: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    channel: Option<Cow<'a, str>>,
 }
 
 /// Parses a `POST /v1/outcomes` body.
@@ -639,23 +719,53 @@ pub fn parse_outcome(body: &[u8]) -> Result<OutcomeReport<'_>, TxnError> {
     let customer_id = read_id("customer_id", raw.customer_id)?;
     let status_raw = present(raw.status).ok_or_else(|| TxnError::field("status", "is required"))?;
     let status = match &*read_str("status", status_raw)? {
-        "settled" => OutcomeStatus::Settled,
-        "failed" => OutcomeStatus::Failed,
-        "reversed" => OutcomeStatus::Reversed,
+        "settled" => ReportedStatus::Outcome(OutcomeStatus::Settled),
+        "failed" => ReportedStatus::Outcome(OutcomeStatus::Failed),
+        "reversed" => ReportedStatus::Outcome(OutcomeStatus::Reversed),
+        "fraud" => ReportedStatus::Fraud,
         _ => {
             return Err(TxnError::field(
                 "status",
                 format!(
-                    "must be one of \"settled\", \"failed\", \"reversed\", got {}",
+                    "must be one of \"settled\", \"failed\", \"reversed\", \"fraud\", got {}",
                     status_raw.get()
                 ),
             ));
         }
     };
+    let fraud = FraudDetails {
+        timestamp: present(raw.timestamp)
+            .map(|r| read_timestamp("timestamp", Some(r)))
+            .transpose()?,
+        reported_at: present(raw.reported_at)
+            .map(|r| read_timestamp("reported_at", Some(r)))
+            .transpose()?,
+        merchant_id: check_label("merchant_id", raw.merchant_id)?,
+        device_id: check_label("device_id", raw.device_id)?,
+        ip: check_label("ip", raw.ip)?,
+        channel: check_label("channel", raw.channel)?,
+    };
+    if status != ReportedStatus::Fraud {
+        let carried = [
+            ("timestamp", fraud.timestamp.is_some()),
+            ("reported_at", fraud.reported_at.is_some()),
+            ("merchant_id", fraud.merchant_id.is_some()),
+            ("device_id", fraud.device_id.is_some()),
+            ("ip", fraud.ip.is_some()),
+            ("channel", fraud.channel.is_some()),
+        ];
+        if let Some((field, _)) = carried.iter().find(|(_, given)| *given) {
+            return Err(TxnError::field(
+                field,
+                "is only taken with status \"fraud\" (it locates the transaction for its merchant, device, IP and channel)",
+            ));
+        }
+    }
     Ok(OutcomeReport {
         transaction_id,
         customer_id,
         status,
+        fraud,
     })
 }
 

@@ -470,7 +470,8 @@ async fn forward(
             let _ = state.interceptor.record_outcome(&OutcomeReport {
                 transaction_id: transaction_id.as_str().into(),
                 customer_id: customer_id.as_str().into(),
-                status,
+                status: crate::txn::ReportedStatus::Outcome(status),
+                fraud: Default::default(),
             });
         }
     };

@@ -8,7 +8,9 @@ use std::fmt::{self, Write};
 use super::{Features, Value, holds, slot_value};
 use crate::rules::compile::{CompiledLeaf, Node, RuleSet, Slot};
 use crate::rules::ir::{CmpOp, LeafTest};
-use crate::rules::ir::{HistoryRatio, Measure, TrendKind, Unit, WindowMeasure, unit_of};
+use crate::rules::ir::{
+    EntityMeasure, HistoryRatio, Measure, TrendKind, Unit, WindowMeasure, unit_of,
+};
 use crate::rules::text::{DurationText, TimeOfDayText};
 use crate::txn::{Amount, Txn};
 
@@ -242,6 +244,43 @@ impl Explanation<'_> {
                         f,
                         "{earlier} earlier transactions in {window} (fewer than {min} to compare with)"
                     )?,
+                }
+            }
+            Slot::Entity(measure, k, _) => {
+                let e = &self.set.entity_features[k as usize];
+                let v = &feats.entity[k as usize];
+                let whose = match e.by {
+                    Some(kind) => format!("{} ", kind.field()),
+                    None => "the customer's ".to_string(),
+                };
+                let span = if e.mature > 0 {
+                    format!(
+                        "the {} before the last {}",
+                        DurationText(e.window.micros),
+                        DurationText(e.mature)
+                    )
+                } else {
+                    format!("{}", DurationText(e.window.micros))
+                };
+                if !v.present {
+                    write!(f, "no {}", whose.trim_end())?;
+                } else {
+                    match measure {
+                        EntityMeasure::Count => {
+                            write!(f, "{whose}has {} transactions in {span}", v.count)?
+                        }
+                        EntityMeasure::Sum => {
+                            write!(f, "{whose}has {} spent in {span}", Money(v.sum))?
+                        }
+                        EntityMeasure::DistinctCustomers => {
+                            write!(f, "{whose}has {} distinct customers in {span}", v.distinct)?
+                        }
+                        EntityMeasure::FraudCount | EntityMeasure::FraudRate => write!(
+                            f,
+                            "{whose}has {} confirmed frauds in {} transactions in {span}",
+                            v.fraud, v.count
+                        )?,
+                    }
                 }
             }
             Slot::Amount => write!(f, "amount {}", Money(amount))?,

@@ -10,9 +10,10 @@
 use geo::{Distance, Haversine, Point};
 use smallvec::SmallVec;
 
-use crate::rules::compile::{MAX_HOUR_WINDOWS, MAX_STAT_WINDOWS, RuleSet};
+use crate::rules::compile::{MAX_ENTITY_FEATURES, MAX_HOUR_WINDOWS, MAX_STAT_WINDOWS, RuleSet};
 use crate::rules::zone::ZoneTable;
 use crate::rules::{MAX_DISTINCT_WINDOWS, MAX_LIST_WINDOWS};
+use crate::state::entity::EntityValue;
 use crate::state::months::MonthBuckets;
 use crate::state::{CustomerHistory, Event, Outcome};
 use crate::txn::{EventTime, GeoPoint, MICROS_PER_SECOND, Txn};
@@ -94,6 +95,8 @@ pub struct Features {
     pub stats: [AmountStats; MAX_STAT_WINDOWS],
     /// Per entry of [`RuleSet::prior_windows`]: the earlier transactions only.
     pub prior: [AmountStats; MAX_STAT_WINDOWS],
+    /// Per entry of [`RuleSet::entity_features`].
+    pub entity: [EntityValue; MAX_ENTITY_FEATURES],
     /// Current amount, minor units; `None` when evaluating without a transaction (a scan).
     pub amount: Option<i64>,
     /// Local seconds since midnight (0 unless a rule reads local time).
@@ -312,6 +315,34 @@ pub fn extract_into(
     f.hour_aggs[..set.hour_windows.len()].fill((0, 0));
     f.stats[..set.stat_windows.len()].fill(AmountStats::default());
     f.prior[..set.prior_windows.len()].fill(AmountStats::default());
+    let ne = set.entity_features.len();
+    f.entity[..ne].fill(EntityValue::default());
+    for (k, e) in set.entity_features.iter().enumerate() {
+        match e.by {
+            // Read from the entity store by the interceptor, before evaluation.
+            Some(_) => {
+                if let Some(v) = history.entities.get(k) {
+                    f.entity[k] = *v;
+                }
+            }
+            // The customer's own confirmed frauds, from the ring: (t − m − w, t − m].
+            None => {
+                let (from, to) = (t - e.mature - e.window.micros, t - e.mature);
+                let (older, newer) = history.events;
+                let v = &mut f.entity[k];
+                v.present = true;
+                for ev in older
+                    .iter()
+                    .chain(newer)
+                    .filter(|ev| ev.at > from && ev.at <= to)
+                {
+                    v.count += 1;
+                    v.sum += ev.amount_minor();
+                    v.fraud += u32::from(ev.is_fraud());
+                }
+            }
+        }
+    }
     f.amount = amount;
     f.local_secs = 0;
     f.travel = None;

@@ -14,7 +14,7 @@ use smallvec::SmallVec;
 
 use crate::rules::compile::{Node, RuleSet, Slot};
 use crate::rules::ir::{
-    AmountStat, CmpOp, HistoryRatio, LeafTest, Measure, TrendKind, WindowMeasure,
+    AmountStat, CmpOp, EntityMeasure, HistoryRatio, LeafTest, Measure, TrendKind, WindowMeasure,
 };
 use crate::rules::{Action, Mode};
 use crate::state::CustomerHistory;
@@ -276,6 +276,24 @@ pub fn slot_value(slot: Slot, f: &Features) -> Option<Value> {
                             root: var_n2,
                         })
                     }
+                }
+            }
+        }
+        Slot::Entity(measure, k, min) => {
+            let e = &f.entity[k as usize];
+            if !e.present {
+                return None;
+            }
+            match measure {
+                EntityMeasure::Count => int(i64::from(e.count)),
+                EntityMeasure::Sum => int(e.sum),
+                EntityMeasure::DistinctCustomers => int(i64::from(e.distinct)),
+                EntityMeasure::FraudCount => int(i64::from(e.fraud)),
+                EntityMeasure::FraudRate => {
+                    if e.count == 0 || e.count < min {
+                        return None;
+                    }
+                    ratio(i128::from(e.fraud) * PPM, i128::from(e.count))
                 }
             }
         }

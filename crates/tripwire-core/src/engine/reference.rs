@@ -8,8 +8,8 @@
 
 use super::{Value, compare};
 use crate::rules::ir::{
-    AmountStat, CmpOp, Cond, Feature, HistoryRatio, LeafTest, Measure, TrendKind, ValidRules,
-    WindowMeasure,
+    AmountStat, CmpOp, Cond, EntityMeasure, Feature, HistoryRatio, LeafTest, Measure, TrendKind,
+    ValidRules, WindowMeasure,
 };
 use crate::rules::{Action, Mode};
 use crate::state::{Event, Outcome};
@@ -312,6 +312,35 @@ fn feature_value(
                             num: num * PPM,
                             root: var_n2,
                         })
+                    }
+                }
+            }
+        }
+        Feature::ByEntity(e) => {
+            // The customer's own confirmed frauds are computed here from the events; an
+            // entity's state is not an input of the reference (its hourly buckets are checked
+            // in `state::entity` and through the interceptor), so those features are missing,
+            // as they are to the engine when no entity values are handed in.
+            if e.by.is_some() {
+                return None;
+            }
+            let (from, to) = (t - e.mature - e.window.micros, t - e.mature);
+            let held: Vec<&Event> = events
+                .iter()
+                .filter(|ev| ev.at > from && ev.at <= to)
+                .collect();
+            let count = held.len() as i64;
+            let fraud = held.iter().filter(|ev| ev.is_fraud()).count() as i64;
+            match e.measure {
+                EntityMeasure::Count => int(count),
+                EntityMeasure::Sum => int(held.iter().map(|ev| ev.amount_minor()).sum()),
+                EntityMeasure::DistinctCustomers => None,
+                EntityMeasure::FraudCount => int(fraud),
+                EntityMeasure::FraudRate => {
+                    if count == 0 || count < i64::from(e.min_count) {
+                        None
+                    } else {
+                        ratio(i128::from(fraud) * PPM, i128::from(count))
                     }
                 }
             }

@@ -38,6 +38,8 @@ fn txn(at: i64, amount: &str) -> Txn<'static> {
         credit_line: None,
         channel: None,
         merchant_id: None,
+        device_id: None,
+        ip: None,
     }
 }
 

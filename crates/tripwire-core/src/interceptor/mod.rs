@@ -15,10 +15,16 @@ use crate::engine::{self, Decision, Hits};
 use crate::live_rules::{LiveRules, LoadedRules};
 use crate::rules::Action;
 use crate::rules::RuleSet;
+use crate::state::entity::{BUCKET_MICROS, EntityKind, EntityStore, EntityValue};
 use crate::state::journal::{ChangeSink, Frame, Journal};
 use crate::state::persist;
 use crate::state::{Event, Outcome, Store};
-use crate::txn::{self, CreditLine, EventTime, OutcomeReport, OutcomeStatus, Txn, TxnError};
+use crate::txn::{
+    self, CreditLine, EventTime, OutcomeReport, OutcomeStatus, ReportedStatus, Txn, TxnError,
+};
+
+/// Entities (merchants, devices, IPs, channels) held at most, by default.
+pub const DEFAULT_MAX_ENTITIES: usize = 1_000_000;
 
 /// How far ahead of the wall clock an event time may move the watermark used to find idle
 /// customers. Event times drive every window; this cap only stops one far-future timestamp
@@ -75,6 +81,8 @@ pub struct Interceptor {
     journal: Option<Arc<Journal>>,
     /// Where changes are handed for replication (fleet mode); `None` costs one branch.
     changes: Option<Arc<dyn ChangeSink>>,
+    /// Per-merchant, device, IP and channel state, for `by:` windows.
+    entities: EntityStore,
 }
 
 impl AsRef<Store> for Interceptor {
@@ -103,6 +111,56 @@ impl Interceptor {
             rules,
             journal: None,
             changes: None,
+            entities: EntityStore::new(DEFAULT_MAX_ENTITIES),
+        }
+    }
+
+    /// Holds at most `max` entities (merchants, devices, IPs, channels) for `by:` windows.
+    pub fn with_entity_cap(mut self, max: usize) -> Interceptor {
+        self.entities = EntityStore::new(max);
+        self
+    }
+
+    /// The entity store.
+    pub fn entities(&self) -> &EntityStore {
+        &self.entities
+    }
+
+    /// Records the transaction with each entity the rules read and reads their features;
+    /// `values[i]` answers `set.entity_features[i]`. One shard lock per entity kind.
+    fn entity_values(
+        &self,
+        set: &RuleSet,
+        txn: &Txn<'_>,
+        values: &mut [EntityValue; crate::rules::compile::MAX_ENTITY_FEATURES],
+    ) {
+        let keep_from = txn.at - set.needs.entity_reach - BUCKET_MICROS;
+        let customer = self.store.txn_hash(&txn.customer_id, "");
+        for kind in EntityKind::ALL {
+            if !set.needs.entity_kinds[kind as usize] {
+                continue;
+            }
+            let Some(key) = txn.entity_key(kind) else {
+                continue;
+            };
+            self.entities.with_entity(kind, key, keep_from, |record| {
+                record.record(txn.at, txn.amount.minor(), customer);
+                for (k, e) in set.entity_features.iter().enumerate() {
+                    if e.by != Some(kind) {
+                        continue;
+                    }
+                    let to = txn.at - e.mature;
+                    let from = to - e.window.micros;
+                    let (count, sum, fraud) = record.totals(from, to);
+                    values[k] = EntityValue {
+                        present: true,
+                        count,
+                        sum,
+                        fraud,
+                        distinct: record.distinct_customers(from, to),
+                    };
+                }
+            });
         }
     }
 
@@ -223,7 +281,14 @@ impl Interceptor {
                         changes.change(&Frame::CreditLine(&txn.customer_id, line));
                     }
                 }
-                engine::evaluate_into(set, &record.history(), Some(txn), txn.at, decision);
+                let mut entities =
+                    [EntityValue::default(); crate::rules::compile::MAX_ENTITY_FEATURES];
+                let mut history = record.history();
+                if !set.entity_features.is_empty() {
+                    self.entity_values(set, txn, &mut entities);
+                    history.entities = &entities[..set.entity_features.len()];
+                }
+                engine::evaluate_into(set, &history, Some(txn), txn.at, decision);
                 let mut event = Event::new(txn.at, txn_hash, txn.amount, txn.geo, decision.action);
                 if let Some(status) = outcome {
                     event.set_outcome(status.into());
@@ -282,35 +347,84 @@ impl Interceptor {
         });
     }
 
-    /// Applies a gateway's outcome report to the recorded transaction.
+    /// Applies a gateway's outcome report to the recorded transaction. A confirmed-fraud
+    /// report also reaches the transaction's merchant, device, IP and channel when it names
+    /// them, even after the transaction has left the customer's history.
     pub fn record_outcome(&self, report: &OutcomeReport<'_>) -> Result<(), OutcomeError> {
+        let status = match report.status {
+            ReportedStatus::Outcome(status) => status,
+            ReportedStatus::Fraud => return self.record_fraud(report),
+        };
         let txn_hash = self
             .store
             .txn_hash(&report.customer_id, &report.transaction_id);
         let found = self
             .store
             .with_existing(&report.customer_id, |record| {
-                let status: Outcome = report.status.into();
+                let outcome: Outcome = status.into();
                 let Some(event) = record.ring.find_mut(txn_hash) else {
                     return false;
                 };
-                let newly_failed = status == Outcome::Failed && event.outcome() != Outcome::Failed;
-                event.set_outcome(status);
+                let newly_failed = outcome == Outcome::Failed && event.outcome() != Outcome::Failed;
+                event.set_outcome(outcome);
                 let at = event.at;
                 if newly_failed && let Some(months) = record.months.as_deref_mut() {
                     months.fail(self.rules.load().set.zone.month_of(at));
                 }
-                let found = true;
-                if found && let Some(journal) = &self.journal {
-                    journal.outcome(&report.customer_id, txn_hash, report.status.into());
+                if let Some(journal) = &self.journal {
+                    journal.outcome(&report.customer_id, txn_hash, outcome);
                 }
                 if let Some(changes) = &self.changes {
-                    changes.change(&Frame::Outcome(&report.customer_id, txn_hash, status));
+                    changes.change(&Frame::Outcome(&report.customer_id, txn_hash, outcome));
                 }
-                found
+                true
             })
             .ok_or_else(|| OutcomeError::UnknownCustomer(report.customer_id.to_string()))?;
         if found {
+            Ok(())
+        } else {
+            Err(OutcomeError::UnknownTransaction {
+                customer_id: report.customer_id.to_string(),
+                transaction_id: report.transaction_id.to_string(),
+            })
+        }
+    }
+
+    /// A confirmed-fraud report: marks the customer's event when it is still held, and counts
+    /// the fraud in the hour of the transaction on every entity the report names (its time is
+    /// the report's `timestamp`, or the held event's; only kinds the live rules read keep
+    /// entities). Refused when it reaches nothing.
+    fn record_fraud(&self, report: &OutcomeReport<'_>) -> Result<(), OutcomeError> {
+        let txn_hash = self
+            .store
+            .txn_hash(&report.customer_id, &report.transaction_id);
+        let held_at = self
+            .store
+            .with_existing(&report.customer_id, |record| {
+                let event = record.ring.find_mut(txn_hash)?;
+                event.set_fraud();
+                Some(event.at)
+            })
+            .flatten();
+        let at = report.fraud.timestamp.or(held_at);
+        let mut reached = held_at.is_some();
+        if let Some(at) = at {
+            // Entities are kept for the kinds the live rules read, as decisions keep them.
+            let rules = self.rules.load();
+            let needs = &rules.set.needs;
+            let keep_from = at - needs.entity_reach - BUCKET_MICROS;
+            for kind in EntityKind::ALL {
+                if !needs.entity_kinds[kind as usize] {
+                    continue;
+                }
+                if let Some(key) = report.fraud.entity_key(kind) {
+                    self.entities
+                        .with_entity(kind, key, keep_from, |r| r.record_fraud(at, txn_hash));
+                    reached = true;
+                }
+            }
+        }
+        if reached {
             Ok(())
         } else {
             Err(OutcomeError::UnknownTransaction {
@@ -581,7 +695,8 @@ rules:
         OutcomeReport {
             transaction_id: transaction.into(),
             customer_id: customer.into(),
-            status,
+            status: crate::txn::ReportedStatus::Outcome(status),
+            fraud: Default::default(),
         }
     }
 
@@ -791,5 +906,152 @@ rules:
             "without the floor the rules' 10 s rule"
         );
         assert!(held(&interceptor, "quiet").is_none());
+    }
+
+    const ENTITY_RULES: &str = r#"
+timezone: UTC
+rules:
+  - id: shared_device
+    action: review
+    when:
+      distinct_customers: { by: device_id, window: 1d, at_least: 5 }
+  - id: busy_terminal
+    action: tag
+    when:
+      count: { by: merchant_id, window: 1d, at_least: 3 }
+  - id: compromised_terminal
+    action: deny
+    when:
+      fraud_rate: { by: merchant_id, window: 28d, mature_after: 7d, at_least: 0.5 }
+  - id: customer_with_fraud
+    action: tag
+    when:
+      fraud_count: { window: 30d, at_least: 1 }
+"#;
+
+    fn decide_with(
+        interceptor: &Interceptor,
+        id: &str,
+        customer: &str,
+        at: &str,
+        extra: &str,
+    ) -> serde_json::Value {
+        let body = format!(
+            r#"{{"transaction_id":"{id}","customer_id":"{customer}","timestamp":"{at}","amount":"20"{extra}}}"#
+        );
+        decide(interceptor, &body).1
+    }
+
+    fn rule_ids(answer: &serde_json::Value, key: &str) -> Vec<String> {
+        answer[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| {
+                        r["rule"]
+                            .as_str()
+                            .or(r.as_str())
+                            .unwrap_or_default()
+                            .to_string()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn entity_windows_count_customers_transactions_and_matured_frauds() {
+        let rules = LiveRules::new(ENTITY_RULES.as_bytes(), "test").unwrap();
+        let interceptor = Interceptor::new(Store::new(StoreConfig::default()), rules);
+        // Five customers on one device within a day: the fifth is reviewed.
+        for i in 0..5 {
+            let a = decide_with(
+                &interceptor,
+                &format!("d{i}"),
+                &format!("ring{i}"),
+                &format!("2026-03-01T10:0{i}:00Z"),
+                r#","device_id":"dev-9""#,
+            );
+            assert_eq!(
+                a["decision"],
+                if i == 4 { "review" } else { "allow" },
+                "{a}"
+            );
+        }
+        // A repeated transaction id is not counted again on its entities.
+        let again = decide_with(
+            &interceptor,
+            "d4",
+            "ring4",
+            "2026-03-01T10:04:00Z",
+            r#","device_id":"dev-9""#,
+        );
+        assert_eq!(again["duplicate"], true);
+        // Three transactions on a terminal in a day: tagged on the third.
+        for i in 0..3 {
+            let a = decide_with(
+                &interceptor,
+                &format!("m{i}"),
+                &format!("shopper{i}"),
+                &format!("2026-03-01T11:0{i}:00Z"),
+                r#","merchant_id":"term-1""#,
+            );
+            assert_eq!(rule_ids(&a, "tags") == vec!["busy_terminal"], i == 2, "{a}");
+        }
+        // Two of the terminal's three are reported as fraud, carrying its details.
+        for id in ["m0", "m1"] {
+            let customer = format!("shopper{}", &id[1..]);
+            let report = format!(
+                r#"{{"transaction_id":"{id}","customer_id":"{customer}","status":"fraud","timestamp":"2026-03-01T11:0{}:00Z","merchant_id":"term-1"}}"#,
+                &id[1..]
+            );
+            interceptor
+                .record_outcome(&txn::parse_outcome(report.as_bytes()).unwrap())
+                .unwrap();
+        }
+        // Within a week the frauds are not mature: the terminal is not yet judged.
+        let early = decide_with(
+            &interceptor,
+            "m3",
+            "shopper9",
+            "2026-03-05T11:00:00Z",
+            r#","merchant_id":"term-1""#,
+        );
+        assert_eq!(early["decision"], "allow", "{early}");
+        // After it, 2 frauds in 4 matured transactions: 50%, denied.
+        let late = decide_with(
+            &interceptor,
+            "m4",
+            "shopper8",
+            "2026-03-09T11:00:00Z",
+            r#","merchant_id":"term-1""#,
+        );
+        assert_eq!(late["decision"], "deny", "{late}");
+        assert_eq!(
+            rule_ids(&late, "reasons"),
+            vec!["compromised_terminal"],
+            "{late}"
+        );
+        // The customer with a confirmed fraud is tagged on their next transaction.
+        let next = decide_with(&interceptor, "s0b", "shopper0", "2026-03-02T11:00:00Z", "");
+        assert_eq!(
+            rule_ids(&next, "tags"),
+            vec!["customer_with_fraud"],
+            "{next}"
+        );
+        // A fraud report that names nothing held is refused.
+        let nothing = txn::parse_outcome(
+            br#"{"transaction_id":"zz","customer_id":"nobody","status":"fraud"}"#,
+        )
+        .unwrap();
+        assert!(interceptor.record_outcome(&nothing).is_err());
+        // Fraud details are refused on other statuses.
+        assert!(
+            txn::parse_outcome(
+                br#"{"transaction_id":"zz","customer_id":"c","status":"settled","merchant_id":"m"}"#
+            )
+            .is_err()
+        );
+        assert_eq!(interceptor.entities().len(), 2, "one device, one terminal");
     }
 }

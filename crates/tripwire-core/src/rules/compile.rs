@@ -8,8 +8,8 @@
 //! this; a new rule file makes a new one.
 
 use super::ir::{
-    AmountStat, Bin, Cond, Feature, HistoryRatio, Leaf, LeafTest, ListId, Measure, TrendKind,
-    ValidRules, Window, WindowMeasure,
+    AmountStat, Bin, Cond, EntityFeature, EntityMeasure, Feature, HistoryRatio, Leaf, LeafTest,
+    ListId, Measure, TrendKind, ValidRules, Window, WindowMeasure,
 };
 use super::schema::{Action, Mode};
 use super::zone::ZoneTable;
@@ -18,6 +18,8 @@ use super::zone::ZoneTable;
 pub const MAX_HOUR_WINDOWS: usize = 8;
 /// Most distinct windows whose amount statistics are read.
 pub const MAX_STAT_WINDOWS: usize = 8;
+/// Most distinct entity features (`by:` windows and confirmed-fraud features).
+pub const MAX_ENTITY_FEATURES: usize = 8;
 
 /// Where a leaf reads its feature's value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +34,8 @@ pub enum Slot {
     Stat(AmountStat, u8),
     /// The amount against entry `i` of [`RuleSet::prior_windows`], with its minimum count.
     ToHistory(HistoryRatio, u8, u32),
+    /// Entry `i` of [`RuleSet::entity_features`], with what it measures and its minimum count.
+    Entity(EntityMeasure, u8, u32),
     /// The current amount.
     Amount,
     /// Local seconds of the day.
@@ -146,6 +150,13 @@ pub struct Needs {
     pub since_last: bool,
     /// Calendar-month buckets.
     pub months: bool,
+    /// Entity kinds whose state is read (by [`EntityKind`](crate::state::entity::EntityKind)
+    /// discriminant).
+    pub entity_kinds: [bool; 4],
+    /// Longest reach (window plus maturity) of an entity feature, microseconds.
+    pub entity_reach: i64,
+    /// Longest reach of a feature over the customer's own confirmed frauds.
+    pub fraud_reach: i64,
 }
 
 /// When rules read travel, the previous location matters for as long as any journey could be
@@ -177,6 +188,9 @@ pub struct RuleSet {
     /// Window indices whose statistics of the earlier transactions (the current one excluded)
     /// are read, by `amount_to_*` and `amount_zscore`.
     pub prior_windows: Vec<u8>,
+    /// Distinct entity features: what the interceptor reads from the entity store (or, for
+    /// the customer's own frauds, extraction from the ring) before evaluating.
+    pub entity_features: Vec<EntityFeature>,
     /// Per list, its members as sorted minor-unit amounts (empty unless used for amounts).
     pub amount_lists: Vec<Box<[i64]>>,
     /// Per list, its members as sorted strings.
@@ -217,7 +231,7 @@ impl RuleSet {
         if self.needs.months || self.needs.since_last {
             horizon = horizon.max(MONTHS_HORIZON_MICROS);
         }
-        horizon
+        horizon.max(self.needs.fraud_reach)
     }
 
     /// Worst-case evaluation work of one decision, in abstract units, for a ring of
@@ -238,7 +252,15 @@ impl RuleSet {
             .flat_map(|s| &s.characteristics)
             .map(|c| c.bins.len() as u64 + 1)
             .sum();
-        ring * per_event + sort + self.nodes.len() as u64 + self.rules.len() as u64 + bins
+        // An entity feature costs one shard lock and a walk over its hourly buckets.
+        let entities =
+            self.entity_features.len() as u64 * 64 + ring * u64::from(self.needs.fraud_reach > 0);
+        ring * per_event
+            + sort
+            + entities
+            + self.nodes.len() as u64
+            + self.rules.len() as u64
+            + bins
     }
 }
 
@@ -248,6 +270,7 @@ struct Tables {
     hour_windows: Vec<(Window, u32, u32)>,
     stat_windows: Vec<Window>,
     prior_windows: Vec<Window>,
+    entity_features: Vec<EntityFeature>,
 }
 
 fn gather(feature: Feature, t: &mut Tables) {
@@ -259,6 +282,7 @@ fn gather(feature: Feature, t: &mut Tables) {
         Feature::InHours(_, w, from, to) => t.hour_windows.push((w, from, to)),
         Feature::Stat(_, w) => t.stat_windows.push(w),
         Feature::ToHistory(_, w, _) => t.prior_windows.push(w),
+        Feature::ByEntity(e) => t.entity_features.push(e),
         _ => {}
     }
 }
@@ -279,6 +303,7 @@ pub fn compile(valid: &ValidRules) -> RuleSet {
         hour_windows: Vec::new(),
         stat_windows: Vec::new(),
         prior_windows: Vec::new(),
+        entity_features: Vec::new(),
     };
     for rule in &valid.rules {
         gather_cond(&rule.when, &mut t);
@@ -294,6 +319,8 @@ pub fn compile(valid: &ValidRules) -> RuleSet {
     t.list_windows.dedup();
     t.hour_windows.sort_unstable();
     t.hour_windows.dedup();
+    t.entity_features.sort_unstable();
+    t.entity_features.dedup();
 
     let windows = t.windows.clone();
     let window_index = |w: Window| -> u8 {
@@ -318,6 +345,7 @@ pub fn compile(valid: &ValidRules) -> RuleSet {
             .collect(),
         stat_windows: t.stat_windows.iter().map(|&w| window_index(w)).collect(),
         prior_windows: t.prior_windows.iter().map(|&w| window_index(w)).collect(),
+        entity_features: t.entity_features.clone(),
         amount_lists: valid
             .lists
             .iter()
@@ -403,6 +431,20 @@ fn slot_for(set: &mut RuleSet, feature: Feature, t: &Tables) -> Slot {
             small(t.prior_windows.binary_search(&win).expect("gathered")),
             min,
         ),
+        Feature::ByEntity(e) => {
+            match e.by {
+                Some(kind) => {
+                    needs.entity_kinds[kind as usize] = true;
+                    needs.entity_reach = needs.entity_reach.max(e.reach());
+                }
+                None => needs.fraud_reach = needs.fraud_reach.max(e.reach()),
+            }
+            Slot::Entity(
+                e.measure,
+                small(t.entity_features.binary_search(&e).expect("gathered")),
+                e.min_count,
+            )
+        }
         Feature::Amount => Slot::Amount,
         Feature::LocalTime => {
             needs.local_time = true;

@@ -181,6 +181,45 @@ pub enum HistoryRatio {
     Zscore,
 }
 
+/// What a feature over transactions grouped by an entity (or a customer's confirmed frauds)
+/// measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EntityMeasure {
+    /// Transactions.
+    Count,
+    /// Sum of amounts.
+    Sum,
+    /// Distinct customers.
+    DistinctCustomers,
+    /// Transactions reported as confirmed fraud.
+    FraudCount,
+    /// Confirmed frauds over transactions (parts per million).
+    FraudRate,
+}
+
+/// A feature read from an entity's state (`by: merchant_id`...), or from the customer's own
+/// confirmed frauds (`by` absent or `customer_id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntityFeature {
+    /// What is measured.
+    pub measure: EntityMeasure,
+    /// Whose transactions: an entity, or `None` for the customer's own.
+    pub by: Option<crate::state::entity::EntityKind>,
+    /// The window's length.
+    pub window: Window,
+    /// Only transactions older than this count: the window is (t − mature − w, t − mature].
+    pub mature: i64,
+    /// Fewest transactions in the window for a rate to be measured.
+    pub min_count: u32,
+}
+
+impl EntityFeature {
+    /// How far back it reads: its window plus its maturity.
+    pub fn reach(&self) -> i64 {
+        self.window.micros + self.mature
+    }
+}
+
 /// Which months a trend compares (months are calendar months in the rules' time zone; month 1
 /// is the last full month before the transaction's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -249,6 +288,8 @@ pub enum Feature {
     /// The amount against the customer's earlier transactions in the window; missing with
     /// fewer than the given number of them (at least 1).
     ToHistory(HistoryRatio, Window, u32),
+    /// Transactions grouped by an entity, or the customer's confirmed frauds.
+    ByEntity(EntityFeature),
 }
 
 impl Feature {
@@ -301,6 +342,13 @@ impl Feature {
             Feature::ToHistory(HistoryRatio::Median, ..) => "amount_to_median",
             Feature::ToHistory(HistoryRatio::Max, ..) => "amount_to_max",
             Feature::ToHistory(HistoryRatio::Zscore, ..) => "amount_zscore",
+            Feature::ByEntity(e) => match e.measure {
+                EntityMeasure::Count => "count",
+                EntityMeasure::Sum => "sum",
+                EntityMeasure::DistinctCustomers => "distinct_customers",
+                EntityMeasure::FraudCount => "fraud_count",
+                EntityMeasure::FraudRate => "fraud_rate",
+            },
         }
     }
 
@@ -429,6 +477,10 @@ pub(super) struct Spec {
     pub(super) time_of_day: bool,
     /// Takes `min_count`.
     pub(super) min_count: bool,
+    /// Takes `by`.
+    pub(super) by: bool,
+    /// Takes `mature_after`.
+    pub(super) mature: bool,
 }
 
 const fn spec(name: &'static str, unit: Unit) -> Spec {
@@ -442,6 +494,15 @@ const fn spec(name: &'static str, unit: Unit) -> Spec {
         membership: false,
         time_of_day: false,
         min_count: false,
+        by: false,
+        mature: false,
+    }
+}
+
+const fn grouped(name: &'static str, unit: Unit) -> Spec {
+    Spec {
+        by: true,
+        ..windowed(name, unit)
     }
 }
 
@@ -460,9 +521,9 @@ const fn windowed(name: &'static str, unit: Unit) -> Spec {
 }
 
 /// Every feature a condition can name.
-pub(super) const SPECS: [Spec; 43] = [
-    windowed("count", Unit::Count),
-    windowed("sum", Unit::Money),
+pub(super) const SPECS: [Spec; 46] = [
+    grouped("count", Unit::Count),
+    grouped("sum", Unit::Money),
     windowed("same_amount_count", Unit::Count),
     Spec {
         list: true,
@@ -536,6 +597,16 @@ pub(super) const SPECS: [Spec; 43] = [
     against_history("amount_to_median"),
     against_history("amount_to_max"),
     against_history("amount_zscore"),
+    grouped("distinct_customers", Unit::Count),
+    Spec {
+        mature: true,
+        ..grouped("fraud_count", Unit::Count)
+    },
+    Spec {
+        mature: true,
+        min_count: true,
+        ..grouped("fraud_rate", Unit::Ratio)
+    },
     // Placeholder keeps the array length in one place; never named by the schema.
     spec("", Unit::Count),
 ];

@@ -238,6 +238,13 @@ pub enum Condition {
     /// How many standard deviations the amount lies above the mean of the customer's earlier
     /// transactions in the window (population standard deviation).
     AmountZscore(Test),
+    /// Distinct customers seen on the entity named by `by` in the window.
+    DistinctCustomers(Test),
+    /// Transactions reported as confirmed fraud in the window (of the customer, or of the
+    /// entity named by `by`), counting only those older than `mature_after`.
+    FraudCount(Test),
+    /// Confirmed frauds over transactions in the window, as `fraud_count`.
+    FraudRate(Test),
 }
 
 /// The parameters and the comparison applied to one feature. Which keys apply depends on the
@@ -273,4 +280,10 @@ pub struct Test {
     /// Fewest earlier transactions in the window for the feature to be measured
     /// (`amount_to_*`, `amount_zscore`); fewer and it is missing.
     pub min_count: Option<Spanned<String>>,
+    /// Whose transactions a windowed feature reads: `customer_id` (the default),
+    /// `merchant_id`, `device_id`, `ip` or `channel`.
+    pub by: Option<Spanned<String>>,
+    /// `fraud_count` / `fraud_rate`: only transactions older than this count, since newer
+    /// ones' labels are not known yet (the window is shifted back by it).
+    pub mature_after: Option<Spanned<String>>,
 }

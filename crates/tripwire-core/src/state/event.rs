@@ -32,6 +32,8 @@ const AMOUNT_BITS: u32 = 48;
 const AMOUNT_MASK: u64 = (1 << AMOUNT_BITS) - 1;
 const OUTCOME_SHIFT: u32 = AMOUNT_BITS;
 const DECISION_SHIFT: u32 = AMOUNT_BITS + 2;
+/// Set when the transaction was reported as confirmed fraud.
+const FRAUD_BIT: u64 = 1 << (DECISION_SHIFT + 2);
 /// Latitude marking an event without a location.
 const NO_GEO: i32 = i32::MIN;
 /// Degrees are kept in units of 1e-7 (about a centimetre).
@@ -105,6 +107,19 @@ impl Event {
             (self.packed & !(0b11 << OUTCOME_SHIFT)) | ((outcome as u64) << OUTCOME_SHIFT);
     }
 
+    /// Whether the transaction was reported as confirmed fraud.
+    #[inline]
+    pub fn is_fraud(&self) -> bool {
+        self.packed & FRAUD_BIT != 0
+    }
+
+    /// Marks the transaction as confirmed fraud; returns whether it was not marked yet.
+    pub fn set_fraud(&mut self) -> bool {
+        let new = !self.is_fraud();
+        self.packed |= FRAUD_BIT;
+        new
+    }
+
     /// The decision given when the transaction was first seen.
     pub fn decision(&self) -> Action {
         match (self.packed >> DECISION_SHIFT) & 0b11 {
@@ -155,7 +170,7 @@ impl Event {
             lon_e7: half(28..32),
         };
         let valid_amount = event.amount_minor() <= crate::txn::MAX_AMOUNT_MINOR;
-        let valid_bits = event.packed >> (DECISION_SHIFT + 2) == 0
+        let valid_bits = event.packed >> (DECISION_SHIFT + 3) == 0
             && (event.packed >> DECISION_SHIFT) & 0b11 != 0b11;
         let valid_geo = event.lat_e7 == NO_GEO
             || (event.lat_e7.unsigned_abs() <= 900_000_000

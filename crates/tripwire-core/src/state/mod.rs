@@ -6,6 +6,7 @@
 //! id is stored once. A decision takes exactly one shard lock and holds it only to read and
 //! record; nothing here awaits, logs or allocates on the way unless a new customer arrives.
 
+pub mod entity;
 pub mod event;
 pub mod journal;
 pub mod months;
@@ -82,6 +83,7 @@ impl CustomerCopy {
             credit_line: self.credit_line,
             in_time_order: self.in_time_order,
             months: self.months.as_ref(),
+            entities: &[],
         }
     }
 }
@@ -98,6 +100,9 @@ pub struct CustomerHistory<'a> {
     pub in_time_order: bool,
     /// Calendar-month totals, when kept.
     pub months: Option<&'a months::MonthBuckets>,
+    /// The values of the rule set's entity features (`by:` a merchant, device...), one per
+    /// entry of its `entity_features`, read by the interceptor from the entity store.
+    pub entities: &'a [entity::EntityValue],
 }
 
 impl<'a> CustomerHistory<'a> {
@@ -107,6 +112,7 @@ impl<'a> CustomerHistory<'a> {
         credit_line: None,
         in_time_order: true,
         months: None,
+        entities: &[],
     };
 
     /// A history over events in arrival order (older part first), checking their order.
@@ -126,6 +132,7 @@ impl<'a> CustomerHistory<'a> {
             credit_line,
             in_time_order,
             months: None,
+            entities: &[],
         }
     }
 }
@@ -152,6 +159,7 @@ impl CustomerRecord {
             credit_line: self.credit_line(),
             in_time_order: self.ring.in_time_order(),
             months: self.months.as_deref(),
+            entities: &[],
         }
     }
 

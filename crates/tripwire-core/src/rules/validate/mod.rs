@@ -235,6 +235,25 @@ impl<'f> Validator<'f> {
             .collect();
         stats.sort_unstable();
         stats.dedup();
+        let mut entity_features: Vec<EntityFeature> = features
+            .iter()
+            .filter_map(|f| match *f {
+                Feature::ByEntity(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        entity_features.sort_unstable();
+        entity_features.dedup();
+        if entity_features.len() > super::compile::MAX_ENTITY_FEATURES {
+            self.problems.push(at(
+                &file.timezone,
+                format!(
+                    "the rules use {} distinct entity and confirmed-fraud features (by window, `by`, `mature_after` and `min_count`); at most {} are supported",
+                    entity_features.len(),
+                    super::compile::MAX_ENTITY_FEATURES
+                ),
+            ));
+        }
         if hours.len() > super::compile::MAX_HOUR_WINDOWS {
             self.problems.push(at(
                 &file.timezone,
@@ -422,6 +441,9 @@ impl<'f> Validator<'f> {
             Condition::AmountToMedian(t) => ("amount_to_median", t),
             Condition::AmountToMax(t) => ("amount_to_max", t),
             Condition::AmountZscore(t) => ("amount_zscore", t),
+            Condition::DistinctCustomers(t) => ("distinct_customers", t),
+            Condition::FraudCount(t) => ("fraud_count", t),
+            Condition::FraudRate(t) => ("fraud_rate", t),
         })
     }
 
@@ -571,12 +593,75 @@ impl<'f> Validator<'f> {
             self.refuse(&test.min_count, name, "min_count");
             None
         };
+        let by = if spec.by {
+            match &test.by {
+                Some(b) => match b.value.as_str() {
+                    "customer_id" if name == "distinct_customers" => {
+                        self.problems.push(at(
+                            b,
+                            "`distinct_customers` counts customers of another entity: `by` must be `merchant_id`, `device_id`, `ip` or `channel`",
+                        ));
+                        None
+                    }
+                    "customer_id" => Some(None),
+                    other => match crate::state::entity::EntityKind::ALL
+                        .into_iter()
+                        .find(|k| k.field() == other)
+                    {
+                        Some(kind) => Some(Some(kind)),
+                        None => {
+                            self.problems.push(at(
+                                b,
+                                format!(
+                                    "`by` must be `customer_id`, `merchant_id`, `device_id`, `ip` or `channel`, not {other:?}"
+                                ),
+                            ));
+                            None
+                        }
+                    },
+                },
+                None if name == "distinct_customers" => {
+                    self.problems.push(at(
+                        cond,
+                        "`distinct_customers` needs `by`, such as `by: device_id`",
+                    ));
+                    None
+                }
+                None => Some(None),
+            }
+        } else {
+            self.refuse(&test.by, name, "by");
+            None
+        };
+        let mature = if spec.mature {
+            match &test.mature_after {
+                Some(m) => match parse_duration(&m.value) {
+                    Ok(micros) if micros <= MAX_WINDOW_MICROS => Some(micros),
+                    Ok(_) => {
+                        self.problems
+                            .push(at(m, "`mature_after` is longer than the maximum of 400d"));
+                        None
+                    }
+                    Err(e) => {
+                        self.problems
+                            .push(at(m, format!("bad `mature_after` {:?}: {e}", m.value)));
+                        None
+                    }
+                },
+                None => Some(0),
+            }
+        } else {
+            self.refuse(&test.mature_after, name, "mature_after");
+            None
+        };
         FeatureParams {
             window,
             list,
             of,
             hours,
             min_count,
+            by,
+            mature,
         }
     }
 
@@ -836,6 +921,9 @@ struct FeatureParams {
     of: Option<Measure>,
     hours: Option<(u32, u32)>,
     min_count: Option<u32>,
+    /// `Some(None)`: the customer; `Some(Some(kind))`: an entity.
+    by: Option<Option<crate::state::entity::EntityKind>>,
+    mature: Option<i64>,
 }
 
 /// The IR feature named `name` with its validated parameters.
@@ -846,10 +934,25 @@ fn build_feature(name: &str, params: FeatureParams) -> Option<Feature> {
         of,
         hours,
         min_count,
+        by,
+        mature,
     } = params;
     let against = |r| Some(Feature::ToHistory(r, window?, min_count?));
+    let entity = |measure| {
+        Some(Feature::ByEntity(EntityFeature {
+            measure,
+            by: by?,
+            window: window?,
+            mature: mature.unwrap_or(0),
+            min_count: min_count.unwrap_or(1),
+        }))
+    };
+    let measure = |m| match (m, by) {
+        (WindowMeasure::Count, Some(Some(_))) => entity(EntityMeasure::Count),
+        (WindowMeasure::Sum, Some(Some(_))) => entity(EntityMeasure::Sum),
+        _ => Some(Feature::Window(m, window?)),
+    };
     let stat = |s| Some(Feature::Stat(s, window?));
-    let measure = |m| Some(Feature::Window(m, window?));
     match name {
         "count" => measure(WindowMeasure::Count),
         "sum" => measure(WindowMeasure::Sum),
@@ -898,6 +1001,9 @@ fn build_feature(name: &str, params: FeatureParams) -> Option<Feature> {
         "amount_to_median" => against(HistoryRatio::Median),
         "amount_to_max" => against(HistoryRatio::Max),
         "amount_zscore" => against(HistoryRatio::Zscore),
+        "distinct_customers" => entity(EntityMeasure::DistinctCustomers),
+        "fraud_count" => entity(EntityMeasure::FraudCount),
+        "fraud_rate" => entity(EntityMeasure::FraudRate),
         _ => Some(Feature::Score),
     }
 }

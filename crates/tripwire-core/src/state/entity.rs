@@ -1,0 +1,369 @@
+//! State kept per merchant, device, IP address and channel: what `by:` windows read.
+//!
+//! One merchant or device can carry millions of transactions a month, so an entity keeps no
+//! events: it keeps **hourly buckets** (transactions, their sum, confirmed frauds among them),
+//! only for hours that had any, and only as far back as the live rules read (their longest
+//! `window` + `mature_after`). An entity window (t − w, t] therefore counts whole hours: the
+//! buckets from the hour holding t − w (exclusive) to the hour holding t (inclusive); the
+//! resolution is one hour. It also keeps the distinct customers seen most recently (up to
+//! [`MAX_DISTINCT`], with the time each was last seen), exact for windows that held no more
+//! than that many, and the transaction hashes of the last [`FRAUD_MEMORY`] fraud reports, so a
+//! report repeated is counted once.
+//!
+//! The store is sharded like the customer store; an entity is found under one shard lock. The
+//! number of entities is capped (`max_entities`); past it, the least recently active of a
+//! sample of eight in the shard is dropped (the approximate LRU Redis uses).
+//!
+//! Bytes per entity: a fixed 120 bytes plus 24 per active hour, 16 per distinct customer kept
+//! and 8 per remembered fraud report (see BENCHMARKS.md for a measurement).
+
+use std::collections::VecDeque;
+
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+
+use crate::txn::EventTime;
+
+/// Microseconds in an hour: the resolution of entity windows.
+pub const BUCKET_MICROS: i64 = 3_600_000_000;
+/// Most distinct customers an entity remembers.
+pub const MAX_DISTINCT: usize = 64;
+/// Fraud reports an entity remembers, to count a repeated report once.
+pub const FRAUD_MEMORY: usize = 32;
+
+/// What an entity is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum EntityKind {
+    /// A merchant or terminal (`merchant_id`).
+    Merchant = 0,
+    /// A device (`device_id`).
+    Device = 1,
+    /// An IP address (`ip`).
+    Ip = 2,
+    /// A channel (`channel`).
+    Channel = 3,
+}
+
+impl EntityKind {
+    /// Every kind, in order.
+    pub const ALL: [EntityKind; 4] = [
+        EntityKind::Merchant,
+        EntityKind::Device,
+        EntityKind::Ip,
+        EntityKind::Channel,
+    ];
+
+    /// The field naming it, as written in `by:`.
+    pub fn field(self) -> &'static str {
+        match self {
+            EntityKind::Merchant => "merchant_id",
+            EntityKind::Device => "device_id",
+            EntityKind::Ip => "ip",
+            EntityKind::Channel => "channel",
+        }
+    }
+}
+
+/// One hour of an entity's transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    /// Hours since the epoch.
+    pub hour: i64,
+    /// Transactions.
+    pub count: u32,
+    /// Confirmed frauds among them.
+    pub fraud: u32,
+    /// Their amounts, minor units.
+    pub sum: i64,
+}
+
+/// One entity's state.
+#[derive(Debug, Default)]
+pub struct EntityRecord {
+    /// Active hours, oldest first.
+    pub buckets: VecDeque<Bucket>,
+    /// (customer hash, last seen) of the most recently seen distinct customers.
+    pub customers: SmallVec<[(u64, EventTime); 4]>,
+    /// Transaction hashes of the latest fraud reports.
+    frauds: SmallVec<[u64; 4]>,
+    last_active: EventTime,
+}
+
+/// The hour holding `at`.
+#[inline]
+pub fn hour_of(at: EventTime) -> i64 {
+    at.div_euclid(BUCKET_MICROS)
+}
+
+impl EntityRecord {
+    fn bucket_mut(&mut self, hour: i64) -> &mut Bucket {
+        let pos = self.buckets.partition_point(|b| b.hour < hour);
+        if self.buckets.get(pos).is_none_or(|b| b.hour != hour) {
+            self.buckets.insert(
+                pos,
+                Bucket {
+                    hour,
+                    count: 0,
+                    fraud: 0,
+                    sum: 0,
+                },
+            );
+        }
+        &mut self.buckets[pos]
+    }
+
+    /// Records a transaction of `customer` (its hash) at `at`.
+    pub fn record(&mut self, at: EventTime, amount: i64, customer: u64) {
+        let b = self.bucket_mut(hour_of(at));
+        b.count += 1;
+        b.sum += amount;
+        match self.customers.iter_mut().find(|(c, _)| *c == customer) {
+            Some(seen) => seen.1 = seen.1.max(at),
+            None => {
+                if self.customers.len() >= MAX_DISTINCT
+                    && let Some(oldest) =
+                        (0..self.customers.len()).min_by_key(|&i| self.customers[i].1)
+                {
+                    self.customers.swap_remove(oldest);
+                }
+                self.customers.push((customer, at));
+            }
+        }
+        self.last_active = self.last_active.max(at);
+    }
+
+    /// Records a confirmed fraud on the transaction `txn_hash` made at `at`; a report already
+    /// counted is ignored. Returns whether it counted.
+    pub fn record_fraud(&mut self, at: EventTime, txn_hash: u64) -> bool {
+        if self.frauds.contains(&txn_hash) {
+            return false;
+        }
+        if self.frauds.len() >= FRAUD_MEMORY {
+            self.frauds.remove(0);
+        }
+        self.frauds.push(txn_hash);
+        self.bucket_mut(hour_of(at)).fraud += 1;
+        true
+    }
+
+    /// Transactions, sum and frauds in the hours (hour_of(from), hour_of(to)].
+    pub fn totals(&self, from: EventTime, to: EventTime) -> (u32, i64, u32) {
+        let (lo, hi) = (hour_of(from), hour_of(to));
+        let start = self.buckets.partition_point(|b| b.hour <= lo);
+        self.buckets
+            .range(start..)
+            .take_while(|b| b.hour <= hi)
+            .fold((0, 0, 0), |(c, s, f), b| {
+                (c + b.count, s + b.sum, f + b.fraud)
+            })
+    }
+
+    /// Distinct customers last seen in (from, to].
+    pub fn distinct_customers(&self, from: EventTime, to: EventTime) -> u32 {
+        self.customers
+            .iter()
+            .filter(|(_, at)| *at > from && *at <= to)
+            .count() as u32
+    }
+
+    /// Drops buckets wholly older than `keep_from`.
+    pub fn prune(&mut self, keep_from: EventTime) {
+        let lo = hour_of(keep_from);
+        while self.buckets.front().is_some_and(|b| b.hour < lo) {
+            self.buckets.pop_front();
+        }
+    }
+
+    /// Bytes held, for the memory figures.
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of::<EntityRecord>()
+            + self.buckets.capacity() * std::mem::size_of::<Bucket>()
+            + if self.customers.spilled() {
+                self.customers.capacity() * 16
+            } else {
+                0
+            }
+            + if self.frauds.spilled() {
+                self.frauds.capacity() * 8
+            } else {
+                0
+            }
+    }
+}
+
+/// What one entity feature read from its entity, for one decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EntityValue {
+    /// Whether the transaction named the entity (otherwise the feature is missing).
+    pub present: bool,
+    /// Transactions in the window.
+    pub count: u32,
+    /// Their sum, minor units.
+    pub sum: i64,
+    /// Confirmed frauds among them.
+    pub fraud: u32,
+    /// Distinct customers in the window.
+    pub distinct: u32,
+}
+
+type Key = (EntityKind, Box<str>);
+
+struct Shard {
+    map: ahash::AHashMap<Key, EntityRecord>,
+}
+
+/// The sharded entity store.
+pub struct EntityStore {
+    shards: Box<[Mutex<Shard>]>,
+    per_shard_cap: usize,
+    hasher: ahash::RandomState,
+}
+
+impl std::fmt::Debug for EntityStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntityStore")
+            .field("shards", &self.shards.len())
+            .field("entities", &self.len())
+            .finish()
+    }
+}
+
+impl EntityStore {
+    /// A store of at most `max_entities` entities.
+    pub fn new(max_entities: usize) -> EntityStore {
+        let max = max_entities.max(1);
+        let shards = (max / 256).clamp(1, 256).next_power_of_two();
+        EntityStore {
+            shards: (0..shards)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        map: ahash::AHashMap::new(),
+                    })
+                })
+                .collect(),
+            per_shard_cap: max.div_ceil(shards),
+            hasher: ahash::RandomState::new(),
+        }
+    }
+
+    fn shard(&self, kind: EntityKind, key: &str) -> &Mutex<Shard> {
+        let h = self.hasher.hash_one((kind as u8, key));
+        &self.shards[(h as usize) & (self.shards.len() - 1)]
+    }
+
+    /// Runs `f` on the entity under its shard lock, creating it (and dropping an approximately
+    /// least recently active one when the shard is full) if it does not exist. Buckets older
+    /// than `keep_from` are dropped first.
+    pub fn with_entity<R>(
+        &self,
+        kind: EntityKind,
+        key: &str,
+        keep_from: EventTime,
+        f: impl FnOnce(&mut EntityRecord) -> R,
+    ) -> R {
+        let mut shard = self.shard(kind, key).lock();
+        let probe: Key = (kind, key.into());
+        if !shard.map.contains_key(&probe) && shard.map.len() >= self.per_shard_cap {
+            let victim = shard
+                .map
+                .iter()
+                .take(8)
+                .min_by_key(|(_, r)| r.last_active)
+                .map(|(k, _)| k.clone());
+            if let Some(victim) = victim {
+                shard.map.remove(&victim);
+            }
+        }
+        let record = shard.map.entry(probe).or_default();
+        record.prune(keep_from);
+        f(record)
+    }
+
+    /// Reads the entity, if held.
+    pub fn with_existing<R>(
+        &self,
+        kind: EntityKind,
+        key: &str,
+        f: impl FnOnce(&EntityRecord) -> R,
+    ) -> Option<R> {
+        let shard = self.shard(kind, key).lock();
+        shard.map.get(&(kind, key.into())).map(f)
+    }
+
+    /// Entities held.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().map.len()).sum()
+    }
+
+    /// Whether no entity is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes held by the entities' records (not the tables' own slack).
+    pub fn bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let s = s.lock();
+                s.map
+                    .iter()
+                    .map(|((_, k), r)| k.len() + r.bytes())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = BUCKET_MICROS;
+
+    #[test]
+    fn windows_count_whole_hours_and_frauds_once() {
+        let store = EntityStore::new(100);
+        let t0 = 1_000 * H;
+        store.with_entity(EntityKind::Merchant, "m1", 0, |r| {
+            for i in 0..5 {
+                r.record(t0 + i * H + 10, 100, i as u64);
+            }
+            assert!(r.record_fraud(t0 + H + 10, 77));
+            assert!(
+                !r.record_fraud(t0 + H + 10, 77),
+                "a repeated report counts once"
+            );
+        });
+        store.with_existing(EntityKind::Merchant, "m1", |r| {
+            // From inside hour 1000 to inside hour 1004: hours 1001..=1004.
+            assert_eq!(r.totals(t0 + 5, t0 + 4 * H + 20), (4, 400, 1));
+            assert_eq!(r.totals(t0 + 2 * H, t0 + 4 * H), (2, 200, 0));
+            assert_eq!(r.distinct_customers(t0 + 2 * H, t0 + 5 * H), 3);
+        });
+        assert!(
+            store
+                .with_existing(EntityKind::Device, "m1", |_| ())
+                .is_none()
+        );
+        // Pruning drops the hours before the one holding `keep_from`.
+        store.with_entity(EntityKind::Merchant, "m1", t0 + 3 * H, |r| {
+            assert_eq!(r.buckets.len(), 2);
+        });
+    }
+
+    #[test]
+    fn the_store_stays_within_its_cap() {
+        let store = EntityStore::new(300);
+        for i in 0..2_000 {
+            store.with_entity(
+                EntityKind::Ip,
+                &format!("10.0.{}.{}", i / 256, i % 256),
+                0,
+                |r| r.record(i * H, 1, 1),
+            );
+        }
+        assert!(store.len() <= 300 + store.shards.len(), "{}", store.len());
+    }
+}
