@@ -64,8 +64,14 @@ def main():
     a = ap.parse_args()
     per_decision = count()
     if a.update or not os.path.exists(BASELINE):
+        # Keeps the written reason for the change; edit it to say why the baseline moved.
+        reason = ""
+        if os.path.exists(BASELINE):
+            with open(BASELINE) as f:
+                reason = json.load(f).get("reason", "")
         with open(BASELINE, "w") as f:
-            json.dump({"instructions_per_decision": round(per_decision), "tolerance": TOLERANCE}, f, indent=2)
+            json.dump({"instructions_per_decision": round(per_decision), "tolerance": TOLERANCE,
+                       "reason": reason}, f, indent=2)
             f.write("\n")
         print(f"baseline written: {per_decision:.0f} instructions per decision")
         return

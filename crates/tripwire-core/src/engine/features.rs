@@ -219,6 +219,39 @@ pub fn amount_stats(amounts: &mut [i64]) -> AmountStats {
     }
 }
 
+/// The statistics `amount_to_*` and `amount_zscore` read (count, sum, sum of squares, median,
+/// maximum), in linear time: the median by selection rather than a sort. Quartiles and mode
+/// are left at zero.
+pub fn prior_stats(amounts: &mut [i64]) -> AmountStats {
+    let n = amounts.len();
+    if n == 0 {
+        return AmountStats::default();
+    }
+    let (mut sum, mut sum_sq, mut max) = (0i64, 0i128, i64::MIN);
+    for &a in amounts.iter() {
+        sum += a;
+        sum_sq += i128::from(a) * i128::from(a);
+        max = max.max(a);
+    }
+    // Linear interpolation at h = 2(n−1)/4 between the closest ranks, as `amount_stats`.
+    let h = 2 * (n - 1);
+    let (i, r) = (h / 4, (h % 4) as i64);
+    let (_, &mut lo, right) = amounts.select_nth_unstable(i);
+    let hi = if r == 0 {
+        lo
+    } else {
+        right.iter().copied().min().unwrap_or(lo)
+    };
+    AmountStats {
+        n: n as u32,
+        sum,
+        sum_sq,
+        q50_x4: 4 * lo + r * (hi - lo),
+        max,
+        ..AmountStats::default()
+    }
+}
+
 /// Monthly totals for months 1–12 before the month of `t`.
 pub fn months(zone: &ZoneTable, buckets: &MonthBuckets, t: EventTime) -> Months {
     let current = zone.month_of(t);
@@ -491,7 +524,7 @@ pub fn extract_into(
                     .filter(|(age, _)| *age < w)
                     .map(|&(_, a)| a),
             );
-            f.prior[k] = amount_stats(&mut amounts);
+            f.prior[k] = prior_stats(&mut amounts);
         }
     }
     if want_streaks && !history.in_time_order {

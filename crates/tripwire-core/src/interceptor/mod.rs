@@ -135,7 +135,7 @@ impl Interceptor {
         values: &mut [EntityValue; crate::rules::compile::MAX_ENTITY_FEATURES],
     ) {
         let keep_from = txn.at - set.needs.entity_reach - BUCKET_MICROS;
-        let customer = self.store.txn_hash(&txn.customer_id, "");
+        let mut customer = None;
         for kind in EntityKind::ALL {
             if !set.needs.entity_kinds[kind as usize] {
                 continue;
@@ -143,6 +143,8 @@ impl Interceptor {
             let Some(key) = txn.entity_key(kind) else {
                 continue;
             };
+            let customer =
+                *customer.get_or_insert_with(|| self.store.txn_hash(&txn.customer_id, ""));
             self.entities.with_entity(kind, key, keep_from, |record| {
                 record.record(txn.at, txn.amount.minor(), customer);
                 for (k, e) in set.entity_features.iter().enumerate() {

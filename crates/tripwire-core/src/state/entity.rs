@@ -207,10 +207,15 @@ pub struct EntityValue {
     pub distinct: u32,
 }
 
-type Key = (EntityKind, Box<str>);
-
+/// One table per kind, so that a lookup borrows the key instead of building one.
 struct Shard {
-    map: ahash::AHashMap<Key, EntityRecord>,
+    maps: [ahash::AHashMap<Box<str>, EntityRecord>; 4],
+}
+
+impl Shard {
+    fn len(&self) -> usize {
+        self.maps.iter().map(|m| m.len()).sum()
+    }
 }
 
 /// The sharded entity store.
@@ -238,7 +243,7 @@ impl EntityStore {
             shards: (0..shards)
                 .map(|_| {
                     Mutex::new(Shard {
-                        map: ahash::AHashMap::new(),
+                        maps: Default::default(),
                     })
                 })
                 .collect(),
@@ -262,20 +267,30 @@ impl EntityStore {
         keep_from: EventTime,
         f: impl FnOnce(&mut EntityRecord) -> R,
     ) -> R {
-        let mut shard = self.shard(kind, key).lock();
-        let probe: Key = (kind, key.into());
-        if !shard.map.contains_key(&probe) && shard.map.len() >= self.per_shard_cap {
-            let victim = shard
-                .map
-                .iter()
-                .take(8)
-                .min_by_key(|(_, r)| r.last_active)
-                .map(|(k, _)| k.clone());
-            if let Some(victim) = victim {
-                shard.map.remove(&victim);
+        let mut guard = self.shard(kind, key).lock();
+        let shard = &mut *guard;
+        if !shard.maps[kind as usize].contains_key(key) {
+            if shard.len() >= self.per_shard_cap {
+                let victim = shard
+                    .maps
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(k, m)| {
+                        m.iter()
+                            .take(8)
+                            .map(move |(key, r)| (k, key, r.last_active))
+                    })
+                    .min_by_key(|&(_, _, last)| last)
+                    .map(|(k, key, _)| (k, key.clone()));
+                if let Some((k, victim)) = victim {
+                    shard.maps[k].remove(&victim);
+                }
             }
+            shard.maps[kind as usize].insert(key.into(), EntityRecord::default());
         }
-        let record = shard.map.entry(probe).or_default();
+        let record = shard.maps[kind as usize]
+            .get_mut(key)
+            .expect("inserted above");
         record.prune(keep_from);
         f(record)
     }
@@ -288,12 +303,12 @@ impl EntityStore {
         f: impl FnOnce(&EntityRecord) -> R,
     ) -> Option<R> {
         let shard = self.shard(kind, key).lock();
-        shard.map.get(&(kind, key.into())).map(f)
+        shard.maps[kind as usize].get(key).map(f)
     }
 
     /// Entities held.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map.len()).sum()
+        self.shards.iter().map(|s| s.lock().len()).sum()
     }
 
     /// Whether no entity is held.
@@ -307,9 +322,10 @@ impl EntityStore {
             .iter()
             .map(|s| {
                 let s = s.lock();
-                s.map
+                s.maps
                     .iter()
-                    .map(|((_, k), r)| k.len() + r.bytes())
+                    .flat_map(|m| m.iter())
+                    .map(|(k, r)| k.len() + r.bytes())
                     .sum::<usize>()
             })
             .sum()
