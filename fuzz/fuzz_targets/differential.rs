@@ -313,6 +313,8 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             None
         },
         merchant_id: None,
+        device_id: None,
+        ip: None,
     };
     let credit_line = if u.ratio(1, 2)? {
         Some(CreditLine {
