@@ -220,6 +220,23 @@ async fn a_customers_fifth_transaction_round_robin_over_three_replicas_is_denied
     for app in &replicas {
         assert!(holds(app, "vera", 5).await, "every replica holds the five");
     }
+
+    // Entity state follows too: five customers on one device, round robin, are seen by the
+    // shipped `shared_device` shadow rule on the fifth, wherever it lands.
+    let mut last = serde_json::Value::Null;
+    for i in 0..5 {
+        let body = serde_json::json!({
+            "transaction_id": format!("r{i}"), "customer_id": format!("ring{i}"),
+            "timestamp": format!("2026-03-01T11:0{i}:00+08:00"), "amount": "15",
+            "device_id": "shared-phone",
+        })
+        .to_string();
+        let (status, answer) = post(replicas[i % 3].payment_addr(), "/v1/decide", &body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        last = answer;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(last["shadow"][0]["rule"], "shared_device", "{last}");
     for app in replicas {
         app.shutdown().await.unwrap();
     }

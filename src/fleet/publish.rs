@@ -82,9 +82,7 @@ impl ChangeQueue {
 
 impl ChangeSink for ChangeQueue {
     fn change(&self, frame: &Frame<'_>) {
-        let customer = match frame {
-            Frame::Event(id, _) | Frame::Outcome(id, _, _) | Frame::CreditLine(id, _) => *id,
-        };
+        let customer = frame.customer();
         let frame = ENCODE_BUFFER.with_borrow_mut(|buffer| {
             buffer.clear();
             journal::encode(frame, buffer);

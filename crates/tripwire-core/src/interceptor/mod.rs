@@ -16,6 +16,7 @@ use crate::live_rules::{LiveRules, LoadedRules};
 use crate::rules::Action;
 use crate::rules::RuleSet;
 use crate::state::entity::{BUCKET_MICROS, EntityKind, EntityStore, EntityValue};
+use crate::state::journal::EntityKeys;
 use crate::state::journal::{ChangeSink, Frame, Journal};
 use crate::state::persist;
 use crate::state::{Event, Outcome, Store};
@@ -23,8 +24,7 @@ use crate::txn::{
     self, CreditLine, EventTime, OutcomeReport, OutcomeStatus, ReportedStatus, Txn, TxnError,
 };
 
-/// Entities (merchants, devices, IPs, channels) held at most, by default.
-pub const DEFAULT_MAX_ENTITIES: usize = 1_000_000;
+pub use crate::state::DEFAULT_MAX_ENTITIES;
 
 /// How far ahead of the wall clock an event time may move the watermark used to find idle
 /// customers. Event times drive every window; this cap only stops one far-future timestamp
@@ -81,8 +81,6 @@ pub struct Interceptor {
     journal: Option<Arc<Journal>>,
     /// Where changes are handed for replication (fleet mode); `None` costs one branch.
     changes: Option<Arc<dyn ChangeSink>>,
-    /// Per-merchant, device, IP and channel state, for `by:` windows.
-    entities: EntityStore,
 }
 
 impl AsRef<Store> for Interceptor {
@@ -111,28 +109,28 @@ impl Interceptor {
             rules,
             journal: None,
             changes: None,
-            entities: EntityStore::new(DEFAULT_MAX_ENTITIES),
         }
     }
 
     /// Holds at most `max` entities (merchants, devices, IPs, channels) for `by:` windows.
     pub fn with_entity_cap(mut self, max: usize) -> Interceptor {
-        self.entities = EntityStore::new(max);
+        self.store.set_max_entities(max);
         self
     }
 
     /// The entity store.
     pub fn entities(&self) -> &EntityStore {
-        &self.entities
+        self.store.entities()
     }
 
     /// Records the transaction with each entity the rules read and reads their features;
     /// `values[i]` answers `set.entity_features[i]`. One shard lock per entity kind.
-    fn entity_values(
+    fn entity_values<'t>(
         &self,
         set: &RuleSet,
-        txn: &Txn<'_>,
+        txn: &'t Txn<'t>,
         values: &mut [EntityValue; crate::rules::compile::MAX_ENTITY_FEATURES],
+        recorded: &mut EntityKeys<'t>,
     ) {
         let keep_from = txn.at - set.needs.entity_reach - BUCKET_MICROS;
         let mut customer = None;
@@ -145,24 +143,27 @@ impl Interceptor {
             };
             let customer =
                 *customer.get_or_insert_with(|| self.store.txn_hash(&txn.customer_id, ""));
-            self.entities.with_entity(kind, key, keep_from, |record| {
-                record.record(txn.at, txn.amount.minor(), customer);
-                for (k, e) in set.entity_features.iter().enumerate() {
-                    if e.by != Some(kind) {
-                        continue;
+            recorded[kind as usize] = Some(key);
+            self.store
+                .entities()
+                .with_entity(kind, key, keep_from, |record| {
+                    record.record(txn.at, txn.amount.minor(), customer);
+                    for (k, e) in set.entity_features.iter().enumerate() {
+                        if e.by != Some(kind) {
+                            continue;
+                        }
+                        let to = txn.at - e.mature;
+                        let from = to - e.window.micros;
+                        let (count, sum, fraud) = record.totals(from, to);
+                        values[k] = EntityValue {
+                            present: true,
+                            count,
+                            sum,
+                            fraud,
+                            distinct: record.distinct_customers(from, to),
+                        };
                     }
-                    let to = txn.at - e.mature;
-                    let from = to - e.window.micros;
-                    let (count, sum, fraud) = record.totals(from, to);
-                    values[k] = EntityValue {
-                        present: true,
-                        count,
-                        sum,
-                        fraud,
-                        distinct: record.distinct_customers(from, to),
-                    };
-                }
-            });
+                });
         }
     }
 
@@ -285,11 +286,13 @@ impl Interceptor {
                 }
                 let mut entities =
                     [EntityValue::default(); crate::rules::compile::MAX_ENTITY_FEATURES];
+                let mut keys: EntityKeys<'_> = [None; 4];
                 let mut history = record.history();
                 if !set.entity_features.is_empty() {
-                    self.entity_values(set, txn, &mut entities);
+                    self.entity_values(set, txn, &mut entities, &mut keys);
                     history.entities = &entities[..set.entity_features.len()];
                 }
+                let with_entities = keys.iter().any(Option::is_some);
                 engine::evaluate_into(set, &history, Some(txn), txn.at, decision);
                 let mut event = Event::new(txn.at, txn_hash, txn.amount, txn.geo, decision.action);
                 if let Some(status) = outcome {
@@ -305,11 +308,21 @@ impl Interceptor {
                         months.fail(month);
                     }
                 }
+                // With the entities it was counted on, so that journal replay and the other
+                // replicas count it on them too.
                 if let Some(journal) = &self.journal {
-                    journal.event(&txn.customer_id, &event);
+                    if with_entities {
+                        journal.entity_event(&txn.customer_id, &event, &keys);
+                    } else {
+                        journal.event(&txn.customer_id, &event);
+                    }
                 }
                 if let Some(changes) = &self.changes {
-                    changes.change(&Frame::Event(&txn.customer_id, event));
+                    if with_entities {
+                        changes.change(&Frame::EntityEvent(&txn.customer_id, event, keys));
+                    } else {
+                        changes.change(&Frame::Event(&txn.customer_id, event));
+                    }
                 }
                 Ok(())
             })
@@ -410,6 +423,7 @@ impl Interceptor {
             .flatten();
         let at = report.fraud.timestamp.or(held_at);
         let mut reached = held_at.is_some();
+        let mut keys: EntityKeys<'_> = [None; 4];
         if let Some(at) = at {
             // Entities are kept for the kinds the live rules read, as decisions keep them.
             let rules = self.rules.load();
@@ -420,10 +434,20 @@ impl Interceptor {
                     continue;
                 }
                 if let Some(key) = report.fraud.entity_key(kind) {
-                    self.entities
+                    self.store
+                        .entities()
                         .with_entity(kind, key, keep_from, |r| r.record_fraud(at, txn_hash));
+                    keys[kind as usize] = Some(key);
                     reached = true;
                 }
+            }
+        }
+        if reached {
+            if let Some(journal) = &self.journal {
+                journal.fraud(&report.customer_id, txn_hash, at, &keys);
+            }
+            if let Some(changes) = &self.changes {
+                changes.change(&Frame::Fraud(&report.customer_id, txn_hash, at, keys));
             }
         }
         if reached {

@@ -175,6 +175,80 @@ impl EntityRecord {
         }
     }
 
+    /// Appends the record, with its kind and key, in the snapshot format.
+    pub fn encode(&self, kind: EntityKind, key: &str, out: &mut Vec<u8>) {
+        out.push(kind as u8);
+        out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(&self.last_active.to_le_bytes());
+        out.extend_from_slice(&(self.buckets.len() as u32).to_le_bytes());
+        for b in &self.buckets {
+            out.extend_from_slice(&b.hour.to_le_bytes());
+            out.extend_from_slice(&b.count.to_le_bytes());
+            out.extend_from_slice(&b.fraud.to_le_bytes());
+            out.extend_from_slice(&b.sum.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.customers.len() as u16).to_le_bytes());
+        for (c, at) in &self.customers {
+            out.extend_from_slice(&c.to_le_bytes());
+            out.extend_from_slice(&at.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.frauds.len() as u16).to_le_bytes());
+        for h in &self.frauds {
+            out.extend_from_slice(&h.to_le_bytes());
+        }
+    }
+
+    /// Reads one record written by [`EntityRecord::encode`] from `read`, whose first byte (the
+    /// kind) was read already.
+    pub fn decode(
+        kind: u8,
+        read: &mut impl std::io::Read,
+    ) -> Result<(EntityKind, String, EntityRecord), String> {
+        fn take<const N: usize>(read: &mut impl std::io::Read) -> Result<[u8; N], String> {
+            let mut b = [0u8; N];
+            read.read_exact(&mut b).map_err(|e| e.to_string())?;
+            Ok(b)
+        }
+        let kind = *EntityKind::ALL
+            .get(usize::from(kind))
+            .ok_or("an entity of an unknown kind")?;
+        let mut key = vec![0u8; usize::from(u16::from_le_bytes(take(read)?))];
+        read.read_exact(&mut key).map_err(|e| e.to_string())?;
+        let key = String::from_utf8(key).map_err(|_| "an entity key is not UTF-8".to_string())?;
+        let mut record = EntityRecord {
+            last_active: i64::from_le_bytes(take(read)?),
+            ..EntityRecord::default()
+        };
+        let buckets = u32::from_le_bytes(take(read)?);
+        let mut previous = i64::MIN;
+        for _ in 0..buckets {
+            let b = Bucket {
+                hour: i64::from_le_bytes(take(read)?),
+                count: u32::from_le_bytes(take(read)?),
+                fraud: u32::from_le_bytes(take(read)?),
+                sum: i64::from_le_bytes(take(read)?),
+            };
+            if b.hour <= previous {
+                return Err("an entity's hours are out of order".into());
+            }
+            previous = b.hour;
+            record.buckets.push_back(b);
+        }
+        for _ in 0..u16::from_le_bytes(take(read)?) {
+            let c = u64::from_le_bytes(take(read)?);
+            let at = i64::from_le_bytes(take(read)?);
+            record.customers.push((c, at));
+        }
+        for _ in 0..u16::from_le_bytes(take(read)?) {
+            record.frauds.push(u64::from_le_bytes(take(read)?));
+        }
+        if record.customers.len() > MAX_DISTINCT || record.frauds.len() > FRAUD_MEMORY {
+            return Err("an entity remembers more than it can".into());
+        }
+        Ok((kind, key, record))
+    }
+
     /// Bytes held, for the memory figures.
     pub fn bytes(&self) -> usize {
         std::mem::size_of::<EntityRecord>()
@@ -304,6 +378,35 @@ impl EntityStore {
     ) -> Option<R> {
         let shard = self.shard(kind, key).lock();
         shard.maps[kind as usize].get(key).map(f)
+    }
+
+    /// Puts a record read from a snapshot in place (replacing one held under that key).
+    pub fn insert(&self, kind: EntityKind, key: &str, record: EntityRecord) {
+        let mut shard = self.shard(kind, key).lock();
+        shard.maps[kind as usize].insert(key.into(), record);
+    }
+
+    /// Drops every entity.
+    pub fn clear(&self) {
+        for shard in self.shards.iter() {
+            shard.lock().maps = Default::default();
+        }
+    }
+
+    /// Calls `f` with every entity of shard `i` (0..[`EntityStore::shard_count`]) under its
+    /// lock, for snapshots.
+    pub fn for_each_in_shard(&self, i: usize, mut f: impl FnMut(EntityKind, &str, &EntityRecord)) {
+        let shard = self.shards[i].lock();
+        for (k, map) in shard.maps.iter().enumerate() {
+            for (key, record) in map {
+                f(EntityKind::ALL[k], key, record);
+            }
+        }
+    }
+
+    /// Shards, for [`EntityStore::for_each_in_shard`].
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
     }
 
     /// Entities held.

@@ -50,6 +50,48 @@ pub enum FrameKind {
     Outcome = 2,
     /// A credit line (limit, granted at).
     CreditLine = 3,
+    /// A recorded transaction with the entities (merchant, device, IP, channel) it was counted
+    /// on: the 32-byte event, then four length-prefixed keys.
+    EntityEvent = 4,
+    /// A confirmed-fraud report: transaction hash, its time (or none), four keys.
+    Fraud = 5,
+}
+
+/// The entity keys a frame carries, by [`EntityKind`](super::entity::EntityKind) discriminant.
+pub type EntityKeys<'a> = [Option<&'a str>; 4];
+
+/// Bytes of the four keys: each a u16 (length + 1; 0 for none) and its bytes.
+const KEYS_MIN_LEN: usize = 8;
+/// Most bytes of the four keys.
+const KEYS_MAX_LEN: usize = 4 * (2 + 4 * crate::txn::MAX_ID_CHARS);
+/// "No time known" in a fraud frame.
+const NO_TIME: i64 = i64::MIN;
+
+fn put_keys(keys: &EntityKeys<'_>, out: &mut Vec<u8>) {
+    for key in keys {
+        match key {
+            Some(k) => {
+                let k = &k.as_bytes()[..k.len().min(4 * crate::txn::MAX_ID_CHARS)];
+                out.extend_from_slice(&(k.len() as u16 + 1).to_le_bytes());
+                out.extend_from_slice(k);
+            }
+            None => out.extend_from_slice(&0u16.to_le_bytes()),
+        }
+    }
+}
+
+fn read_keys(mut bytes: &[u8]) -> Option<EntityKeys<'_>> {
+    let mut keys: EntityKeys<'_> = [None; 4];
+    for key in &mut keys {
+        let n = u16::from_le_bytes([*bytes.first()?, *bytes.get(1)?]) as usize;
+        bytes = &bytes[2..];
+        if n > 0 {
+            let k = bytes.get(..n - 1)?;
+            *key = Some(std::str::from_utf8(k).ok()?);
+            bytes = &bytes[n - 1..];
+        }
+    }
+    bytes.is_empty().then_some(keys)
 }
 
 /// Most bytes the buffer holds before frames are dropped (and counted): the writer is stuck.
@@ -120,6 +162,23 @@ impl Journal {
         self.append(FrameKind::Outcome, customer, &payload);
     }
 
+    /// Journals a recorded transaction and the entities it was counted on.
+    pub fn entity_event(&self, customer: &str, event: &Event, keys: &EntityKeys<'_>) {
+        let mut payload = Vec::with_capacity(32 + KEYS_MIN_LEN + 64);
+        payload.extend_from_slice(&event.to_bytes());
+        put_keys(keys, &mut payload);
+        self.append(FrameKind::EntityEvent, customer, &payload);
+    }
+
+    /// Journals a confirmed-fraud report.
+    pub fn fraud(&self, customer: &str, txn_hash: u64, at: Option<i64>, keys: &EntityKeys<'_>) {
+        let mut payload = Vec::with_capacity(16 + KEYS_MIN_LEN + 64);
+        payload.extend_from_slice(&txn_hash.to_le_bytes());
+        payload.extend_from_slice(&at.unwrap_or(NO_TIME).to_le_bytes());
+        put_keys(keys, &mut payload);
+        self.append(FrameKind::Fraud, customer, &payload);
+    }
+
     /// Journals a credit line.
     pub fn credit_line(&self, customer: &str, line: CreditLine) {
         let mut payload = [0u8; 16];
@@ -160,7 +219,19 @@ pub trait ChangeSink: Send + Sync + std::fmt::Debug {
 /// payload): what [`decode`] reads back.
 pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) {
     let mut payload = [0u8; 32];
+    let mut long = Vec::new();
     let (kind, customer, payload) = match frame {
+        Frame::EntityEvent(id, event, keys) => {
+            long.extend_from_slice(&event.to_bytes());
+            put_keys(keys, &mut long);
+            (FrameKind::EntityEvent, *id, &long[..])
+        }
+        Frame::Fraud(id, hash, at, keys) => {
+            long.extend_from_slice(&hash.to_le_bytes());
+            long.extend_from_slice(&at.unwrap_or(NO_TIME).to_le_bytes());
+            put_keys(keys, &mut long);
+            (FrameKind::Fraud, *id, &long[..])
+        }
         Frame::Event(id, event) => {
             payload = event.to_bytes();
             (FrameKind::Event, *id, &payload[..])
@@ -202,6 +273,24 @@ pub enum Frame<'a> {
     Outcome(&'a str, u64, Outcome),
     /// A credit line.
     CreditLine(&'a str, CreditLine),
+    /// A recorded transaction and the entities it was counted on.
+    EntityEvent(&'a str, Event, EntityKeys<'a>),
+    /// A confirmed-fraud report: customer, transaction hash, the transaction's time when
+    /// known, the entities it reaches.
+    Fraud(&'a str, u64, Option<i64>, EntityKeys<'a>),
+}
+
+impl Frame<'_> {
+    /// The customer the change is about.
+    pub fn customer(&self) -> &str {
+        match self {
+            Frame::Event(id, _)
+            | Frame::Outcome(id, _, _)
+            | Frame::CreditLine(id, _)
+            | Frame::EntityEvent(id, _, _)
+            | Frame::Fraud(id, _, _, _) => id,
+        }
+    }
 }
 
 /// Why decoding stopped.
@@ -256,17 +345,30 @@ pub fn decode(bytes: &[u8]) -> Result<(Frame<'_>, usize), FrameError> {
                 .ok_or(FrameError::Corrupt)?;
             Frame::CreditLine(id, CreditLine { limit, granted_at })
         }
+        4 if payload.len() >= 32 + KEYS_MIN_LEN => {
+            let event = Event::from_bytes(&payload[..32]).ok_or(FrameError::Corrupt)?;
+            let keys = read_keys(&payload[32..]).ok_or(FrameError::Corrupt)?;
+            Frame::EntityEvent(id, event, keys)
+        }
+        5 if payload.len() >= 16 + KEYS_MIN_LEN => {
+            let hash = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+            let at = i64::from_le_bytes(payload[8..16].try_into().expect("8 bytes"));
+            let keys = read_keys(&payload[16..]).ok_or(FrameError::Corrupt)?;
+            Frame::Fraud(id, hash, (at != NO_TIME).then_some(at), keys)
+        }
         _ => return Err(FrameError::Corrupt),
     };
     Ok((frame, FRAME_HEADER_LEN + len))
 }
 
-/// Payload bytes of a frame of this kind.
-fn payload_len(kind: u8) -> Option<usize> {
+/// Payload bytes of a frame of this kind: the least and the most.
+fn payload_len(kind: u8) -> Option<(usize, usize)> {
     match kind {
-        k if k == FrameKind::Event as u8 => Some(32),
-        k if k == FrameKind::Outcome as u8 => Some(9),
-        k if k == FrameKind::CreditLine as u8 => Some(16),
+        k if k == FrameKind::Event as u8 => Some((32, 32)),
+        k if k == FrameKind::Outcome as u8 => Some((9, 9)),
+        k if k == FrameKind::CreditLine as u8 => Some((16, 16)),
+        k if k == FrameKind::EntityEvent as u8 => Some((32 + KEYS_MIN_LEN, 32 + KEYS_MAX_LEN)),
+        k if k == FrameKind::Fraud as u8 => Some((16 + KEYS_MIN_LEN, 16 + KEYS_MAX_LEN)),
         _ => None,
     }
 }
@@ -277,8 +379,9 @@ fn structured_len(bytes: &[u8], max_id: usize) -> Option<usize> {
     let head = bytes.get(..FRAME_HEADER_LEN + BODY_PREFIX_LEN)?;
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
     let id_len = u16::from_le_bytes([head[9], head[10]]) as usize;
-    let payload = payload_len(head[8])?;
-    (id_len <= max_id && len == BODY_PREFIX_LEN + id_len + payload && len <= MAX_BODY_LEN)
+    let (least, most) = payload_len(head[8])?;
+    let payload = len.checked_sub(BODY_PREFIX_LEN + id_len)?;
+    (id_len <= max_id && (least..=most).contains(&payload) && len <= MAX_BODY_LEN)
         .then_some(FRAME_HEADER_LEN + len)
 }
 
@@ -402,6 +505,11 @@ pub fn scan<'a>(bytes: &'a [u8], mut apply: impl FnMut(Frame<'a>)) -> Scan {
         }
     }
     scan
+}
+
+#[cfg(test)]
+fn keys_len(keys: &EntityKeys<'_>) -> usize {
+    keys.iter().map(|k| 2 + k.map_or(0, str::len)).sum()
 }
 
 #[cfg(test)]
@@ -652,6 +760,24 @@ mod tests {
             proptest::prop_assert!(scan.damaged_frames() <= lost.len() as u64);
         }
 
+        /// Every frame kind, entity keys included, comes back as it was encoded.
+        #[test]
+        fn entity_frames_round_trip(
+            keys in proptest::collection::vec(proptest::option::of("[a-z0-9.:-]{0,20}"), 4),
+            hash in proptest::prelude::any::<u64>(),
+            at in proptest::option::of(-1_000_000_000_000i64..4_000_000_000_000_000),
+        ) {
+            let keys: EntityKeys<'_> = [keys[0].as_deref(), keys[1].as_deref(), keys[2].as_deref(), keys[3].as_deref()];
+            let event = Event::new(5, hash, crate::txn::Amount::from_minor(1234).unwrap(), None, crate::rules::Action::Review);
+            for frame in [Frame::EntityEvent("cust", event, keys), Frame::Fraud("cust", hash, at, keys)] {
+                let mut bytes = Vec::new();
+                encode(&frame, &mut bytes);
+                let (back, used) = decode(&bytes).unwrap();
+                proptest::prop_assert_eq!(back, frame);
+                proptest::prop_assert_eq!(used, bytes.len());
+            }
+        }
+
         /// Whatever the bytes, scanning never panics and accounts for every byte.
         #[test]
         fn any_bytes_scan_without_panic(
@@ -669,6 +795,8 @@ mod tests {
                     Frame::Event(id, _) => id.len() + 32,
                     Frame::Outcome(id, _, _) => id.len() + 9,
                     Frame::CreditLine(id, _) => id.len() + 16,
+                    Frame::EntityEvent(id, _, keys) => id.len() + 32 + keys_len(&keys),
+                    Frame::Fraud(id, _, _, keys) => id.len() + 16 + keys_len(&keys),
                 } as u64;
             });
             proptest::prop_assert_eq!(used + scan.damaged_bytes() + scan.torn_bytes, mixed.len() as u64);

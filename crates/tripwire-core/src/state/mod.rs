@@ -318,7 +318,11 @@ pub struct Store {
     evictions: AtomicU64,
     idle_drops: AtomicU64,
     watermark: AtomicI64,
+    entities: entity::EntityStore,
 }
+
+/// Entities (merchants, devices, IPs, channels) a store holds at most, by default.
+pub const DEFAULT_MAX_ENTITIES: usize = 1_000_000;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -352,6 +356,7 @@ impl Store {
             evictions: AtomicU64::new(0),
             idle_drops: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
+            entities: entity::EntityStore::new(DEFAULT_MAX_ENTITIES),
         }
     }
 
@@ -362,6 +367,16 @@ impl Store {
         store.hasher = ahash::RandomState::with_seeds(seed, seed ^ 1, seed ^ 2, seed ^ 3);
         store.txn_keys = (seed ^ 4, seed ^ 5);
         store
+    }
+
+    /// The per-merchant, device, IP and channel state `by:` windows read.
+    pub fn entities(&self) -> &entity::EntityStore {
+        &self.entities
+    }
+
+    /// Holds at most `max` entities (only before any is recorded).
+    pub fn set_max_entities(&mut self, max: usize) {
+        self.entities = entity::EntityStore::new(max);
     }
 
     /// The configuration the store was built with.
@@ -575,6 +590,7 @@ impl Store {
         for shard in self.shards.iter() {
             *shard.lock() = Shard::new();
         }
+        self.entities.clear();
         self.customers.store(0, Ordering::Relaxed);
         self.events.store(0, Ordering::Relaxed);
         self.watermark.store(i64::MIN, Ordering::Relaxed);

@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use super::entity::EntityKind;
 use super::journal::{self, Frame, Journal};
 use super::months::{MONTHS, MonthBucket, MonthBuckets};
 use super::{CustomerRecord, Event, Outcome, Store};
@@ -49,9 +50,10 @@ use snapshot::{check_snapshot, load_snapshot, write_snapshot};
 const SNAPSHOT_MAGIC: &[u8; 8] = b"TRIPWSNP";
 const SNAPSHOT_END: &[u8; 8] = b"TWSNPEND";
 const JOURNAL_MAGIC: &[u8; 8] = b"TRIPWJNL";
-/// Format version written. Version 2 adds each customer's calendar-month buckets; version 1
-/// files (without them) are still read.
-const FORMAT_VERSION: u32 = 2;
+/// Format version written. Version 2 adds each customer's calendar-month buckets; version 3
+/// adds the entities (merchants, devices, IPs, channels) before the customers. Versions 1 and
+/// 2 are still read.
+const FORMAT_VERSION: u32 = 3;
 /// Oldest format version read.
 const OLDEST_VERSION_READ: u32 = 1;
 const SNAPSHOT_HEADER_LEN: usize = 8 + 4 + 8 + 16 + 4;
@@ -1016,6 +1018,61 @@ pub fn apply_frame(
             }
             taken
         }),
+        Frame::EntityEvent(id, event, keys) => {
+            // The entities count the transaction only when the customer takes it: a change
+            // applied twice (a snapshot and the journal after it, a replica's own change
+            // coming back) is counted once.
+            let taken = store.with_customer(id, |record, capacity| {
+                let taken = record.record(event, capacity);
+                if taken {
+                    if let Some(month_of) = month_of {
+                        record
+                            .months
+                            .get_or_insert_with(Default::default)
+                            .add(month_of(event.at), event.amount_minor());
+                    }
+                    let customer = store.txn_hash(id, "");
+                    for kind in EntityKind::ALL {
+                        if let Some(key) = keys[kind as usize] {
+                            store.entities().with_entity(kind, key, i64::MIN, |r| {
+                                r.record(event.at, event.amount_minor(), customer)
+                            });
+                        }
+                    }
+                    if let Some(journal) = journal {
+                        journal.entity_event(id, &event, &keys);
+                    }
+                }
+                taken
+            });
+            store.observe_event_time(event.at.min(now));
+            taken
+        }
+        Frame::Fraud(id, hash, at, keys) => {
+            let held_at = store
+                .with_existing(id, |record| {
+                    let event = record.ring.find_mut(hash)?;
+                    event.set_fraud();
+                    Some(event.at)
+                })
+                .flatten();
+            let mut reached = held_at.is_some();
+            if let Some(at) = at.or(held_at) {
+                for kind in EntityKind::ALL {
+                    if let Some(key) = keys[kind as usize] {
+                        // Counted once per transaction: the entity remembers recent reports.
+                        store
+                            .entities()
+                            .with_entity(kind, key, i64::MIN, |r| r.record_fraud(at, hash));
+                        reached = true;
+                    }
+                }
+            }
+            if reached && let Some(journal) = journal {
+                journal.fraud(id, hash, at, &keys);
+            }
+            reached
+        }
     }
 }
 
@@ -1382,6 +1439,135 @@ mod tests {
         assert!(holds_txn(&store, "erin", "e-1"));
         assert_eq!(store.customers(), 3);
         assert_eq!(store.events(), 3);
+    }
+
+    /// An entity as held: its buckets (hour, count, frauds, sum) and distinct customers.
+    type HeldEntity = (Vec<(i64, u32, u32, i64)>, usize);
+
+    /// Every entity as held, by (kind, key).
+    fn entities(store: &Store) -> BTreeMap<(u8, String), HeldEntity> {
+        let mut out = BTreeMap::new();
+        let e = store.entities();
+        for shard in 0..e.shard_count() {
+            e.for_each_in_shard(shard, |kind, key, r| {
+                let buckets = r
+                    .buckets
+                    .iter()
+                    .map(|b| (b.hour, b.count, b.fraud, b.sum))
+                    .collect();
+                out.insert((kind as u8, key.to_string()), (buckets, r.customers.len()));
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn entity_state_survives_a_snapshot_and_its_journal_and_replay_counts_it_once() {
+        let dir = TempDir::new("entities");
+        let (live, handle, _) = start(&dir.0);
+        let apply = |frame: &Frame<'_>| {
+            apply_frame(
+                &live.store,
+                frame,
+                Some(&month_of),
+                i64::MAX,
+                Some(&live.journal),
+            )
+        };
+        let keys: journal::EntityKeys<'_> = [Some("term-1"), Some("dev-9"), None, None];
+        for i in 0..6i64 {
+            let customer = format!("c{}", i % 3);
+            let hash = live.store.txn_hash(&customer, &format!("t{i}"));
+            let event = Event::new(
+                T0 + i * 3_600_000_000,
+                hash,
+                Amount::from_minor(1_000 + i).unwrap(),
+                None,
+                Action::Allow,
+            );
+            assert!(apply(&Frame::EntityEvent(&customer, event, keys)));
+            assert!(
+                !apply(&Frame::EntityEvent(&customer, event, keys)),
+                "counted once"
+            );
+            if i == 2 {
+                handle.snapshot(&live.store).unwrap();
+            }
+        }
+        let hash = live.store.txn_hash("c1", "t1");
+        assert!(apply(&Frame::Fraud(
+            "c1",
+            hash,
+            Some(T0 + 3_600_000_000),
+            keys
+        )));
+        // A fraud on a transaction whose customer is gone still reaches the entities.
+        assert!(apply(&Frame::Fraud(
+            "gone",
+            99,
+            Some(T0),
+            [Some("term-1"), None, None, None]
+        )));
+        let want = entities(&live.store);
+        assert_eq!(want.len(), 2);
+        let terminal = &want[&(0, "term-1".to_string())];
+        assert_eq!(terminal.0.iter().map(|b| b.1).sum::<u32>(), 6);
+        assert_eq!(terminal.0.iter().map(|b| b.2).sum::<u32>(), 2);
+        assert_eq!(terminal.1, 3, "three customers");
+        // A crash now: the mid-run snapshot plus the journal after it (written within ms).
+        let journal = newest(&dir.0, "journal-");
+        let written = |len: u64| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while fs::metadata(&journal).unwrap().len() < len && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            fs::metadata(&journal).unwrap().len()
+        };
+        let mut after = Vec::new();
+        for i in 3..6i64 {
+            let customer = format!("c{}", i % 3);
+            let hash = live.store.txn_hash(&customer, &format!("t{i}"));
+            let event = Event::new(
+                T0 + i * 3_600_000_000,
+                hash,
+                Amount::from_minor(1_000 + i).unwrap(),
+                None,
+                Action::Allow,
+            );
+            journal::encode(&Frame::EntityEvent(&customer, event, keys), &mut after);
+        }
+        journal::encode(
+            &Frame::Fraud("c1", hash, Some(T0 + 3_600_000_000), keys),
+            &mut after,
+        );
+        journal::encode(
+            &Frame::Fraud("gone", 99, Some(T0), [Some("term-1"), None, None, None]),
+            &mut after,
+        );
+        let want_len = JOURNAL_HEADER_LEN as u64 + after.len() as u64;
+        assert_eq!(written(want_len), want_len);
+        let crashed = TempDir::new("entities-crash");
+        fs::create_dir_all(&crashed.0).unwrap();
+        for file in state_files(&dir.0) {
+            fs::copy(&file, crashed.0.join(file.file_name().unwrap())).unwrap();
+        }
+        let (store, report) = recover(&crashed.0);
+        assert_eq!(report.frames, 5);
+        assert_eq!(
+            entities(&store),
+            want,
+            "the snapshot's entities and the journal after it"
+        );
+        handle.shutdown(&live.store).unwrap();
+
+        let (store, _) = recover(&dir.0);
+        assert_eq!(entities(&store), want, "the final snapshot's entities");
+        assert!(
+            store
+                .with_existing("c1", |r| r.ring.iter().any(|e| e.is_fraud()))
+                .unwrap(),
+            "the customer's fraud mark came back"
+        );
     }
 
     #[test]
@@ -1804,8 +1990,20 @@ mod tests {
         assert_eq!(store.customers(), 4, "the snapshot alone");
     }
 
-    /// Rewrites a version-2 snapshot as version 1 wrote it: no month buckets.
-    fn as_version_1(v2: &[u8]) -> Vec<u8> {
+    /// Rewrites a version-3 snapshot without entities as version 2 wrote it: no entity section.
+    fn as_version_2(v3: &[u8]) -> Vec<u8> {
+        assert_eq!(v3[SNAPSHOT_HEADER_LEN], 0xff, "an empty entity section");
+        let mut out = v3[..SNAPSHOT_HEADER_LEN].to_vec();
+        out[8..12].copy_from_slice(&2u32.to_le_bytes());
+        out.extend_from_slice(&v3[SNAPSHOT_HEADER_LEN + 1..]);
+        reseal_snapshot(&mut out);
+        out
+    }
+
+    /// Rewrites a version-3 snapshot without entities as version 1 wrote it: no entity
+    /// section, no month buckets.
+    fn as_version_1(v3: &[u8]) -> Vec<u8> {
+        let v2 = &as_version_2(v3);
         let covered = v2.len() - 12;
         let mut out = v2[..SNAPSHOT_HEADER_LEN].to_vec();
         out[8..12].copy_from_slice(&1u32.to_le_bytes());

@@ -3,6 +3,10 @@
 //! older generations are deleted) and its loader, which applies a snapshot whole or not at all.
 
 use super::*;
+use crate::state::entity::EntityRecord;
+
+/// Ends the entity section of a version-3 snapshot.
+const ENTITIES_END: u8 = 0xff;
 
 /// A writer that keeps a running CRC-32 of what passes through.
 pub(super) struct Checksummed<W: Write> {
@@ -66,8 +70,21 @@ pub(super) fn write_snapshot(
     header.extend_from_slice(&keys.1.to_le_bytes());
     header.extend_from_slice(&(store.config().ring_capacity as u32).to_le_bytes());
     out.write_all(&header).map_err(io("write", path))?;
-    let mut customers = 0u64;
     let mut buffer = Vec::with_capacity(1024 * 1024);
+    // Entities first: a transaction decided during the walk that an entity already counts is
+    // then in its customer's record too, and journal replay (which counts a transaction on
+    // its entities only when the customer takes it) does not count it twice.
+    // The section ends with the byte 0xff where a record's kind would be.
+    let entities = store.entities();
+    for shard in 0..entities.shard_count() {
+        buffer.clear();
+        entities.for_each_in_shard(shard, |kind, key, record| {
+            record.encode(kind, key, &mut buffer);
+        });
+        out.write_all(&buffer).map_err(io("write", path))?;
+    }
+    out.write_all(&[ENTITIES_END]).map_err(io("write", path))?;
+    let mut customers = 0u64;
     for shard in 0..store.shard_count() {
         buffer.clear();
         // Copy the shard out under its lock, write it after: decisions wait for a memcpy,
@@ -194,6 +211,17 @@ pub(super) fn load_snapshot(path: &Path, store: &Store) -> Result<((u64, u64), u
     let mut reader = BufReader::with_capacity(1024 * 1024, file).take(covered - 8);
     let mut skip = [0u8; SNAPSHOT_HEADER_LEN];
     reader.read_exact(&mut skip).map_err(|e| e.to_string())?;
+    if version >= 3 {
+        loop {
+            let mut kind = [0u8; 1];
+            reader.read_exact(&mut kind).map_err(|e| e.to_string())?;
+            if kind[0] == ENTITIES_END {
+                break;
+            }
+            let (kind, key, record) = EntityRecord::decode(kind[0], &mut reader)?;
+            store.entities().insert(kind, &key, record);
+        }
+    }
     let mut customers = 0u64;
     let now = jiff::Timestamp::now().as_microsecond();
     loop {
