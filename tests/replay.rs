@@ -552,3 +552,90 @@ fn group_by_splits_recall_by_pattern() {
     );
     assert!(night["rules"].get("impossible_travel").is_none(), "{night}");
 }
+
+/// The card profile: fraud that only history-aware rules catch, legitimate look-alikes, and
+/// labels that reach the rules only through `--label-delay`.
+#[test]
+fn card_history_is_caught_by_history_rules_and_labels_only_help_once_delayed() {
+    let d = dir("card");
+    let csv = d.join("card.csv");
+    let args = [
+        "gen",
+        "--profile",
+        "card",
+        "--customers",
+        "600",
+        "--days",
+        "60",
+        "--seed",
+        "5",
+        "--out",
+        csv.to_str().unwrap(),
+    ];
+    let manifest = run_json(&args);
+    let again = d.join("again.csv");
+    let mut same = args;
+    same[10] = again.to_str().unwrap();
+    assert_eq!(run_json(&same), manifest, "seeded");
+    assert_eq!(std::fs::read(&csv).unwrap(), std::fs::read(&again).unwrap());
+    for pattern in ["amount", "customer", "terminal", "ring"] {
+        assert!(
+            manifest["fraud_by_pattern"][pattern].as_u64().unwrap() > 0,
+            "{manifest}"
+        );
+    }
+    for kind in ["large_purchase", "night_shift", "subscription"] {
+        assert!(
+            manifest["look_alikes"][kind].as_u64().unwrap() > 0,
+            "{manifest}"
+        );
+    }
+    let rules = format!("{}/examples/card/rules.yaml", env!("CARGO_MANIFEST_DIR"));
+    let replay = |extra: &[&str]| {
+        let mut all = vec![
+            "replay",
+            "--rules",
+            &rules,
+            "--json",
+            "--group-by",
+            "pattern",
+        ];
+        all.extend_from_slice(extra);
+        all.push(csv.to_str().unwrap());
+        run_json(&all)
+    };
+    let blind = replay(&[]);
+    let told = replay(&["--label-delay", "7d"]);
+    assert!(
+        blind["amounts_normalised"].as_u64().unwrap() > 0,
+        "float-noise amounts are read"
+    );
+    assert_eq!(blind["skipped_rows"], 0);
+    // Without the delay, labels never reach the rules: the terminal rule cannot fire.
+    assert_eq!(hits(&blind["rules"], "compromised_terminal"), 0);
+    assert!(hits(&told["rules"], "compromised_terminal") > 0);
+    let labels = &told["labels"]["review_or_deny"];
+    let (recall, fp) = (
+        labels["recall"].as_f64().unwrap(),
+        labels["false_positive_rate"].as_f64().unwrap(),
+    );
+    // Not perfect either way: look-alikes are flagged and some fraud is missed.
+    assert!(recall > 0.5 && recall < 1.0, "{labels}");
+    assert!(fp > 0.0 && fp < 0.05, "{labels}");
+    let group = |name: &str| {
+        told["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["group"] == name)
+            .unwrap()["recall"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(group("amount"), 1.0, "every amount over 220");
+    assert!(
+        group("customer") > 0.6,
+        "the jump against the customer's own median"
+    );
+    std::fs::remove_dir_all(&d).ok();
+}

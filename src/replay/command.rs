@@ -79,6 +79,9 @@ pub struct GenArgs {
     /// csv or jsonl.
     #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl"])]
     pub format: String,
+    /// credit (default): credit-line customers with the patterns the shipped interception rules catch; card: card transactions with terminals and devices, fraud only history-aware rules catch (large amounts, compromised terminals and customers, device rings) and legitimate look-alikes (CSV only).
+    #[arg(long, default_value = "credit", value_parser = ["credit", "card"])]
+    pub profile: String,
     /// Compress with gzip.
     #[arg(long)]
     pub gzip: bool,
@@ -310,10 +313,23 @@ pub fn generate(
     } else {
         Box::new(std::io::BufWriter::new(sink))
     };
-    let manifest = generate::generate(&config, format, &mut writer).map_err(&written)?;
-    writer.flush().map_err(&written)?;
+    let text = if args.profile == "card" {
+        if format != Format::Csv {
+            return Err(CommandError::Flag {
+                flag: "--format",
+                message: "the card profile writes CSV only".into(),
+            });
+        }
+        let manifest = super::generate_card::generate(&config, &mut writer).map_err(&written)?;
+        writer.flush().map_err(&written)?;
+        serde_json::to_string(&manifest)
+    } else {
+        let manifest = generate::generate(&config, format, &mut writer).map_err(&written)?;
+        writer.flush().map_err(&written)?;
+        serde_json::to_string(&manifest)
+    }
+    .map_err(|e| stdout_error(e.into()))?;
     drop(writer);
-    let text = serde_json::to_string(&manifest).map_err(|e| stdout_error(e.into()))?;
     if to_stdout {
         writeln!(err, "{text}").map_err(stdout_error)
     } else {

@@ -9,6 +9,7 @@
 
 pub mod command;
 pub mod generate;
+pub mod generate_card;
 pub mod input;
 
 use std::io::Write;
