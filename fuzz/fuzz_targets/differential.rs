@@ -79,7 +79,7 @@ fn loan_leaf(u: &mut Unstructured<'_>, op: &str) -> Result<String> {
         let a = u.int_in_range(0..=600_000i64)?;
         Ok(format!("\"{}.{:02}\"", a / 100, a % 100))
     };
-    Ok(match u.int_in_range(0..=9)? {
+    Ok(match u.int_in_range(0..=10)? {
         0 => format!(
             "{{{}: {{window: {w}, {op}: {}}}}}",
             pick(
@@ -115,6 +115,12 @@ fn loan_leaf(u: &mut Unstructured<'_>, op: &str) -> Result<String> {
             "{{{}: {{window: {w}, {op}: \"{}\"}}}}",
             pick(u, &["cv_amount", "drawn_to_limit"])?,
             pick(u, &["0.1", "50%", "1", "0.8"])?
+        ),
+        10 => format!(
+            "{{fraud_rate: {{window: {w}, mature_after: {}, min_count: {}, {op}: \"{}\"}}}}",
+            pick(u, &["1m", "1h", "2d"])?,
+            u.int_in_range(1..=3u32)?,
+            pick(u, &["0.1", "0.5", "1", "0"])?
         ),
         9 => format!(
             "{{{}: {{window: {w}, min_count: {}, {op}: \"{}\"}}}}",
@@ -297,6 +303,9 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             Outcome::Failed,
             Outcome::Reversed,
         ])?);
+        if u.ratio(1, 5)? {
+            e.set_fraud();
+        }
         events.push(e);
     }
     let txn = Txn {

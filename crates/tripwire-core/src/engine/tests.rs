@@ -514,9 +514,12 @@ fn geo() -> impl Strategy<Value = Option<GeoPoint>> {
 }
 
 prop_compose! {
-    fn history_event()(offset in time_offset(), amount in amount_minor(), geo in geo(), outcome in 0u8..4, id in any::<u64>()) -> Event {
+    fn history_event()(offset in time_offset(), amount in amount_minor(), geo in geo(), outcome in 0u8..4, id in any::<u64>(), fraud in 0u8..5) -> Event {
         let mut e = Event::new(T0 + offset, id, Amount::from_minor(amount).unwrap(), geo, Action::Allow);
         e.set_outcome(match outcome { 0 => Outcome::Pending, 1 => Outcome::Settled, 2 => Outcome::Failed, _ => Outcome::Reversed });
+        if fraud == 0 {
+            e.set_fraud();
+        }
         e
     }
 }
@@ -695,6 +698,25 @@ fn loan_leaf() -> impl Strategy<Value = String> {
             prop::sample::select(vec!["0.1", "50%", "1", "0.8"])
         )
             .prop_map(|(f, w, o, r)| format!("{{{f}: {{window: {w}, {o}: \"{r}\"}}}}")),
+        (
+            window.clone(),
+            prop::sample::select(vec!["1m", "1h", "2d"]),
+            op.clone(),
+            0u32..3
+        )
+            .prop_map(|(w, m, o, n)| format!(
+                "{{fraud_count: {{window: {w}, mature_after: {m}, {o}: {n}}}}}"
+            )),
+        (
+            window.clone(),
+            prop::sample::select(vec!["1m", "1h", "2d"]),
+            op.clone(),
+            prop::sample::select(vec!["0.1", "0.5", "1", "0"]),
+            1u32..4
+        )
+            .prop_map(|(w, m, o, r, n)| format!(
+                "{{fraud_rate: {{window: {w}, mature_after: {m}, min_count: {n}, {o}: \"{r}\"}}}}"
+            )),
         (
             prop::sample::select(vec![
                 "amount_to_mean",

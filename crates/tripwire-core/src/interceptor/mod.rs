@@ -1080,4 +1080,156 @@ rules:
         );
         assert_eq!(interceptor.entities().len(), 2, "one device, one terminal");
     }
+
+    /// Entity features through the interceptor against a brute-force count over every input
+    /// so far, with the documented hourly resolution.
+    mod entity_reference {
+        use std::collections::{BTreeMap, BTreeSet};
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const H: i64 = 3_600_000_000;
+        /// 2026-03-01T00:00:00Z.
+        const T0: i64 = 1_772_323_200_000_000;
+
+        /// (id, threshold, what) — every rule a tag, so that its value is visible.
+        const RULES: &str = r#"
+timezone: UTC
+rules:
+  - { id: m_count, action: tag, when: { count: { by: merchant_id, window: 6h, at_least: 3 } } }
+  - { id: m_sum, action: tag, when: { sum: { by: merchant_id, window: 1d, at_least: "60" } } }
+  - { id: d_distinct, action: tag, when: { distinct_customers: { by: device_id, window: 1d, at_least: 3 } } }
+  - { id: m_fraud, action: tag, when: { fraud_count: { by: merchant_id, window: 2d, mature_after: 6h, at_least: 1 } } }
+  - { id: m_rate, action: tag, when: { fraud_rate: { by: merchant_id, window: 2d, mature_after: 6h, min_count: 2, at_least: 0.4 } } }
+  - { id: c_fraud, action: tag, when: { fraud_count: { window: 1d, at_least: 1 } } }
+"#;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            /// Advance time, then decide: customer, merchant, device, amount (units).
+            Decide(i64, u8, Option<u8>, Option<u8>, u16),
+            /// Report the n-th earlier decision (mod their number) as fraud.
+            Fraud(usize),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => (0i64..4 * H, 0u8..5, proptest::option::of(0u8..3), proptest::option::of(0u8..3), 1u16..60)
+                    .prop_map(|(dt, c, m, d, a)| Op::Decide(dt, c, m, d, a)),
+                1 => (0usize..1000).prop_map(Op::Fraud),
+            ]
+        }
+
+        struct Past {
+            at: i64,
+            id: String,
+            customer: String,
+            merchant: Option<String>,
+            device: Option<String>,
+            amount: i64,
+        }
+
+        fn hour(at: i64) -> i64 {
+            at.div_euclid(H)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            #[test]
+            fn entity_features_match_a_brute_force_count(ops in proptest::collection::vec(op(), 1..60)) {
+                let rules = LiveRules::new(RULES.as_bytes(), "test").unwrap();
+                let interceptor = Interceptor::new(Store::new(StoreConfig::default()), rules);
+                let mut past: Vec<Past> = Vec::new();
+                // Fraud reports as counted: (merchant, transaction) → its time.
+                let mut merchant_frauds: BTreeMap<(String, String), i64> = BTreeMap::new();
+                let mut customer_frauds: BTreeSet<String> = BTreeSet::new();
+                let mut t = T0;
+                for op in ops {
+                    match op {
+                        Op::Fraud(n) => {
+                            if past.is_empty() {
+                                continue;
+                            }
+                            let p = &past[n % past.len()];
+                            let mut body = serde_json::json!({
+                                "transaction_id": p.id, "customer_id": p.customer, "status": "fraud",
+                                "timestamp": crate::txn::format_timestamp(p.at),
+                            });
+                            if let Some(m) = &p.merchant {
+                                body["merchant_id"] = m.clone().into();
+                                merchant_frauds.entry((m.clone(), p.id.clone())).or_insert(p.at);
+                            }
+                            let text = body.to_string();
+                            interceptor.record_outcome(&txn::parse_outcome(text.as_bytes()).unwrap()).unwrap();
+                            customer_frauds.insert(p.id.clone());
+                        }
+                        Op::Decide(dt, c, m, d, a) => {
+                            t += dt;
+                            let me = Past {
+                                at: t,
+                                id: format!("t{}", past.len()),
+                                customer: format!("c{c}"),
+                                merchant: m.map(|m| format!("m{m}")),
+                                device: d.map(|d| format!("d{d}")),
+                                amount: i64::from(a) * 100,
+                            };
+                            let mut body = serde_json::json!({
+                                "transaction_id": me.id, "customer_id": me.customer,
+                                "timestamp": crate::txn::format_timestamp(t), "amount": a.to_string(),
+                            });
+                            if let Some(m) = &me.merchant { body["merchant_id"] = m.clone().into(); }
+                            if let Some(d) = &me.device { body["device_id"] = d.clone().into(); }
+                            let (_, answer) = decide(&interceptor, &body.to_string());
+                            past.push(me);
+                            let me = past.last().unwrap();
+                            let tags: BTreeSet<String> = answer["tags"].as_array().unwrap()
+                                .iter().map(|v| v.as_str().unwrap().to_string()).collect();
+
+                            let on_merchant = |from: i64, to: i64| -> (i64, i64) {
+                                let Some(m) = &me.merchant else { return (0, 0) };
+                                past.iter()
+                                    .filter(|p| p.merchant.as_ref() == Some(m))
+                                    .filter(|p| hour(p.at) > hour(from) && hour(p.at) <= hour(to))
+                                    .fold((0, 0), |(n, s), p| (n + 1, s + p.amount))
+                            };
+                            let frauds = |from: i64, to: i64| -> i64 {
+                                let Some(m) = &me.merchant else { return 0 };
+                                merchant_frauds.iter()
+                                    .filter(|((mm, _), at)| mm == m && hour(**at) > hour(from) && hour(**at) <= hour(to))
+                                    .count() as i64
+                            };
+                            let mut want = BTreeSet::new();
+                            if me.merchant.is_some() {
+                                if on_merchant(t - 6 * H, t).0 >= 3 { want.insert("m_count"); }
+                                if on_merchant(t - 24 * H, t).1 >= 6_000 { want.insert("m_sum"); }
+                                let (from, to) = (t - 6 * H - 48 * H, t - 6 * H);
+                                let f = frauds(from, to);
+                                if f >= 1 { want.insert("m_fraud"); }
+                                let n = on_merchant(from, to).0;
+                                if n >= 2 && f * 10 >= 4 * n { want.insert("m_rate"); }
+                            }
+                            if let Some(d) = &me.device {
+                                let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+                                for p in past.iter().filter(|p| p.device.as_ref() == Some(d)) {
+                                    let e = last.entry(p.customer.as_str()).or_insert(p.at);
+                                    *e = (*e).max(p.at);
+                                }
+                                if last.values().filter(|&&at| at > t - 24 * H && at <= t).count() >= 3 {
+                                    want.insert("d_distinct");
+                                }
+                            }
+                            if past.iter().any(|p| p.customer == me.customer && customer_frauds.contains(&p.id)
+                                && p.at > t - 24 * H && p.at <= t) {
+                                want.insert("c_fraud");
+                            }
+                            let want: BTreeSet<String> = want.into_iter().map(String::from).collect();
+                            prop_assert_eq!(&tags, &want, "at {} for {}: {}", t, me.id, answer);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
