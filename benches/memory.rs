@@ -7,6 +7,11 @@
 //! Prints one JSON object: the cap, the ring capacity, RSS before, after filling and after
 //! over-feeding, bytes per customer, and the evictions counted by the store (those the
 //! `tripwire_customer_evictions_total` metric reports).
+//!
+//!     cargo bench --bench memory -- --entities 200000 [--hours 24] [--distinct 8]
+//!
+//! measures entities instead (merchants, for `by:` windows): each with `--hours` active hours
+//! and `--distinct` customers, and prints the bytes per entity.
 
 use std::time::Instant;
 
@@ -63,6 +68,10 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    let entities = arg("--entities", 0);
+    if entities > 0 {
+        return entity_memory(entities, arg("--hours", 24), arg("--distinct", 8));
+    }
     let customers = arg("--customers", 1_000_000);
     let ring = arg("--ring", 32);
     // With --months, every customer also keeps calendar-month buckets, as with rules that read
@@ -86,5 +95,33 @@ fn main() {
         store.evictions(),
         (filled - before) as f64 / held as f64,
         (overfed - before) as f64 / held as f64,
+    );
+}
+
+/// RSS per entity: `n` merchants, each with `hours` active hours and `distinct` customers.
+fn entity_memory(n: usize, hours: usize, distinct: usize) {
+    use tripwire::state::entity::EntityKind;
+    let store = Store::new(StoreConfig::default());
+    let before = rss_bytes();
+    let t0 = 1_772_359_200_000_000i64;
+    for e in 0..n {
+        let key = format!("term{e:08}");
+        store
+            .entities()
+            .with_entity(EntityKind::Merchant, &key, i64::MIN, |r| {
+                for h in 0..hours as i64 {
+                    r.record(
+                        t0 + h * 3_600_000_000,
+                        1_000,
+                        (h as u64) % distinct.max(1) as u64,
+                    );
+                }
+            });
+    }
+    let after = rss_bytes();
+    println!(
+        "{{\"entities\":{n},\"hours\":{hours},\"distinct\":{distinct},\"rss_before\":{before},\"rss_after\":{after},\"bytes_per_entity\":{:.0},\"bytes_counted\":{:.0}}}",
+        (after - before) as f64 / n as f64,
+        store.entities().bytes() as f64 / n as f64,
     );
 }
