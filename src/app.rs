@@ -79,6 +79,7 @@ impl App {
             upkeep: upkeep_config,
             workers: _,
             fleet: fleet_config,
+            max_entities,
         } = config;
         let live = load_rules(&rules_path, &store_config, &serve)?;
         let metrics = Arc::new(Metrics::new());
@@ -88,6 +89,7 @@ impl App {
             None => None,
         };
         let mut store = Store::new(store_config);
+        store.set_max_entities(max_entities);
         if let Some(j) = &joining {
             store.set_txn_keys(j.txn_keys);
         }

@@ -91,6 +91,9 @@ pub struct ServeSettings {
     /// Events kept per customer [default: 64].
     #[arg(long)]
     pub ring_capacity: Option<u16>,
+    /// Most merchants, devices, IPs and channels held for `by:` windows; an approximately least recently active one is dropped past it [default: 1000000].
+    #[arg(long)]
+    pub max_entities: Option<u64>,
     /// Largest request body accepted, bytes [default: 65536].
     #[arg(long)]
     pub max_body_bytes: Option<u64>,
@@ -307,6 +310,8 @@ pub struct Config {
     pub upkeep: UpkeepConfig,
     /// Fleet mode, when configured.
     pub fleet: Option<FleetConfig>,
+    /// Most entities (merchants, devices, IPs, channels) held for `by:` windows.
+    pub max_entities: usize,
 }
 
 /// Parses a duration setting in the one duration grammar (`ms s m h d w`, see
@@ -478,6 +483,11 @@ impl Config {
                 ..UpkeepConfig::default()
             },
             fleet,
+            max_entities: match s.max_entities {
+                Some(n) => usize::try_from(in_range("max_entities", n, 1, 100_000_000)?)
+                    .map_err(|_| invalid("max_entities", "too large"))?,
+                None => crate::state::DEFAULT_MAX_ENTITIES,
+            },
         })
     }
 }

@@ -182,6 +182,7 @@ pub struct Metrics {
     rules_info: Family<RulesInfoLabels, Gauge>,
     rules_count: Gauge,
     customers: Gauge,
+    entities: Gauge,
     events: Gauge,
     evictions: Counter,
     idle_drops: Counter,
@@ -302,6 +303,12 @@ impl Metrics {
             "Customers held in memory",
             customers.clone(),
         );
+        let entities = Gauge::default();
+        registry.register(
+            "tripwire_entities",
+            "Merchants, devices, IPs and channels held for `by:` windows",
+            entities.clone(),
+        );
         let events = Gauge::default();
         registry.register(
             "tripwire_events",
@@ -414,6 +421,7 @@ impl Metrics {
             rules_info,
             rules_count,
             customers,
+            entities,
             events,
             evictions,
             idle_drops,
@@ -550,6 +558,8 @@ impl Metrics {
         }
         self.customers
             .set(i64::try_from(store.customers()).unwrap_or(i64::MAX));
+        self.entities
+            .set(i64::try_from(store.entities().len()).unwrap_or(i64::MAX));
         self.events
             .set(i64::try_from(store.events()).unwrap_or(i64::MAX));
         catch_up(&self.evictions, store.evictions());

@@ -126,6 +126,7 @@ async fn replica_with(fleet: FleetConfig) -> App {
         state_dir: None,
         triggers: TriggerConfig::default(),
         upkeep: UpkeepConfig::default(),
+        max_entities: tripwire::state::DEFAULT_MAX_ENTITIES,
         fleet: Some(fleet),
     };
     App::start(config).await.expect("replica starts")
@@ -693,6 +694,7 @@ async fn a_replica_restarted_on_its_state_dir_keeps_its_state_and_a_foreign_stat
         state_dir: Some(state_dir),
         triggers: TriggerConfig::default(),
         upkeep: UpkeepConfig::default(),
+        max_entities: tripwire::state::DEFAULT_MAX_ENTITIES,
         fleet,
     };
     let a = App::start(start(dir.join("a"), Some(fleet_config(&nats, "a"))))

@@ -516,6 +516,7 @@ async fn start_watching(path: &Path) -> App {
         },
         state_dir: None,
         fleet: None,
+        max_entities: tripwire::state::DEFAULT_MAX_ENTITIES,
         triggers: TriggerConfig {
             watch: true,
             debounce: Duration::from_millis(50),
