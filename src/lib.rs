@@ -18,6 +18,7 @@ pub mod fleet;
 pub mod metrics;
 pub mod reload;
 pub mod replay;
+pub mod scorecard;
 pub mod server;
 
 pub use tripwire_core::{engine, interceptor, live_rules, rules, state, txn};

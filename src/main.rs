@@ -47,6 +47,16 @@ enum Command {
     /// Fleet mode: push, roll back or inspect the rules every replica runs (NATS KV).
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Behaviour scorecards built from history.
+    #[command(subcommand)]
+    Scorecard(ScorecardCommand),
+}
+
+#[derive(Subcommand)]
+enum ScorecardCommand {
+    /// Fit a scorecard (binning, WOE and IV, logistic regression, points) on labelled history,
+    /// with the features computed by the engine that serves them.
+    Fit(Box<tripwire::scorecard::command::FitArgs>),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +87,10 @@ fn main() -> ExitCode {
         }
         Command::Replay(args) => exit("tripwire replay", command::replay(&args, stdout, stderr)),
         Command::Gen(args) => exit("tripwire gen", command::generate(&args, stdout, stderr)),
+        Command::Scorecard(ScorecardCommand::Fit(args)) => exit(
+            "tripwire scorecard fit",
+            tripwire::scorecard::command::fit(&args, stdout, stderr),
+        ),
         Command::Rules(rules_command) => {
             match tripwire::fleet::rules::run_command(&rules_command) {
                 Ok(report) => {

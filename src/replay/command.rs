@@ -133,14 +133,14 @@ pub enum CommandError {
     },
 }
 
-fn output_error(path: &Path) -> impl Fn(std::io::Error) -> CommandError + '_ {
+pub(crate) fn output_error(path: &Path) -> impl Fn(std::io::Error) -> CommandError + '_ {
     move |source| CommandError::Output {
         path: path.display().to_string(),
         source,
     }
 }
 
-fn stdout_error(source: std::io::Error) -> CommandError {
+pub(crate) fn stdout_error(source: std::io::Error) -> CommandError {
     CommandError::Output {
         path: "stdout".into(),
         source,
@@ -148,7 +148,10 @@ fn stdout_error(source: std::io::Error) -> CommandError {
 }
 
 /// A `--from`/`--until` value: an RFC 3339 timestamp, or a date meaning its UTC midnight.
-fn period_bound(flag: &'static str, text: &str) -> Result<crate::txn::EventTime, CommandError> {
+pub(crate) fn period_bound(
+    flag: &'static str,
+    text: &str,
+) -> Result<crate::txn::EventTime, CommandError> {
     let text = text.trim();
     let timestamp = if text.len() == 10 {
         format!("{text}T00:00:00Z")
@@ -161,7 +164,7 @@ fn period_bound(flag: &'static str, text: &str) -> Result<crate::txn::EventTime,
     })
 }
 
-fn load_rules_text(path: &Path) -> Result<Vec<u8>, CommandError> {
+pub(crate) fn load_rules_text(path: &Path) -> Result<Vec<u8>, CommandError> {
     rules::read_file(path).map_err(|e: RulesError| CommandError::Rules {
         path: path.display().to_string(),
         report: rules::problem_report(path, &e),
@@ -194,41 +197,18 @@ pub fn replay(
     }
     let live = load_rules_text(&args.rules)?;
     let candidate = args.against.as_deref().map(load_rules_text).transpose()?;
-    let mapping_file = match &args.mapping {
-        Some(path) => {
-            let mapping_error = |message: String| CommandError::Mapping {
-                path: path.display().to_string(),
-                message,
-            };
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| mapping_error(format!("cannot read: {e}")))?;
-            Some(
-                toml::from_str::<input::MappingFile>(&text)
-                    .map_err(|e| mapping_error(e.to_string()))?,
-            )
-        }
-        None => None,
-    };
-    let mut columns = args.columns.clone();
-    if let Some(column) = &args.group_by {
-        columns.push(format!("group={column}"));
-    }
-    let mut mapping = input::Mapping::build(mapping_file, &columns, args.timezone.as_deref())?;
-    if let Some(format) = &args.time_format {
-        mapping = mapping.with_time_format(format, args.timezone.as_deref())?;
-    }
-    let (mut rows, bad) = input::read(&args.files, &mapping, args.on_error == "fail")?;
-    for e in bad.iter().take(20) {
-        writeln!(err, "{e} (skipped)").map_err(stdout_error)?;
-    }
-    if bad.len() > 20 {
-        writeln!(
-            err,
-            "... and {} more malformed rows skipped",
-            bad.len() - 20
-        )
-        .map_err(stdout_error)?;
-    }
+    let (mut rows, bad) = load_rows(
+        &HistoryInput {
+            files: &args.files,
+            mapping: args.mapping.as_deref(),
+            columns: &args.columns,
+            group_by: args.group_by.as_deref(),
+            time_format: args.time_format.as_deref(),
+            timezone: args.timezone.as_deref(),
+            fatal: args.on_error == "fail",
+        },
+        err,
+    )?;
     super::sort(&mut rows);
     let files: Vec<String> = args.files.iter().map(|p| p.display().to_string()).collect();
     let mut decisions = match &args.decisions {
@@ -335,4 +315,60 @@ pub fn generate(
     } else {
         writeln!(out, "{text}").map_err(stdout_error)
     }
+}
+
+/// Where history comes from and how its columns are read: what `replay` and `scorecard fit`
+/// share.
+pub(crate) struct HistoryInput<'a> {
+    pub(crate) files: &'a [PathBuf],
+    pub(crate) mapping: Option<&'a Path>,
+    pub(crate) columns: &'a [String],
+    pub(crate) group_by: Option<&'a str>,
+    pub(crate) time_format: Option<&'a str>,
+    pub(crate) timezone: Option<&'a str>,
+    pub(crate) fatal: bool,
+}
+
+/// Reads history rows (unsorted) and reports the first malformed rows skipped to `err`;
+/// returns the rows and every malformed row.
+pub(crate) fn load_rows(
+    input: &HistoryInput<'_>,
+    err: &mut dyn Write,
+) -> Result<(Vec<super::input::Row>, Vec<super::input::RowError>), CommandError> {
+    let mapping_file = match input.mapping {
+        Some(path) => {
+            let mapping_error = |message: String| CommandError::Mapping {
+                path: path.display().to_string(),
+                message,
+            };
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| mapping_error(format!("cannot read: {e}")))?;
+            Some(
+                toml::from_str::<input::MappingFile>(&text)
+                    .map_err(|e| mapping_error(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    let mut columns = input.columns.to_vec();
+    if let Some(column) = input.group_by {
+        columns.push(format!("group={column}"));
+    }
+    let mut mapping = input::Mapping::build(mapping_file, &columns, input.timezone)?;
+    if let Some(format) = input.time_format {
+        mapping = mapping.with_time_format(format, input.timezone)?;
+    }
+    let (rows, bad) = input::read(input.files, &mapping, input.fatal)?;
+    for e in bad.iter().take(20) {
+        writeln!(err, "{e} (skipped)").map_err(stdout_error)?;
+    }
+    if bad.len() > 20 {
+        writeln!(
+            err,
+            "... and {} more malformed rows skipped",
+            bad.len() - 20
+        )
+        .map_err(stdout_error)?;
+    }
+    Ok((rows, bad))
 }

@@ -229,13 +229,13 @@ pub fn sort(rows: &mut [Row]) {
 
 /// A decision kept per row: the action, or a duplicate's first action.
 #[derive(Clone, Copy)]
-struct Kept {
+pub(crate) struct Kept {
     action: Action,
 }
 
 /// Runs one rule set over the rows (already in event-time order) and calls `each` with every
 /// decision.
-fn run_one(
+pub(crate) fn run_one(
     rules: &[u8],
     which: &'static str,
     rows: &[Row],

@@ -57,9 +57,22 @@ impl Decision {
 /// characteristic falls in (or its missing points).
 pub fn score(set: &RuleSet, f: &Features) -> Option<i64> {
     let card = set.scorecard.as_ref()?;
+    Some(score_values(
+        card,
+        card.characteristics.iter().map(|c| slot_value(c.slot, f)),
+    ))
+}
+
+/// The score from each characteristic's value (`None`: missing), in the card's order: what
+/// [`score`] computes, for callers that kept the values rather than the features (the
+/// scorecard fit).
+pub fn score_values(
+    card: &crate::rules::compile::CompiledScorecard,
+    values: impl Iterator<Item = Option<Value>>,
+) -> i64 {
     let mut total = card.base_score;
-    for c in &card.characteristics {
-        total += match slot_value(c.slot, f) {
+    for (c, value) in card.characteristics.iter().zip(values) {
+        total += match value {
             None => c.missing_points,
             Some(v) => c
                 .bins
@@ -71,7 +84,7 @@ pub fn score(set: &RuleSet, f: &Features) -> Option<i64> {
                 .map_or(0, |b| b.points),
         };
     }
-    Some(total)
+    total
 }
 
 /// Evaluates every rule of `set` against the history and the current transaction.

@@ -1,0 +1,616 @@
+//! The `tripwire scorecard fit` command: flags, the pipeline (see the module above), the
+//! fitted rules file and the report.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::binning::{self, Binned};
+use super::logistic;
+use super::quality::{self, Quality};
+use crate::engine::{self, Value};
+use crate::live_rules::LiveRules;
+use crate::replay::command::{
+    CommandError, HistoryInput, load_rows, load_rules_text, output_error, period_bound,
+    stdout_error,
+};
+use crate::replay::{ReplayConfig, ReplayError};
+use crate::rules::ir::{Unit, unit_of};
+use crate::txn::{Amount, EventTime};
+
+/// Flags of `tripwire scorecard fit`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct FitArgs {
+    /// The rules file the scorecard will live in (its time zone, lists and rules shape the features).
+    #[arg(long)]
+    pub rules: PathBuf,
+    /// YAML: `characteristics:` a list of `{ name, feature }`, the feature written as in the scorecard section.
+    #[arg(long)]
+    pub characteristics: PathBuf,
+    /// History files (CSV or JSON Lines, plain or gzip), with labels.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// A TOML file mapping fields to columns, as for replay.
+    #[arg(long)]
+    pub mapping: Option<PathBuf>,
+    /// FIELD=COLUMN, repeatable; wins over the mapping file.
+    #[arg(long = "column")]
+    pub columns: Vec<String>,
+    /// rfc3339 (default), epoch_s, epoch_ms or local.
+    #[arg(long)]
+    pub time_format: Option<String>,
+    /// Time zone of local timestamps.
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// Turn each labelled fraud into a confirmed-fraud report this long after its transaction, as replay does.
+    #[arg(long)]
+    pub label_delay: Option<String>,
+    /// Training period start (RFC 3339 or YYYY-MM-DD); earlier rows warm the state.
+    #[arg(long)]
+    pub train_from: String,
+    /// Training period end, exclusive.
+    #[arg(long)]
+    pub train_until: String,
+    /// Test period start.
+    #[arg(long)]
+    pub test_from: Option<String>,
+    /// Test period end, exclusive.
+    #[arg(long)]
+    pub test_until: Option<String>,
+    /// Score at the base odds.
+    #[arg(long, default_value_t = 600)]
+    pub base_score: i64,
+    /// Good:bad odds at the base score.
+    #[arg(long, default_value_t = 50)]
+    pub base_odds: i64,
+    /// Points that double the odds.
+    #[arg(long, default_value_t = 20)]
+    pub points_to_double_odds: i64,
+    /// Smallest share of the training rows a bin may hold.
+    #[arg(long, default_value_t = 0.05)]
+    pub min_bin_share: f64,
+    /// Characteristics with a lower information value are dropped.
+    #[arg(long, default_value_t = 0.02)]
+    pub min_iv: f64,
+    /// Write the rules file with the fitted scorecard here (default: print the scorecard section).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write every training and test row's score as a JSON line (transaction_id, customer_id, score, period).
+    #[arg(long)]
+    pub scores: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CharacteristicsFile {
+    characteristics: Vec<CharacteristicDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CharacteristicDoc {
+    name: String,
+    feature: serde_json::Value,
+}
+
+/// One characteristic's fit.
+#[derive(Clone, Debug, Serialize)]
+pub struct CharacteristicFit {
+    /// Its name.
+    pub name: String,
+    /// Information value on the training rows.
+    pub iv: f64,
+    /// Kept in the scorecard (IV at or above the threshold).
+    pub kept: bool,
+    /// Regression coefficient on its WOE (kept characteristics).
+    pub coefficient: Option<f64>,
+    /// Bins with WOE and, when kept, points.
+    pub bins: Vec<BinFit>,
+}
+
+/// One bin of a characteristic's fit.
+#[derive(Clone, Debug, Serialize)]
+pub struct BinFit {
+    /// The bin and its training counts and WOE.
+    #[serde(flatten)]
+    pub bin: binning::Bin,
+    /// Points, when the characteristic is kept.
+    pub points: Option<i64>,
+}
+
+/// What a fit reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct FitReport {
+    /// Labelled rows in the training period.
+    pub train_rows: u64,
+    /// Labelled rows in the test period.
+    pub test_rows: u64,
+    /// Rows of either period without a label, left out.
+    pub unlabelled_rows: u64,
+    /// Intercept of the regression.
+    pub intercept: f64,
+    /// Base score of the fitted card (the points at zero WOE).
+    pub base_score: i64,
+    /// Per characteristic.
+    pub characteristics: Vec<CharacteristicFit>,
+    /// Score quality on the training rows.
+    pub train: Quality,
+    /// Score quality on the test rows, when there is a test period.
+    pub test: Option<Quality>,
+    /// Score band cuts (deciles of the training scores).
+    pub band_cuts: Vec<i64>,
+    /// Training share per band.
+    pub train_shares: Vec<f64>,
+    /// Test share per band.
+    pub test_shares: Vec<f64>,
+    /// Training bad rate per band.
+    pub train_bad_rates: Vec<f64>,
+    /// Test bad rate per band.
+    pub test_bad_rates: Vec<f64>,
+    /// PSI of the test scores against the training scores.
+    pub psi_test_vs_train: Option<f64>,
+    /// Seconds the whole fit took.
+    pub seconds: f64,
+}
+
+/// A labelled row kept for the fit: its values, its label, which period.
+struct Kept {
+    transaction_id: Box<str>,
+    customer_id: Box<str>,
+    values: Vec<Option<Value>>,
+    bad: bool,
+    test: bool,
+}
+
+fn fit_error(message: impl Into<String>) -> CommandError {
+    CommandError::Flag {
+        flag: "--characteristics",
+        message: message.into(),
+    }
+}
+
+/// Writes a whole number in a feature's unit as its threshold text, or `None` when the unit
+/// cannot write it (a negative ratio).
+fn threshold_text(unit: Unit, v: i64) -> Option<String> {
+    match unit {
+        Unit::Count | Unit::Hour | Unit::Points => Some(v.to_string()),
+        Unit::Money => Amount::from_minor(v).map(|a| a.to_string()),
+        Unit::SignedMoney => Some(if v < 0 {
+            format!("-{}", Amount::from_minor(-v)?)
+        } else {
+            Amount::from_minor(v)?.to_string()
+        }),
+        Unit::Km => (v >= 0).then(|| format!("{}.{:03}", v / 1000, v % 1000)),
+        Unit::Duration => (v > 0).then(|| format!("{}ms", (v + 999) / 1000)),
+        Unit::Ratio => (v >= 0).then(|| format!("{}.{:06}", v / 1_000_000, v % 1_000_000)),
+    }
+}
+
+/// Replaces (or adds) the top-level `scorecard:` section of a rules file's text.
+fn with_scorecard(rules: &str, section: &str) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in rules.lines() {
+        let top_level = !line.starts_with([' ', '\t', '#']) && !line.is_empty();
+        if top_level {
+            skipping = line.starts_with("scorecard:");
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push('\n');
+    out.push_str(section);
+    out
+}
+
+/// Runs `tripwire scorecard fit`.
+pub fn fit(args: &FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), CommandError> {
+    let started = std::time::Instant::now();
+    let rules_text = load_rules_text(&args.rules)?;
+    let chars_text = std::fs::read_to_string(&args.characteristics).map_err(|e| {
+        fit_error(format!(
+            "cannot read {}: {e}",
+            args.characteristics.display()
+        ))
+    })?;
+    let chars: CharacteristicsFile = serde_saphyr::from_str(&chars_text)
+        .map_err(|e| fit_error(format!("{}: {e}", args.characteristics.display())))?;
+    if chars.characteristics.is_empty() {
+        return Err(fit_error("no characteristics"));
+    }
+    let bound =
+        |flag, text: &Option<String>| text.as_deref().map(|t| period_bound(flag, t)).transpose();
+    let train = (
+        period_bound("--train-from", &args.train_from)?,
+        period_bound("--train-until", &args.train_until)?,
+    );
+    let test = match (
+        bound("--test-from", &args.test_from)?,
+        bound("--test-until", &args.test_until)?,
+    ) {
+        (Some(a), Some(b)) => Some((a, b)),
+        (None, None) => None,
+        _ => {
+            return Err(CommandError::Flag {
+                flag: "--test-from",
+                message: "--test-from and --test-until go together".into(),
+            });
+        }
+    };
+    for (flag, (from, until)) in [("--train-until", Some(train)), ("--test-until", test)]
+        .into_iter()
+        .filter_map(|(f, p)| p.map(|p| (f, p)))
+    {
+        if from >= until {
+            return Err(CommandError::Flag {
+                flag,
+                message: "must be after the period's start".into(),
+            });
+        }
+    }
+    let label_delay = args
+        .label_delay
+        .as_deref()
+        .map(|t| {
+            crate::rules::text::parse_duration(t).map_err(|message| CommandError::Flag {
+                flag: "--label-delay",
+                message,
+            })
+        })
+        .transpose()?;
+
+    // The rules with a placeholder scorecard holding every characteristic: the features are
+    // computed by the engine exactly as they will be served. (JSON is YAML.)
+    let mut doc: serde_json::Value = serde_saphyr::from_slice(&rules_text)
+        .map_err(|e| fit_error(format!("{}: {e}", args.rules.display())))?;
+    let placeholder: Vec<serde_json::Value> = chars
+        .characteristics
+        .iter()
+        .map(|c| {
+            serde_json::json!({ "name": c.name, "feature": c.feature, "bins": [{ "points": "0" }] })
+        })
+        .collect();
+    doc["scorecard"] = serde_json::json!({
+        "base_score": "0", "points_to_double_odds": "1", "characteristics": placeholder,
+    });
+    let probe_text = serde_json::to_string(&doc).map_err(|e| fit_error(e.to_string()))?;
+    let probe = LiveRules::new(probe_text.as_bytes(), "characteristics").map_err(|e| {
+        fit_error(format!(
+            "the characteristics do not compile with the rules: {e}"
+        ))
+    })?;
+    let loaded = probe.load_full();
+    let valid_card = loaded
+        .set
+        .valid
+        .scorecard
+        .as_ref()
+        .expect("a scorecard was added");
+    let units: Vec<Unit> = valid_card
+        .characteristics
+        .iter()
+        .map(|c| unit_of(c.feature).unwrap_or(Unit::Count))
+        .collect();
+
+    let (mut rows, _bad) = load_rows(
+        &HistoryInput {
+            files: &args.files,
+            mapping: args.mapping.as_deref(),
+            columns: &args.columns,
+            group_by: None,
+            time_format: args.time_format.as_deref(),
+            timezone: args.timezone.as_deref(),
+            fatal: false,
+        },
+        err,
+    )?;
+    crate::replay::sort(&mut rows);
+    let end = test.map_or(train.1, |t| t.1.max(train.1));
+    let rows = &rows[..rows.partition_point(|r| r.at < end)];
+    let in_period = |at: EventTime, (from, until): (EventTime, EventTime)| at >= from && at < until;
+    let mut kept: Vec<Kept> = Vec::new();
+    let mut unlabelled = 0u64;
+    let config = ReplayConfig {
+        label_delay,
+        ..ReplayConfig::default()
+    };
+    crate::replay::run_one(
+        probe_text.as_bytes(),
+        "fit",
+        rows,
+        &config,
+        |row, decided, set| {
+            let is_train = in_period(row.at, train);
+            let is_test = test.is_some_and(|t| in_period(row.at, t));
+            if !is_train && !is_test {
+                return Ok(());
+            }
+            let (Ok(decision), Some(label)) = (decided, row.label) else {
+                unlabelled += u64::from(row.label.is_none());
+                return Ok(());
+            };
+            let card = set.scorecard.as_ref().expect("a scorecard was added");
+            kept.push(Kept {
+                transaction_id: row.transaction_id.clone(),
+                customer_id: row.customer_id.clone(),
+                values: card
+                    .characteristics
+                    .iter()
+                    .map(|c| engine::slot_value(c.slot, &decision.features))
+                    .collect(),
+                bad: label,
+                test: !is_train,
+            });
+            Ok(())
+        },
+    )
+    .map_err(|e: ReplayError| CommandError::Replay(e))?;
+    let train_rows: Vec<&Kept> = kept.iter().filter(|k| !k.test).collect();
+    if train_rows.iter().all(|k| k.bad) || train_rows.iter().all(|k| !k.bad) {
+        return Err(fit_error(format!(
+            "the training period holds {} labelled rows, and they are not both good and bad",
+            train_rows.len()
+        )));
+    }
+
+    // Bin every characteristic on the training rows.
+    let approx = |v: &Option<Value>| v.map(Value::approx);
+    let binned: Vec<Binned> = (0..units.len())
+        .map(|i| {
+            let pairs: Vec<(Option<f64>, bool)> = train_rows
+                .iter()
+                .map(|k| (approx(&k.values[i]), k.bad))
+                .collect();
+            binning::bin(&pairs, args.min_bin_share)
+        })
+        .collect();
+    let kept_chars: Vec<usize> = (0..units.len())
+        .filter(|&i| binned[i].iv >= args.min_iv)
+        .collect();
+    if kept_chars.is_empty() {
+        return Err(fit_error(format!(
+            "no characteristic reaches the information value threshold {} (--min-iv)",
+            args.min_iv
+        )));
+    }
+    let x: Vec<Vec<f64>> = train_rows
+        .iter()
+        .map(|k| {
+            kept_chars
+                .iter()
+                .map(|&i| binned[i].woe_of(approx(&k.values[i])))
+                .collect()
+        })
+        .collect();
+    let y: Vec<bool> = train_rows.iter().map(|k| k.bad).collect();
+    let beta = logistic::fit(&x, &y);
+
+    // Points: score = offset + factor × ln(good:bad odds), ln(odds) = −(β0 + Σ βj·WOE).
+    let factor = args.points_to_double_odds as f64 / std::f64::consts::LN_2;
+    let offset = args.base_score as f64 - factor * (args.base_odds as f64).ln();
+    let base = (offset - factor * beta[0]).round() as i64;
+    let mut section = format!(
+        "scorecard:\n  base_score: {base}\n  base_odds: {}\n  points_to_double_odds: {}\n  characteristics:\n",
+        args.base_odds, args.points_to_double_odds
+    );
+    let mut fits = Vec::new();
+    for (i, c) in chars.characteristics.iter().enumerate() {
+        let position = kept_chars.iter().position(|&k| k == i);
+        let coefficient = position.map(|p| beta[p + 1]);
+        let mut bins = Vec::new();
+        let mut yaml_bins = Vec::new();
+        for b in &binned[i].bins {
+            let points = coefficient.map(|c| (-factor * c * b.woe).round() as i64);
+            if let Some(p) = points {
+                let text = if b.missing {
+                    Some(format!("{{ missing: true, points: {p} }}"))
+                } else {
+                    let from = b.from.map(|v| threshold_text(units[i], v));
+                    let below = b.below.map(|v| threshold_text(units[i], v));
+                    match (from, below) {
+                        (Some(None), _) | (_, Some(None)) => None,
+                        (from, below) => {
+                            let mut parts = Vec::new();
+                            if let Some(Some(f)) = from {
+                                parts.push(format!("from: \"{f}\""));
+                            }
+                            if let Some(Some(b)) = below {
+                                parts.push(format!("below: \"{b}\""));
+                            }
+                            parts.push(format!("points: {p}"));
+                            Some(format!("{{ {} }}", parts.join(", ")))
+                        }
+                    }
+                };
+                match text {
+                    Some(t) => yaml_bins.push(t),
+                    None => {
+                        return Err(fit_error(format!(
+                            "characteristic `{}`: a bin bound cannot be written in its unit",
+                            c.name
+                        )));
+                    }
+                }
+            }
+            bins.push(BinFit {
+                bin: b.clone(),
+                points,
+            });
+        }
+        if coefficient.is_some() {
+            let feature =
+                serde_json::to_string(&c.feature).map_err(|e| fit_error(e.to_string()))?;
+            section.push_str(&format!(
+                "    - name: {}\n      feature: {feature}\n      bins:\n",
+                serde_json::to_string(&c.name).map_err(|e| fit_error(e.to_string()))?
+            ));
+            for b in &yaml_bins {
+                section.push_str(&format!("        - {b}\n"));
+            }
+        }
+        fits.push(CharacteristicFit {
+            name: c.name.clone(),
+            iv: binned[i].iv,
+            kept: coefficient.is_some(),
+            coefficient,
+            bins,
+        });
+    }
+
+    // The fitted rules file, compiled as `check` and `serve` compile it; every row is scored
+    // with the function `serve` scores with.
+    let fitted_text = with_scorecard(
+        std::str::from_utf8(&rules_text).map_err(|_| fit_error("the rules file is not UTF-8"))?,
+        &section,
+    );
+    let fitted = LiveRules::new(fitted_text.as_bytes(), "fitted").map_err(|e| {
+        fit_error(format!(
+            "the fitted scorecard does not load (a bug): {e}\n{section}"
+        ))
+    })?;
+    let fitted = fitted.load_full();
+    let fitted_card = fitted.set.scorecard.as_ref().expect("written above");
+    let score =
+        |k: &Kept| engine::score_values(fitted_card, kept_chars.iter().map(|&i| k.values[i]));
+    let scored: Vec<(i64, bool, bool)> = kept.iter().map(|k| (score(k), k.bad, k.test)).collect();
+    let train_scored: Vec<(i64, bool)> =
+        scored.iter().filter(|s| !s.2).map(|s| (s.0, s.1)).collect();
+    let test_scored: Vec<(i64, bool)> = scored.iter().filter(|s| s.2).map(|s| (s.0, s.1)).collect();
+    let train_scores: Vec<i64> = train_scored.iter().map(|s| s.0).collect();
+    let test_scores: Vec<i64> = test_scored.iter().map(|s| s.0).collect();
+    let cuts = quality::bands(&train_scores);
+    let train_shares = quality::shares(&train_scores, &cuts);
+    let test_shares = quality::shares(&test_scores, &cuts);
+    let report = FitReport {
+        train_rows: train_scored.len() as u64,
+        test_rows: test_scored.len() as u64,
+        unlabelled_rows: unlabelled,
+        intercept: beta[0],
+        base_score: base,
+        characteristics: fits,
+        train: quality::quality(&train_scored),
+        test: test.map(|_| quality::quality(&test_scored)),
+        psi_test_vs_train: test.map(|_| quality::psi(&train_shares, &test_shares)),
+        train_bad_rates: quality::bad_rates(&train_scored, &cuts)
+            .iter()
+            .map(|b| b.1)
+            .collect(),
+        test_bad_rates: quality::bad_rates(&test_scored, &cuts)
+            .iter()
+            .map(|b| b.1)
+            .collect(),
+        band_cuts: cuts,
+        train_shares,
+        test_shares,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+
+    if let Some(path) = &args.scores {
+        let written = output_error(path);
+        let mut w = std::io::BufWriter::new(std::fs::File::create(path).map_err(&written)?);
+        for (k, s) in kept.iter().zip(&scored) {
+            let line = serde_json::json!({
+                "transaction_id": &*k.transaction_id, "customer_id": &*k.customer_id,
+                "score": s.0, "period": if k.test { "test" } else { "train" },
+            });
+            writeln!(w, "{line}").map_err(&written)?;
+        }
+        w.flush().map_err(&written)?;
+    }
+    match &args.out {
+        Some(path) => std::fs::write(path, &fitted_text).map_err(output_error(path))?,
+        None if !args.json => writeln!(out, "{section}").map_err(stdout_error)?,
+        None => {}
+    }
+    if args.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| stdout_error(e.into()))?;
+        writeln!(out, "{text}").map_err(stdout_error)?;
+    } else {
+        write!(out, "{}", report.table()).map_err(stdout_error)?;
+    }
+    Ok(())
+}
+
+impl FitReport {
+    /// The report as text.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let q = |q: &Quality| {
+            format!(
+                "{} rows, {} bad: AUC {:.4}, Gini {:.4}, KS {:.4}, average precision {:.4}",
+                q.rows, q.bads, q.auc, q.gini, q.ks, q.average_precision
+            )
+        };
+        s.push_str(&format!("train: {}\n", q(&self.train)));
+        if let Some(t) = &self.test {
+            s.push_str(&format!("test:  {}\n", q(t)));
+        }
+        if let Some(psi) = self.psi_test_vs_train {
+            s.push_str(&format!(
+                "PSI of the test scores against the training scores: {psi:.4}\n"
+            ));
+        }
+        s.push_str(&format!(
+            "{} labelled rows left out (no label); intercept {:.4}; base score {}; fitted in {:.1} s\n\n",
+            self.unlabelled_rows, self.intercept, self.base_score, self.seconds
+        ));
+        s.push_str(&format!(
+            "{:<28} {:>8} {:>6} {:>12}\n",
+            "characteristic", "IV", "kept", "coefficient"
+        ));
+        for c in &self.characteristics {
+            s.push_str(&format!(
+                "{:<28} {:>8.4} {:>6} {:>12}\n",
+                c.name,
+                c.iv,
+                if c.kept { "yes" } else { "no" },
+                c.coefficient.map_or("-".into(), |v| format!("{v:.4}"))
+            ));
+            for b in &c.bins {
+                let range = if b.bin.missing {
+                    "missing".to_string()
+                } else {
+                    format!(
+                        "[{}, {})",
+                        b.bin.from.map_or("-inf".into(), |v| v.to_string()),
+                        b.bin.below.map_or("+inf".into(), |v| v.to_string())
+                    )
+                };
+                s.push_str(&format!(
+                    "    {:<30} {:>9} rows {:>7.2}% bad  WOE {:>8.4}  points {}\n",
+                    range,
+                    b.bin.count,
+                    100.0 * b.bin.bads as f64 / b.bin.count.max(1) as f64,
+                    b.bin.woe,
+                    b.points.map_or("-".into(), |p| p.to_string())
+                ));
+            }
+        }
+        s.push_str("\nscore bands (training deciles): share train / test, bad rate train / test\n");
+        for i in 0..self.train_shares.len() {
+            let from = if i == 0 {
+                "-inf".to_string()
+            } else {
+                self.band_cuts[i - 1].to_string()
+            };
+            let below = self
+                .band_cuts
+                .get(i)
+                .map_or("+inf".to_string(), |c| c.to_string());
+            s.push_str(&format!(
+                "  [{from}, {below}): {:>6.2}% / {:>6.2}%   {:>6.2}% / {:>6.2}%\n",
+                100.0 * self.train_shares[i],
+                100.0 * self.test_shares.get(i).copied().unwrap_or(0.0),
+                100.0 * self.train_bad_rates[i],
+                100.0 * self.test_bad_rates.get(i).copied().unwrap_or(0.0),
+            ));
+        }
+        s
+    }
+}

@@ -1,0 +1,150 @@
+//! Score quality where labels exist: AUC, Gini, KS, average precision, bad rate by score band,
+//! and the population stability index (PSI) of the score between two samples. Higher scores
+//! mean lower risk, as in the scorecard.
+
+use serde::Serialize;
+
+/// Quality of scores against labels.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Quality {
+    /// Rows scored.
+    pub rows: u64,
+    /// Bads among them.
+    pub bads: u64,
+    /// Area under the ROC curve (ties count half).
+    pub auc: f64,
+    /// 2 × AUC − 1.
+    pub gini: f64,
+    /// Largest gap between the bads' and the goods' cumulative score distributions.
+    pub ks: f64,
+    /// Average precision, ranking the lowest scores first.
+    pub average_precision: f64,
+}
+
+/// `(score, is_bad)` pairs' quality.
+pub fn quality(scored: &[(i64, bool)]) -> Quality {
+    let mut s: Vec<(i64, bool)> = scored.to_vec();
+    // Riskiest (lowest score) first.
+    s.sort_by_key(|&(score, _)| score);
+    let bads = s.iter().filter(|(_, b)| *b).count() as f64;
+    let goods = s.len() as f64 - bads;
+    let mut q = Quality {
+        rows: s.len() as u64,
+        bads: bads as u64,
+        ..Quality::default()
+    };
+    if bads == 0.0 || goods == 0.0 {
+        return q;
+    }
+    // Walk score by score: goods below, bads below, for AUC, KS and precision.
+    let (mut seen_goods, mut seen_bads) = (0.0f64, 0.0f64);
+    let (mut auc, mut ks, mut ap) = (0.0f64, 0.0f64, 0.0f64);
+    let mut i = 0;
+    while i < s.len() {
+        let score = s[i].0;
+        let (mut g, mut b) = (0.0, 0.0);
+        while i < s.len() && s[i].0 == score {
+            if s[i].1 {
+                b += 1.0;
+            } else {
+                g += 1.0;
+            }
+            i += 1;
+        }
+        // A bad at this score outranks every good at a higher score, and half the ties.
+        auc += b * (goods - seen_goods - g) + 0.5 * b * g;
+        seen_goods += g;
+        seen_bads += b;
+        ks = ks.max((seen_bads / bads - seen_goods / goods).abs());
+        ap += (b / bads) * (seen_bads / (seen_bads + seen_goods));
+    }
+    q.auc = auc / (bads * goods);
+    q.gini = 2.0 * q.auc - 1.0;
+    q.ks = ks;
+    q.average_precision = ap;
+    q
+}
+
+/// A score band and what fell in it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Band {
+    /// Lowest score of the band, inclusive (`None`: unbounded).
+    pub from: Option<i64>,
+    /// Score the band ends below (`None`: unbounded).
+    pub below: Option<i64>,
+    /// Share of the development sample.
+    pub share: f64,
+}
+
+/// Ten bands at the deciles of `scores` (fewer when scores repeat).
+pub fn bands(scores: &[i64]) -> Vec<i64> {
+    let mut s = scores.to_vec();
+    s.sort_unstable();
+    let mut cuts: Vec<i64> = (1..10)
+        .filter_map(|k| s.get(k * s.len() / 10).copied())
+        .collect();
+    cuts.dedup();
+    cuts
+}
+
+/// Shares of `scores` in the bands cut at `cuts` (ascending): `cuts.len() + 1` shares.
+pub fn shares(scores: &[i64], cuts: &[i64]) -> Vec<f64> {
+    let mut counts = vec![0u64; cuts.len() + 1];
+    for &score in scores {
+        counts[cuts.partition_point(|&c| c <= score)] += 1;
+    }
+    let n = scores.len().max(1) as f64;
+    counts.iter().map(|&c| c as f64 / n).collect()
+}
+
+/// Population stability index of `actual` shares against `expected` shares.
+pub fn psi(expected: &[f64], actual: &[f64]) -> f64 {
+    expected
+        .iter()
+        .zip(actual)
+        .map(|(&e, &a)| {
+            let (e, a) = (e.max(1e-4), a.max(1e-4));
+            (a - e) * (a / e).ln()
+        })
+        .sum()
+}
+
+/// Bad rate per band.
+pub fn bad_rates(scored: &[(i64, bool)], cuts: &[i64]) -> Vec<(u64, f64)> {
+    let mut tally = vec![(0u64, 0u64); cuts.len() + 1];
+    for &(score, bad) in scored {
+        let t = &mut tally[cuts.partition_point(|&c| c <= score)];
+        t.0 += 1;
+        t.1 += u64::from(bad);
+    }
+    tally
+        .iter()
+        .map(|&(n, b)| (n, if n == 0 { 0.0 } else { b as f64 / n as f64 }))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_of_a_hand_checked_ranking() {
+        // Scores (low = risky): bads at 1 and 3, goods at 2, 4, 5.
+        let scored = [(1, true), (2, false), (3, true), (4, false), (5, false)];
+        let q = quality(&scored);
+        // Pairs (bad, good) ranked right: (1,2),(1,4),(1,5),(3,4),(3,5) of 6 → 5/6.
+        assert!((q.auc - 5.0 / 6.0).abs() < 1e-12, "{q:?}");
+        assert!((q.gini - 2.0 / 3.0).abs() < 1e-12);
+        // After score 1: bads 1/2, goods 0 → KS 0.5; after 3: 1 − 1/3 = 2/3.
+        assert!((q.ks - 2.0 / 3.0).abs() < 1e-12);
+        // Precision at each bad: 1/1 and 2/3 → AP = (1 + 2/3) / 2.
+        assert!((q.average_precision - 5.0 / 6.0).abs() < 1e-12);
+        let same = [(1, true), (1, false)];
+        assert!((quality(&same).auc - 0.5).abs() < 1e-12, "ties count half");
+        let cuts = bands(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        assert_eq!(cuts, vec![2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        let e = shares(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], &cuts);
+        assert!(psi(&e, &e).abs() < 1e-12);
+        assert!(psi(&e, &shares(&[1; 10], &cuts)) > 0.25);
+    }
+}
