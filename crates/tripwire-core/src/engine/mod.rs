@@ -70,21 +70,57 @@ pub fn score_values(
     card: &crate::rules::compile::CompiledScorecard,
     values: impl Iterator<Item = Option<Value>>,
 ) -> i64 {
-    let mut total = card.base_score;
-    for (c, value) in card.characteristics.iter().zip(values) {
-        total += match value {
-            None => c.missing_points,
-            Some(v) => c
+    card.base_score
+        + card
+            .characteristics
+            .iter()
+            .zip(values)
+            .map(|(c, value)| bin_points(c, value))
+            .sum::<i64>()
+}
+
+/// The points a characteristic gives a value (`None`: missing).
+pub fn bin_points(c: &crate::rules::compile::CompiledCharacteristic, value: Option<Value>) -> i64 {
+    match value {
+        None => c.missing_points,
+        Some(v) => c
+            .bins
+            .iter()
+            .find(|b| {
+                b.from.is_none_or(|lo| compare(v, CmpOp::AtLeast, lo))
+                    && b.below.is_none_or(|hi| compare(v, CmpOp::LessThan, hi))
+            })
+            .map_or(0, |b| b.points),
+    }
+}
+
+/// Adverse-action reasons: the characteristics that cost the decision the most points against
+/// their best bin, most first, at most `n`, each as (characteristic index, points given, best
+/// points). Characteristics at their best are not reasons.
+pub fn score_reasons(set: &RuleSet, f: &Features, n: usize) -> Vec<(usize, i64, i64)> {
+    let Some(card) = set.scorecard.as_ref() else {
+        return Vec::new();
+    };
+    let mut costs: Vec<(usize, i64, i64)> = card
+        .characteristics
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let points = bin_points(c, slot_value(c.slot, f));
+            let best = c
                 .bins
                 .iter()
-                .find(|b| {
-                    b.from.is_none_or(|lo| compare(v, CmpOp::AtLeast, lo))
-                        && b.below.is_none_or(|hi| compare(v, CmpOp::LessThan, hi))
-                })
-                .map_or(0, |b| b.points),
-        };
-    }
-    total
+                .map(|b| b.points)
+                .chain([c.missing_points])
+                .max()
+                .unwrap_or(points);
+            (i, points, best)
+        })
+        .filter(|&(_, points, best)| best > points)
+        .collect();
+    costs.sort_by_key(|&(i, points, best)| (std::cmp::Reverse(best - points), i));
+    costs.truncate(n);
+    costs
 }
 
 /// Evaluates every rule of `set` against the history and the current transaction.

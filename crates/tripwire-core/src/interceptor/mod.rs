@@ -549,7 +549,17 @@ struct Answer<'a, R: Serialize> {
     shadow: R,
     tags: TagList<'a>,
     score: Option<i64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    score_reasons: Vec<ScoreReason<'a>>,
     rules_version: &'a str,
+}
+
+/// A characteristic that cost the score points, named when a rule reading the score matched.
+#[derive(Serialize)]
+struct ScoreReason<'a> {
+    characteristic: &'a str,
+    points: i64,
+    best_points: i64,
 }
 
 /// The ids of matching tag rules, serialised as a list of strings.
@@ -585,9 +595,35 @@ fn write_answer(out: &mut Vec<u8>, rules: &LoadedRules, txn: &Txn<'_>, decision:
             hits: &decision.tags,
         },
         score: decision.features.score,
+        score_reasons: score_reasons(rules, decision),
         rules_version: &rules.version.label,
     };
     serde_json::to_writer(out, &answer).expect("writing JSON to a Vec cannot fail");
+}
+
+/// Up to three characteristics that cost the most points, when an enforced or shadow rule
+/// that reads the score matched; none otherwise (and nothing is computed).
+fn score_reasons<'a>(rules: &'a LoadedRules, decision: &Decision) -> Vec<ScoreReason<'a>> {
+    let set = &rules.set;
+    let uses_score = decision
+        .hits
+        .iter()
+        .chain(decision.shadow.iter())
+        .any(|&i| set.rules[i as usize].reads_score);
+    if !uses_score {
+        return Vec::new();
+    }
+    let Some(card) = set.valid.scorecard.as_ref() else {
+        return Vec::new();
+    };
+    engine::score_reasons(set, &decision.features, 3)
+        .into_iter()
+        .map(|(i, points, best_points)| ScoreReason {
+            characteristic: &card.characteristics[i].name,
+            points,
+            best_points,
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -932,6 +968,74 @@ rules:
             "without the floor the rules' 10 s rule"
         );
         assert!(held(&interceptor, "quiet").is_none());
+    }
+
+    #[test]
+    fn a_rule_on_the_score_names_the_characteristics_that_cost_the_most_points() {
+        let rules = r#"
+timezone: UTC
+rules:
+  - id: low_score
+    action: review
+    when:
+      score: { less_than: 600 }
+  - id: big
+    action: tag
+    when:
+      amount: { at_least: 1000 }
+scorecard:
+  base_score: 600
+  points_to_double_odds: 20
+  characteristics:
+    - name: activity_1d
+      feature: { count: { window: 1d } }
+      bins:
+        - { below: 2, points: 10 }
+        - { from: 2, points: -20 }
+    - name: amount
+      feature: { amount: {} }
+      bins:
+        - { below: 100, points: 5 }
+        - { from: 100, points: -30 }
+    - name: at_best
+      feature: { amount: {} }
+      bins:
+        - { points: 0 }
+"#;
+        let live = LiveRules::new(rules.as_bytes(), "test").unwrap();
+        let interceptor = Interceptor::new(Store::new(StoreConfig::default()), live);
+        let (_, low) = decide(
+            &interceptor,
+            &body("s1", "sid", "2026-03-01T10:00:00Z", "150"),
+        );
+        assert_eq!(low["decision"], "review", "{low}");
+        assert_eq!(low["score"], 580);
+        assert_eq!(
+            low["score_reasons"],
+            serde_json::json!([{ "characteristic": "amount", "points": -30, "best_points": 5 }])
+        );
+        let (_, two) = decide(
+            &interceptor,
+            &body("s2", "sid", "2026-03-01T10:05:00Z", "1500"),
+        );
+        let names: Vec<&str> = two["score_reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["characteristic"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["amount", "activity_1d"],
+            "most points first: {two}"
+        );
+        // No rule on the score matched: no reasons, and the key is absent.
+        let (_, fine) = decide(
+            &interceptor,
+            &body("s3", "other", "2026-03-01T10:00:00Z", "50"),
+        );
+        assert_eq!(fine["decision"], "allow");
+        assert!(fine.get("score_reasons").is_none(), "{fine}");
     }
 
     const ENTITY_RULES: &str = r#"

@@ -115,6 +115,17 @@ pub struct CompiledRule {
     pub mode: Mode,
     /// Root node in [`RuleSet::nodes`].
     pub root: u32,
+    /// The condition reads the scorecard's score: a match names the characteristics that cost
+    /// the most points (reason codes).
+    pub reads_score: bool,
+}
+
+fn reads_score(cond: &Cond) -> bool {
+    match cond {
+        Cond::All(cs) | Cond::Any(cs) => cs.iter().any(reads_score),
+        Cond::Not(c) => reads_score(c),
+        Cond::Leaf(leaf) => leaf.feature == Feature::Score,
+    }
 }
 
 /// A compiled scorecard characteristic.
@@ -377,6 +388,7 @@ pub fn compile(valid: &ValidRules) -> RuleSet {
             action: rule.action,
             mode: rule.mode,
             root,
+            reads_score: reads_score(&rule.when),
         });
     }
     if let Some(card) = &valid.scorecard {
