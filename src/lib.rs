@@ -14,6 +14,7 @@
 pub mod app;
 pub mod config;
 pub mod decision_log;
+pub mod drift;
 pub mod fleet;
 pub mod metrics;
 pub mod reload;

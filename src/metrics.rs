@@ -177,6 +177,9 @@ pub struct Metrics {
     decide_seconds: Histogram,
     tags: Family<TagLabels, Counter>,
     scores: Histogram,
+    /// The live scores against the scorecard's development distribution.
+    pub drift: crate::drift::ScoreDrift,
+    score_psi: Gauge<f64, AtomicU64>,
     reloads: Family<ReloadLabels, Counter>,
     rules_version: Gauge,
     rules_info: Family<RulesInfoLabels, Gauge>,
@@ -266,6 +269,12 @@ impl Metrics {
             "tripwire_tags",
             "Customer-operations tags added to answers, by tag",
             tags.clone(),
+        );
+        let score_psi = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "tripwire_score_psi",
+            "Population stability index of the live scores (last 10,000 to 15,000) against the scorecard's development distribution: below 0.1 stable, 0.1 to 0.25 watch, above 0.25 rebuild",
+            score_psi.clone(),
         );
         let scores = Histogram::new((300..=900).step_by(50).map(f64::from));
         registry.register(
@@ -416,6 +425,8 @@ impl Metrics {
             decide_seconds,
             tags,
             scores,
+            drift: crate::drift::ScoreDrift::default(),
+            score_psi,
             reloads,
             rules_version,
             rules_info,
@@ -442,6 +453,9 @@ impl Metrics {
         };
         if let Some(score) = summary.score {
             self.scores.observe(score as f64);
+            if !summary.duplicate {
+                self.drift.observe(&summary.rules, score);
+            }
         }
         self.decisions[index].inc();
         self.decide_seconds.observe(seconds);
@@ -472,6 +486,13 @@ impl Metrics {
                     })
                     .inc();
             }
+        }
+    }
+
+    /// Updates `tripwire_score_psi` from the drift window under the live rules.
+    pub fn refresh_drift(&self, rules: &LoadedRules) {
+        if let Some(psi) = self.drift.report(rules).and_then(|r| r.psi) {
+            self.score_psi.set(psi);
         }
     }
 

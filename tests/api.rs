@@ -390,6 +390,43 @@ async fn confirmed_fraud_reaches_the_merchant_after_the_customer_has_gone() {
 }
 
 #[tokio::test]
+async fn the_scorecard_page_shows_live_scores_against_the_development_bands() {
+    let rules = "timezone: UTC\nrules:\n  - id: low\n    action: review\n    when:\n      score: { less_than: 580 }\nscorecard:\n  base_score: 600\n  points_to_double_odds: 20\n  characteristics:\n    - name: amount\n      feature: { amount: {} }\n      bins:\n        - { below: 100, points: 10 }\n        - { from: 100, points: -30 }\n  development:\n    band_cuts: [600]\n    shares: [0.1, 0.9]\n";
+    let server = start(rules).await;
+    for i in 0..10 {
+        let amount = if i < 5 { "150" } else { "50" };
+        post(
+            server.payment_addr(),
+            "/v1/decide",
+            &txn(
+                &format!("p{i}"),
+                &format!("c{i}"),
+                "2026-03-01T10:00:00Z",
+                amount,
+            ),
+        )
+        .await;
+    }
+    let (status, page) = get(server.admin_addr(), "/admin/scorecard").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let drift = &page["drift"];
+    assert_eq!(drift["live_decisions"], 10, "{page}");
+    assert_eq!(drift["live_shares"], json!([0.5, 0.5]), "{page}");
+    // (0.5 − 0.1)·ln 5 + (0.5 − 0.9)·ln(5/9) ≈ 0.879: the population has moved.
+    let psi = drift["psi"].as_f64().unwrap();
+    assert!((psi - 0.879).abs() < 0.001, "{psi}");
+    assert_eq!(drift["reading"], "rebuild");
+    let (_, metrics) = send(server.admin_addr(), Method::GET, "/metrics", "").await;
+    assert!(metrics.contains("tripwire_score_psi 0.87"), "{metrics}");
+    let plain = start(common::SHIPPED_RULES).await;
+    let (_, page) = get(plain.admin_addr(), "/admin/scorecard").await;
+    assert!(
+        page["drift"].is_null(),
+        "the shipped card has no development distribution: {page}"
+    );
+}
+
+#[tokio::test]
 async fn admin_paths_live_only_on_the_admin_listener() {
     let server = start(common::SHIPPED_RULES).await;
     let (status, body) = get(server.admin_addr(), "/healthz").await;

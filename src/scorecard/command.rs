@@ -487,6 +487,33 @@ pub fn fit(args: &FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     let cuts = quality::bands(&train_scores);
     let train_shares = quality::shares(&train_scores, &cuts);
     let test_shares = quality::shares(&test_scores, &cuts);
+    // The development distribution goes with the card, for drift monitoring in `serve`.
+    section.push_str("  development:\n    band_cuts: [");
+    section.push_str(
+        &cuts
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    section.push_str("]\n    shares: [");
+    section.push_str(
+        &train_shares
+            .iter()
+            .map(|s| format!("\"{:.6}\"", s))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    section.push_str("]\n");
+    let fitted_text = with_scorecard(
+        std::str::from_utf8(&rules_text).map_err(|_| fit_error("the rules file is not UTF-8"))?,
+        &section,
+    );
+    LiveRules::new(fitted_text.as_bytes(), "fitted").map_err(|e| {
+        fit_error(format!(
+            "the fitted scorecard does not load (a bug): {e}\n{section}"
+        ))
+    })?;
     let report = FitReport {
         train_rows: train_scored.len() as u64,
         test_rows: test_scored.len() as u64,

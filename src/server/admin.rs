@@ -245,7 +245,8 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<HttpResp
         | "/admin/rules/history"
         | "/admin/rules/rollback"
         | "/admin/fleet"
-        | "/admin/fleet/snapshot" => {}
+        | "/admin/fleet/snapshot"
+        | "/admin/scorecard" => {}
         _ => return Err(ApiError::NotFound(path)),
     }
     if !authorized(state, &req) {
@@ -254,6 +255,9 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<HttpResp
     match (path.as_str(), req.method().clone()) {
         ("/metrics", m) if m == Method::GET || m == Method::HEAD => {
             let dropped = state.decision_log.as_ref().map_or(0, |l| l.dropped());
+            state
+                .metrics
+                .refresh_drift(&state.interceptor.rules().load());
             Ok(text(
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -314,6 +318,26 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<HttpResp
             ))
         }
         ("/admin/rules/rollback", _) => Err(method_not_allowed(&req, "POST")),
+        ("/admin/scorecard", m) if m == Method::GET || m == Method::HEAD => {
+            let rules = state.interceptor.rules().load_full();
+            let Some(card) = rules.set.valid.scorecard.as_ref() else {
+                return Err(ApiError::NotFound(
+                    "/admin/scorecard (the live rules have no scorecard)".into(),
+                ));
+            };
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "rules_version": rules.version.label,
+                    "base_score": card.base_score,
+                    "base_odds": card.base_odds,
+                    "points_to_double_odds": card.points_to_double_odds,
+                    "characteristics": card.characteristics.iter().map(|c| &c.name).collect::<Vec<_>>(),
+                    "drift": state.metrics.drift.report(&rules),
+                }),
+            ))
+        }
+        ("/admin/scorecard", _) => Err(method_not_allowed(&req, "GET")),
         ("/admin/fleet", m) if m == Method::GET || m == Method::HEAD => {
             let fleet = state.fleet.as_ref().ok_or_else(not_in_fleet)?;
             let status = &fleet.status;

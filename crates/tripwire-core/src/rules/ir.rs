@@ -40,6 +40,18 @@ pub struct ValidScorecard {
     pub points_to_double_odds: i64,
     /// Characteristics in file order.
     pub characteristics: Vec<Characteristic>,
+    /// The development score distribution, when given: band cuts and shares (parts per
+    /// million).
+    pub development: Option<Development>,
+}
+
+/// A scorecard's development score distribution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Development {
+    /// Band cuts, ascending scores.
+    pub band_cuts: Vec<i64>,
+    /// Share per band, parts per million; one more than the cuts.
+    pub shares: Vec<i64>,
 }
 
 /// One scorecard characteristic: a feature and its bins.

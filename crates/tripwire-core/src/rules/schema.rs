@@ -41,6 +41,20 @@ pub struct ScorecardDoc {
     pub points_to_double_odds: Spanned<String>,
     /// The characteristics and their bins.
     pub characteristics: Vec<Spanned<CharacteristicDoc>>,
+    /// The score's distribution on the development sample, for drift monitoring: band cuts
+    /// (scores, ascending) and the share of the sample in each band (one more than the cuts).
+    #[serde(default)]
+    pub development: Option<Spanned<DevelopmentDoc>>,
+}
+
+/// The development score distribution of a scorecard (written by `tripwire scorecard fit`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevelopmentDoc {
+    /// Scores where a band ends and the next starts, ascending.
+    pub band_cuts: Vec<Spanned<String>>,
+    /// Share of the development sample per band: [−∞, cut 1), [cut 1, cut 2), ..., [last cut, ∞).
+    pub shares: Vec<Spanned<String>>,
 }
 
 /// One scorecard characteristic.

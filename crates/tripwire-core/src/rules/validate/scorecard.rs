@@ -170,6 +170,66 @@ impl<'f> Validator<'f> {
                 missing_points,
             });
         }
+        let development = d.development.as_ref().and_then(|dev| {
+            let cuts: Vec<i64> = dev
+                .value
+                .band_cuts
+                .iter()
+                .filter_map(|c| self.integer(c, "band_cuts", false))
+                .collect();
+            let shares: Vec<i64> = dev
+                .value
+                .shares
+                .iter()
+                .filter_map(|s| match super::super::text::parse_ratio(s.value.trim()) {
+                    Some(v) if v <= 1_000_000 => Some(v),
+                    _ => {
+                        self.problems.push(at(
+                            s,
+                            format!("a share must be a fraction from 0 to 1, got {:?}", s.value),
+                        ));
+                        None
+                    }
+                })
+                .collect();
+            if cuts.len() != dev.value.band_cuts.len() || shares.len() != dev.value.shares.len() {
+                return None;
+            }
+            if cuts.len() > 31 {
+                self.problems
+                    .push(at(dev, "at most 31 band cuts (32 bands) are supported"));
+                return None;
+            }
+            if cuts.windows(2).any(|w| w[0] >= w[1]) {
+                self.problems
+                    .push(at(dev, "`band_cuts` must be ascending scores"));
+                return None;
+            }
+            if shares.len() != cuts.len() + 1 {
+                self.problems.push(at(
+                    dev,
+                    format!(
+                        "{} band cuts make {} bands, but {} shares are given",
+                        cuts.len(),
+                        cuts.len() + 1,
+                        shares.len()
+                    ),
+                ));
+                return None;
+            }
+            let total: i64 = shares.iter().sum();
+            if (total - 1_000_000).abs() > 10_000 {
+                self.problems.push(at(
+                    dev,
+                    format!("the shares add up to {:.4}, not 1", total as f64 / 1e6),
+                ));
+                return None;
+            }
+            Some(Development {
+                band_cuts: cuts,
+                shares,
+            })
+        });
         if self.problems.len() > before {
             return None;
         }
@@ -178,6 +238,7 @@ impl<'f> Validator<'f> {
             base_odds,
             points_to_double_odds: pdo?,
             characteristics,
+            development,
         })
     }
 }
