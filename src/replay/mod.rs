@@ -160,6 +160,14 @@ pub struct Report {
     /// Recall by group (`--group-by`), when the input has groups and labels.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<GroupRecall>,
+    /// The scorecard's quality against the labels (AUC, Gini, KS, average precision), when the
+    /// rules have a scorecard and the input has labels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score_quality: Option<crate::scorecard::quality::Quality>,
+    /// Score bands (from: the band's lowest score, none for the first; deciles of the replayed
+    /// scores) and the bad rate in each.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score_bands: Option<Vec<(Option<i64>, f64)>>,
     /// Rows before `--from`, replayed to warm the state but not measured.
     pub warmup_rows: u64,
     /// The measured period's start (`--from`), RFC 3339.
@@ -357,6 +365,8 @@ struct Tally {
     flagged: (u64, u64, i64),
     /// Per group (`--group-by`): fraud rows, fraud reviewed or denied, and fraud hits per rule.
     groups: std::collections::BTreeMap<Box<str>, GroupTally>,
+    /// (score, fraud) of labelled rows, when the rules have a scorecard.
+    scored: Vec<(i64, bool)>,
 }
 
 #[derive(Default)]
@@ -386,6 +396,11 @@ impl Tally {
             Err(first) => first,
         };
         *self.decisions.entry(action.as_str()).or_default() += 1;
+        if let (Some(label), Ok(d)) = (row.label, decided)
+            && let Some(score) = d.features.score
+        {
+            self.scored.push((score, label));
+        }
         if let Some(label) = row.label {
             if label {
                 self.fraud += 1;
@@ -560,6 +575,18 @@ pub fn run(
         Ok(())
     })?;
     report.groups = tally.group_recall();
+    if !tally.scored.is_empty() && tally.scored.iter().any(|s| s.1) {
+        let scores: Vec<i64> = tally.scored.iter().map(|s| s.0).collect();
+        let cuts = crate::scorecard::quality::bands(&scores);
+        report.score_bands = Some(
+            crate::scorecard::quality::bad_rates(&tally.scored, &cuts)
+                .iter()
+                .enumerate()
+                .map(|(i, &(_, rate))| (i.checked_sub(1).map(|j| cuts[j]), rate))
+                .collect(),
+        );
+        report.score_quality = Some(crate::scorecard::quality::quality(&tally.scored));
+    }
     report.decisions = std::mem::take(&mut tally.decisions);
     report.duplicates = tally.duplicates;
     (report.rules, report.labels) = tally.finish();
@@ -666,6 +693,22 @@ impl Report {
         );
         let _ = writeln!(out);
         write_rules(&mut out, &self.rules, self.labels.as_ref());
+        if let Some(q) = &self.score_quality {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "score: {} labelled rows, {} fraud: AUC {:.4}, Gini {:.4}, KS {:.4}, average precision {:.4}",
+                q.rows, q.bads, q.auc, q.gini, q.ks, q.average_precision
+            );
+            for (from, rate) in self.score_bands.iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "  score from {:>6}: fraud rate {:>6.2}%",
+                    from.map_or("-inf".to_string(), |f| f.to_string()),
+                    100.0 * rate
+                );
+            }
+        }
         if !self.groups.is_empty() {
             let _ = writeln!(out);
             let _ = writeln!(
