@@ -19,6 +19,7 @@ pub mod fleet;
 pub mod metrics;
 pub mod reload;
 pub mod replay;
+pub mod report;
 pub mod scorecard;
 pub mod server;
 

@@ -56,6 +56,9 @@ pub struct ReplayArgs {
     /// Events kept per customer, as in serve [default: 64].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub ring_capacity: Option<u16>,
+    /// Write a self-contained HTML report here: per-rule hits and precision, decisions over time, the --against changes.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
     /// Turn each row labelled fraud into a confirmed-fraud report this long after its transaction (e.g. 7d), applied in event-time order; without it labels are never shown to the rules.
     #[arg(long)]
     pub label_delay: Option<String>,
@@ -246,6 +249,9 @@ pub fn replay(
     )?;
     if let (Some(mut w), Some(path)) = (decisions, &args.decisions) {
         w.flush().map_err(output_error(path))?;
+    }
+    if let Some(path) = &args.html {
+        std::fs::write(path, report.html()).map_err(output_error(path))?;
     }
     if args.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| stdout_error(e.into()))?;

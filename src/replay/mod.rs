@@ -130,6 +130,170 @@ pub struct Change {
     pub candidate_reasons: Vec<String>,
 }
 
+impl Report {
+    /// The report as a self-contained HTML page: per-rule hits and precision, decisions over
+    /// time, the changes against a candidate, recall by group, the score's quality.
+    pub fn html(&self) -> String {
+        use crate::report::{Chart, Series, escape, page, table};
+        let labels: Vec<String> = self.rules.iter().map(|r| r.id.clone()).collect();
+        let bars = |f: &dyn Fn(&RuleStats) -> f64| -> Vec<(f64, f64)> {
+            self.rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i as f64, f(r)))
+                .collect()
+        };
+        let mut charts = vec![Chart {
+            id: "rule-hits".into(),
+            title: "Hits per rule".into(),
+            kind: "bars",
+            x_label: "rule".into(),
+            y_label: "hits".into(),
+            labels: labels.clone(),
+            series: vec![Series {
+                name: "hits".into(),
+                points: bars(&|r| r.hits as f64),
+            }],
+        }];
+        if self.labels.is_some() {
+            charts.push(Chart {
+                id: "rule-precision".into(),
+                title: "Precision and recall per rule".into(),
+                kind: "bars",
+                x_label: "rule".into(),
+                y_label: "share".into(),
+                labels: labels.clone(),
+                series: vec![
+                    Series {
+                        name: "precision".into(),
+                        points: bars(&|r| r.precision.unwrap_or(0.0)),
+                    },
+                    Series {
+                        name: "recall".into(),
+                        points: bars(&|r| r.recall.unwrap_or(0.0)),
+                    },
+                ],
+            });
+        }
+        let day = |k: usize| -> Vec<(f64, f64)> {
+            self.decisions_by_day
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (i as f64, [d.1, d.2, d.3][k] as f64))
+                .collect()
+        };
+        charts.push(Chart {
+            id: "decisions-over-time".into(),
+            title: format!(
+                "Decisions per day ({} to {})",
+                self.decisions_by_day.first().map_or("", |d| d.0.as_str()),
+                self.decisions_by_day.last().map_or("", |d| d.0.as_str())
+            ),
+            kind: "line",
+            x_label: "day".into(),
+            y_label: "decisions".into(),
+            labels: vec![],
+            series: vec![
+                Series {
+                    name: "review".into(),
+                    points: day(1),
+                },
+                Series {
+                    name: "deny".into(),
+                    points: day(2),
+                },
+            ],
+        });
+        if let Some(changes) = &self.changes {
+            charts.push(Chart {
+                id: "changes".into(),
+                title: format!("Decisions the candidate changes: {}", changes.changed),
+                kind: "bars",
+                x_label: "from → to".into(),
+                y_label: "transactions".into(),
+                labels: changes.counts.keys().cloned().collect(),
+                series: vec![Series {
+                    name: "changed".into(),
+                    points: changes
+                        .counts
+                        .values()
+                        .enumerate()
+                        .map(|(i, &c)| (i as f64, c as f64))
+                        .collect(),
+                }],
+            });
+        }
+        let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
+        let mut summary = format!(
+            "<p>{} transactions replayed ({} duplicates, {} rows skipped, {} amounts normalised); decisions: {}</p>",
+            self.transactions,
+            self.duplicates,
+            self.skipped_rows,
+            self.amounts_normalised,
+            escape(
+                &self
+                    .decisions
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        );
+        if let Some(l) = &self.labels {
+            summary.push_str(&format!(
+                "<p>Labels: {} labelled, {} fraud. Reviewed or denied: recall {}, false-positive rate {}, precision {}.</p>",
+                l.labelled, l.fraud, pct(l.review_or_deny.recall), pct(l.review_or_deny.false_positive_rate), pct(l.review_or_deny.precision)
+            ));
+        }
+        if let Some(q) = &self.score_quality {
+            summary.push_str(&format!(
+                "<p>Score: AUC {:.4}, Gini {:.4}, KS {:.4}, average precision {:.4}.</p>",
+                q.auc, q.gini, q.ks, q.average_precision
+            ));
+        }
+        let rows: Vec<Vec<String>> = self
+            .rules
+            .iter()
+            .map(|r| {
+                vec![
+                    escape(&r.id),
+                    r.mode.into(),
+                    r.action.into(),
+                    r.hits.to_string(),
+                    pct(r.precision),
+                    pct(r.recall),
+                    pct(r.false_positive_rate),
+                    escape(&r.fraud_amount_caught),
+                ]
+            })
+            .collect();
+        let mut after = String::from("<h2>Rules</h2>");
+        after.push_str(&table(
+            &[
+                "rule",
+                "mode",
+                "action",
+                "hits",
+                "precision",
+                "recall",
+                "fp rate",
+                "fraud caught",
+            ],
+            &rows,
+        ));
+        if !self.groups.is_empty() {
+            after.push_str("<h2>Recall by group</h2>");
+            let rows: Vec<Vec<String>> = self
+                .groups
+                .iter()
+                .map(|g| vec![escape(&g.group), g.fraud.to_string(), pct(g.recall)])
+                .collect();
+            after.push_str(&table(&["group", "fraud", "recall"], &rows));
+        }
+        page("Replay", &summary, &charts, &after)
+    }
+}
+
 /// Decisions that change, counted from → to, with examples.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Changes {
@@ -168,6 +332,9 @@ pub struct Report {
     /// scores) and the bad rate in each.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub score_bands: Option<Vec<(Option<i64>, f64)>>,
+    /// Decisions per UTC day of event time: (date, allow, review, deny).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub decisions_by_day: Vec<(String, u64, u64, u64)>,
     /// Rows before `--from`, replayed to warm the state but not measured.
     pub warmup_rows: u64,
     /// The measured period's start (`--from`), RFC 3339.
@@ -367,6 +534,8 @@ struct Tally {
     groups: std::collections::BTreeMap<Box<str>, GroupTally>,
     /// (score, fraud) of labelled rows, when the rules have a scorecard.
     scored: Vec<(i64, bool)>,
+    /// Decisions per UTC day: allow, review, deny.
+    daily: std::collections::BTreeMap<i64, [u64; 3]>,
 }
 
 #[derive(Default)]
@@ -396,6 +565,13 @@ impl Tally {
             Err(first) => first,
         };
         *self.decisions.entry(action.as_str()).or_default() += 1;
+        self.daily
+            .entry(row.at.div_euclid(86_400_000_000))
+            .or_default()[match action {
+            Action::Allow => 0,
+            Action::Review => 1,
+            _ => 2,
+        }] += 1;
         if let (Some(label), Ok(d)) = (row.label, decided)
             && let Some(score) = d.features.score
         {
@@ -575,6 +751,16 @@ pub fn run(
         Ok(())
     })?;
     report.groups = tally.group_recall();
+    report.decisions_by_day = tally
+        .daily
+        .iter()
+        .map(|(&day, c)| {
+            let date = jiff::Timestamp::from_second(day * 86_400)
+                .map(|t| t.strftime("%Y-%m-%d").to_string())
+                .unwrap_or_default();
+            (date, c[0], c[1], c[2])
+        })
+        .collect();
     if !tally.scored.is_empty() && tally.scored.iter().any(|s| s.1) {
         let scores: Vec<i64> = tally.scored.iter().map(|s| s.0).collect();
         let cuts = crate::scorecard::quality::bands(&scores);

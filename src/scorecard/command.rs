@@ -82,6 +82,9 @@ pub struct FitArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Write a self-contained HTML report here: ROC and KS curves, score histograms, bad rate by band, IV bars, bin tables.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -538,6 +541,10 @@ pub fn fit(args: &FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         seconds: started.elapsed().as_secs_f64(),
     };
 
+    if let Some(path) = &args.html {
+        std::fs::write(path, html(&report, &train_scored, &test_scored))
+            .map_err(output_error(path))?;
+    }
     if let Some(path) = &args.scores {
         let written = output_error(path);
         let mut w = std::io::BufWriter::new(std::fs::File::create(path).map_err(&written)?);
@@ -640,4 +647,202 @@ impl FitReport {
         }
         s
     }
+}
+
+/// The fit's HTML report.
+fn html(report: &FitReport, train: &[(i64, bool)], test: &[(i64, bool)]) -> String {
+    use crate::report::{Chart, Series, escape, page, table, thin};
+    let mut roc = vec![Series {
+        name: "train".into(),
+        points: thin(quality::roc(train), 300),
+    }];
+    if !test.is_empty() {
+        roc.push(Series {
+            name: "test".into(),
+            points: thin(quality::roc(test), 300),
+        });
+    }
+    roc.push(Series {
+        name: "chance".into(),
+        points: vec![(0.0, 0.0), (1.0, 1.0)],
+    });
+    let cumulative = quality::cumulative(train);
+    let ks = vec![
+        Series {
+            name: "bads".into(),
+            points: thin(cumulative.iter().map(|c| (c.0 as f64, c.1)).collect(), 300),
+        },
+        Series {
+            name: "goods".into(),
+            points: thin(cumulative.iter().map(|c| (c.0 as f64, c.2)).collect(), 300),
+        },
+    ];
+    let (lo, hi) = (
+        train.iter().map(|s| s.0).min().unwrap_or(0),
+        train.iter().map(|s| s.0).max().unwrap_or(1),
+    );
+    let hist = quality::histogram(train, ((hi - lo) / 30).max(1));
+    let histogram = vec![
+        Series {
+            name: "goods".into(),
+            points: hist.iter().map(|h| (h.0 as f64, h.1)).collect(),
+        },
+        Series {
+            name: "bads".into(),
+            points: hist.iter().map(|h| (h.0 as f64, h.2)).collect(),
+        },
+    ];
+    let band_labels: Vec<String> = (0..report.train_shares.len())
+        .map(|i| {
+            if i == 0 {
+                format!("< {}", report.band_cuts.first().copied().unwrap_or(0))
+            } else {
+                format!("≥ {}", report.band_cuts[i - 1])
+            }
+        })
+        .collect();
+    let bars = |v: &[f64]| -> Vec<(f64, f64)> {
+        v.iter().enumerate().map(|(i, &r)| (i as f64, r)).collect()
+    };
+    let mut band_series = vec![Series {
+        name: "train".into(),
+        points: bars(&report.train_bad_rates),
+    }];
+    if !test.is_empty() {
+        band_series.push(Series {
+            name: "test".into(),
+            points: bars(&report.test_bad_rates),
+        });
+    }
+    let charts = vec![
+        Chart {
+            id: "roc".into(),
+            title: "ROC".into(),
+            kind: "line",
+            x_label: "false-positive rate".into(),
+            y_label: "true-positive rate".into(),
+            labels: vec![],
+            series: roc,
+        },
+        Chart {
+            id: "ks".into(),
+            title: format!("KS (train): {:.3}", report.train.ks),
+            kind: "line",
+            x_label: "score".into(),
+            y_label: "cumulative share".into(),
+            labels: vec![],
+            series: ks,
+        },
+        Chart {
+            id: "histogram".into(),
+            title: "Scores of goods and bads (train)".into(),
+            kind: "line",
+            x_label: "score".into(),
+            y_label: "share".into(),
+            labels: vec![],
+            series: histogram,
+        },
+        Chart {
+            id: "bad-rate".into(),
+            title: "Bad rate by score band".into(),
+            kind: "bars",
+            x_label: "score band".into(),
+            y_label: "bad rate".into(),
+            labels: band_labels,
+            series: band_series,
+        },
+        Chart {
+            id: "iv".into(),
+            title: "Information value".into(),
+            kind: "bars",
+            x_label: "characteristic".into(),
+            y_label: "IV".into(),
+            labels: report
+                .characteristics
+                .iter()
+                .map(|c| c.name.clone())
+                .collect(),
+            series: vec![Series {
+                name: "IV".into(),
+                points: report
+                    .characteristics
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (i as f64, c.iv))
+                    .collect(),
+            }],
+        },
+    ];
+    let q = |name: &str, q: &Quality| {
+        vec![
+            escape(name),
+            q.rows.to_string(),
+            q.bads.to_string(),
+            format!("{:.4}", q.auc),
+            format!("{:.4}", q.gini),
+            format!("{:.4}", q.ks),
+            format!("{:.4}", q.average_precision),
+        ]
+    };
+    let mut quality_rows = vec![q("train", &report.train)];
+    if let Some(t) = &report.test {
+        quality_rows.push(q("test", t));
+    }
+    let mut summary = String::from("<div class=\"summary\">");
+    summary.push_str(&table(
+        &[
+            "sample",
+            "rows",
+            "bads",
+            "AUC",
+            "Gini",
+            "KS",
+            "average precision",
+        ],
+        &quality_rows,
+    ));
+    if let Some(psi) = report.psi_test_vs_train {
+        summary.push_str(&format!(
+            "<p>PSI of the test scores against the training scores: {psi:.4}</p>"
+        ));
+    }
+    summary.push_str("</div>");
+    let mut tables = String::from("<h2>Characteristics</h2>");
+    for c in &report.characteristics {
+        tables.push_str(&format!(
+            "<h3>{} — IV {:.4}{}</h3>",
+            escape(&c.name),
+            c.iv,
+            match c.coefficient {
+                Some(b) => format!(", coefficient {b:.4}"),
+                None => ", dropped".into(),
+            }
+        ));
+        let rows: Vec<Vec<String>> = c
+            .bins
+            .iter()
+            .map(|b| {
+                vec![
+                    if b.bin.missing {
+                        "missing".into()
+                    } else {
+                        escape(&format!(
+                            "[{}, {})",
+                            b.bin.from.map_or("-inf".into(), |v| v.to_string()),
+                            b.bin.below.map_or("+inf".into(), |v| v.to_string())
+                        ))
+                    },
+                    b.bin.count.to_string(),
+                    format!(
+                        "{:.2}%",
+                        100.0 * b.bin.bads as f64 / b.bin.count.max(1) as f64
+                    ),
+                    format!("{:.4}", b.bin.woe),
+                    b.points.map_or("-".into(), |p| p.to_string()),
+                ]
+            })
+            .collect();
+        tables.push_str(&table(&["bin", "rows", "bad rate", "WOE", "points"], &rows));
+    }
+    page("Scorecard fit", &summary, &charts, &tables)
 }

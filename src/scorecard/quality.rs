@@ -123,6 +123,55 @@ pub fn bad_rates(scored: &[(i64, bool)], cuts: &[i64]) -> Vec<(u64, f64)> {
         .collect()
 }
 
+/// The ROC curve, riskiest (lowest) scores first: (false-positive rate, true-positive rate) at
+/// every distinct score.
+pub fn roc(scored: &[(i64, bool)]) -> Vec<(f64, f64)> {
+    cumulative(scored)
+        .into_iter()
+        .map(|(_, bads, goods)| (goods, bads))
+        .collect()
+}
+
+/// The cumulative shares of bads and goods at or below each distinct score: (score, bads,
+/// goods), from the lowest score (the KS curves).
+pub fn cumulative(scored: &[(i64, bool)]) -> Vec<(i64, f64, f64)> {
+    let mut s = scored.to_vec();
+    s.sort_by_key(|&(score, _)| score);
+    let bads = s.iter().filter(|(_, b)| *b).count().max(1) as f64;
+    let goods = (s.len() as f64 - s.iter().filter(|(_, b)| *b).count() as f64).max(1.0);
+    let mut out = vec![];
+    let (mut b, mut g) = (0.0, 0.0);
+    for (i, &(score, bad)) in s.iter().enumerate() {
+        if bad {
+            b += 1.0;
+        } else {
+            g += 1.0;
+        }
+        if s.get(i + 1).is_none_or(|next| next.0 != score) {
+            out.push((score, b / bads, g / goods));
+        }
+    }
+    out
+}
+
+/// Shares of goods and of bads per score bin of width `width` (score of the bin's start,
+/// goods' share, bads' share).
+pub fn histogram(scored: &[(i64, bool)], width: i64) -> Vec<(i64, f64, f64)> {
+    let width = width.max(1);
+    let mut bins: std::collections::BTreeMap<i64, (f64, f64)> = std::collections::BTreeMap::new();
+    let bads = scored.iter().filter(|(_, b)| *b).count().max(1) as f64;
+    let goods = (scored.len() as f64 - scored.iter().filter(|(_, b)| *b).count() as f64).max(1.0);
+    for &(score, bad) in scored {
+        let e = bins.entry(score.div_euclid(width) * width).or_default();
+        if bad {
+            e.1 += 1.0 / bads;
+        } else {
+            e.0 += 1.0 / goods;
+        }
+    }
+    bins.into_iter().map(|(k, (g, b))| (k, g, b)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
