@@ -383,7 +383,7 @@ impl Interceptor {
                 let newly_failed = outcome == Outcome::Failed && event.outcome() != Outcome::Failed;
                 event.set_outcome(outcome);
                 let at = event.at;
-                if newly_failed && let Some(months) = record.months.as_deref_mut() {
+                if newly_failed && let Some(months) = record.months.as_mut() {
                     months.fail(self.rules.load().set.zone.month_of(at));
                 }
                 if let Some(journal) = &self.journal {
@@ -731,7 +731,7 @@ rules:
             (
                 r.ring.iter().copied().collect(),
                 r.credit_line(),
-                r.months.as_deref().cloned(),
+                r.months.clone(),
             )
         })
     }

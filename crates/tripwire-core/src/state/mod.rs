@@ -55,7 +55,7 @@ pub struct CustomerRecord {
     /// Latest event time seen for the customer (transaction or credit grant).
     pub last_event_at: EventTime,
     /// Calendar-month totals, kept once a rule set reads monthly features.
-    pub months: Option<Box<months::MonthBuckets>>,
+    pub months: Option<months::MonthBuckets>,
     newer: u32,
     older: u32,
 }
@@ -158,7 +158,7 @@ impl CustomerRecord {
             events: self.ring.as_slices(),
             credit_line: self.credit_line(),
             in_time_order: self.ring.in_time_order(),
-            months: self.months.as_deref(),
+            months: self.months.as_ref(),
             entities: &[],
         }
     }
@@ -580,7 +580,7 @@ impl Store {
                 events: r.ring.iter().copied().collect(),
                 in_time_order: r.ring.in_time_order(),
                 credit_line: r.credit_line(),
-                months: r.months.as_deref().cloned(),
+                months: r.months.clone(),
             })
             .collect()
     }

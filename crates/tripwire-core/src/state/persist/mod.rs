@@ -1001,7 +1001,7 @@ pub fn apply_frame(
                 event.set_outcome(outcome);
                 let at = event.at;
                 if newly_failed
-                    && let (Some(month_of), Some(months)) = (month_of, record.months.as_deref_mut())
+                    && let (Some(month_of), Some(months)) = (month_of, record.months.as_mut())
                 {
                     months.fail(month_of(at));
                 }
@@ -1186,7 +1186,7 @@ mod tests {
                         outcome == Outcome::Failed && event.outcome() != Outcome::Failed;
                     event.set_outcome(outcome);
                     let at = event.at;
-                    if newly_failed && let Some(months) = record.months.as_deref_mut() {
+                    if newly_failed && let Some(months) = record.months.as_mut() {
                         months.fail(month_of(at));
                     }
                     self.journal.outcome(customer, hash, outcome);
@@ -1255,7 +1255,7 @@ mod tests {
                         events: r.ring.iter().copied().collect(),
                         credit_line: r.credit_line(),
                         last_event_at: r.last_event_at,
-                        months: r.months.as_deref().cloned(),
+                        months: r.months.clone(),
                     },
                 );
             });

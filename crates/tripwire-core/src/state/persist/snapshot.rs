@@ -267,7 +267,7 @@ pub(super) fn load_snapshot(path: &Path, store: &Store) -> Result<((u64, u64), u
                         b.failed = u16::from_le_bytes([chunk[6], chunk[7]]);
                         b.sum = i64::from_le_bytes(chunk[8..16].try_into().expect("8 bytes"));
                     }
-                    Some(Box::new(MonthBuckets::from_raw(buckets)))
+                    Some(MonthBuckets::from_raw(buckets))
                 }
                 _ => return Err("bad month-bucket flag".into()),
             }
