@@ -222,17 +222,6 @@ pub async fn handle(
         }
     };
 
-    // Without routes, only a body that names a transaction is one: a JSON POST to `/login`
-    // or a webhook passes through untouched instead of being refused for lacking a
-    // `transaction_id`.
-    if proxy.config.routes.is_empty() && !names_a_transaction(&body) {
-        state.metrics.record_proxy("passthrough");
-        let body = http_body_util::Full::new(body)
-            .map_err(|never| match never {})
-            .boxed_unsync();
-        return forward(state, proxy, parts, body, peer, None, Vec::new()).await;
-    }
-
     let decide_body: Bytes = if mapping.is_identity() {
         body.clone()
     } else {
@@ -265,6 +254,17 @@ pub async fn handle(
     }));
     let (summary, outcome_key) = match decided {
         Ok(Ok(decided)) => decided,
+        // Without routes, only a body that names a transaction is one: a JSON POST to
+        // `/login` or a webhook passes through untouched instead of being refused for lacking
+        // a `transaction_id`. Asked only when the body did not parse as a transaction, so a
+        // transaction is parsed once.
+        Ok(Err(_)) if proxy.config.routes.is_empty() && !names_a_transaction(&body) => {
+            state.metrics.record_proxy("passthrough");
+            let body = http_body_util::Full::new(body)
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            return forward(state, proxy, parts, body, peer, None, Vec::new()).await;
+        }
         Ok(Err(e)) => {
             let pointer = e.field.and_then(|f| mapping.pointer(f));
             return invalid(
