@@ -56,17 +56,9 @@ pub struct DriftReport {
     pub reading: Option<&'static str>,
 }
 
-/// PSI of `actual` against `expected` shares, empty bands floored at 0.0001.
-pub fn psi(expected: &[f64], actual: &[f64]) -> f64 {
-    expected
-        .iter()
-        .zip(actual)
-        .map(|(&e, &a)| {
-            let (e, a) = (e.max(1e-4), a.max(1e-4));
-            (a - e) * (a / e).ln()
-        })
-        .sum()
-}
+/// PSI of `actual` against `expected` shares (the scorecard fit's, so that `serve` and the fit
+/// agree), empty bands floored at 0.0001.
+pub use crate::scorecard::quality::psi;
 
 fn reading(psi: f64) -> &'static str {
     if psi < 0.1 {

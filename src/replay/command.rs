@@ -167,6 +167,17 @@ pub(crate) fn period_bound(
     })
 }
 
+/// A `--label-delay` value, in microseconds.
+pub(crate) fn label_delay(text: Option<&str>) -> Result<Option<i64>, CommandError> {
+    text.map(|t| {
+        crate::rules::text::parse_duration(t).map_err(|message| CommandError::Flag {
+            flag: "--label-delay",
+            message,
+        })
+    })
+    .transpose()
+}
+
 pub(crate) fn load_rules_text(path: &Path) -> Result<Vec<u8>, CommandError> {
     rules::read_file(path).map_err(|e: RulesError| CommandError::Rules {
         path: path.display().to_string(),
@@ -226,16 +237,7 @@ pub fn replay(
             .map_or(StoreConfig::default().ring_capacity, usize::from),
         measure_from,
         measure_until,
-        label_delay: args
-            .label_delay
-            .as_deref()
-            .map(|t| {
-                crate::rules::text::parse_duration(t).map_err(|message| CommandError::Flag {
-                    flag: "--label-delay",
-                    message,
-                })
-            })
-            .transpose()?,
+        label_delay: label_delay(args.label_delay.as_deref())?,
         ..ReplayConfig::default()
     };
     let report = super::run(

@@ -320,16 +320,7 @@ pub fn fit(args: &FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             });
         }
     }
-    let label_delay = args
-        .label_delay
-        .as_deref()
-        .map(|t| {
-            crate::rules::text::parse_duration(t).map_err(|message| CommandError::Flag {
-                flag: "--label-delay",
-                message,
-            })
-        })
-        .transpose()?;
+    let label_delay = crate::replay::command::label_delay(args.label_delay.as_deref())?;
 
     // The rules with a placeholder scorecard holding every characteristic: the features are
     // computed by the engine exactly as they will be served. (JSON is YAML.)

@@ -214,14 +214,26 @@ pub struct Txn<'a> {
 impl Txn<'_> {
     /// The key of an entity kind in this transaction, when sent.
     pub fn entity_key(&self, kind: crate::state::entity::EntityKind) -> Option<&str> {
-        use crate::state::entity::EntityKind;
-        match kind {
-            EntityKind::Merchant => self.merchant_id.as_deref(),
-            EntityKind::Device => self.device_id.as_deref(),
-            EntityKind::Ip => self.ip.as_deref(),
-            EntityKind::Channel => self.channel.as_deref(),
-        }
+        entity_field(
+            kind,
+            [&self.merchant_id, &self.device_id, &self.ip, &self.channel],
+        )
     }
+}
+
+/// The field of `kind` among (merchant, device, IP, channel).
+fn entity_field<'s>(
+    kind: crate::state::entity::EntityKind,
+    fields: [&'s Option<Cow<'_, str>>; 4],
+) -> Option<&'s str> {
+    use crate::state::entity::EntityKind;
+    let i = match kind {
+        EntityKind::Merchant => 0,
+        EntityKind::Device => 1,
+        EntityKind::Ip => 2,
+        EntityKind::Channel => 3,
+    };
+    fields[i].as_deref()
 }
 
 /// A request body that is not a valid transaction: what is wrong, and which field.
@@ -680,13 +692,10 @@ pub struct FraudDetails<'a> {
 impl FraudDetails<'_> {
     /// The key of an entity kind, when carried.
     pub fn entity_key(&self, kind: crate::state::entity::EntityKind) -> Option<&str> {
-        use crate::state::entity::EntityKind;
-        match kind {
-            EntityKind::Merchant => self.merchant_id.as_deref(),
-            EntityKind::Device => self.device_id.as_deref(),
-            EntityKind::Ip => self.ip.as_deref(),
-            EntityKind::Channel => self.channel.as_deref(),
-        }
+        entity_field(
+            kind,
+            [&self.merchant_id, &self.device_id, &self.ip, &self.channel],
+        )
     }
 }
 
