@@ -503,7 +503,8 @@ pub fn extract_into(
     }
     if want_stats {
         let mut amounts: SmallVec<[i64; 72]> = SmallVec::new();
-        for (k, &wi) in set.stat_windows.iter().enumerate() {
+        // The amounts of the earlier events in window `wi`.
+        let earlier = |wi: u8, amounts: &mut SmallVec<[i64; 72]>| {
             let w = set.windows[usize::from(wi)].micros;
             amounts.clear();
             amounts.extend(
@@ -512,18 +513,14 @@ pub fn extract_into(
                     .filter(|(age, _)| *age < w)
                     .map(|&(_, a)| a),
             );
+        };
+        for (k, &wi) in set.stat_windows.iter().enumerate() {
+            earlier(wi, &mut amounts);
             amounts.extend(amount);
             f.stats[k] = amount_stats(&mut amounts);
         }
         for (k, &wi) in set.prior_windows.iter().enumerate() {
-            let w = set.windows[usize::from(wi)].micros;
-            amounts.clear();
-            amounts.extend(
-                in_window
-                    .iter()
-                    .filter(|(age, _)| *age < w)
-                    .map(|&(_, a)| a),
-            );
+            earlier(wi, &mut amounts);
             f.prior[k] = prior_stats(&mut amounts);
         }
     }

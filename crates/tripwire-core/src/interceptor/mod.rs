@@ -142,7 +142,7 @@ impl Interceptor {
                 continue;
             };
             let customer =
-                *customer.get_or_insert_with(|| self.store.txn_hash(&txn.customer_id, ""));
+                *customer.get_or_insert_with(|| self.store.customer_hash(&txn.customer_id));
             recorded[kind as usize] = Some(key);
             self.store
                 .entities()

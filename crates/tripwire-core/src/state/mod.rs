@@ -406,6 +406,13 @@ impl Store {
         h.finish()
     }
 
+    /// A keyed hash of a customer id, for the distinct customers an entity remembers: the
+    /// transaction hash of the empty transaction id, so it is stable across restarts and the
+    /// same on every replica of a fleet (which share the keys).
+    pub fn customer_hash(&self, customer_id: &str) -> u64 {
+        self.txn_hash(customer_id, "")
+    }
+
     /// The keys of [`Store::txn_hash`], persisted with the state.
     pub fn txn_keys(&self) -> (u64, u64) {
         self.txn_keys

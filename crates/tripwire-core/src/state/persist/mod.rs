@@ -961,6 +961,53 @@ fn replay_journal(
     }))
 }
 
+/// Records an event (and the entities it was counted on) unless its customer holds it already.
+/// The entities count it only when the customer takes it: a change applied twice (a snapshot
+/// and the journal after it, a replica's own change coming back) is counted once.
+fn apply_event(
+    store: &Store,
+    id: &str,
+    event: Event,
+    keys: &journal::EntityKeys<'_>,
+    month_of: Option<&(dyn Fn(i64) -> i32 + Send + Sync)>,
+    now: i64,
+    journal: Option<&Journal>,
+) -> bool {
+    let taken = store.with_customer(id, |record, capacity| {
+        let taken = record.record(event, capacity);
+        if !taken {
+            return false;
+        }
+        if let Some(month_of) = month_of {
+            record
+                .months
+                .get_or_insert_with(Default::default)
+                .add(month_of(event.at), event.amount_minor());
+        }
+        let with_entities = keys.iter().any(Option::is_some);
+        if with_entities {
+            let customer = store.customer_hash(id);
+            for kind in EntityKind::ALL {
+                if let Some(key) = keys[kind as usize] {
+                    store.entities().with_entity(kind, key, i64::MIN, |r| {
+                        r.record(event.at, event.amount_minor(), customer)
+                    });
+                }
+            }
+        }
+        if let Some(journal) = journal {
+            if with_entities {
+                journal.entity_event(id, &event, keys);
+            } else {
+                journal.event(id, &event);
+            }
+        }
+        true
+    });
+    store.observe_event_time(event.at.min(now));
+    taken
+}
+
 /// Applies one change to `store`, idempotently: an event already held (same transaction hash)
 /// is skipped, an outcome is set again, a credit line older than the one held is ignored.
 /// Journal replay and fleet replication both apply changes here. Event times past `now` do not
@@ -976,21 +1023,7 @@ pub fn apply_frame(
 ) -> bool {
     match *frame {
         Frame::Event(id, event) => {
-            let taken = store.with_customer(id, |record, capacity| {
-                let taken = record.record(event, capacity);
-                if taken && let Some(month_of) = month_of {
-                    record
-                        .months
-                        .get_or_insert_with(Default::default)
-                        .add(month_of(event.at), event.amount_minor());
-                }
-                if taken && let Some(journal) = journal {
-                    journal.event(id, &event);
-                }
-                taken
-            });
-            store.observe_event_time(event.at.min(now));
-            taken
+            apply_event(store, id, event, &[None; 4], month_of, now, journal)
         }
         Frame::Outcome(id, hash, outcome) => store
             .with_existing(id, |record| {
@@ -1019,34 +1052,7 @@ pub fn apply_frame(
             taken
         }),
         Frame::EntityEvent(id, event, keys) => {
-            // The entities count the transaction only when the customer takes it: a change
-            // applied twice (a snapshot and the journal after it, a replica's own change
-            // coming back) is counted once.
-            let taken = store.with_customer(id, |record, capacity| {
-                let taken = record.record(event, capacity);
-                if taken {
-                    if let Some(month_of) = month_of {
-                        record
-                            .months
-                            .get_or_insert_with(Default::default)
-                            .add(month_of(event.at), event.amount_minor());
-                    }
-                    let customer = store.txn_hash(id, "");
-                    for kind in EntityKind::ALL {
-                        if let Some(key) = keys[kind as usize] {
-                            store.entities().with_entity(kind, key, i64::MIN, |r| {
-                                r.record(event.at, event.amount_minor(), customer)
-                            });
-                        }
-                    }
-                    if let Some(journal) = journal {
-                        journal.entity_event(id, &event, &keys);
-                    }
-                }
-                taken
-            });
-            store.observe_event_time(event.at.min(now));
-            taken
+            apply_event(store, id, event, &keys, month_of, now, journal)
         }
         Frame::Fraud(id, hash, at, keys) => {
             let held_at = store
@@ -1475,16 +1481,22 @@ mod tests {
             )
         };
         let keys: journal::EntityKeys<'_> = [Some("term-1"), Some("dev-9"), None, None];
-        for i in 0..6i64 {
+        // Transaction i: customer c(i mod 3), one an hour.
+        let nth = |i: i64| {
             let customer = format!("c{}", i % 3);
             let hash = live.store.txn_hash(&customer, &format!("t{i}"));
+            let at = T0 + i * 3_600_000_000;
             let event = Event::new(
-                T0 + i * 3_600_000_000,
+                at,
                 hash,
                 Amount::from_minor(1_000 + i).unwrap(),
                 None,
                 Action::Allow,
             );
+            (customer, event)
+        };
+        for i in 0..6i64 {
+            let (customer, event) = nth(i);
             assert!(apply(&Frame::EntityEvent(&customer, event, keys)));
             assert!(
                 !apply(&Frame::EntityEvent(&customer, event, keys)),
@@ -1525,15 +1537,7 @@ mod tests {
         };
         let mut after = Vec::new();
         for i in 3..6i64 {
-            let customer = format!("c{}", i % 3);
-            let hash = live.store.txn_hash(&customer, &format!("t{i}"));
-            let event = Event::new(
-                T0 + i * 3_600_000_000,
-                hash,
-                Amount::from_minor(1_000 + i).unwrap(),
-                None,
-                Action::Allow,
-            );
+            let (customer, event) = nth(i);
             journal::encode(&Frame::EntityEvent(&customer, event, keys), &mut after);
         }
         journal::encode(
