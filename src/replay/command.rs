@@ -11,6 +11,23 @@ use super::{ReplayConfig, ReplayError};
 use crate::rules::{self, RulesError};
 use crate::state::StoreConfig;
 
+/// How history files' columns are read: the flags `replay` and `scorecard fit` share.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ColumnArgs {
+    /// A TOML file mapping fields to columns: a columns table (customer_id = "cust_no"), time_format, timezone.
+    #[arg(long)]
+    pub mapping: Option<PathBuf>,
+    /// FIELD=COLUMN, repeatable; wins over the mapping file.
+    #[arg(long = "column")]
+    pub columns: Vec<String>,
+    /// rfc3339 (default), epoch_s, epoch_ms or local.
+    #[arg(long)]
+    pub time_format: Option<String>,
+    /// Time zone of local timestamps.
+    #[arg(long)]
+    pub timezone: Option<String>,
+}
+
 /// Flags of `tripwire replay`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct ReplayArgs {
@@ -29,21 +46,12 @@ pub struct ReplayArgs {
     /// Write every decision as a JSON line to this file.
     #[arg(long)]
     pub decisions: Option<PathBuf>,
-    /// A TOML file mapping fields to columns: a columns table (customer_id = "cust_no"), time_format, timezone.
-    #[arg(long)]
-    pub mapping: Option<PathBuf>,
-    /// FIELD=COLUMN, repeatable; wins over the mapping file.
-    #[arg(long = "column")]
-    pub columns: Vec<String>,
+    /// How the history's columns are read.
+    #[command(flatten)]
+    pub columns: ColumnArgs,
     /// Split recall by this column's values, e.g. a fraud-pattern column (the same as --column group=COLUMN).
     #[arg(long)]
     pub group_by: Option<String>,
-    /// rfc3339 (default), epoch_s, epoch_ms or local.
-    #[arg(long)]
-    pub time_format: Option<String>,
-    /// Time zone of local timestamps.
-    #[arg(long)]
-    pub timezone: Option<String>,
     /// What to do with a malformed row: skip (report it) or fail.
     #[arg(long, default_value = "skip", value_parser = ["skip", "fail"])]
     pub on_error: String,
@@ -214,11 +222,8 @@ pub fn replay(
     let (mut rows, bad) = load_rows(
         &HistoryInput {
             files: &args.files,
-            mapping: args.mapping.as_deref(),
             columns: &args.columns,
             group_by: args.group_by.as_deref(),
-            time_format: args.time_format.as_deref(),
-            timezone: args.timezone.as_deref(),
             fatal: args.on_error == "fail",
         },
         err,
@@ -329,11 +334,8 @@ pub fn generate(
 /// share.
 pub(crate) struct HistoryInput<'a> {
     pub(crate) files: &'a [PathBuf],
-    pub(crate) mapping: Option<&'a Path>,
-    pub(crate) columns: &'a [String],
+    pub(crate) columns: &'a ColumnArgs,
     pub(crate) group_by: Option<&'a str>,
-    pub(crate) time_format: Option<&'a str>,
-    pub(crate) timezone: Option<&'a str>,
     pub(crate) fatal: bool,
 }
 
@@ -343,7 +345,8 @@ pub(crate) fn load_rows(
     input: &HistoryInput<'_>,
     err: &mut dyn Write,
 ) -> Result<(Vec<super::input::Row>, Vec<super::input::RowError>), CommandError> {
-    let mapping_file = match input.mapping {
+    let flags = input.columns;
+    let mapping_file = match flags.mapping.as_deref() {
         Some(path) => {
             let mapping_error = |message: String| CommandError::Mapping {
                 path: path.display().to_string(),
@@ -358,13 +361,14 @@ pub(crate) fn load_rows(
         }
         None => None,
     };
-    let mut columns = input.columns.to_vec();
+    let mut columns = flags.columns.clone();
     if let Some(column) = input.group_by {
         columns.push(format!("group={column}"));
     }
-    let mut mapping = input::Mapping::build(mapping_file, &columns, input.timezone)?;
-    if let Some(format) = input.time_format {
-        mapping = mapping.with_time_format(format, input.timezone)?;
+    let timezone = flags.timezone.as_deref();
+    let mut mapping = input::Mapping::build(mapping_file, &columns, timezone)?;
+    if let Some(format) = &flags.time_format {
+        mapping = mapping.with_time_format(format, timezone)?;
     }
     let (rows, bad) = input::read(input.files, &mapping, input.fatal)?;
     for e in bad.iter().take(20) {

@@ -12,7 +12,7 @@ use super::quality::{self, Quality};
 use crate::engine::{self, Value};
 use crate::live_rules::LiveRules;
 use crate::replay::command::{
-    CommandError, HistoryInput, load_rows, load_rules_text, output_error, period_bound,
+    ColumnArgs, CommandError, HistoryInput, load_rows, load_rules_text, output_error, period_bound,
     stdout_error,
 };
 use crate::replay::{ReplayConfig, ReplayError};
@@ -31,18 +31,9 @@ pub struct FitArgs {
     /// History files (CSV or JSON Lines, plain or gzip), with labels.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// A TOML file mapping fields to columns, as for replay.
-    #[arg(long)]
-    pub mapping: Option<PathBuf>,
-    /// FIELD=COLUMN, repeatable; wins over the mapping file.
-    #[arg(long = "column")]
-    pub columns: Vec<String>,
-    /// rfc3339 (default), epoch_s, epoch_ms or local.
-    #[arg(long)]
-    pub time_format: Option<String>,
-    /// Time zone of local timestamps.
-    #[arg(long)]
-    pub timezone: Option<String>,
+    /// How the history's columns are read, as for replay.
+    #[command(flatten)]
+    pub columns: ColumnArgs,
     /// Turn each labelled fraud into a confirmed-fraud report this long after its transaction, as replay does.
     #[arg(long)]
     pub label_delay: Option<String>,
@@ -358,11 +349,8 @@ pub fn fit(args: &FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     let (mut rows, _bad) = load_rows(
         &HistoryInput {
             files: &args.files,
-            mapping: args.mapping.as_deref(),
             columns: &args.columns,
             group_by: None,
-            time_format: args.time_format.as_deref(),
-            timezone: args.timezone.as_deref(),
             fatal: false,
         },
         err,
