@@ -98,6 +98,24 @@ pub fn hour_of(at: EventTime) -> i64 {
 
 impl EntityRecord {
     fn bucket_mut(&mut self, hour: i64) -> &mut Bucket {
+        // Transactions come in nearly time order: the hour is almost always the newest held or
+        // a newer one, found without a search.
+        match self.buckets.back().map(|b| b.hour) {
+            Some(last) if last == hour => {
+                return self.buckets.back_mut().expect("checked");
+            }
+            None => {}
+            Some(last) if last > hour => {}
+            Some(_) => {
+                self.buckets.push_back(Bucket {
+                    hour,
+                    count: 0,
+                    fraud: 0,
+                    sum: 0,
+                });
+                return self.buckets.back_mut().expect("pushed");
+            }
+        }
         let pos = self.buckets.partition_point(|b| b.hour < hour);
         if self.buckets.get(pos).is_none_or(|b| b.hour != hour) {
             self.buckets.insert(
@@ -150,10 +168,14 @@ impl EntityRecord {
     /// Transactions, sum and frauds in the hours (hour_of(from), hour_of(to)].
     pub fn totals(&self, from: EventTime, to: EventTime) -> (u32, i64, u32) {
         let (lo, hi) = (hour_of(from), hour_of(to));
-        let start = self.buckets.partition_point(|b| b.hour <= lo);
+        // From the newest: windows end at or near the latest hour, and the buckets held reach
+        // back no further than the longest window (pruned), so this walks what it sums and
+        // little more, in memory order.
         self.buckets
-            .range(start..)
-            .take_while(|b| b.hour <= hi)
+            .iter()
+            .rev()
+            .skip_while(|b| b.hour > hi)
+            .take_while(|b| b.hour > lo)
             .fold((0, 0, 0), |(c, s, f), b| {
                 (c + b.count, s + b.sum, f + b.fraud)
             })
@@ -343,28 +365,28 @@ impl EntityStore {
     ) -> R {
         let mut guard = self.shard(kind, key).lock();
         let shard = &mut *guard;
-        if !shard.maps[kind as usize].contains_key(key) {
-            if shard.len() >= self.per_shard_cap {
-                let victim = shard
-                    .maps
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(k, m)| {
-                        m.iter()
-                            .take(8)
-                            .map(move |(key, r)| (k, key, r.last_active))
-                    })
-                    .min_by_key(|&(_, _, last)| last)
-                    .map(|(k, key, _)| (k, key.clone()));
-                if let Some((k, victim)) = victim {
-                    shard.maps[k].remove(&victim);
-                }
-            }
-            shard.maps[kind as usize].insert(key.into(), EntityRecord::default());
+        // One lookup when the entity is held, as it nearly always is.
+        if let Some(record) = shard.maps[kind as usize].get_mut(key) {
+            record.prune(keep_from);
+            return f(record);
         }
-        let record = shard.maps[kind as usize]
-            .get_mut(key)
-            .expect("inserted above");
+        if shard.len() >= self.per_shard_cap {
+            let victim = shard
+                .maps
+                .iter()
+                .enumerate()
+                .flat_map(|(k, m)| {
+                    m.iter()
+                        .take(8)
+                        .map(move |(key, r)| (k, key, r.last_active))
+                })
+                .min_by_key(|&(_, _, last)| last)
+                .map(|(k, key, _)| (k, key.clone()));
+            if let Some((k, victim)) = victim {
+                shard.maps[k].remove(&victim);
+            }
+        }
+        let record = shard.maps[kind as usize].entry(key.into()).or_default();
         record.prune(keep_from);
         f(record)
     }
