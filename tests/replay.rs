@@ -639,3 +639,85 @@ fn card_history_is_caught_by_history_rules_and_labels_only_help_once_delayed() {
     );
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// Replay splits customers across threads, with one ordered pass for entity state, when no
+/// transaction id repeats: every decision, and so every figure, must be the one-thread
+/// replay's, with entity windows and fraud labels coming due, and with a candidate.
+#[test]
+fn replay_split_across_threads_decides_exactly_as_one_thread() {
+    let d = dir("split");
+    let csv = d.join("card.csv");
+    run_json(&[
+        "gen",
+        "--profile",
+        "card",
+        "--customers",
+        "300",
+        "--days",
+        "30",
+        "--seed",
+        "11",
+        "--out",
+        csv.to_str().unwrap(),
+    ]);
+    let card_rules = format!("{}/examples/card/rules.yaml", env!("CARGO_MANIFEST_DIR"));
+    let replay = |threads: &str, input: &Path| {
+        let decisions = d.join(format!("decisions-{threads}.jsonl"));
+        let rules = rules();
+        let out = Command::new(BIN)
+            .env("TRIPWIRE_REPLAY_THREADS", threads)
+            .args([
+                "replay",
+                "--rules",
+                &card_rules,
+                "--against",
+                &rules,
+                "--label-delay",
+                "7d",
+                "--group-by",
+                "pattern",
+                "--json",
+                "--decisions",
+                decisions.to_str().unwrap(),
+                input.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        for timing in ["seconds", "per_second"] {
+            report.as_object_mut().unwrap().remove(timing);
+        }
+        (report, std::fs::read(&decisions).unwrap())
+    };
+    let (one, one_decisions) = replay("0", &csv);
+    assert!(one["transactions"].as_u64().unwrap() > 10_000, "{one}");
+    assert!(
+        hits(&one["rules"], "compromised_terminal") > 0,
+        "entity windows fire"
+    );
+    for threads in ["1", "3"] {
+        let (split, split_decisions) = replay(threads, &csv);
+        assert_eq!(split, one, "{threads} customer threads");
+        assert!(
+            split_decisions == one_decisions,
+            "{threads} customer threads: the decision files differ"
+        );
+    }
+    // A repeated transaction id can only be told a duplicate by its customer's state: such
+    // input is replayed on one thread, with the same answer as asked for one.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let repeated = d.join("repeated.csv");
+    let second_row = text.lines().nth(1).unwrap();
+    std::fs::write(&repeated, format!("{text}{second_row}\n")).unwrap();
+    let (one, one_decisions) = replay("0", &repeated);
+    assert_eq!(one["duplicates"], 1, "{one}");
+    let (split, split_decisions) = replay("2", &repeated);
+    assert_eq!(split, one);
+    assert!(split_decisions == one_decisions);
+    std::fs::remove_dir_all(&d).ok();
+}

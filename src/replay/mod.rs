@@ -11,6 +11,7 @@ pub mod command;
 pub mod generate;
 pub mod generate_card;
 pub mod input;
+mod split;
 
 use std::io::Write;
 use std::time::Instant;
@@ -408,28 +409,19 @@ pub(crate) struct Kept {
     action: Action,
 }
 
-/// Runs one rule set over the rows (already in event-time order) and calls `each` with every
-/// decision.
-pub(crate) fn run_one(
+/// Runs one rule set over the rows (already in event-time order). `extract` takes what the
+/// caller needs from each decision (on the thread that made it: replay splits customers across
+/// threads when it can, see [`split`]); `each` receives it on this thread, in row order.
+pub(crate) fn run_one<T: Send>(
     rules: &[u8],
     which: &'static str,
     rows: &[Row],
     config: &ReplayConfig,
-    mut each: impl FnMut(
-        &Row,
-        Result<&Decision, Action>,
-        &crate::rules::RuleSet,
-    ) -> Result<(), ReplayError>,
+    extract: impl Fn(&Row, Result<&Decision, Action>, &crate::rules::RuleSet) -> T + Sync,
+    mut each: impl FnMut(&Row, T, &crate::rules::RuleSet) -> Result<(), ReplayError>,
 ) -> Result<Vec<Kept>, ReplayError> {
     let live = LiveRules::new(rules, which).map_err(|error| ReplayError::Rules { which, error })?;
     let loaded = live.load_full();
-    let interceptor = Interceptor::new(
-        Store::new(StoreConfig {
-            max_customers: config.max_customers,
-            ring_capacity: config.ring_capacity,
-        }),
-        live,
-    );
     let progress = if rows.len() > 200_000 {
         indicatif::ProgressBar::new(rows.len() as u64)
     } else {
@@ -442,6 +434,24 @@ pub(crate) fn run_one(
         .expect("a valid progress template"),
     );
     progress.set_prefix(which);
+    if let Some(plan) = split::plan(rows, config, &loaded.set) {
+        let job = split::Job {
+            rules,
+            which,
+            rows,
+            config,
+        };
+        let kept = split::run(&plan, job, &loaded.set, &extract, each, &progress)?;
+        progress.finish_and_clear();
+        return Ok(kept);
+    }
+    let interceptor = Interceptor::new(
+        Store::new(StoreConfig {
+            max_customers: config.max_customers,
+            ring_capacity: config.ring_capacity,
+        }),
+        live,
+    );
     let mut kept = Vec::with_capacity(rows.len());
     // One decision reused for every row: it is filled in place (see `engine::evaluate_into`).
     let mut decision = Decision::empty();
@@ -456,18 +466,17 @@ pub(crate) fn run_one(
             }
         }
         let decided = interceptor.replay(&loaded.set, &row.txn(), row.outcome, &mut decision);
-        match decided {
-            Ok(()) => {
-                kept.push(Kept {
-                    action: decision.action,
-                });
-                each(row, Ok(&decision), &loaded.set)?;
-            }
-            Err(first) => {
-                kept.push(Kept { action: first });
-                each(row, Err(first), &loaded.set)?;
-            }
-        }
+        let decided = match decided {
+            Ok(()) => Ok(&decision),
+            Err(first) => Err(first),
+        };
+        kept.push(Kept {
+            action: match decided {
+                Ok(d) => d.action,
+                Err(first) => first,
+            },
+        });
+        each(row, extract(row, decided, &loaded.set), &loaded.set)?;
         if let Some(delay) = config.label_delay
             && row.label == Some(true)
         {
@@ -479,6 +488,39 @@ pub(crate) fn run_one(
     }
     progress.finish_and_clear();
     Ok(kept)
+}
+
+/// What a replay keeps of one decision.
+pub(crate) struct Decided {
+    action: Action,
+    duplicate: bool,
+    hits: crate::engine::Hits,
+    shadow: crate::engine::Hits,
+    tags: crate::engine::Hits,
+    score: Option<i64>,
+}
+
+impl Decided {
+    fn of(decided: Result<&Decision, Action>) -> Decided {
+        match decided {
+            Ok(d) => Decided {
+                action: d.action,
+                duplicate: false,
+                hits: d.hits.clone(),
+                shadow: d.shadow.clone(),
+                tags: d.tags.clone(),
+                score: d.features.score,
+            },
+            Err(first) => Decided {
+                action: first,
+                duplicate: true,
+                hits: Default::default(),
+                shadow: Default::default(),
+                tags: Default::default(),
+                score: None,
+            },
+        }
+    }
 }
 
 /// Reports a labelled row as confirmed fraud, as a gateway's `POST /v1/outcomes` with
@@ -546,7 +588,7 @@ struct GroupTally {
 }
 
 impl Tally {
-    fn add(&mut self, row: &Row, decided: Result<&Decision, Action>, set: &crate::rules::RuleSet) {
+    fn add(&mut self, row: &Row, decided: &Decided, set: &crate::rules::RuleSet) {
         if self.stats.is_empty() {
             self.stats = set
                 .rules()
@@ -560,10 +602,7 @@ impl Tally {
                 .collect();
             self.rule_amounts = vec![0; self.stats.len()];
         }
-        let action = match decided {
-            Ok(d) => d.action,
-            Err(first) => first,
-        };
+        let action = decided.action;
         *self.decisions.entry(action.as_str()).or_default() += 1;
         self.daily
             .entry(row.at.div_euclid(86_400_000_000))
@@ -572,9 +611,7 @@ impl Tally {
             Action::Review => 1,
             _ => 2,
         }] += 1;
-        if let (Some(label), Ok(d)) = (row.label, decided)
-            && let Some(score) = d.features.score
-        {
+        if let (Some(label), Some(score)) = (row.label, decided.score) {
             self.scored.push((score, label));
         }
         if let Some(label) = row.label {
@@ -604,15 +641,16 @@ impl Tally {
             g.rule_hits.resize(rules, 0);
             g.fraud += 1;
             g.flagged += u64::from(matches!(action, Action::Deny | Action::Review));
-            if let Ok(d) = decided {
-                for &i in d.hits.iter().chain(&d.shadow).chain(&d.tags) {
-                    g.rule_hits[i as usize] += 1;
-                }
+            let d = decided;
+            for &i in d.hits.iter().chain(&d.shadow).chain(&d.tags) {
+                g.rule_hits[i as usize] += 1;
             }
         }
         match decided {
-            Err(_) => self.duplicates += 1,
-            Ok(d) => {
+            Decided {
+                duplicate: true, ..
+            } => self.duplicates += 1,
+            d => {
                 for &i in d.hits.iter().chain(&d.shadow).chain(&d.tags) {
                     let s = &mut self.stats[i as usize];
                     s.hits += 1;
@@ -719,15 +757,15 @@ pub fn run(
         )
     };
     let mut tally = Tally::default();
-    let live = run_one(rules, "live", rows, config, |row, decided, set| {
-        if row.at < from {
+    let keep = |row: &Row, decided: Result<&Decision, Action>, _: &crate::rules::RuleSet| {
+        (row.at >= from).then(|| Decided::of(decided))
+    };
+    let live = run_one(rules, "live", rows, config, keep, |row, decided, set| {
+        let Some(decided) = decided else {
             return Ok(());
-        }
-        tally.add(row, decided, set);
-        let action = match decided {
-            Ok(d) => d.action,
-            Err(first) => first,
         };
+        tally.add(row, &decided, set);
+        let action = decided.action;
         if let Some(out) = decisions.as_deref_mut() {
             let ids = |hits: &crate::engine::Hits| {
                 hits.iter().map(|&i| &*set.rules()[i as usize].id).collect()
@@ -739,11 +777,11 @@ pub fn run(
                 timestamp: crate::txn::format_timestamp(row.at),
                 amount: row.amount.to_string(),
                 decision: action.as_str(),
-                duplicate: decided.is_err(),
-                reasons: decided.map(|d| ids(&d.hits)).unwrap_or_default(),
-                shadow: decided.map(|d| ids(&d.shadow)).unwrap_or_default(),
-                tags: decided.map(|d| ids(&d.tags)).unwrap_or_default(),
-                score: decided.ok().and_then(|d| d.features.score),
+                duplicate: decided.duplicate,
+                reasons: ids(&decided.hits),
+                shadow: ids(&decided.shadow),
+                tags: ids(&decided.tags),
+                score: decided.score,
             };
             serde_json::to_writer(&mut *out, &line).map_err(|e| ReplayError::Output(e.into()))?;
             out.write_all(b"\n").map_err(ReplayError::Output)?;
@@ -782,46 +820,45 @@ pub fn run(
         let mut per_kind: std::collections::BTreeMap<String, usize> = Default::default();
         let mut index = 0usize;
         let mut tally = Tally::default();
-        run_one(candidate, "candidate", rows, config, |row, decided, set| {
-            if row.at >= from {
-                tally.add(row, decided, set);
-            }
-            let to = match decided {
-                Ok(d) => d.action,
-                Err(first) => first,
-            };
-            let was = live[index].action;
-            index += 1;
-            if row.at < from {
-                return Ok(());
-            }
-            *changes.candidate_decisions.entry(to.as_str()).or_default() += 1;
-            if was != to {
-                changes.changed += 1;
-                let kind = format!("{}→{}", was.as_str(), to.as_str());
-                *changes.counts.entry(kind.clone()).or_default() += 1;
-                let shown = per_kind.entry(kind).or_default();
-                if *shown < config.examples {
-                    *shown += 1;
-                    changes.examples.push(Change {
-                        source: source(row),
-                        transaction_id: row.transaction_id.to_string(),
-                        customer_id: row.customer_id.to_string(),
-                        from: was.as_str(),
-                        to: to.as_str(),
-                        candidate_reasons: decided
-                            .map(|d| {
-                                d.hits
-                                    .iter()
-                                    .map(|&i| set.rules()[i as usize].id.to_string())
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                    });
+        run_one(
+            candidate,
+            "candidate",
+            rows,
+            config,
+            keep,
+            |row, decided, set| {
+                let was = live[index].action;
+                index += 1;
+                let Some(decided) = decided else {
+                    return Ok(());
+                };
+                tally.add(row, &decided, set);
+                let to = decided.action;
+                *changes.candidate_decisions.entry(to.as_str()).or_default() += 1;
+                if was != to {
+                    changes.changed += 1;
+                    let kind = format!("{}→{}", was.as_str(), to.as_str());
+                    *changes.counts.entry(kind.clone()).or_default() += 1;
+                    let shown = per_kind.entry(kind).or_default();
+                    if *shown < config.examples {
+                        *shown += 1;
+                        changes.examples.push(Change {
+                            source: source(row),
+                            transaction_id: row.transaction_id.to_string(),
+                            customer_id: row.customer_id.to_string(),
+                            from: was.as_str(),
+                            to: to.as_str(),
+                            candidate_reasons: decided
+                                .hits
+                                .iter()
+                                .map(|&i| set.rules()[i as usize].id.to_string())
+                                .collect(),
+                        });
+                    }
                 }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
         (changes.candidate_rules, changes.candidate_labels) = tally.finish();
         report.changes = Some(changes);
     }

@@ -373,7 +373,22 @@ pub fn fit(args: &FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         "fit",
         rows,
         &config,
+        // The card's characteristic values of a labelled row in a period, decided fresh.
         |row, decided, set| {
+            let in_a_period =
+                in_period(row.at, train) || test.is_some_and(|t| in_period(row.at, t));
+            let (Ok(decision), Some(_), true) = (decided, row.label, in_a_period) else {
+                return None;
+            };
+            let card = set.scorecard.as_ref().expect("a scorecard was added");
+            Some(
+                card.characteristics
+                    .iter()
+                    .map(|c| engine::slot_value(c.slot, &decision.features))
+                    .collect(),
+            )
+        },
+        |row, values, _| {
             if row.label == Some(true) {
                 let known = row.at.saturating_add(label_delay.unwrap_or(0));
                 known_at
@@ -386,22 +401,16 @@ pub fn fit(args: &FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             if !is_train && !is_test {
                 return Ok(());
             }
-            let (Ok(decision), Some(label)) = (decided, row.label) else {
-                unlabelled += u64::from(row.label.is_none());
-                return Ok(());
-            };
-            let card = set.scorecard.as_ref().expect("a scorecard was added");
-            kept.push(Kept {
-                transaction_id: row.transaction_id.clone(),
-                customer_id: row.customer_id.clone(),
-                values: card
-                    .characteristics
-                    .iter()
-                    .map(|c| engine::slot_value(c.slot, &decision.features))
-                    .collect(),
-                bad: label,
-                test: !is_train,
-            });
+            unlabelled += u64::from(row.label.is_none());
+            if let (Some(values), Some(label)) = (values, row.label) {
+                kept.push(Kept {
+                    transaction_id: row.transaction_id.clone(),
+                    customer_id: row.customer_id.clone(),
+                    values,
+                    bad: label,
+                    test: !is_train,
+                });
+            }
             Ok(())
         },
     )

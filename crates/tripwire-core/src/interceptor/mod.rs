@@ -101,6 +101,79 @@ fn wall_clock_micros() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
+/// Records the transaction with each entity the rules read and reads their features;
+/// `values[i]` answers `set.entity_features[i]`. One shard lock per entity kind. `customer`
+/// gives the customer's hash ([`Store::customer_hash`]), asked for at most once. Replay's
+/// entity pass calls this as the interceptor does, so both count alike.
+pub fn record_entities<'t>(
+    entities: &EntityStore,
+    set: &RuleSet,
+    txn: &'t Txn<'t>,
+    customer: impl FnOnce() -> u64,
+    values: &mut [EntityValue; crate::rules::compile::MAX_ENTITY_FEATURES],
+    recorded: &mut EntityKeys<'t>,
+) {
+    let keep_from = txn.at - set.needs.entity_reach - BUCKET_MICROS;
+    let mut customer = Some(customer);
+    let mut customer_hash = None;
+    for kind in EntityKind::ALL {
+        if !set.needs.entity_kinds[kind as usize] {
+            continue;
+        }
+        let Some(key) = txn.entity_key(kind) else {
+            continue;
+        };
+        let customer =
+            *customer_hash.get_or_insert_with(|| customer.take().expect("asked for once")());
+        recorded[kind as usize] = Some(key);
+        entities.with_entity(kind, key, keep_from, |record| {
+            record.record(txn.at, txn.amount.minor(), customer);
+            for (k, e) in set.entity_features.iter().enumerate() {
+                if e.by != Some(kind) {
+                    continue;
+                }
+                let to = txn.at - e.mature;
+                let from = to - e.window.micros;
+                let (count, sum, fraud) = record.totals(from, to);
+                values[k] = EntityValue {
+                    present: true,
+                    count,
+                    sum,
+                    fraud,
+                    distinct: record.distinct_customers(from, to),
+                };
+            }
+        });
+    }
+}
+
+/// Counts a confirmed fraud on transaction `txn_hash`, made at `at`, in its hour on every
+/// entity `key_of` names among the kinds `set` reads (entities are kept only for those, as
+/// decisions keep them). The keys reached are written to `keys`; returns whether any was.
+pub fn count_fraud_on_entities<'k>(
+    entities: &EntityStore,
+    set: &RuleSet,
+    at: EventTime,
+    txn_hash: u64,
+    key_of: impl Fn(EntityKind) -> Option<&'k str>,
+    keys: &mut EntityKeys<'k>,
+) -> bool {
+    let needs = &set.needs;
+    let keep_from = at - needs.entity_reach - BUCKET_MICROS;
+    let mut reached = false;
+    for kind in EntityKind::ALL {
+        if !needs.entity_kinds[kind as usize] {
+            continue;
+        }
+        if let Some(key) = key_of(kind) {
+            entities.with_entity(kind, key, keep_from, |r| r.record_fraud(at, txn_hash));
+            keys[kind as usize] = Some(key);
+            reached = true;
+        }
+    }
+    reached
+}
+
 impl Interceptor {
     /// An interceptor over `store` deciding with `rules`.
     pub fn new(store: Store, rules: LiveRules) -> Interceptor {
@@ -121,50 +194,6 @@ impl Interceptor {
     /// The entity store.
     pub fn entities(&self) -> &EntityStore {
         self.store.entities()
-    }
-
-    /// Records the transaction with each entity the rules read and reads their features;
-    /// `values[i]` answers `set.entity_features[i]`. One shard lock per entity kind.
-    fn entity_values<'t>(
-        &self,
-        set: &RuleSet,
-        txn: &'t Txn<'t>,
-        values: &mut [EntityValue; crate::rules::compile::MAX_ENTITY_FEATURES],
-        recorded: &mut EntityKeys<'t>,
-    ) {
-        let keep_from = txn.at - set.needs.entity_reach - BUCKET_MICROS;
-        let mut customer = None;
-        for kind in EntityKind::ALL {
-            if !set.needs.entity_kinds[kind as usize] {
-                continue;
-            }
-            let Some(key) = txn.entity_key(kind) else {
-                continue;
-            };
-            let customer =
-                *customer.get_or_insert_with(|| self.store.customer_hash(&txn.customer_id));
-            recorded[kind as usize] = Some(key);
-            self.store
-                .entities()
-                .with_entity(kind, key, keep_from, |record| {
-                    record.record(txn.at, txn.amount.minor(), customer);
-                    for (k, e) in set.entity_features.iter().enumerate() {
-                        if e.by != Some(kind) {
-                            continue;
-                        }
-                        let to = txn.at - e.mature;
-                        let from = to - e.window.micros;
-                        let (count, sum, fraud) = record.totals(from, to);
-                        values[k] = EntityValue {
-                            present: true,
-                            count,
-                            sum,
-                            fraud,
-                            distinct: record.distinct_customers(from, to),
-                        };
-                    }
-                });
-        }
     }
 
     /// Hands every change to customer state to `sink` too, after journalling it (fleet mode
@@ -222,7 +251,7 @@ impl Interceptor {
     pub fn decide_txn(&self, txn: &Txn<'_>, out: &mut Vec<u8>) -> DecideSummary {
         let rules = self.rules.load();
         let mut decision = Decision::empty();
-        let evaluated = self.evaluate_and_record(&rules.set, txn, None, &mut decision);
+        let evaluated = self.evaluate_and_record(&rules.set, txn, None, None, &mut decision);
         self.store.observe_event_time(
             txn.at
                 .min(wall_clock_micros().saturating_add(WATERMARK_SKEW_MICROS)),
@@ -263,6 +292,7 @@ impl Interceptor {
         set: &RuleSet,
         txn: &Txn<'_>,
         outcome: Option<OutcomeStatus>,
+        given: Option<&[EntityValue]>,
         decision: &mut Decision,
     ) -> Result<(), Duplicate> {
         let txn_hash = self.store.txn_hash(&txn.customer_id, &txn.transaction_id);
@@ -288,8 +318,17 @@ impl Interceptor {
                     [EntityValue::default(); crate::rules::compile::MAX_ENTITY_FEATURES];
                 let mut keys: EntityKeys<'_> = [None; 4];
                 let mut history = record.history();
-                if !set.entity_features.is_empty() {
-                    self.entity_values(set, txn, &mut entities, &mut keys);
+                if let Some(given) = given {
+                    history.entities = given;
+                } else if !set.entity_features.is_empty() {
+                    record_entities(
+                        self.store.entities(),
+                        set,
+                        txn,
+                        || self.store.customer_hash(&txn.customer_id),
+                        &mut entities,
+                        &mut keys,
+                    );
                     history.entities = &entities[..set.entity_features.len()];
                 }
                 let with_entities = keys.iter().any(Option::is_some);
@@ -338,7 +377,22 @@ impl Interceptor {
         outcome: Option<OutcomeStatus>,
         decision: &mut Decision,
     ) -> Result<(), Action> {
-        match self.evaluate_and_record(set, txn, outcome, decision) {
+        self.replay_with(set, txn, outcome, None, decision)
+    }
+
+    /// [`Interceptor::replay`] with the entity features' values already read (`given[i]`
+    /// answers `set.entity_features[i]`) by a pass that recorded the transaction with its
+    /// entities: this store's entities are neither read nor written. For replay split into an
+    /// ordered entity pass and customer passes on several threads.
+    pub fn replay_with(
+        &self,
+        set: &RuleSet,
+        txn: &Txn<'_>,
+        outcome: Option<OutcomeStatus>,
+        given: Option<&[EntityValue]>,
+        decision: &mut Decision,
+    ) -> Result<(), Action> {
+        match self.evaluate_and_record(set, txn, outcome, given, decision) {
             Ok(()) => {
                 self.store.observe_event_time(txn.at);
                 Ok(())
@@ -405,6 +459,19 @@ impl Interceptor {
         }
     }
 
+    /// Marks the customer's event `txn_hash` as confirmed fraud when it is still held, and
+    /// returns its time. The customer half of a fraud report, without journal or replication:
+    /// replay's customer passes call it, and [`Interceptor::record_outcome`] through it.
+    pub fn mark_fraud(&self, customer_id: &str, txn_hash: u64) -> Option<EventTime> {
+        self.store
+            .with_existing(customer_id, |record| {
+                let event = record.ring.find_mut(txn_hash)?;
+                event.set_fraud();
+                Some(event.at)
+            })
+            .flatten()
+    }
+
     /// A confirmed-fraud report: marks the customer's event when it is still held, and counts
     /// the fraud in the hour of the transaction on every entity the report names (its time is
     /// the report's `timestamp`, or the held event's; only kinds the live rules read keep
@@ -413,34 +480,19 @@ impl Interceptor {
         let txn_hash = self
             .store
             .txn_hash(&report.customer_id, &report.transaction_id);
-        let held_at = self
-            .store
-            .with_existing(&report.customer_id, |record| {
-                let event = record.ring.find_mut(txn_hash)?;
-                event.set_fraud();
-                Some(event.at)
-            })
-            .flatten();
+        let held_at = self.mark_fraud(&report.customer_id, txn_hash);
         let at = report.fraud.timestamp.or(held_at);
         let mut reached = held_at.is_some();
         let mut keys: EntityKeys<'_> = [None; 4];
         if let Some(at) = at {
-            // Entities are kept for the kinds the live rules read, as decisions keep them.
-            let rules = self.rules.load();
-            let needs = &rules.set.needs;
-            let keep_from = at - needs.entity_reach - BUCKET_MICROS;
-            for kind in EntityKind::ALL {
-                if !needs.entity_kinds[kind as usize] {
-                    continue;
-                }
-                if let Some(key) = report.fraud.entity_key(kind) {
-                    self.store
-                        .entities()
-                        .with_entity(kind, key, keep_from, |r| r.record_fraud(at, txn_hash));
-                    keys[kind as usize] = Some(key);
-                    reached = true;
-                }
-            }
+            reached |= count_fraud_on_entities(
+                self.store.entities(),
+                &self.rules.load().set,
+                at,
+                txn_hash,
+                |kind| report.fraud.entity_key(kind),
+                &mut keys,
+            );
         }
         if reached {
             if let Some(journal) = &self.journal {

@@ -393,6 +393,15 @@ impl Store {
         &self.shards[((hash >> 52) & self.shard_mask) as usize]
     }
 
+    /// The shard holding `customer_id`, of [`Store::shard_count`]. Two stores built with the
+    /// same configuration and seed ([`Store::with_seed`]) agree on it, and a shard's customers
+    /// (and its evictions) depend only on the transactions of its own customers: replay splits
+    /// customers across threads by shard, so that each thread's store behaves as those shards
+    /// of one store would.
+    pub fn shard_of(&self, customer_id: &str) -> usize {
+        ((self.hash(customer_id) >> 52) & self.shard_mask) as usize
+    }
+
     /// A keyed hash of a transaction id, for duplicate detection and outcome reports.
     ///
     /// SipHash-1-3 with secret keys: nobody can craft an id that collides with another
