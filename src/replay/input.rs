@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -252,7 +253,10 @@ impl Mapping {
 }
 
 /// Opens a file, decompressing it when it starts with the gzip magic.
-fn open(path: &Path, progress: &indicatif::ProgressBar) -> Result<Box<dyn BufRead>, InputError> {
+fn open(
+    path: &Path,
+    progress: &indicatif::ProgressBar,
+) -> Result<Box<dyn BufRead + Send>, InputError> {
     let io = |source| InputError::Io {
         path: path.display().to_string(),
         source,
@@ -555,59 +559,130 @@ pub fn read(
                     });
                 }
             }
-            let mut record = csv::ByteRecord::new();
-            loop {
-                match csv.read_byte_record(&mut record) {
-                    Ok(false) => break,
-                    Ok(true) => {}
-                    Err(e) => {
-                        let line = e.position().map_or(0, |p| p.line());
-                        bad(line, format!("malformed CSV: {e}"))?;
-                        continue;
-                    }
-                }
-                let line = record.position().map_or(0, |p| p.line());
-                if record.len() != headers.len() {
-                    bad(
-                        line,
-                        format!(
-                            "the row has {} fields and the header {}",
-                            record.len(),
-                            headers.len()
-                        ),
-                    )?;
-                    continue;
-                }
-                let mut values = Fields {
-                    values: [None; FIELDS.len()],
-                };
-                let mut utf8_ok = true;
-                for (slot, pos) in values.values.iter_mut().zip(positions) {
-                    if let Some(p) = pos {
-                        match record.get(p).map(std::str::from_utf8) {
-                            Some(Ok(v)) => *slot = Some(v),
-                            Some(Err(_)) => utf8_ok = false,
-                            None => {}
+            // Decompressing and splitting records on a thread of their own while this one
+            // validates them: the two take about as long, and overlap.
+            std::thread::scope(|scope| -> Result<(), InputError> {
+                let (full_tx, full_rx) = mpsc::sync_channel::<Vec<Split>>(4);
+                let (empty_tx, empty_rx) = mpsc::channel::<Vec<Split>>();
+                std::thread::Builder::new()
+                    .name("replay-read".into())
+                    .spawn_scoped(scope, move || split_records(csv, &empty_rx, &full_tx))
+                    .map_err(|source| InputError::Io {
+                        path: name.clone(),
+                        source,
+                    })?;
+                for mut batch in full_rx {
+                    for split in &batch {
+                        let record = match split {
+                            Split::Record(record) => record,
+                            Split::Malformed { line, message } => {
+                                bad(*line, format!("malformed CSV: {message}"))?;
+                                continue;
+                            }
+                        };
+                        let line = record.position().map_or(0, |p| p.line());
+                        if record.len() != headers.len() {
+                            bad(
+                                line,
+                                format!(
+                                    "the row has {} fields and the header {}",
+                                    record.len(),
+                                    headers.len()
+                                ),
+                            )?;
+                            continue;
+                        }
+                        let mut values = Fields {
+                            values: [None; FIELDS.len()],
+                        };
+                        let mut utf8_ok = true;
+                        for (slot, pos) in values.values.iter_mut().zip(positions) {
+                            if let Some(p) = pos {
+                                match record.get(p).map(std::str::from_utf8) {
+                                    Some(Ok(v)) => *slot = Some(v),
+                                    Some(Err(_)) => utf8_ok = false,
+                                    None => {}
+                                }
+                            }
+                        }
+                        if !utf8_ok {
+                            bad(line, "a field is not valid UTF-8".into())?;
+                            continue;
+                        }
+                        match parse_row(&values, mapping, file, line) {
+                            Ok(row) => rows.push(row),
+                            Err(message) => bad(line, message)?,
                         }
                     }
+                    batch.retain(|s| matches!(s, Split::Record(_)));
+                    // The reader may have stopped (end of input): then the batch is dropped.
+                    let _ = empty_tx.send(batch);
                 }
-                if !utf8_ok {
-                    bad(line, "a field is not valid UTF-8".into())?;
-                    continue;
-                }
-                match parse_row(&values, mapping, file, line) {
-                    Ok(row) => rows.push(row),
-                    Err(message) => bad(line, message)?,
-                }
-            }
+                Ok(())
+            })?;
         }
     }
     progress.finish_and_clear();
     Ok((rows, errors))
 }
 
+/// Records a batch holds.
+const BATCH: usize = 2048;
+
+/// A CSV record as split by the reader thread, or why it could not be.
+enum Split {
+    Record(csv::ByteRecord),
+    Malformed { line: u64, message: String },
+}
+
+/// The reader thread: fills batches of records (reusing those handed back on `empty`) and
+/// sends them on `full`, until the input ends or the receiver is gone. An error reading the
+/// input itself (not a malformed record) ends the input, as it ended the one-thread reader.
+fn split_records(
+    mut csv: csv::Reader<Box<dyn BufRead + Send>>,
+    empty: &mpsc::Receiver<Vec<Split>>,
+    full: &mpsc::SyncSender<Vec<Split>>,
+) {
+    loop {
+        let mut batch = empty.try_recv().unwrap_or_default();
+        let mut spare: Vec<csv::ByteRecord> = batch
+            .drain(..)
+            .filter_map(|s| match s {
+                Split::Record(r) => Some(r),
+                Split::Malformed { .. } => None,
+            })
+            .collect();
+        let mut done = false;
+        while batch.len() < BATCH {
+            let mut record = spare.pop().unwrap_or_default();
+            match csv.read_byte_record(&mut record) {
+                Ok(false) => {
+                    done = true;
+                    break;
+                }
+                Ok(true) => batch.push(Split::Record(record)),
+                Err(e) => {
+                    let line = e.position().map_or(0, |p| p.line());
+                    let io = matches!(e.kind(), csv::ErrorKind::Io(_));
+                    batch.push(Split::Malformed {
+                        line,
+                        message: e.to_string(),
+                    });
+                    if io {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if (!batch.is_empty() && full.send(batch).is_err()) || done {
+            return;
+        }
+    }
+}
+
 /// JSON Lines when the file name says so, or when the first non-blank byte is `{`.
-fn is_jsonl(path: &Path, reader: &mut Box<dyn BufRead>) -> Result<bool, InputError> {
+fn is_jsonl(path: &Path, reader: &mut Box<dyn BufRead + Send>) -> Result<bool, InputError> {
     let name = path.to_string_lossy().to_ascii_lowercase();
     let name = name.strip_suffix(".gz").unwrap_or(&name);
     if name.ends_with(".jsonl") || name.ends_with(".ndjson") || name.ends_with(".json") {
