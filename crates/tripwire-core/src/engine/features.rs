@@ -10,7 +10,9 @@
 use geo::{Distance, Haversine, Point};
 use smallvec::SmallVec;
 
-use crate::rules::compile::{MAX_ENTITY_FEATURES, MAX_HOUR_WINDOWS, MAX_STAT_WINDOWS, RuleSet};
+use crate::rules::compile::{
+    MAX_ENTITY_FEATURES, MAX_HOUR_WINDOWS, MAX_STAT_WINDOWS, PriorNeeds, RuleSet,
+};
 use crate::rules::zone::ZoneTable;
 use crate::rules::{MAX_DISTINCT_WINDOWS, MAX_LIST_WINDOWS};
 use crate::state::entity::EntityValue;
@@ -219,19 +221,33 @@ pub fn amount_stats(amounts: &mut [i64]) -> AmountStats {
     }
 }
 
-/// The statistics `amount_to_*` and `amount_zscore` read (count, sum, sum of squares, median,
-/// maximum), in linear time: the median by selection rather than a sort. Quartiles and mode
-/// are left at zero.
-pub fn prior_stats(amounts: &mut [i64]) -> AmountStats {
+/// The statistics `amount_to_*` and `amount_zscore` read (count and sum always; median,
+/// maximum and sum of squares as `needs` asks), in linear time: the median by selection rather
+/// than a sort. The rest are left at zero.
+pub fn prior_stats(amounts: &mut [i64], needs: PriorNeeds) -> AmountStats {
     let n = amounts.len();
     if n == 0 {
         return AmountStats::default();
     }
-    let (mut sum, mut sum_sq, mut max) = (0i64, 0i128, i64::MIN);
-    for &a in amounts.iter() {
-        sum += a;
-        sum_sq += i128::from(a) * i128::from(a);
-        max = max.max(a);
+    let sum = amounts.iter().sum();
+    let sum_sq = if needs.sum_sq {
+        amounts.iter().map(|&a| i128::from(a) * i128::from(a)).sum()
+    } else {
+        0
+    };
+    let max = if needs.max {
+        amounts.iter().copied().max().unwrap_or(0)
+    } else {
+        0
+    };
+    if !needs.median {
+        return AmountStats {
+            n: n as u32,
+            sum,
+            sum_sq,
+            max,
+            ..AmountStats::default()
+        };
     }
     // Linear interpolation at h = 2(n−1)/4 between the closest ranks, as `amount_stats`.
     let h = 2 * (n - 1);
@@ -264,15 +280,23 @@ pub fn months(zone: &ZoneTable, buckets: &MonthBuckets, t: EventTime) -> Months 
     m
 }
 
-/// Adds one event to the aggregate of the shortest window that holds it (prefix sums in
-/// [`extract`] carry it into the longer ones).
+/// The shortest window holding an event of this age, if any, searching from window `from`
+/// (every shorter one is known not to hold it).
 #[inline(always)]
-fn visit(set: &RuleSet, f: &mut Features, ev: &Event, t: EventTime, fixed_offset: Option<i32>) {
-    let windows = &set.windows;
-    let age = t - ev.at;
-    let Some(first) = windows.iter().position(|w| age < w.micros) else {
+fn shortest_window(set: &RuleSet, age: i64, mut from: usize) -> usize {
+    while from < set.windows.len() && age >= set.windows[from].micros {
+        from += 1;
+    }
+    from
+}
+
+/// Adds one event to the aggregate of window `first`, the shortest that holds it (prefix sums
+/// in [`extract`] carry it into the longer ones); `first` past the last window: none holds it.
+#[inline(always)]
+fn visit(set: &RuleSet, f: &mut Features, ev: &Event, first: usize, fixed_offset: Option<i32>) {
+    if first >= set.windows.len() {
         return;
-    };
+    }
     let ev_amount = ev.amount_minor();
     let outcome = ev.outcome();
     let agg = &mut f.windows[first];
@@ -413,6 +437,9 @@ pub fn extract_into(
     let mut timeline: SmallVec<[(i64, i64); 72]> = SmallVec::new();
 
     let (older, newer) = history.events;
+    // Newest first in time order, ages only grow: the shortest window holding an event is
+    // found from the previous event's.
+    let mut first = 0;
     if history.in_time_order {
         // Newest first: the first located event at or before t is the previous location
         // (ties in time go to the later arrival, as in the full scan), and amounts come in
@@ -435,7 +462,8 @@ pub fn extract_into(
                 next_amount = a;
             }
             if in_horizon {
-                visit(set, f, ev, t, fixed_offset);
+                first = shortest_window(set, t - ev.at, first);
+                visit(set, f, ev, first, fixed_offset);
                 if want_stats {
                     in_window.push((t - ev.at, ev.amount_minor()));
                 }
@@ -458,7 +486,7 @@ pub fn extract_into(
                 timeline.push((ev.at, ev.amount_minor()));
             }
             if t - ev.at < horizon {
-                visit(set, f, ev, t, fixed_offset);
+                visit(set, f, ev, shortest_window(set, t - ev.at, 0), fixed_offset);
                 if want_stats {
                     in_window.push((t - ev.at, ev.amount_minor()));
                 }
@@ -521,7 +549,7 @@ pub fn extract_into(
         }
         for (k, &wi) in set.prior_windows.iter().enumerate() {
             earlier(wi, &mut amounts);
-            f.prior[k] = prior_stats(&mut amounts);
+            f.prior[k] = prior_stats(&mut amounts, set.needs.prior);
         }
     }
     if want_streaks && !history.in_time_order {

@@ -168,6 +168,20 @@ pub struct Needs {
     pub entity_reach: i64,
     /// Longest reach of a feature over the customer's own confirmed frauds.
     pub fraud_reach: i64,
+    /// Which statistics of the earlier amounts (`amount_to_*`, `amount_zscore`) are read
+    /// beyond their count and sum: the rest are left at zero.
+    pub prior: PriorNeeds,
+}
+
+/// The statistics of earlier amounts a rule set reads, beyond count and sum.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PriorNeeds {
+    /// The median (`amount_to_median`): a selection over the amounts.
+    pub median: bool,
+    /// The largest (`amount_to_max`).
+    pub max: bool,
+    /// The sum of squares (`amount_zscore`).
+    pub sum_sq: bool,
 }
 
 /// When rules read travel, the previous location matters for as long as any journey could be
@@ -438,11 +452,19 @@ fn slot_for(set: &mut RuleSet, feature: Feature, t: &Tables) -> Slot {
             s,
             small(t.stat_windows.binary_search(&win).expect("gathered")),
         ),
-        Feature::ToHistory(r, win, min) => Slot::ToHistory(
-            r,
-            small(t.prior_windows.binary_search(&win).expect("gathered")),
-            min,
-        ),
+        Feature::ToHistory(r, win, min) => {
+            match r {
+                HistoryRatio::Mean => {}
+                HistoryRatio::Median => needs.prior.median = true,
+                HistoryRatio::Max => needs.prior.max = true,
+                HistoryRatio::Zscore => needs.prior.sum_sq = true,
+            }
+            Slot::ToHistory(
+                r,
+                small(t.prior_windows.binary_search(&win).expect("gathered")),
+                min,
+            )
+        }
         Feature::ByEntity(e) => {
             match e.by {
                 Some(kind) => {
