@@ -228,8 +228,7 @@ fn fill(store: &Store, customers: usize) {
         let id = format!("c{c:06}");
         store.with_customer(&id, |record, capacity| {
             for (i, event) in full_history().into_iter().enumerate() {
-                let mut event = event;
-                event.txn_hash = store.txn_hash(&id, &format!("fill-{i}"));
+                let event = event.with_txn_hash(store.txn_hash(&id, &format!("fill-{i}")));
                 record.record(event, capacity);
             }
         });

@@ -929,7 +929,7 @@ rules:
             );
         }
         let (events, _, months) = held(&interceptor, "carol").unwrap();
-        let outcomes: Vec<_> = events.iter().map(|e| (e.txn_hash, e.outcome())).collect();
+        let outcomes: Vec<_> = events.iter().map(|e| (e.txn_hash(), e.outcome())).collect();
         let other = interceptor.store().txn_hash("carol", "t-2");
         let kept = crate::state::event::kept_hash;
         assert_eq!(

@@ -191,7 +191,7 @@ impl CustomerRecord {
     /// Records an event unless one with the same transaction hash is held. Returns whether it
     /// was recorded.
     pub fn record(&mut self, event: Event, capacity: usize) -> bool {
-        if self.ring.find(event.txn_hash).is_some() {
+        if self.ring.find(event.txn_hash()).is_some() {
             return false;
         }
         self.record_new(event, capacity);

@@ -67,12 +67,12 @@ impl Ring {
 
     /// The event with this transaction hash, if held.
     pub fn find_mut(&mut self, txn_hash: u64) -> Option<&mut Event> {
-        self.events.iter_mut().find(|e| e.txn_hash == txn_hash)
+        self.events.iter_mut().find(|e| e.is_txn(txn_hash))
     }
 
     /// The event with this transaction hash, if held.
     pub fn find(&self, txn_hash: u64) -> Option<&Event> {
-        self.events.iter().find(|e| e.txn_hash == txn_hash)
+        self.events.iter().find(|e| e.is_txn(txn_hash))
     }
 
     /// Number of events held.
