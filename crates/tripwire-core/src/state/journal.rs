@@ -44,14 +44,14 @@ use crate::txn::CreditLine;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum FrameKind {
-    /// A recorded transaction (32-byte event).
+    /// A recorded transaction (the event in its 32-byte encoding, [`Event::to_bytes`]).
     Event = 1,
     /// An outcome report (txn hash, outcome).
     Outcome = 2,
     /// A credit line (limit, granted at).
     CreditLine = 3,
     /// A recorded transaction with the entities (merchant, device, IP, channel) it was counted
-    /// on: the 32-byte event, then four length-prefixed keys.
+    /// on: the event in its 32-byte encoding, then four length-prefixed keys.
     EntityEvent = 4,
     /// A confirmed-fraud report: transaction hash, its time (or none), four keys.
     Fraud = 5,
