@@ -665,9 +665,10 @@ fn replay_split_across_threads_decides_exactly_as_one_thread() {
         let decisions = d.join(format!("decisions-{threads}.jsonl"));
         let rules = rules();
         let out = Command::new(BIN)
-            .env("TRIPWIRE_REPLAY_THREADS", threads)
             .args([
                 "replay",
+                "--threads",
+                threads,
                 "--rules",
                 &card_rules,
                 "--against",

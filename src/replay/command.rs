@@ -70,6 +70,9 @@ pub struct ReplayArgs {
     /// Turn each row labelled fraud into a confirmed-fraud report this long after its transaction (e.g. 7d), applied in event-time order; without it labels are never shown to the rules.
     #[arg(long)]
     pub label_delay: Option<String>,
+    /// Threads deciding customers, beside the one that keeps merchant, device, IP and channel state [default: one per core, less that one when the rules read such windows]; 0 decides everything on one thread. The decisions are the same either way.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub threads: Option<u16>,
 }
 
 /// Flags of `tripwire gen`.
@@ -243,6 +246,7 @@ pub fn replay(
         measure_from,
         measure_until,
         label_delay: label_delay(args.label_delay.as_deref())?,
+        threads: args.threads.map(usize::from),
         ..ReplayConfig::default()
     };
     let report = super::run(

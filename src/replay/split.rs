@@ -45,26 +45,21 @@ pub(crate) struct Plan {
     seed: u64,
 }
 
-/// Customer threads to use: one per core, less the one the entity pass keeps busy when the
-/// rules read entities, at most 8 (measured on 2 cores with the shipped rules: one customer
-/// thread beside the entity pass beats two by about a tenth). `TRIPWIRE_REPLAY_THREADS`
-/// overrides it; 0 disables the split.
-fn customer_threads(entity_pass: bool) -> usize {
-    if let Some(n) = std::env::var("TRIPWIRE_REPLAY_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        return n.min(64);
+/// Customer threads to use: `asked` when given; otherwise one per core, less the one the
+/// entity pass keeps busy when the rules read entities, at most 8 (measured on 2 cores with the
+/// shipped rules: one customer thread beside the entity pass beats two by about a tenth).
+fn customer_threads(asked: Option<usize>, entity_pass: bool) -> usize {
+    if let Some(n) = asked {
+        return n;
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     (cores - usize::from(entity_pass && cores > 1)).min(8)
 }
 
 /// The split for `rows`, or `None` when replay must run on one thread: a (customer,
-/// transaction id) pair repeats, the input is too small to be worth threads, or threads are
-/// disabled.
+/// transaction id) pair repeats, the input is too small to be worth threads, or `--threads 0`.
 pub(crate) fn plan(rows: &[Row], config: &ReplayConfig, set: &RuleSet) -> Option<Plan> {
-    let threads = customer_threads(!set.entity_features.is_empty());
+    let threads = customer_threads(config.threads, !set.entity_features.is_empty());
     if threads == 0 || rows.len() < 2 * CHUNK {
         return None;
     }

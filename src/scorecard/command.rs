@@ -37,6 +37,9 @@ pub struct FitArgs {
     /// Turn each labelled fraud into a confirmed-fraud report this long after its transaction, as replay does.
     #[arg(long)]
     pub label_delay: Option<String>,
+    /// Threads deciding customers while the features are read, as in replay [default: chosen from the cores]; 0: one thread.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub threads: Option<u16>,
     /// Training period start (RFC 3339 or YYYY-MM-DD); earlier rows warm the state.
     #[arg(long)]
     pub train_from: String,
@@ -366,6 +369,7 @@ pub fn fit(args: &FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         std::collections::HashMap::new();
     let config = ReplayConfig {
         label_delay,
+        threads: args.threads.map(usize::from),
         ..ReplayConfig::default()
     };
     crate::replay::run_one(
