@@ -51,9 +51,12 @@ const SNAPSHOT_MAGIC: &[u8; 8] = b"TRIPWSNP";
 const SNAPSHOT_END: &[u8; 8] = b"TWSNPEND";
 const JOURNAL_MAGIC: &[u8; 8] = b"TRIPWJNL";
 /// Format version written. Version 2 adds each customer's calendar-month buckets; version 3
-/// adds the entities (merchants, devices, IPs, channels) before the customers. Versions 1 and
-/// 2 are still read.
-const FORMAT_VERSION: u32 = 3;
+/// adds the entities (merchants, devices, IPs, channels) before the customers; version 4 has
+/// version 3's layout but keeps 43 bits of each event's transaction hash (28-byte events), so
+/// a build that reads only up to version 3, which compares full hashes, refuses its files
+/// rather than misreading them. Versions 1 to 3 are still read (their full hashes keep their
+/// low 43 bits).
+const FORMAT_VERSION: u32 = 4;
 /// Oldest format version read.
 const OLDEST_VERSION_READ: u32 = 1;
 const SNAPSHOT_HEADER_LEN: usize = 8 + 4 + 8 + 16 + 4;
