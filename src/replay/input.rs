@@ -127,16 +127,17 @@ pub struct RowError {
 }
 
 /// One transaction of history.
+///
+/// Its ids and other texts share one allocation ([`RowTexts`]): a replay holds every row in
+/// memory to sort them, so a row's size is what bounds the history a replay can take.
 #[derive(Clone, Debug)]
 pub struct Row {
     /// Index of the file in the input list.
     pub file: u32,
     /// 1-based line in that file.
     pub line: u64,
-    /// Customer.
-    pub customer_id: Box<str>,
-    /// Transaction.
-    pub transaction_id: Box<str>,
+    /// Customer, transaction, channel, merchant, device, IP address and group.
+    pub texts: RowTexts,
     /// Event time.
     pub at: EventTime,
     /// Amount.
@@ -145,40 +146,128 @@ pub struct Row {
     pub geo: Option<GeoPoint>,
     /// Credit line, when given.
     pub credit_line: Option<CreditLine>,
-    /// Channel.
-    pub channel: Option<Box<str>>,
-    /// Merchant.
-    pub merchant_id: Option<Box<str>>,
-    /// Device.
-    pub device_id: Option<Box<str>>,
-    /// IP address.
-    pub ip: Option<Box<str>>,
     /// What happened to it.
     pub outcome: Option<OutcomeStatus>,
     /// Whether it was fraud, when labelled.
     pub label: Option<bool>,
-    /// The row's group for the report (`--group-by`), when given.
-    pub group: Option<Box<str>>,
     /// Whether the amount was written with binary-float noise and read as its cent (see
     /// [`cent_of_float_noise`]).
     pub amount_normalised: bool,
 }
 
+/// The texts of a row as they are read, to build its [`RowTexts`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Texts<'a> {
+    /// Customer (not empty).
+    pub customer_id: &'a str,
+    /// Transaction (not empty).
+    pub transaction_id: &'a str,
+    /// Channel.
+    pub channel: Option<&'a str>,
+    /// Merchant.
+    pub merchant_id: Option<&'a str>,
+    /// Device.
+    pub device_id: Option<&'a str>,
+    /// IP address.
+    pub ip: Option<&'a str>,
+    /// The row's group for the report (`--group-by`).
+    pub group: Option<&'a str>,
+}
+
+/// A row's texts in one allocation, each ending where `ends` says. An optional text that is
+/// missing is empty: an empty value is read as missing, so the two never differ.
+#[derive(Clone, Debug)]
+pub struct RowTexts {
+    text: Box<str>,
+    ends: [u32; 7],
+}
+
+impl RowTexts {
+    /// The texts of `t` in one allocation.
+    pub fn new(t: Texts<'_>) -> RowTexts {
+        let parts = [
+            t.customer_id,
+            t.transaction_id,
+            t.channel.unwrap_or(""),
+            t.merchant_id.unwrap_or(""),
+            t.device_id.unwrap_or(""),
+            t.ip.unwrap_or(""),
+            t.group.unwrap_or(""),
+        ];
+        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0u32; 7];
+        for (end, part) in ends.iter_mut().zip(parts) {
+            text.push_str(part);
+            // Ids are capped at a few hundred bytes and a row's fields by the CSV reader's
+            // record, far below 4 GiB.
+            *end = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        }
+        RowTexts {
+            text: text.into_boxed_str(),
+            ends,
+        }
+    }
+
+    fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+
+    fn optional(&self, i: usize) -> Option<&str> {
+        Some(self.get(i)).filter(|t| !t.is_empty())
+    }
+}
+
 impl Row {
+    /// Customer.
+    pub fn customer_id(&self) -> &str {
+        self.texts.get(0)
+    }
+
+    /// Transaction.
+    pub fn transaction_id(&self) -> &str {
+        self.texts.get(1)
+    }
+
+    /// Channel.
+    pub fn channel(&self) -> Option<&str> {
+        self.texts.optional(2)
+    }
+
+    /// Merchant.
+    pub fn merchant_id(&self) -> Option<&str> {
+        self.texts.optional(3)
+    }
+
+    /// Device.
+    pub fn device_id(&self) -> Option<&str> {
+        self.texts.optional(4)
+    }
+
+    /// IP address.
+    pub fn ip(&self) -> Option<&str> {
+        self.texts.optional(5)
+    }
+
+    /// The row's group for the report (`--group-by`), when given.
+    pub fn group(&self) -> Option<&str> {
+        self.texts.optional(6)
+    }
+
     /// The row as a transaction for the engine.
     pub fn txn(&self) -> Txn<'_> {
         Txn {
-            transaction_id: Cow::Borrowed(&self.transaction_id),
-            customer_id: Cow::Borrowed(&self.customer_id),
+            transaction_id: Cow::Borrowed(self.transaction_id()),
+            customer_id: Cow::Borrowed(self.customer_id()),
             at: self.at,
             amount: self.amount,
             currency: None,
             geo: self.geo,
             credit_line: self.credit_line,
-            channel: self.channel.as_deref().map(Cow::Borrowed),
-            merchant_id: self.merchant_id.as_deref().map(Cow::Borrowed),
-            device_id: self.device_id.as_deref().map(Cow::Borrowed),
-            ip: self.ip.as_deref().map(Cow::Borrowed),
+            channel: self.channel().map(Cow::Borrowed),
+            merchant_id: self.merchant_id().map(Cow::Borrowed),
+            device_id: self.device_id().map(Cow::Borrowed),
+            ip: self.ip().map(Cow::Borrowed),
         }
     }
 }
@@ -325,7 +414,7 @@ struct Fields<'a> {
 fn parse_row(values: &Fields<'_>, mapping: &Mapping, file: u32, line: u64) -> Result<Row, String> {
     let get = |i: usize| values.values[i].map(str::trim).filter(|v| !v.is_empty());
     let required = |i: usize| get(i).ok_or_else(|| format!("{} is empty", FIELDS[i]));
-    let id = |i: usize| -> Result<Box<str>, String> {
+    let id = |i: usize| -> Result<&str, String> {
         let v = required(i)?;
         if v.chars().count() > txn::MAX_ID_CHARS {
             return Err(format!(
@@ -334,7 +423,7 @@ fn parse_row(values: &Fields<'_>, mapping: &Mapping, file: u32, line: u64) -> Re
                 txn::MAX_ID_CHARS
             ));
         }
-        Ok(v.into())
+        Ok(v)
     };
     let timestamp = |text: &str| -> Result<EventTime, String> {
         let micros = |v: i128| i64::try_from(v).map_err(|_| "is out of range".to_string());
@@ -423,19 +512,21 @@ fn parse_row(values: &Fields<'_>, mapping: &Mapping, file: u32, line: u64) -> Re
     Ok(Row {
         file,
         line,
-        customer_id: id(0)?,
-        transaction_id: id(1)?,
+        texts: RowTexts::new(Texts {
+            customer_id: id(0)?,
+            transaction_id: id(1)?,
+            channel: get(9),
+            merchant_id: get(10),
+            device_id: get(14),
+            ip: get(15),
+            group: get(13),
+        }),
         at,
         amount: amount(3)?,
         geo,
         credit_line,
-        channel: get(9).map(Into::into),
-        merchant_id: get(10).map(Into::into),
-        device_id: get(14).map(Into::into),
-        ip: get(15).map(Into::into),
         outcome,
         label,
-        group: get(13).map(Into::into),
         amount_normalised: normalised.get(),
     })
 }

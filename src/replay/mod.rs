@@ -530,16 +530,16 @@ impl Decided {
 /// `status: "fraud"` and the transaction's details would.
 fn report_fraud(interceptor: &Interceptor, row: &Row, reported_at: EventTime) {
     let report = crate::txn::OutcomeReport {
-        transaction_id: std::borrow::Cow::Borrowed(&row.transaction_id),
-        customer_id: std::borrow::Cow::Borrowed(&row.customer_id),
+        transaction_id: std::borrow::Cow::Borrowed(row.transaction_id()),
+        customer_id: std::borrow::Cow::Borrowed(row.customer_id()),
         status: crate::txn::ReportedStatus::Fraud,
         fraud: crate::txn::FraudDetails {
             timestamp: Some(row.at),
             reported_at: Some(reported_at),
-            merchant_id: row.merchant_id.as_deref().map(std::borrow::Cow::Borrowed),
-            device_id: row.device_id.as_deref().map(std::borrow::Cow::Borrowed),
-            ip: row.ip.as_deref().map(std::borrow::Cow::Borrowed),
-            channel: row.channel.as_deref().map(std::borrow::Cow::Borrowed),
+            merchant_id: row.merchant_id().map(std::borrow::Cow::Borrowed),
+            device_id: row.device_id().map(std::borrow::Cow::Borrowed),
+            ip: row.ip().map(std::borrow::Cow::Borrowed),
+            channel: row.channel().map(std::borrow::Cow::Borrowed),
         },
     };
     // A fraud whose customer and entities are all gone reaches nothing: nothing to do.
@@ -638,9 +638,12 @@ impl Tally {
                 &mut self.flagged,
             );
         }
-        if let (Some(true), Some(group)) = (row.label, &row.group) {
+        if let (Some(true), Some(group)) = (row.label, row.group()) {
             let rules = self.stats.len();
-            let g = self.groups.entry(group.clone()).or_default();
+            if !self.groups.contains_key(group) {
+                self.groups.insert(group.into(), GroupTally::default());
+            }
+            let g = self.groups.get_mut(group).expect("inserted above");
             g.rule_hits.resize(rules, 0);
             g.fraud += 1;
             g.flagged += u64::from(matches!(action, Action::Deny | Action::Review));
@@ -775,8 +778,8 @@ pub fn run(
             };
             let line = DecisionLine {
                 source: source(row),
-                transaction_id: &row.transaction_id,
-                customer_id: &row.customer_id,
+                transaction_id: row.transaction_id(),
+                customer_id: row.customer_id(),
                 timestamp: crate::txn::format_timestamp(row.at),
                 amount: row.amount.to_string(),
                 decision: action.as_str(),
@@ -847,8 +850,8 @@ pub fn run(
                         *shown += 1;
                         changes.examples.push(Change {
                             source: source(row),
-                            transaction_id: row.transaction_id.to_string(),
-                            customer_id: row.customer_id.to_string(),
+                            transaction_id: row.transaction_id().to_string(),
+                            customer_id: row.customer_id().to_string(),
                             from: was.as_str(),
                             to: to.as_str(),
                             candidate_reasons: decided

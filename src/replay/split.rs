@@ -15,7 +15,9 @@
 //! such pair repeats in the input (the usual export); otherwise replay runs on one thread.
 //!
 //! Results come back to the calling thread in row order, so reports and decision files are
-//! those of the one-thread replay byte for byte.
+//! those of the one-thread replay byte for byte. One caveat, shared with the one-thread replay
+//! itself: past the customer cap (10 million by default) or the entity cap, which customer or
+//! entity is evicted depends on the run's hash keys, drawn afresh each run in both.
 
 use std::collections::VecDeque;
 use std::sync::mpsc;
@@ -72,11 +74,11 @@ pub(crate) fn plan(rows: &[Row], config: &ReplayConfig, set: &RuleSet) -> Option
     let mut seen = ahash::AHashSet::with_capacity(rows.len());
     let mut part = Vec::with_capacity(rows.len());
     for row in rows {
-        if !seen.insert(pairs.hash_one((&*row.customer_id, &*row.transaction_id))) {
+        if !seen.insert(pairs.hash_one((row.customer_id(), row.transaction_id()))) {
             // Possibly a duplicate (or two pairs whose hashes collide): one thread decides.
             return None;
         }
-        part.push((store.shard_of(&row.customer_id) * threads / shards) as u8);
+        part.push((store.shard_of(row.customer_id()) * threads / shards) as u8);
     }
     Some(Plan {
         part,
@@ -167,7 +169,20 @@ pub(crate) fn run<T: Send>(
                 match results[p].recv() {
                     Ok(Ok(chunk)) => pending[p] = chunk.into_iter(),
                     Ok(Err(e)) => return Err(e),
-                    Err(_) => unreachable!("a customer thread ends only after its last row"),
+                    // This thread stopped early because another failed and the entity pass
+                    // stopped with it: that failure is the one to report. (A panic is
+                    // propagated by the scope when the threads are joined.)
+                    Err(_) => {
+                        return Err(results
+                            .iter()
+                            .flat_map(|r| r.try_iter())
+                            .find_map(Result::err)
+                            .unwrap_or_else(|| {
+                                ReplayError::Output(std::io::Error::other(
+                                    "a replay thread stopped before its last row",
+                                ))
+                            }));
+                    }
                 }
             };
             kept.push(Kept { action });
@@ -209,7 +224,7 @@ fn entity_pass(
                         store.entities(),
                         set,
                         fraud.at,
-                        store.txn_hash(&fraud.customer_id, &fraud.transaction_id),
+                        store.txn_hash(fraud.customer_id(), fraud.transaction_id()),
                         |kind| txn.entity_key(kind),
                         &mut keys,
                     );
@@ -222,7 +237,7 @@ fn entity_pass(
                 store.entities(),
                 set,
                 &txn,
-                || store.customer_hash(&row.customer_id),
+                || store.customer_hash(row.customer_id()),
                 &mut values,
                 &mut keys,
             );
@@ -287,10 +302,10 @@ fn customer_pass<T: Send>(
                     let (_, j) = due.pop_front().expect("checked");
                     let fraud = &rows[j];
                     interceptor.mark_fraud(
-                        &fraud.customer_id,
+                        fraud.customer_id(),
                         interceptor
                             .as_ref()
-                            .txn_hash(&fraud.customer_id, &fraud.transaction_id),
+                            .txn_hash(fraud.customer_id(), fraud.transaction_id()),
                     );
                 }
             }

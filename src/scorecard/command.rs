@@ -396,7 +396,7 @@ pub fn fit(args: &FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             if row.label == Some(true) {
                 let known = row.at.saturating_add(label_delay.unwrap_or(0));
                 known_at
-                    .entry(row.customer_id.clone())
+                    .entry(row.customer_id().into())
                     .and_modify(|k| *k = (*k).min(known))
                     .or_insert(known);
             }
@@ -408,8 +408,8 @@ pub fn fit(args: &FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             unlabelled += u64::from(row.label.is_none());
             if let (Some(values), Some(label)) = (values, row.label) {
                 kept.push(Kept {
-                    transaction_id: row.transaction_id.clone(),
-                    customer_id: row.customer_id.clone(),
+                    transaction_id: row.transaction_id().into(),
+                    customer_id: row.customer_id().into(),
                     values,
                     bad: label,
                     test: !is_train,
