@@ -662,7 +662,7 @@ pub fn read(
                         path: name.clone(),
                         source,
                     })?;
-                for mut batch in full_rx {
+                for batch in full_rx {
                     for split in &batch {
                         let record = match split {
                             Split::Record(record) => record,
@@ -705,8 +705,8 @@ pub fn read(
                             Err(message) => bad(line, message)?,
                         }
                     }
-                    batch.retain(|s| matches!(s, Split::Record(_)));
-                    // The reader may have stopped (end of input): then the batch is dropped.
+                    // Handed back for its records' allocations. The reader may have stopped
+                    // (end of input): then the batch is dropped.
                     let _ = empty_tx.send(batch);
                 }
                 Ok(())

@@ -413,6 +413,17 @@ pub(crate) struct Kept {
     action: Action,
 }
 
+impl Kept {
+    fn of(decided: Result<&Decision, Action>) -> Kept {
+        Kept {
+            action: match decided {
+                Ok(d) => d.action,
+                Err(first) => first,
+            },
+        }
+    }
+}
+
 /// Runs one rule set over the rows (already in event-time order). `extract` takes what the
 /// caller needs from each decision (on the thread that made it: replay splits customers across
 /// threads when it can, see [`split`]); `each` receives it on this thread, in row order.
@@ -469,17 +480,10 @@ pub(crate) fn run_one<T: Send>(
                 report_fraud(&interceptor, &rows[j], reported);
             }
         }
-        let decided = interceptor.replay(&loaded.set, &row.txn(), row.outcome, &mut decision);
-        let decided = match decided {
-            Ok(()) => Ok(&decision),
-            Err(first) => Err(first),
-        };
-        kept.push(Kept {
-            action: match decided {
-                Ok(d) => d.action,
-                Err(first) => first,
-            },
-        });
+        let decided = interceptor
+            .replay(&loaded.set, &row.txn(), row.outcome, &mut decision)
+            .map(|()| &decision);
+        kept.push(Kept::of(decided));
         each(row, extract(row, decided, &loaded.set), &loaded.set)?;
         if let Some(delay) = config.label_delay
             && row.label == Some(true)
@@ -648,8 +652,12 @@ impl Tally {
             g.rule_hits.resize(rules, 0);
             g.fraud += 1;
             g.flagged += u64::from(matches!(action, Action::Deny | Action::Review));
-            let d = decided;
-            for &i in d.hits.iter().chain(&d.shadow).chain(&d.tags) {
+            for &i in decided
+                .hits
+                .iter()
+                .chain(&decided.shadow)
+                .chain(&decided.tags)
+            {
                 g.rule_hits[i as usize] += 1;
             }
         }

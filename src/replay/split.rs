@@ -318,17 +318,10 @@ fn customer_pass<T: Send>(
             } else {
                 None
             };
-            let decided =
-                interceptor.replay_with(set, &row.txn(), row.outcome, row_values, &mut decision);
-            let decided = match decided {
-                Ok(()) => Ok(&decision),
-                Err(first) => Err(first),
-            };
-            let action = match decided {
-                Ok(d) => d.action,
-                Err(first) => first,
-            };
-            out.push((action, extract(row, decided, set)));
+            let decided = interceptor
+                .replay_with(set, &row.txn(), row.outcome, row_values, &mut decision)
+                .map(|()| &decision);
+            out.push((Kept::of(decided).action, extract(row, decided, set)));
             if let Some(delay) = config.label_delay
                 && row.label == Some(true)
             {

@@ -115,12 +115,11 @@ pub fn record_entities<'t>(
     entities: &EntityStore,
     set: &RuleSet,
     txn: &'t Txn<'t>,
-    customer: impl FnOnce() -> u64,
+    customer: impl Fn() -> u64,
     values: &mut [EntityValue; crate::rules::compile::MAX_ENTITY_FEATURES],
     recorded: &mut EntityKeys<'t>,
 ) {
     let keep_from = txn.at - set.needs.entity_reach - BUCKET_MICROS;
-    let mut customer = Some(customer);
     let mut customer_hash = None;
     for kind in EntityKind::ALL {
         if !set.needs.entity_kinds[kind as usize] {
@@ -129,8 +128,7 @@ pub fn record_entities<'t>(
         let Some(key) = txn.entity_key(kind) else {
             continue;
         };
-        let customer =
-            *customer_hash.get_or_insert_with(|| customer.take().expect("asked for once")());
+        let customer = *customer_hash.get_or_insert_with(&customer);
         recorded[kind as usize] = Some(key);
         entities.with_entity(kind, key, keep_from, |record| {
             record.record(txn.at, txn.amount.minor(), customer);
