@@ -332,6 +332,134 @@ fn visit(set: &RuleSet, f: &mut Features, ev: &Event, first: usize, fixed_offset
     }
 }
 
+/// What [`scan_in_time_order`] found besides the window aggregates.
+struct OrderedScan<'a> {
+    /// The events at or before t, in arrival (and so time) order, older part first.
+    at_or_before: (&'a [Event], &'a [Event]),
+    /// The newest of them.
+    latest: Option<EventTime>,
+}
+
+impl<'a> OrderedScan<'a> {
+    /// The events at or before t, newest first.
+    fn newest_first(&self) -> impl Iterator<Item = &'a Event> + use<'a> {
+        let (older, newer) = self.at_or_before;
+        newer.iter().rev().chain(older.iter().rev())
+    }
+}
+
+const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
+
+/// Sums events into a window's aggregate: order does not matter, so this runs over plain
+/// slices with no per-event window search.
+#[inline(always)]
+fn add_events(agg: &mut WindowAgg, events: &[Event], amount: Option<i64>) {
+    // Recorded amounts are never negative, so −1 matches none when there is no transaction.
+    let current = amount.unwrap_or(-1);
+    for ev in events {
+        let a = ev.amount_minor();
+        agg.count += 1;
+        agg.sum += a;
+        agg.same_amount += u32::from(a == current);
+        match ev.outcome() {
+            Outcome::Failed => {
+                agg.failed += 1;
+                agg.failed_sum += a;
+            }
+            Outcome::Settled => {
+                agg.settled += 1;
+                agg.settled_sum += a;
+            }
+            Outcome::Pending | Outcome::Reversed => {}
+        }
+        agg.flagged += u32::from(ev.decision() != crate::rules::Action::Allow);
+    }
+}
+
+/// The window features of a history that arrived in time order, without looking at any event
+/// twice for its window: events are sorted by time, so the events a window holds are the
+/// newest ones of each slice, found by binary search. Each event is added to the aggregate of
+/// the shortest window holding it (prefix sums in [`extract_into`] carry it into the longer
+/// ones); list counts and hour ranges visit only the events of their own window. `starts`
+/// gets where each window's events start in the returned slices, for the amount statistics.
+fn scan_in_time_order<'a>(
+    set: &RuleSet,
+    f: &mut Features,
+    (older, newer): (&'a [Event], &'a [Event]),
+    t: EventTime,
+    fixed_offset: Option<i32>,
+    starts: &mut [(usize, usize); MAX_DISTINCT_WINDOWS],
+) -> OrderedScan<'a> {
+    // Index of the first event later than `x`.
+    let after = |events: &[Event], x: EventTime| events.partition_point(|ev| ev.at <= x);
+    // Events later than t (out-of-order arrivals ahead of it) are in no window.
+    let (older, newer) = (&older[..after(older, t)], &newer[..after(newer, t)]);
+    let (mut older_end, mut newer_end) = (older.len(), newer.len());
+    for (i, window) in set.windows.iter().enumerate() {
+        // Window (t − w, t]: the events after t − w.
+        let from = t.saturating_sub(window.micros);
+        let older_start = after(&older[..older_end], from);
+        let newer_start = after(&newer[..newer_end], from);
+        add_events(&mut f.windows[i], &older[older_start..older_end], f.amount);
+        add_events(&mut f.windows[i], &newer[newer_start..newer_end], f.amount);
+        starts[i] = (older_start, newer_start);
+        (older_end, newer_end) = (older_start, newer_start);
+    }
+    let in_window = |wi: u8| {
+        let (older_start, newer_start) = starts[usize::from(wi)];
+        older[older_start..].iter().chain(&newer[newer_start..])
+    };
+    for (k, &(wi, list)) in set.list_windows.iter().enumerate() {
+        let list = &set.amount_lists[list];
+        f.list_counts[k] += in_window(wi)
+            .filter(|ev| in_sorted(list, ev.amount_minor()))
+            .count() as u32;
+    }
+    for (k, &(wi, from, to)) in set.hour_windows.iter().enumerate() {
+        let agg = &mut f.hour_aggs[k];
+        let Some(offset) = fixed_offset else {
+            for ev in in_window(wi) {
+                if in_hours(local_seconds(set, ev.at), from, to) {
+                    agg.0 += 1;
+                    agg.1 += ev.amount_minor();
+                }
+            }
+            continue;
+        };
+        // One offset throughout, and events in time order: walk local midnights forward
+        // instead of dividing every timestamp. Whole seconds compare alike in microseconds,
+        // since `from` and `to` are whole seconds.
+        let offset = i64::from(offset) * MICROS_PER_SECOND;
+        let (from, to) = (
+            i64::from(from) * MICROS_PER_SECOND,
+            i64::from(to) * MICROS_PER_SECOND,
+        );
+        let (mut midnight, mut next_midnight) = (0, i64::MIN);
+        for ev in in_window(wi) {
+            // Inside the zone table's span (a fixed offset is only found there): no overflow.
+            let local = ev.at + offset;
+            if local >= next_midnight {
+                midnight = local - local.rem_euclid(MICROS_PER_DAY);
+                next_midnight = midnight + MICROS_PER_DAY;
+            }
+            let into_day = local - midnight;
+            let inside = if from < to {
+                from <= into_day && into_day < to
+            } else {
+                into_day >= from || into_day < to
+            };
+            if inside {
+                agg.0 += 1;
+                agg.1 += ev.amount_minor();
+            }
+        }
+    }
+    OrderedScan {
+        at_or_before: (older, newer),
+        latest: newer.last().or(older.last()).map(|ev| ev.at),
+    }
+}
+
 /// Computes every feature the rule set reads, touching each event at most once.
 ///
 /// Each in-window event is added to the aggregate of the *shortest* window holding it; prefix
@@ -437,38 +565,28 @@ pub fn extract_into(
     let mut timeline: SmallVec<[(i64, i64); 72]> = SmallVec::new();
 
     let (older, newer) = history.events;
-    // Newest first in time order, ages only grow: the shortest window holding an event is
-    // found from the previous event's.
-    let mut first = 0;
+    // Per window, where its events start in (older, newer), for the statistics; filled by the
+    // scan in time order only.
+    let mut starts = [(0, 0); MAX_DISTINCT_WINDOWS];
+    let mut at_or_before: (&[Event], &[Event]) = (&[], &[]);
     if history.in_time_order {
-        // Newest first: the first located event at or before t is the previous location
-        // (ties in time go to the later arrival, as in the full scan), and amounts come in
-        // reverse time order for the streaks.
-        for ev in newer.iter().rev().chain(older.iter().rev()) {
-            if ev.at > t {
-                continue;
-            }
-            latest.get_or_insert(ev.at);
-            let in_horizon = t - ev.at < horizon;
-            if want_geo && previous_geo.is_none() && ev.has_geo() {
-                previous_geo = Some(ev);
-            }
-            if inc_alive || dec_alive {
+        let scan = scan_in_time_order(set, f, (older, newer), t, fixed_offset, &mut starts);
+        at_or_before = scan.at_or_before;
+        latest = scan.latest;
+        if want_geo {
+            previous_geo = scan.newest_first().find(|ev| ev.has_geo());
+        }
+        if want_streaks {
+            for ev in scan.newest_first() {
                 let a = ev.amount_minor();
                 inc_alive &= a < next_amount;
                 dec_alive &= a > next_amount;
+                if !inc_alive && !dec_alive {
+                    break;
+                }
                 f.increasing_streak += u32::from(inc_alive);
                 f.decreasing_streak += u32::from(dec_alive);
                 next_amount = a;
-            }
-            if in_horizon {
-                first = shortest_window(set, t - ev.at, first);
-                visit(set, f, ev, first, fixed_offset);
-                if want_stats {
-                    in_window.push((t - ev.at, ev.amount_minor()));
-                }
-            } else if (!want_geo || previous_geo.is_some()) && !inc_alive && !dec_alive {
-                break;
             }
         }
     } else {
@@ -533,14 +651,21 @@ pub fn extract_into(
         let mut amounts: SmallVec<[i64; 72]> = SmallVec::new();
         // The amounts of the earlier events in window `wi`.
         let earlier = |wi: u8, amounts: &mut SmallVec<[i64; 72]>| {
-            let w = set.windows[usize::from(wi)].micros;
+            let wi = usize::from(wi);
             amounts.clear();
-            amounts.extend(
-                in_window
-                    .iter()
-                    .filter(|(age, _)| *age < w)
-                    .map(|&(_, a)| a),
-            );
+            if history.in_time_order {
+                let ((older, newer), (older_start, newer_start)) = (at_or_before, starts[wi]);
+                amounts.extend(older[older_start..].iter().map(Event::amount_minor));
+                amounts.extend(newer[newer_start..].iter().map(Event::amount_minor));
+            } else {
+                let w = set.windows[wi].micros;
+                amounts.extend(
+                    in_window
+                        .iter()
+                        .filter(|(age, _)| *age < w)
+                        .map(|&(_, a)| a),
+                );
+            }
         };
         for (k, &wi) in set.stat_windows.iter().enumerate() {
             earlier(wi, &mut amounts);

@@ -591,6 +591,37 @@ proptest! {
     }
 
     #[test]
+    fn the_ordered_scan_fills_every_feature_as_the_general_scan(
+        yaml in rule_file(),
+        loan in loan_rule_file(),
+        events in prop::collection::vec(history_event(), 0..70),
+        loan_events in prop::collection::vec(loan_event(), 0..70),
+        split in 0usize..70,
+        offset in time_offset(),
+        amount in amount_minor(),
+        here in geo(),
+    ) {
+        // Two families of rule files and histories: minutes around T0 in a fixed zone, and
+        // months in zones with daylight saving. The fast scan of a history in time order must
+        // fill the very features the scan of any history fills.
+        for (yaml, mut events) in [(yaml, events), (loan, loan_events)] {
+            let set = rules::load_bytes(yaml.as_bytes()).map_err(|e| TestCaseError::fail(format!("{e}\n{yaml}")))?;
+            events.sort_by_key(|e| e.at);
+            let mut current = txn(T0 + offset, "1");
+            current.amount = Amount::from_minor(amount).unwrap();
+            current.geo = here;
+            let split = split.min(events.len());
+            let (a, b) = events.split_at(split);
+            let ordered = CustomerHistory::new((a, b), None);
+            prop_assert!(ordered.in_time_order);
+            let general = CustomerHistory { in_time_order: false, ..ordered };
+            let fast = super::features::extract(&set, &ordered, Some(&current), current.at);
+            let slow = super::features::extract(&set, &general, Some(&current), current.at);
+            prop_assert_eq!(fast, slow, "{}", yaml);
+        }
+    }
+
+    #[test]
     fn shipped_rules_equal_the_reference(
         events in prop::collection::vec(history_event(), 0..64),
         offset in time_offset(),
