@@ -2,15 +2,12 @@
 //! → record → unlock → write the answer. The server, the benches and the tests all call this,
 //! so what is measured and tested is what serves.
 
+mod answer;
 pub mod upkeep;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
-
-use crate::engine::explain::Explanation;
 use crate::engine::{self, Decision, Hits};
 use crate::live_rules::{LiveRules, LoadedRules};
 use crate::rules::Action;
@@ -270,7 +267,7 @@ impl Interceptor {
         );
         match evaluated {
             Ok(()) => {
-                write_answer(out, &rules, txn, decision);
+                answer::write_answer(out, &rules, txn, decision);
                 DecideSummary {
                     action: decision.action,
                     duplicate: false,
@@ -282,7 +279,7 @@ impl Interceptor {
                 }
             }
             Err(Duplicate { action, first_at }) => {
-                write_duplicate(out, &rules, txn, action, first_at);
+                answer::write_duplicate(out, &rules, txn, action, first_at);
                 DecideSummary {
                     action,
                     duplicate: true,
@@ -545,197 +542,6 @@ impl Interceptor {
                 .saturating_sub(IDLE_GRACE_MICROS),
         )
     }
-}
-
-/// The reasons (or shadow hits) of a decision, serialised one by one.
-struct ReasonList<'a> {
-    rules: &'a LoadedRules,
-    hits: &'a Hits,
-    decision: &'a Decision,
-    txn: &'a Txn<'a>,
-}
-
-impl Serialize for ReasonList<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.hits.len()))?;
-        for &rule in self.hits {
-            seq.serialize_element(&Reason {
-                rules: self.rules,
-                rule,
-                decision: self.decision,
-                txn: self.txn,
-            })?;
-        }
-        seq.end()
-    }
-}
-
-struct Reason<'a> {
-    rules: &'a LoadedRules,
-    rule: u16,
-    decision: &'a Decision,
-    txn: &'a Txn<'a>,
-}
-
-impl Serialize for Reason<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let rule = &self.rules.set.rules[self.rule as usize];
-        let mut st = s.serialize_struct("Reason", 3)?;
-        st.serialize_field("rule", &*rule.id)?;
-        st.serialize_field("action", rule.action.as_str())?;
-        st.serialize_field(
-            "message",
-            &Message(Explanation {
-                set: &self.rules.set,
-                rule: self.rule,
-                features: &self.decision.features,
-                txn: Some(self.txn),
-            }),
-        )?;
-        st.end()
-    }
-}
-
-/// Serialises a `Display` as a JSON string without an intermediate `String`.
-struct Message<T>(T);
-
-impl<T: std::fmt::Display> Serialize for Message<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0)
-    }
-}
-
-#[derive(Serialize)]
-struct Answer<'a, R: Serialize> {
-    transaction_id: &'a str,
-    decision: &'static str,
-    reasons: R,
-    shadow: R,
-    tags: TagList<'a>,
-    score: Option<i64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    score_reasons: Vec<ScoreReason<'a>>,
-    rules_version: &'a str,
-}
-
-/// A characteristic that cost the score points, named when a rule reading the score matched.
-#[derive(Serialize)]
-struct ScoreReason<'a> {
-    characteristic: &'a str,
-    points: i64,
-    best_points: i64,
-}
-
-/// The ids of matching tag rules, serialised as a list of strings.
-struct TagList<'a> {
-    rules: &'a LoadedRules,
-    hits: &'a Hits,
-}
-
-impl Serialize for TagList<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.hits.len()))?;
-        for &i in self.hits {
-            seq.serialize_element(&*self.rules.set.rules[i as usize].id)?;
-        }
-        seq.end()
-    }
-}
-
-fn write_answer(out: &mut Vec<u8>, rules: &LoadedRules, txn: &Txn<'_>, decision: &Decision) {
-    let list = |hits| ReasonList {
-        rules,
-        hits,
-        decision,
-        txn,
-    };
-    let answer = Answer {
-        transaction_id: &txn.transaction_id,
-        decision: decision.action.as_str(),
-        reasons: list(&decision.hits),
-        shadow: list(&decision.shadow),
-        tags: TagList {
-            rules,
-            hits: &decision.tags,
-        },
-        score: decision.features.score,
-        score_reasons: score_reasons(rules, decision),
-        rules_version: &rules.version.label,
-    };
-    serde_json::to_writer(out, &answer).expect("writing JSON to a Vec cannot fail");
-}
-
-/// Up to three characteristics that cost the most points, when an enforced or shadow rule
-/// that reads the score matched; none otherwise (and nothing is computed).
-fn score_reasons<'a>(rules: &'a LoadedRules, decision: &Decision) -> Vec<ScoreReason<'a>> {
-    let set = &rules.set;
-    let uses_score = decision
-        .hits
-        .iter()
-        .chain(decision.shadow.iter())
-        .any(|&i| set.rules[i as usize].reads_score);
-    if !uses_score {
-        return Vec::new();
-    }
-    let Some(card) = set.valid.scorecard.as_ref() else {
-        return Vec::new();
-    };
-    engine::score_reasons(set, &decision.features, 3)
-        .into_iter()
-        .map(|(i, points, best_points)| ScoreReason {
-            characteristic: &card.characteristics[i].name,
-            points,
-            best_points,
-        })
-        .collect()
-}
-
-#[derive(Serialize)]
-struct DuplicateReason<'a> {
-    rule: &'static str,
-    action: &'static str,
-    message: &'a str,
-}
-
-#[derive(Serialize)]
-struct DuplicateAnswer<'a> {
-    transaction_id: &'a str,
-    decision: &'static str,
-    reasons: [DuplicateReason<'a>; 1],
-    shadow: [&'a str; 0],
-    tags: [&'a str; 0],
-    score: Option<i64>,
-    rules_version: &'a str,
-    duplicate: bool,
-}
-
-fn write_duplicate(
-    out: &mut Vec<u8>,
-    rules: &LoadedRules,
-    txn: &Txn<'_>,
-    action: Action,
-    first_at: EventTime,
-) {
-    let message = format!(
-        "transaction_id already decided ({}) for the transaction at {}; the first decision is returned and nothing is recorded again",
-        action.as_str(),
-        txn::format_timestamp(first_at)
-    );
-    let answer = DuplicateAnswer {
-        transaction_id: &txn.transaction_id,
-        decision: action.as_str(),
-        reasons: [DuplicateReason {
-            rule: "duplicate_transaction",
-            action: action.as_str(),
-            message: &message,
-        }],
-        shadow: [],
-        tags: [],
-        score: None,
-        rules_version: &rules.version.label,
-        duplicate: true,
-    };
-    serde_json::to_writer(out, &answer).expect("writing JSON to a Vec cannot fail");
 }
 
 #[cfg(test)]
