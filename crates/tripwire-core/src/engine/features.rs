@@ -405,20 +405,24 @@ fn scan_in_time_order<'a>(
         starts[i] = (older_start, newer_start);
         (older_end, newer_end) = (older_start, newer_start);
     }
+    // A window's events, as two slices: a loop over each is cheaper than one over a chain.
     let in_window = |wi: u8| {
         let (older_start, newer_start) = starts[usize::from(wi)];
-        older[older_start..].iter().chain(&newer[newer_start..])
+        [&older[older_start..], &newer[newer_start..]]
     };
     for (k, &(wi, list)) in set.list_windows.iter().enumerate() {
         let list = &set.amount_lists[list];
-        f.list_counts[k] += in_window(wi)
-            .filter(|ev| in_sorted(list, ev.amount_minor()))
-            .count() as u32;
+        for part in in_window(wi) {
+            f.list_counts[k] += part
+                .iter()
+                .filter(|ev| in_sorted(list, ev.amount_minor()))
+                .count() as u32;
+        }
     }
     for (k, &(wi, from, to)) in set.hour_windows.iter().enumerate() {
         let agg = &mut f.hour_aggs[k];
         let Some(offset) = fixed_offset else {
-            for ev in in_window(wi) {
+            for ev in in_window(wi).into_iter().flatten() {
                 if in_hours(local_seconds(set, ev.at), from, to) {
                     agg.0 += 1;
                     agg.1 += ev.amount_minor();
@@ -435,22 +439,25 @@ fn scan_in_time_order<'a>(
             i64::from(to) * MICROS_PER_SECOND,
         );
         let (mut midnight, mut next_midnight) = (0, i64::MIN);
-        for ev in in_window(wi) {
-            // Inside the zone table's span (a fixed offset is only found there): no overflow.
-            let local = ev.at + offset;
-            if local >= next_midnight {
-                midnight = local - local.rem_euclid(MICROS_PER_DAY);
-                next_midnight = midnight + MICROS_PER_DAY;
-            }
-            let into_day = local - midnight;
-            let inside = if from < to {
-                from <= into_day && into_day < to
-            } else {
-                into_day >= from || into_day < to
-            };
-            if inside {
-                agg.0 += 1;
-                agg.1 += ev.amount_minor();
+        for part in in_window(wi) {
+            for ev in part {
+                // Inside the zone table's span (a fixed offset is only found there): no
+                // overflow.
+                let local = ev.at + offset;
+                if local >= next_midnight {
+                    midnight = local - local.rem_euclid(MICROS_PER_DAY);
+                    next_midnight = midnight + MICROS_PER_DAY;
+                }
+                let into_day = local - midnight;
+                let inside = if from < to {
+                    from <= into_day && into_day < to
+                } else {
+                    into_day >= from || into_day < to
+                };
+                if inside {
+                    agg.0 += 1;
+                    agg.1 += ev.amount_minor();
+                }
             }
         }
     }
