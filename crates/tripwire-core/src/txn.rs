@@ -137,6 +137,9 @@ pub const MAX_TIMESTAMP_YEAR: i16 = 9998;
 /// and the year within [`MIN_TIMESTAMP_YEAR`]..=[`MAX_TIMESTAMP_YEAR`]. Messages speak of the
 /// timestamp, never of the date library.
 pub fn parse_timestamp(text: &str) -> Result<EventTime, String> {
+    if let Some(at) = plain_rfc3339(text.as_bytes()) {
+        return Ok(at);
+    }
     const FORM: &str =
         "must be an RFC 3339 timestamp with an offset, such as \"2026-03-01T02:15:00+08:00\"";
     let bytes = text.as_bytes();
@@ -158,6 +161,91 @@ pub fn parse_timestamp(text: &str) -> Result<EventTime, String> {
         ));
     }
     Ok(ts.as_microsecond())
+}
+
+/// The everyday timestamp, read without the general parser: `YYYY-MM-DD`, `T` (or `t` or a
+/// space), `HH:MM:SS`, up to nine fraction digits, then `Z` (or `z`) or `±HH:MM` with an hour
+/// under 24. Every field is range-checked (seconds to 59) and the instant must fall in the
+/// accepted years; anything else is `None`, and [`parse_timestamp`] hands it to jiff, which
+/// then accepts or explains it. What this accepts, jiff reads as the same instant (a proptest
+/// holds the two side by side).
+fn plain_rfc3339(b: &[u8]) -> Option<EventTime> {
+    /// Days from 1970-01-01 to a civil date (Howard Hinnant's `days_from_civil`).
+    fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+        let y = if month <= 2 { year - 1 } else { year };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (month + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        b.get(range)?.iter().try_fold(0i64, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+        })
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day == 0 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    // Up to nine fraction digits, kept to the microsecond (truncated, as jiff's
+    // `as_microsecond` does; every accepted instant is after 1970, so truncation is flooring).
+    let mut at = 19;
+    let mut micros = 0;
+    if b[at] == b'.' {
+        let digits = b[at + 1..]
+            .iter()
+            .take_while(|d| d.is_ascii_digit())
+            .count();
+        if digits == 0 || digits > 9 {
+            return None;
+        }
+        let fraction = number(at + 1..at + 1 + digits)?;
+        micros = match digits {
+            ..=6 => fraction * 10i64.pow(6 - digits as u32),
+            _ => fraction / 10i64.pow(digits as u32 - 6),
+        };
+        at += 1 + digits;
+    }
+    let offset_seconds = match b.get(at..)? {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (h, m) = (number(at + 1..at + 3)?, number(at + 4..at + 6)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let seconds = h * 3600 + m * 60;
+            if *sign == b'-' { -seconds } else { seconds }
+        }
+        _ => return None,
+    };
+    let local_seconds =
+        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
+    let utc_seconds = local_seconds - offset_seconds;
+    let first = days_from_civil(i64::from(MIN_TIMESTAMP_YEAR), 1, 1) * 86_400;
+    let end = days_from_civil(i64::from(MAX_TIMESTAMP_YEAR) + 1, 1, 1) * 86_400;
+    (first..end)
+        .contains(&utc_seconds)
+        .then(|| utc_seconds * MICROS_PER_SECOND + micros)
 }
 
 /// Formats an event time as RFC 3339 in UTC.
@@ -864,6 +952,70 @@ mod tests {
                 !err.contains("jiff") && !err.contains("parsing"),
                 "{bad}: {err}"
             );
+        }
+    }
+
+    /// The general path alone: what jiff and the year check make of a timestamp.
+    fn parse_timestamp_by_jiff(text: &str) -> Option<EventTime> {
+        let ts: jiff::Timestamp = text.parse().ok()?;
+        let year = ts.to_zoned_datetime(jiff::tz::TimeZone::UTC).year();
+        (MIN_TIMESTAMP_YEAR..=MAX_TIMESTAMP_YEAR)
+            .contains(&year)
+            .then(|| ts.as_microsecond())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+
+        /// Whatever the plain reader accepts, jiff reads as the same instant.
+        #[test]
+        fn plain_timestamps_read_as_jiff_reads_them(
+            year in prop_oneof![1965i64..1975, 1999i64..2101, 9995i64..10000],
+            month in 0i64..14,
+            day in 0i64..33,
+            hour in 0i64..25,
+            minute in 0i64..61,
+            second in 0i64..61,
+            fraction in prop::option::of("[0-9]{0,10}"),
+            separator in prop::sample::select(vec!['T', 't', ' ', 'x']),
+            offset in prop_oneof![
+                Just("Z".to_string()),
+                Just("z".to_string()),
+                (prop::sample::select(vec!['+', '-']), 0u32..25, 0u32..61)
+                    .prop_map(|(s, h, m)| format!("{s}{h:02}:{m:02}")),
+            ],
+        ) {
+            let fraction = fraction.map(|f| format!(".{f}")).unwrap_or_default();
+            let text = format!(
+                "{year:04}-{month:02}-{day:02}{separator}{hour:02}:{minute:02}:{second:02}{fraction}{offset}"
+            );
+            if let Some(at) = plain_rfc3339(text.as_bytes()) {
+                prop_assert_eq!(Some(at), parse_timestamp_by_jiff(&text), "{}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn everyday_timestamps_take_the_plain_reader() {
+        for text in [
+            "2026-03-01T02:15:00Z",
+            "2026-03-01T10:15:00+08:00",
+            "2024-02-29T23:59:59.123456789-05:30",
+            "2026-03-01 02:15:00.5z",
+        ] {
+            let at = plain_rfc3339(text.as_bytes()).expect(text);
+            assert_eq!(Some(at), parse_timestamp_by_jiff(text), "{text}");
+        }
+        for text in [
+            "2026-02-29T00:00:00Z",
+            "2026-03-01T24:00:00Z",
+            "2026-03-01T23:59:60Z",
+            "1969-12-31T23:59:59Z",
+            "2026-03-01T02:15:00+24:00",
+            "2026-03-01T02:15:00",
+            "2026-03-01T02:15:00.Z",
+        ] {
+            assert_eq!(plain_rfc3339(text.as_bytes()), None, "{text}");
         }
     }
 

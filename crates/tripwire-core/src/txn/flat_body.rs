@@ -164,27 +164,28 @@ fn plain_decimal(text: &str) -> Option<f64> {
     const POW10: [f64; 16] = [
         1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
     ];
-    let (negative, unsigned) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
-    let (mut digits, mut significant) = (0u64, 0usize);
-    for b in whole.bytes().chain(fraction.bytes()) {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        digits = digits * 10 + u64::from(b - b'0');
-        significant += usize::from(digits != 0);
-        if significant > 15 {
-            return None;
+    let bytes = text.as_bytes();
+    let negative = bytes.first() == Some(&b'-');
+    let (mut digits, mut significant, mut fraction) = (0u64, 0usize, None);
+    for (i, &b) in bytes.iter().enumerate().skip(usize::from(negative)) {
+        match b {
+            b'0'..=b'9' => {
+                digits = digits * 10 + u64::from(b - b'0');
+                significant += usize::from(digits != 0);
+                if significant > 15 {
+                    return None;
+                }
+            }
+            b'.' if fraction.is_none() => fraction = Some(bytes.len() - i - 1),
+            _ => return None,
         }
     }
-    if digits == 0 || fraction.len() > 15 {
+    let fraction = fraction.unwrap_or(0);
+    if digits == 0 || fraction > 15 {
         return None;
     }
     // Below 10^15 < 2^53: exact as an f64, and so is 10^k.
-    let value = digits as f64 / POW10[fraction.len()];
+    let value = digits as f64 / POW10[fraction];
     Some(if negative { -value } else { value })
 }
 
