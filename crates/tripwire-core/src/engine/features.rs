@@ -272,10 +272,13 @@ pub fn prior_stats(amounts: &mut [i64], needs: PriorNeeds) -> AmountStats {
 pub fn months(zone: &ZoneTable, buckets: &MonthBuckets, t: EventTime) -> Months {
     let current = zone.month_of(t);
     let mut m = Months::default();
-    for k in 0..12 {
-        let b = buckets.get(current.saturating_sub(1 + k as i32));
-        m.counts[k] = i64::from(b.count);
-        m.sums[k] = b.sum;
+    // One pass over the few months held, rather than a search for each of the twelve.
+    for b in buckets.held() {
+        let k = i64::from(current) - 1 - i64::from(b.month);
+        if let Ok(k @ 0..12) = usize::try_from(k) {
+            m.counts[k] = i64::from(b.count);
+            m.sums[k] = b.sum;
+        }
     }
     m
 }
@@ -350,35 +353,63 @@ impl<'a> OrderedScan<'a> {
 
 const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
 
-/// Sums events into a window's aggregate: order does not matter, so this runs over plain
-/// slices with no per-event window search.
+/// Adds one event to a window's aggregate.
 #[inline(always)]
-fn add_events(agg: &mut WindowAgg, events: &[Event], amount: Option<i64>) {
-    // Recorded amounts are never negative, so −1 matches none when there is no transaction.
-    let current = amount.unwrap_or(-1);
-    for ev in events {
-        let a = ev.amount_minor();
-        agg.count += 1;
-        agg.sum += a;
-        agg.same_amount += u32::from(a == current);
-        match ev.outcome() {
-            Outcome::Failed => {
-                agg.failed += 1;
-                agg.failed_sum += a;
-            }
-            Outcome::Settled => {
-                agg.settled += 1;
-                agg.settled_sum += a;
-            }
-            Outcome::Pending | Outcome::Reversed => {}
+fn add_event(agg: &mut WindowAgg, ev: &Event, current: i64) {
+    let a = ev.amount_minor();
+    agg.count += 1;
+    agg.sum += a;
+    agg.same_amount += u32::from(a == current);
+    match ev.outcome() {
+        Outcome::Failed => {
+            agg.failed += 1;
+            agg.failed_sum += a;
         }
-        agg.flagged += u32::from(ev.decision() != crate::rules::Action::Allow);
+        Outcome::Settled => {
+            agg.settled += 1;
+            agg.settled_sum += a;
+        }
+        Outcome::Pending | Outcome::Reversed => {}
+    }
+    agg.flagged += u32::from(ev.decision() != crate::rules::Action::Allow);
+}
+
+/// Adds each event of a slice in time order (all at or before t) to the aggregate of the
+/// shortest window holding it, walking back from the newest, and sets where each window's
+/// events start in the slice (`start` picks the older or the newer slice's entry of `starts`,
+/// which come zeroed). The walk stops at the first event older than every window.
+#[inline(always)]
+fn add_to_windows(
+    set: &RuleSet,
+    windows: &mut [WindowAgg; MAX_DISTINCT_WINDOWS],
+    events: &[Event],
+    t: EventTime,
+    current: i64,
+    starts: &mut [(usize, usize); MAX_DISTINCT_WINDOWS],
+    start: fn(&mut (usize, usize)) -> &mut usize,
+) {
+    let Some(first) = set.windows.first() else {
+        return;
+    };
+    // Window (t − w, t] holds the events after t − w.
+    let mut wi = 0;
+    let mut from = t.saturating_sub(first.micros);
+    for (i, ev) in events.iter().enumerate().rev() {
+        while ev.at <= from {
+            *start(&mut starts[wi]) = i + 1;
+            wi += 1;
+            match set.windows.get(wi) {
+                Some(w) => from = t.saturating_sub(w.micros),
+                None => return,
+            }
+        }
+        add_event(&mut windows[wi], ev, current);
     }
 }
 
 /// The window features of a history that arrived in time order, without looking at any event
 /// twice for its window: events are sorted by time, so the events a window holds are the
-/// newest ones of each slice, found by binary search. Each event is added to the aggregate of
+/// newest ones of each slice. Each event is added to the aggregate of
 /// the shortest window holding it (prefix sums in [`extract_into`] carry it into the longer
 /// ones); list counts and hour ranges visit only the events of their own window. `starts`
 /// gets where each window's events start in the returned slices, for the amount statistics.
@@ -390,21 +421,18 @@ fn scan_in_time_order<'a>(
     fixed_offset: Option<i32>,
     starts: &mut [(usize, usize); MAX_DISTINCT_WINDOWS],
 ) -> OrderedScan<'a> {
-    // Index of the first event later than `x`.
-    let after = |events: &[Event], x: EventTime| events.partition_point(|ev| ev.at <= x);
+    // Index of the first event later than `x`, walking back from the newest: a window's
+    // boundary costs a step per event it adds, which summing them costs anyway (cheaper, for
+    // a few dozen events, than a binary search per window).
+    let after = |events: &[Event], x: EventTime| {
+        events.len() - events.iter().rev().take_while(|ev| ev.at > x).count()
+    };
     // Events later than t (out-of-order arrivals ahead of it) are in no window.
     let (older, newer) = (&older[..after(older, t)], &newer[..after(newer, t)]);
-    let (mut older_end, mut newer_end) = (older.len(), newer.len());
-    for (i, window) in set.windows.iter().enumerate() {
-        // Window (t − w, t]: the events after t − w.
-        let from = t.saturating_sub(window.micros);
-        let older_start = after(&older[..older_end], from);
-        let newer_start = after(&newer[..newer_end], from);
-        add_events(&mut f.windows[i], &older[older_start..older_end], f.amount);
-        add_events(&mut f.windows[i], &newer[newer_start..newer_end], f.amount);
-        starts[i] = (older_start, newer_start);
-        (older_end, newer_end) = (older_start, newer_start);
-    }
+    // Recorded amounts are never negative, so −1 matches none when there is no transaction.
+    let current = f.amount.unwrap_or(-1);
+    add_to_windows(set, &mut f.windows, older, t, current, starts, |s| &mut s.0);
+    add_to_windows(set, &mut f.windows, newer, t, current, starts, |s| &mut s.1);
     // A window's events, as two slices: a loop over each is cheaper than one over a chain.
     let in_window = |wi: u8| {
         let (older_start, newer_start) = starts[usize::from(wi)];
@@ -662,8 +690,16 @@ pub fn extract_into(
             amounts.clear();
             if history.in_time_order {
                 let ((older, newer), (older_start, newer_start)) = (at_or_before, starts[wi]);
-                amounts.extend(older[older_start..].iter().map(Event::amount_minor));
-                amounts.extend(newer[newer_start..].iter().map(Event::amount_minor));
+                let (older, newer) = (&older[older_start..], &newer[newer_start..]);
+                // Sized once and written in place: cheaper than pushing one by one.
+                amounts.resize(older.len() + newer.len(), 0);
+                let (into_older, into_newer) = amounts.split_at_mut(older.len());
+                for (slot, ev) in into_older.iter_mut().zip(older) {
+                    *slot = ev.amount_minor();
+                }
+                for (slot, ev) in into_newer.iter_mut().zip(newer) {
+                    *slot = ev.amount_minor();
+                }
             } else {
                 let w = set.windows[wi].micros;
                 amounts.extend(

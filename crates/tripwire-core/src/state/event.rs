@@ -137,7 +137,11 @@ impl Event {
     /// Whether this is the transaction with keyed hash `txn_hash` (compared on the bits kept).
     #[inline]
     pub fn is_txn(&self, txn_hash: u64) -> bool {
-        self.txn_hash() == kept_hash(txn_hash)
+        // The 32-bit word first: a ring is scanned for a retry on every decision, and nearly
+        // every event differs there already.
+        let (low_bits, packed, high) = (64 - FIELD_BITS, self.packed, self.hash_high);
+        high == ((txn_hash >> low_bits) & 0xffff_ffff) as u32
+            && packed >> FIELD_BITS == txn_hash & ((1 << low_bits) - 1)
     }
 
     /// Amount in minor units.

@@ -74,6 +74,11 @@ impl MonthBuckets {
         }
     }
 
+    /// The months with data, oldest first.
+    pub fn held(&self) -> &[MonthBucket] {
+        &self.buckets
+    }
+
     /// The totals of `month`, zero when nothing was recorded for it.
     pub fn get(&self, month: i32) -> MonthBucket {
         match self.buckets.binary_search_by_key(&month, |b| b.month) {
