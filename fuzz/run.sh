@@ -12,7 +12,12 @@ status=0
 for target in rules_check decide_request differential; do
     mkdir -p "corpus/$target"
     log="$(mktemp)"
-    if cargo fuzz run "$target" "corpus/$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 >"$log" 2>&1; then
+    # Committed seeds (fuzz/seeds/TARGET, when present) are read as a second corpus.
+    seeds=()
+    if [ -d "seeds/$target" ]; then
+        seeds=("seeds/$target")
+    fi
+    if cargo fuzz run "$target" "corpus/$target" "${seeds[@]}" -- -max_total_time="$seconds" -rss_limit_mb=2048 >"$log" 2>&1; then
         runs="$(grep -Eo 'Done [0-9]+ runs' "$log" | tail -1 | grep -Eo '[0-9]+' || echo '?')"
         echo "$target: ok, $runs executions in ${seconds}s"
     else
