@@ -409,10 +409,10 @@ fn add_to_windows(
 
 /// The window features of a history that arrived in time order, without looking at any event
 /// twice for its window: events are sorted by time, so the events a window holds are the
-/// newest ones of each slice. Each event is added to the aggregate of
-/// the shortest window holding it (prefix sums in [`extract_into`] carry it into the longer
-/// ones); list counts and hour ranges visit only the events of their own window. `starts`
-/// gets where each window's events start in the returned slices, for the amount statistics.
+/// newest ones of each slice. Each event is added to the aggregate of the shortest window
+/// holding it (prefix sums in [`extract_into`] carry it into the longer ones); list counts and
+/// hour ranges visit only the events of their own window. `starts` (zeroed by the caller) gets
+/// where each window's events start in the returned slices, for the amount statistics.
 fn scan_in_time_order<'a>(
     set: &RuleSet,
     f: &mut Features,
