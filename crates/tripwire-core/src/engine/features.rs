@@ -162,9 +162,10 @@ pub fn month_of(tz: &jiff::tz::TimeZone, at: EventTime) -> i32 {
     }
 }
 
-/// Whether local seconds `s` fall in [from, to), wrapping past midnight when from > to.
+/// Whether a time of day `s` falls in [from, to), wrapping past midnight when from > to (in
+/// any one unit: local seconds, or microseconds into the day).
 #[inline]
-pub fn in_hours(s: u32, from: u32, to: u32) -> bool {
+pub fn in_hours<T: PartialOrd>(s: T, from: T, to: T) -> bool {
     if from < to {
         from <= s && s < to
     } else {
@@ -283,37 +284,16 @@ pub fn months(zone: &ZoneTable, buckets: &MonthBuckets, t: EventTime) -> Months 
     m
 }
 
-/// The shortest window holding an event of this age, if any, searching from window `from`
-/// (every shorter one is known not to hold it).
+/// Adds one event to the aggregate of the shortest window that holds it (prefix sums in
+/// [`extract`] carry it into the longer ones).
 #[inline(always)]
-fn shortest_window(set: &RuleSet, age: i64, mut from: usize) -> usize {
-    while from < set.windows.len() && age >= set.windows[from].micros {
-        from += 1;
-    }
-    from
-}
-
-/// Adds one event to the aggregate of window `first`, the shortest that holds it (prefix sums
-/// in [`extract`] carry it into the longer ones); `first` past the last window: none holds it.
-#[inline(always)]
-fn visit(set: &RuleSet, f: &mut Features, ev: &Event, first: usize, fixed_offset: Option<i32>) {
-    if first >= set.windows.len() {
+fn visit(set: &RuleSet, f: &mut Features, ev: &Event, t: EventTime, fixed_offset: Option<i32>) {
+    let age = t - ev.at;
+    let Some(first) = set.windows.iter().position(|w| age < w.micros) else {
         return;
-    }
+    };
     let ev_amount = ev.amount_minor();
-    let outcome = ev.outcome();
-    let agg = &mut f.windows[first];
-    agg.count += 1;
-    agg.sum += ev_amount;
-    agg.same_amount += u32::from(Some(ev_amount) == f.amount);
-    if outcome == Outcome::Failed {
-        agg.failed += 1;
-        agg.failed_sum += ev_amount;
-    } else if outcome == Outcome::Settled {
-        agg.settled += 1;
-        agg.settled_sum += ev_amount;
-    }
-    agg.flagged += u32::from(ev.decision() != crate::rules::Action::Allow);
+    add_event(&mut f.windows[first], ev, current_or_none(f.amount));
     for (k, &(wi, list)) in set.list_windows.iter().enumerate() {
         if usize::from(wi) >= first && in_sorted(&set.amount_lists[list], ev_amount) {
             f.list_counts[k] += 1;
@@ -353,7 +333,14 @@ impl<'a> OrderedScan<'a> {
 
 const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
 
-/// Adds one event to a window's aggregate.
+/// The current amount as [`add_event`] compares with it: recorded amounts are never negative,
+/// so −1 matches none when there is no transaction.
+#[inline(always)]
+fn current_or_none(amount: Option<i64>) -> i64 {
+    amount.unwrap_or(-1)
+}
+
+/// Adds one event to a window's aggregate (`current`: see [`current_or_none`]).
 #[inline(always)]
 fn add_event(agg: &mut WindowAgg, ev: &Event, current: i64) {
     let a = ev.amount_minor();
@@ -429,8 +416,7 @@ fn scan_in_time_order<'a>(
     };
     // Events later than t (out-of-order arrivals ahead of it) are in no window.
     let (older, newer) = (&older[..after(older, t)], &newer[..after(newer, t)]);
-    // Recorded amounts are never negative, so −1 matches none when there is no transaction.
-    let current = f.amount.unwrap_or(-1);
+    let current = current_or_none(f.amount);
     add_to_windows(set, &mut f.windows, older, t, current, starts, |s| &mut s.0);
     add_to_windows(set, &mut f.windows, newer, t, current, starts, |s| &mut s.1);
     // A window's events, as two slices: a loop over each is cheaper than one over a chain.
@@ -476,13 +462,7 @@ fn scan_in_time_order<'a>(
                     midnight = local - local.rem_euclid(MICROS_PER_DAY);
                     next_midnight = midnight + MICROS_PER_DAY;
                 }
-                let into_day = local - midnight;
-                let inside = if from < to {
-                    from <= into_day && into_day < to
-                } else {
-                    into_day >= from || into_day < to
-                };
-                if inside {
+                if in_hours(local - midnight, from, to) {
                     agg.0 += 1;
                     agg.1 += ev.amount_minor();
                 }
@@ -639,7 +619,7 @@ pub fn extract_into(
                 timeline.push((ev.at, ev.amount_minor()));
             }
             if t - ev.at < horizon {
-                visit(set, f, ev, shortest_window(set, t - ev.at, 0), fixed_offset);
+                visit(set, f, ev, t, fixed_offset);
                 if want_stats {
                     in_window.push((t - ev.at, ev.amount_minor()));
                 }
