@@ -175,16 +175,10 @@ fn parse_timestamp_by_jiff(text: &str) -> Result<EventTime, String> {
 /// then accepts or explains it. What this accepts, jiff reads as the same instant (a proptest
 /// holds the two side by side).
 fn plain_rfc3339(b: &[u8]) -> Option<EventTime> {
-    /// Days from 1970-01-01 to a civil date (Howard Hinnant's `days_from_civil`).
-    fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-        let y = if month <= 2 { year - 1 } else { year };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let mp = (month + 9) % 12;
-        let doy = (153 * mp + 2) / 5 + day - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        era * 146_097 + doe - 719_468
-    }
+    /// The accepted instants, in seconds: from the first day of the first accepted year to the
+    /// first day after the last.
+    const ACCEPTED: std::ops::Range<i64> = days_from_civil(MIN_TIMESTAMP_YEAR as i64, 1, 1) * 86_400
+        ..days_from_civil(MAX_TIMESTAMP_YEAR as i64 + 1, 1, 1) * 86_400;
     let number = |range: std::ops::Range<usize>| -> Option<i64> {
         b.get(range)?.iter().try_fold(0i64, |n, &d| {
             d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
@@ -246,11 +240,20 @@ fn plain_rfc3339(b: &[u8]) -> Option<EventTime> {
     let local_seconds =
         days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
     let utc_seconds = local_seconds - offset_seconds;
-    let first = days_from_civil(i64::from(MIN_TIMESTAMP_YEAR), 1, 1) * 86_400;
-    let end = days_from_civil(i64::from(MAX_TIMESTAMP_YEAR) + 1, 1, 1) * 86_400;
-    (first..end)
+    ACCEPTED
         .contains(&utc_seconds)
         .then(|| utc_seconds * MICROS_PER_SECOND + micros)
+}
+
+/// Days from 1970-01-01 to a civil date (Howard Hinnant's `days_from_civil`).
+const fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Formats an event time as RFC 3339 in UTC.
@@ -523,7 +526,7 @@ impl<'de> Visitor<'de> for DecideVisitor<'_> {
             let text = |m: &mut A| m.next_value::<Option<Text<'de>>>().map(|t| t.map(|t| t.0));
             let raw = |m: &mut A| {
                 m.next_value::<Option<&'de RawValue>>()
-                    .map(|r| r.map(RawValue::get).filter(|r| *r != "null"))
+                    .map(|r| present(r).map(RawValue::get))
             };
             let number = |m: &mut A| m.next_value::<Option<f64>>();
             let field: &'static str = match &*key.0 {
