@@ -23,19 +23,6 @@ fn needs_no_escape(s: &str) -> bool {
     s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
-/// Appends `s` as a JSON string.
-#[inline]
-fn push_string(out: &mut Vec<u8>, s: &str) {
-    if needs_no_escape(s) {
-        out.reserve(s.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else {
-        serde_json::to_writer(out, s).expect("writing JSON to a Vec cannot fail");
-    }
-}
-
 /// Appends what is written to it as the contents of a JSON string (no quotes), escaping each
 /// piece as serde_json would.
 struct StringContents<'a>(&'a mut Vec<u8>);
@@ -50,6 +37,16 @@ impl fmt::Write for StringContents<'_> {
         }
         Ok(())
     }
+}
+
+/// Appends `s` as a JSON string.
+#[inline]
+fn push_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    StringContents(out)
+        .write_str(s)
+        .expect("writing to a Vec cannot fail");
+    out.push(b'"');
 }
 
 #[inline]
@@ -121,30 +118,19 @@ pub(super) fn write_answer(
     out.push(b'}');
 }
 
-/// Appends `,"score_reasons":[…]`: up to three characteristics that cost the most points, when
-/// an enforced or shadow rule that reads the score matched; nothing otherwise (and nothing is
-/// computed).
+/// Appends `,"score_reasons":[…]` when there are any to show (see [`shown_score_reasons`]).
 fn push_score_reasons(out: &mut Vec<u8>, rules: &LoadedRules, decision: &Decision) {
-    let set = &rules.set;
-    let uses_score = decision
-        .hits
-        .iter()
-        .chain(decision.shadow.iter())
-        .any(|&i| set.rules[usize::from(i)].reads_score);
-    let Some(card) = set.valid.scorecard.as_ref().filter(|_| uses_score) else {
-        return;
-    };
-    let reasons = engine::score_reasons(set, &decision.features, 3);
+    let reasons = shown_score_reasons(rules, decision);
     if reasons.is_empty() {
         return;
     }
     out.extend_from_slice(b",\"score_reasons\":[");
-    for (k, (i, points, best_points)) in reasons.into_iter().enumerate() {
+    for (k, (characteristic, points, best_points)) in reasons.into_iter().enumerate() {
         if k > 0 {
             out.push(b',');
         }
         out.extend_from_slice(b"{\"characteristic\":");
-        push_string(out, &card.characteristics[i].name);
+        push_string(out, characteristic);
         out.extend_from_slice(b",\"points\":");
         push_integer(out, points);
         out.extend_from_slice(b",\"best_points\":");
@@ -152,6 +138,28 @@ fn push_score_reasons(out: &mut Vec<u8>, rules: &LoadedRules, decision: &Decisio
         out.push(b'}');
     }
     out.push(b']');
+}
+
+/// The score reasons an answer shows: (characteristic, points, best points) for up to three
+/// characteristics that cost the most, when an enforced or shadow rule that reads the score
+/// matched; none otherwise (and nothing is computed).
+fn shown_score_reasons<'a>(
+    rules: &'a LoadedRules,
+    decision: &Decision,
+) -> Vec<(&'a str, i64, i64)> {
+    let set = &rules.set;
+    let uses_score = decision
+        .hits
+        .iter()
+        .chain(decision.shadow.iter())
+        .any(|&i| set.rules[usize::from(i)].reads_score);
+    match set.valid.scorecard.as_ref() {
+        Some(card) if uses_score => engine::score_reasons(set, &decision.features, 3)
+            .into_iter()
+            .map(|(i, points, best)| (&*card.characteristics[i].name, points, best))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 #[derive(Serialize)]
@@ -310,23 +318,14 @@ mod tests {
             decision,
             txn,
         };
-        let set = &rules.set;
-        let uses_score = decision
-            .hits
-            .iter()
-            .chain(decision.shadow.iter())
-            .any(|&i| set.rules[usize::from(i)].reads_score);
-        let score_reasons = match set.valid.scorecard.as_ref() {
-            Some(card) if uses_score => engine::score_reasons(set, &decision.features, 3)
-                .into_iter()
-                .map(|(i, points, best_points)| ScoreReason {
-                    characteristic: &card.characteristics[i].name,
-                    points,
-                    best_points,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
+        let score_reasons = shown_score_reasons(rules, decision)
+            .into_iter()
+            .map(|(characteristic, points, best_points)| ScoreReason {
+                characteristic,
+                points,
+                best_points,
+            })
+            .collect();
         serde_json::to_vec(&Answer {
             transaction_id: &txn.transaction_id,
             decision: decision.action.as_str(),
