@@ -45,8 +45,10 @@ const FRAUD_BIT: u64 = 1 << (DECISION_SHIFT + 2);
 /// fraud); those above hold part of the transaction hash.
 const FIELD_BITS: u32 = DECISION_SHIFT + 3;
 const FIELD_MASK: u64 = (1 << FIELD_BITS) - 1;
+/// Bits of the transaction hash kept in the packed word, above its fields.
+const HASH_LOW_BITS: u32 = 64 - FIELD_BITS;
 /// Bits of the transaction hash kept: the packed word's spare bits and a 32-bit word.
-pub const TXN_HASH_BITS: u32 = 64 - FIELD_BITS + 32;
+pub const TXN_HASH_BITS: u32 = HASH_LOW_BITS + 32;
 const TXN_HASH_MASK: u64 = (1 << TXN_HASH_BITS) - 1;
 /// Latitude marking an event without a location.
 const NO_GEO: i32 = i32::MIN;
@@ -75,6 +77,12 @@ const _: () = assert!(std::mem::size_of::<Event>() == 28);
 const _: () = assert!(TXN_HASH_BITS == 43);
 // Amounts are capped so that they always fit the bits an event keeps for them.
 const _: () = assert!(crate::txn::MAX_AMOUNT_MINOR as u64 <= AMOUNT_MASK);
+
+/// The 32-bit word of a transaction hash an event keeps beside its packed word.
+#[inline]
+fn hash_high_word(txn_hash: u64) -> u32 {
+    ((txn_hash >> HASH_LOW_BITS) & 0xffff_ffff) as u32
+}
 
 /// The part of a transaction hash an event keeps, as [`Event::txn_hash`] returns it.
 #[inline]
@@ -110,11 +118,10 @@ impl Event {
     }
 
     fn from_parts(at: EventTime, txn_hash: u64, fields: u64, lat_e7: i32, lon_e7: i32) -> Event {
-        let low_bits = 64 - FIELD_BITS;
         Event {
             at,
             packed: (fields & FIELD_MASK) | (txn_hash << FIELD_BITS),
-            hash_high: ((txn_hash >> low_bits) & 0xffff_ffff) as u32,
+            hash_high: hash_high_word(txn_hash),
             lat_e7,
             lon_e7,
         }
@@ -123,9 +130,8 @@ impl Event {
     /// The transaction's keyed hash, its low [`TXN_HASH_BITS`] bits (see [`kept_hash`]).
     #[inline]
     pub fn txn_hash(&self) -> u64 {
-        let low_bits = 64 - FIELD_BITS;
         let packed = self.packed;
-        (packed >> FIELD_BITS) | (u64::from(self.hash_high) << low_bits)
+        (packed >> FIELD_BITS) | (u64::from(self.hash_high) << HASH_LOW_BITS)
     }
 
     /// The same event for another transaction hash.
@@ -139,9 +145,9 @@ impl Event {
     pub fn is_txn(&self, txn_hash: u64) -> bool {
         // The 32-bit word first: a ring is scanned for a retry on every decision, and nearly
         // every event differs there already.
-        let (low_bits, packed, high) = (64 - FIELD_BITS, self.packed, self.hash_high);
-        high == ((txn_hash >> low_bits) & 0xffff_ffff) as u32
-            && packed >> FIELD_BITS == txn_hash & ((1 << low_bits) - 1)
+        let (packed, high) = (self.packed, self.hash_high);
+        high == hash_high_word(txn_hash)
+            && packed >> FIELD_BITS == txn_hash & ((1 << HASH_LOW_BITS) - 1)
     }
 
     /// Amount in minor units.
