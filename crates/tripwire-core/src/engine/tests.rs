@@ -524,6 +524,14 @@ prop_compose! {
     }
 }
 
+/// The current transaction of a property test: at `at`, of `amount` minor units, at `here`.
+fn placed_txn(at: i64, amount: i64, here: Option<GeoPoint>) -> Txn<'static> {
+    let mut current = txn(at, "1");
+    current.amount = Amount::from_minor(amount).unwrap();
+    current.geo = here;
+    current
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
@@ -539,9 +547,7 @@ proptest! {
         line in prop::option::of((1i64..500_000, -200i64..60)),
     ) {
         let set = rules::load_bytes(yaml.as_bytes()).map_err(|e| TestCaseError::fail(format!("{e}\n{yaml}")))?;
-        let mut current = txn(T0 + offset, "1");
-        current.amount = Amount::from_minor(amount).unwrap();
-        current.geo = here;
+        let mut current = placed_txn(T0 + offset, amount, here);
         current.channel = channel.map(Cow::Borrowed);
         let credit_line = line.map(|(limit, ago_min)| CreditLine {
             limit: Amount::from_minor(limit).unwrap(),
@@ -575,9 +581,7 @@ proptest! {
         let set = rules::load_bytes(yaml.as_bytes()).map_err(|e| TestCaseError::fail(format!("{e}\n{yaml}")))?;
         let mut events = events;
         events.sort_by_key(|e| e.at);
-        let mut current = txn(T0 + offset, "1");
-        current.amount = Amount::from_minor(amount).unwrap();
-        current.geo = here;
+        let current = placed_txn(T0 + offset, amount, here);
         // The ring hands over arrival order as two slices: rotate so any split is in order.
         let split = split.min(events.len());
         let (a, b) = events.split_at(split);
@@ -607,9 +611,7 @@ proptest! {
         for (yaml, mut events) in [(yaml, events), (loan, loan_events)] {
             let set = rules::load_bytes(yaml.as_bytes()).map_err(|e| TestCaseError::fail(format!("{e}\n{yaml}")))?;
             events.sort_by_key(|e| e.at);
-            let mut current = txn(T0 + offset, "1");
-            current.amount = Amount::from_minor(amount).unwrap();
-            current.geo = here;
+            let current = placed_txn(T0 + offset, amount, here);
             let split = split.min(events.len());
             let (a, b) = events.split_at(split);
             let ordered = CustomerHistory::new((a, b), None);
@@ -630,9 +632,7 @@ proptest! {
         line in prop::option::of((1i64..500_000, -200i64..60)),
     ) {
         let set = shipped();
-        let mut current = txn(T0 + offset, "1");
-        current.amount = Amount::from_minor(amount).unwrap();
-        current.geo = here;
+        let current = placed_txn(T0 + offset, amount, here);
         let credit_line = line.map(|(limit, ago_min)| CreditLine {
             limit: Amount::from_minor(limit).unwrap(),
             granted_at: current.at - ago_min * MINUTE,
