@@ -1460,8 +1460,7 @@ mod tests {
         for shard in 0..e.shard_count() {
             e.for_each_in_shard(shard, |kind, key, r| {
                 let buckets = r
-                    .buckets
-                    .iter()
+                    .hours()
                     .map(|b| (b.hour, b.count, b.fraud, b.sum))
                     .collect();
                 out.insert((kind as u8, key.to_string()), (buckets, r.customers.len()));
