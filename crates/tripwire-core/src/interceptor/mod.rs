@@ -12,6 +12,7 @@ use crate::engine::{self, Decision, Hits};
 use crate::live_rules::{LiveRules, LoadedRules};
 use crate::rules::Action;
 use crate::rules::RuleSet;
+use crate::rules::ir::EntityMeasure;
 use crate::state::entity::{BUCKET_MICROS, EntityKind, EntityStore, EntityValue};
 use crate::state::journal::EntityKeys;
 use crate::state::journal::{ChangeSink, Frame, Journal};
@@ -141,7 +142,12 @@ pub fn record_entities<'t>(
                     count,
                     sum,
                     fraud,
-                    distinct: record.distinct_customers(from, to),
+                    // A scan of up to 64 customers: done only for the feature that reads it.
+                    distinct: if e.measure == EntityMeasure::DistinctCustomers {
+                        record.distinct_customers(from, to)
+                    } else {
+                        0
+                    },
                 };
             }
         });
