@@ -9,7 +9,17 @@ The upstream (the repo's echo server) and the proxy under test share core 0; the
 runs on core 1; the placement is the same for nginx and tripwire. Rounds alternate direct,
 nginx, tripwire; each round's added latency is the proxied figure minus that round's direct
 figure. Prints a table and the median over rounds of tripwire's added latency against nginx's.
-Needs nginx (installed with apt-get when missing and run as root).
+
+Also the CPU time each proxy process spent per request (the scheduler's count from /proc:
+nginx's worker, every thread of tripwire's), which a noisy machine disturbs far less than latency: the
+proxies share core 0 with the upstream, so CPU a proxy spends on a request is time the request
+waits.
+
+    python3 benches/scripts/proxy_vs_nginx.py --candidate ./tripwire-other-build
+
+adds a fourth target each round, a second tripwire binary in the same mode and placement, to
+compare two builds A/B within the same rounds. Needs nginx (installed with apt-get when missing
+and run as root).
 """
 
 import argparse
@@ -19,11 +29,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import ROOT, build, loadgen, log, median, pinned, start, stop  # noqa: E402
 
-UPSTREAM, NGINX, TRIPWIRE, ADMIN = 19000, 19001, 19002, 19003
+UPSTREAM, NGINX, TRIPWIRE, ADMIN, CANDIDATE, CANDIDATE_ADMIN = 19000, 19001, 19002, 19003, 19004, 19005
 
 NGINX_CONF = """
 worker_processes 1;
@@ -65,11 +76,36 @@ def nginx_binary():
     return shutil.which("nginx") or "/usr/sbin/nginx"
 
 
+def cpu_seconds(pid):
+    """CPU seconds process `pid` has run, summed over its threads: the scheduler's own count
+    (/proc/PID/task/*/schedstat, nanoseconds), exact, where /proc/PID/stat counts clock ticks."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that ended meanwhile
+    return total / 1e9
+
+
+def nginx_worker(master_pid):
+    """The pid of the one nginx worker (worker_processes 1) under `master_pid`."""
+    for _ in range(100):
+        with open(f"/proc/{master_pid}/task/{master_pid}/children") as f:
+            children = f.read().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.05)
+    sys.exit("nginx started no worker")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rate", type=int, default=2000)
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--candidate", help="a second tripwire binary, measured after the first each round")
     a = ap.parse_args()
     paths = build()
     nginx = nginx_binary()
@@ -88,14 +124,36 @@ def main():
                                         "--listen", f"127.0.0.1:{TRIPWIRE}", "--admin-listen", f"127.0.0.1:{ADMIN}",
                                         "--workers", "1", "--upstream", f"http://127.0.0.1:{UPSTREAM}"]),
                            TRIPWIRE, env={**os.environ, "RUST_LOG": "warn"}))
+        targets = [("direct", UPSTREAM), ("nginx", NGINX), ("tripwire", TRIPWIRE)]
+        if a.candidate:
+            procs.append(start(pinned("0", [a.candidate, "serve", "--rules", os.path.join(ROOT, "rules.yaml"),
+                                            "--listen", f"127.0.0.1:{CANDIDATE}",
+                                            "--admin-listen", f"127.0.0.1:{CANDIDATE_ADMIN}",
+                                            "--workers", "1", "--upstream", f"http://127.0.0.1:{UPSTREAM}"]),
+                               CANDIDATE, env={**os.environ, "RUST_LOG": "warn"}))
+            targets.append(("candidate", CANDIDATE))
+        # The process whose CPU each target's requests cost: the proxy's (the upstream's for
+        # direct calls).
+        spenders = {"direct": procs[0].pid, "nginx": nginx_worker(procs[1].pid), "tripwire": procs[2].pid}
+        if a.candidate:
+            spenders["candidate"] = procs[3].pid
         rows = []
         for r in range(a.rounds):
             row = {}
-            for name, port in (("direct", UPSTREAM), ("nginx", NGINX), ("tripwire", TRIPWIRE)):
+            order = targets
+            if a.candidate and r % 2:
+                # The two builds take turns going first.
+                order = targets[:2] + targets[:1:-1]
+            for name, port in order:
+                before = cpu_seconds(spenders[name])
                 res = loadgen(paths, "1", port, "/pay", a.rate, a.duration, offset=r * 100_000)
+                answered = sum(res["statuses"].values())
+                res["cpu_us_per_request"] = round(
+                    (cpu_seconds(spenders[name]) - before) * 1e6 / max(answered, 1), 1)
                 row[name] = res
                 log(f"round {r}: {name:8} p50 {res['p50_us']:>6} us  p99 {res['p99_us']:>6} us  "
-                    f"errors {res['errors']}  non-2xx {res['non_2xx']}  {res['throughput_rps']:.0f} req/s")
+                    f"errors {res['errors']}  non-2xx {res['non_2xx']}  {res['throughput_rps']:.0f} req/s  "
+                    f"cpu {res['cpu_us_per_request']} us/request")
             rows.append(row)
     finally:
         for p in reversed(procs):
@@ -118,11 +176,38 @@ def main():
             "added_ratio_tripwire_over_nginx": median(
                 [t / n if n > 0 else float("inf") for t, n in zip(tripwire_added, nginx_added)]),
         }
+    names = [name for name, _ in targets]
+    if a.candidate:
+        for q in ("p50_us", "p99_us"):
+            summary[q]["candidate"] = median([row["candidate"][q] for row in rows])
+            summary[q]["candidate_added"] = median([added(row, "candidate", q) for row in rows])
+            summary[q]["added_ratio_candidate_over_tripwire"] = median(
+                [c / t if t > 0 else float("inf")
+                 for c, t in zip([added(row, "candidate", q) for row in rows],
+                                 [added(row, "tripwire", q) for row in rows])])
+    summary["cpu_us_per_request"] = {
+        name: median([row[name]["cpu_us_per_request"] for row in rows]) for name in names
+    }
+    if a.candidate:
+        summary["cpu_us_per_request"]["ratio_candidate_over_tripwire"] = median(
+            [row["candidate"]["cpu_us_per_request"] / row["tripwire"]["cpu_us_per_request"] for row in rows])
+    summary["cpu_us_per_request"]["ratio_tripwire_over_nginx"] = median(
+        [row["tripwire"]["cpu_us_per_request"] / row["nginx"]["cpu_us_per_request"] for row in rows])
     print(f"rate {a.rate} req/s, {a.duration} s per run, {a.rounds} rounds; medians over rounds")
     print(f"{'':6} {'direct':>8} {'nginx':>8} {'tripwire':>9} {'nginx +':>8} {'tripwire +':>11} {'ratio':>6}")
     for q, s in summary.items():
+        if q == "cpu_us_per_request":
+            continue
         print(f"{q[:-3]:6} {s['direct']:>6}us {s['nginx']:>6}us {s['tripwire']:>7}us "
               f"{s['nginx_added']:>6}us {s['tripwire_added']:>9}us {s['added_ratio_tripwire_over_nginx']:>5.2f}x")
+    cpu = summary["cpu_us_per_request"]
+    print(f"cpu per request: upstream {cpu['direct']} us (direct calls), nginx {cpu['nginx']} us, "
+          f"tripwire {cpu['tripwire']} us; tripwire/nginx {cpu['ratio_tripwire_over_nginx']:.2f}x")
+    if a.candidate:
+        print(f"candidate: p50 adds {summary['p50_us']['candidate_added']} us "
+              f"({summary['p50_us']['added_ratio_candidate_over_tripwire']:.2f}x tripwire's), "
+              f"cpu {cpu['candidate']} us a request "
+              f"({cpu['ratio_candidate_over_tripwire']:.2f}x tripwire's); medians of per-round ratios")
     print(json.dumps({"rate": a.rate, "duration_s": a.duration, "rounds": a.rounds, "summary": summary}))
 
 
