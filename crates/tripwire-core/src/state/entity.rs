@@ -332,12 +332,8 @@ impl EntityRecord {
                 return Err("an entity's hours are out of order".into());
             }
             previous = b.hour;
-            let mut running = Running {
-                hour: b.hour,
-                ..record.running.back().copied().unwrap_or_default()
-            };
-            running.add(b.count, b.fraud, b.sum);
-            record.running.push_back(running);
+            // Hours strictly increase, so each one becomes a new newest entry.
+            record.add(b.hour, b.count, b.fraud, b.sum);
         }
         for _ in 0..u16::from_le_bytes(take(read)?) {
             let c = u64::from_le_bytes(take(read)?);
