@@ -223,9 +223,10 @@ pub fn amount_stats(amounts: &mut [i64]) -> AmountStats {
 }
 
 /// The statistics `amount_to_*` and `amount_zscore` read (count and sum always; median,
-/// maximum and sum of squares as `needs` asks), in linear time: the median by selection rather
-/// than a sort. The rest are left at zero.
-pub fn prior_stats(amounts: &mut [i64], needs: PriorNeeds) -> AmountStats {
+/// maximum and sum of squares as `needs` asks), in linear time: the median by one counting pass
+/// around `median_hint` when it is close, else by selection rather than a sort (see
+/// [`median_x4`]). The rest are left at zero.
+pub fn prior_stats(amounts: &mut [i64], needs: PriorNeeds, median_hint: i64) -> AmountStats {
     let n = amounts.len();
     if n == 0 {
         return AmountStats::default();
@@ -241,32 +242,67 @@ pub fn prior_stats(amounts: &mut [i64], needs: PriorNeeds) -> AmountStats {
     } else {
         0
     };
-    if !needs.median {
-        return AmountStats {
-            n: n as u32,
-            sum,
-            sum_sq,
-            max,
-            ..AmountStats::default()
-        };
-    }
-    // Linear interpolation at h = 2(n−1)/4 between the closest ranks, as `amount_stats`.
-    let h = 2 * (n - 1);
-    let (i, r) = (h / 4, (h % 4) as i64);
-    let (_, &mut lo, right) = amounts.select_nth_unstable(i);
-    let hi = if r == 0 {
-        lo
-    } else {
-        right.iter().copied().min().unwrap_or(lo)
-    };
     AmountStats {
         n: n as u32,
         sum,
         sum_sq,
-        q50_x4: 4 * lo + r * (hi - lo),
+        q50_x4: if needs.median {
+            median_x4(amounts, median_hint)
+        } else {
+            0
+        },
         max,
         ..AmountStats::default()
     }
+}
+
+/// 4 × the median of `amounts` (not empty), interpolated as [`amount_stats`] does, with
+/// `pivot` as a guess at it. A customer's median moves little from one transaction to the next
+/// (one amount joins the window, a few leave), so with the previous median as the guess, one
+/// pass counting the amounts below and equal to it, and finding the nearest amount on either
+/// side, usually places both middle ranks: each is below, at, or next to the guess. Otherwise
+/// (a far or missing guess) the median is found by selection. Either way the result is the
+/// same: the guess only decides the cost.
+pub fn median_x4(amounts: &mut [i64], pivot: i64) -> i64 {
+    let n = amounts.len();
+    // Linear interpolation at h = 2(n−1)/4 between the closest ranks, as `amount_stats`.
+    let h = 2 * (n - 1);
+    let (i, r) = (h / 4, (h % 4) as i64);
+    let (mut below, mut equal) = (0usize, 0usize);
+    let (mut below_max, mut above_min) = (i64::MIN, i64::MAX);
+    // Branch-free: which side an amount falls on is as unpredictable as the amounts.
+    for &a in amounts.iter() {
+        let (lower, higher) = (a < pivot, a > pivot);
+        below += usize::from(lower);
+        equal += usize::from(a == pivot);
+        below_max = below_max.max(if lower { a } else { i64::MIN });
+        above_min = above_min.min(if higher { a } else { i64::MAX });
+    }
+    // The amount of rank k (0-based, ascending), when the pass places it.
+    let at_rank = |k: usize| {
+        if k < below {
+            (k + 1 == below).then_some(below_max)
+        } else if k < below + equal {
+            Some(pivot)
+        } else {
+            (k == below + equal).then_some(above_min)
+        }
+    };
+    let placed = match at_rank(i) {
+        Some(lo) if r == 0 => Some((lo, lo)),
+        Some(lo) => at_rank(i + 1).map(|hi| (lo, hi)),
+        None => None,
+    };
+    let (lo, hi) = placed.unwrap_or_else(|| {
+        let (_, &mut lo, right) = amounts.select_nth_unstable(i);
+        let hi = if r == 0 {
+            lo
+        } else {
+            right.iter().copied().min().unwrap_or(lo)
+        };
+        (lo, hi)
+    });
+    4 * lo + r * (hi - lo)
 }
 
 /// Monthly totals for months 1–12 before the month of `t`.
@@ -697,7 +733,7 @@ pub fn extract_into(
         }
         for (k, &wi) in set.prior_windows.iter().enumerate() {
             earlier(wi, &mut amounts);
-            f.prior[k] = prior_stats(&mut amounts, set.needs.prior);
+            f.prior[k] = prior_stats(&mut amounts, set.needs.prior, history.median_hint);
         }
     }
     if want_streaks && !history.in_time_order {

@@ -604,19 +604,22 @@ proptest! {
         offset in time_offset(),
         amount in amount_minor(),
         here in geo(),
+        hint in (any::<prop::sample::Index>(), -1i64..=1),
     ) {
         // Two families of rule files and histories: minutes around T0 in a fixed zone, and
         // months in zones with daylight saving. The fast scan of a history in time order must
-        // fill the very features the scan of any history fills.
+        // fill the very features the scan of any history fills, whatever its median guess
+        // (one of the amounts, or next to one).
         for (yaml, mut events) in [(yaml, events), (loan, loan_events)] {
             let set = rules::load_bytes(yaml.as_bytes()).map_err(|e| TestCaseError::fail(format!("{e}\n{yaml}")))?;
             events.sort_by_key(|e| e.at);
             let current = placed_txn(T0 + offset, amount, here);
             let split = split.min(events.len());
             let (a, b) = events.split_at(split);
-            let ordered = CustomerHistory::new((a, b), None);
+            let median_hint = if events.is_empty() { 0 } else { events[hint.0.index(events.len())].amount_minor() + hint.1 };
+            let ordered = CustomerHistory { median_hint, ..CustomerHistory::new((a, b), None) };
             prop_assert!(ordered.in_time_order);
-            let general = CustomerHistory { in_time_order: false, ..ordered };
+            let general = CustomerHistory { in_time_order: false, median_hint: 0, ..ordered };
             let fast = super::features::extract(&set, &ordered, Some(&current), current.at);
             let slow = super::features::extract(&set, &general, Some(&current), current.at);
             prop_assert_eq!(fast, slow, "{}", yaml);
@@ -1177,4 +1180,29 @@ fn amounts_against_the_customers_own_history_match_hand_computed_figures() {
             .contains("`min_count` does not apply to `count`"),
         "{p:?}"
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// The median from a guess is the median from a sort, whether the guess is one of the
+    /// amounts, next to one, the true median, or anywhere.
+    #[test]
+    fn the_median_from_a_guess_is_the_median_from_a_sort(
+        amounts in prop_oneof![
+            prop::collection::vec(0i64..6, 1..12),
+            prop::collection::vec(0i64..1_000, 1..80),
+        ],
+        guess in (any::<prop::sample::Index>(), -2i64..=2, 0u8..4),
+    ) {
+        let expected = super::features::amount_stats(&mut amounts.clone()).q50_x4;
+        let (index, delta, how) = guess;
+        let pivot = match how {
+            0 => amounts[index.index(amounts.len())] + delta,
+            1 => expected / 4 + delta,
+            2 => expected / 4,
+            _ => index.index(2_000) as i64 - 500,
+        };
+        prop_assert_eq!(super::features::median_x4(&mut amounts.clone(), pivot), expected);
+    }
 }

@@ -348,6 +348,12 @@ impl Interceptor {
                 }
                 let with_entities = keys.iter().any(Option::is_some);
                 engine::evaluate_into(set, &history, Some(txn), txn.at, decision);
+                // The next decision's guess at its median: this one's (see `median_x4`).
+                if set.needs.prior.median
+                    && let Some(prior) = decision.features.prior[..set.prior_windows.len()].first()
+                {
+                    record.median_hint = prior.q50_x4 / 4;
+                }
                 let mut event = Event::new(txn.at, txn_hash, txn.amount, txn.geo, decision.action);
                 if let Some(status) = outcome {
                     event.set_outcome(status.into());
