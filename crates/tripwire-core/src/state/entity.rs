@@ -20,6 +20,7 @@
 
 use std::collections::VecDeque;
 
+use hashbrown::HashTable;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 
@@ -381,15 +382,30 @@ pub struct EntityValue {
     pub distinct: u32,
 }
 
-/// One table per kind, so that a lookup borrows the key instead of building one.
-struct Shard {
-    maps: [ahash::AHashMap<Box<str>, EntityRecord>; 4],
+/// An entity's id as held: inline up to 16 bytes (merchant and terminal ids, devices, IPv4
+/// addresses, channels), so that confirming a match reads the table's own memory instead of
+/// following a pointer to the key, a cache miss on nearly every look-up of a large store.
+type HeldKey = SmallVec<[u8; 16]>;
+
+/// One entity in its shard's table.
+struct Held {
+    kind: EntityKind,
+    key: HeldKey,
+    record: EntityRecord,
 }
 
-impl Shard {
-    fn len(&self) -> usize {
-        self.maps.iter().map(|m| m.len()).sum()
+impl Held {
+    #[inline]
+    fn is(&self, kind: EntityKind, key: &str) -> bool {
+        self.kind == kind && self.key.as_slice() == key.as_bytes()
     }
+}
+
+/// One table for every kind, found by the hash that picked the shard: each look-up hashes its
+/// key once.
+#[derive(Default)]
+struct Shard {
+    table: HashTable<Held>,
 }
 
 /// The sharded entity store.
@@ -414,21 +430,23 @@ impl EntityStore {
         let max = max_entities.max(1);
         let shards = (max / 256).clamp(1, 256).next_power_of_two();
         EntityStore {
-            shards: (0..shards)
-                .map(|_| {
-                    Mutex::new(Shard {
-                        maps: Default::default(),
-                    })
-                })
-                .collect(),
+            shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard_cap: max.div_ceil(shards),
             hasher: ahash::RandomState::new(),
         }
     }
 
-    fn shard(&self, kind: EntityKind, key: &str) -> &Mutex<Shard> {
-        let h = self.hasher.hash_one((kind as u8, key));
-        &self.shards[(h as usize) & (self.shards.len() - 1)]
+    /// A key's hash, over its bytes: the same for the `&str` looked up and the bytes held.
+    #[inline]
+    fn hash(&self, kind: EntityKind, key: &[u8]) -> u64 {
+        self.hasher.hash_one((kind as u8, key))
+    }
+
+    /// The shard of a hash. The table uses the low bits of the hash; the shard is picked by
+    /// the high ones.
+    #[inline]
+    fn shard(&self, hash: u64) -> &Mutex<Shard> {
+        &self.shards[((hash >> 52) as usize) & (self.shards.len() - 1)]
     }
 
     /// Runs `f` on the entity under its shard lock, creating it (and dropping an approximately
@@ -441,32 +459,45 @@ impl EntityStore {
         keep_from: EventTime,
         f: impl FnOnce(&mut EntityRecord) -> R,
     ) -> R {
-        let mut guard = self.shard(kind, key).lock();
+        let hash = self.hash(kind, key.as_bytes());
+        let mut guard = self.shard(hash).lock();
         let shard = &mut *guard;
         // One lookup when the entity is held, as it nearly always is.
-        if let Some(record) = shard.maps[kind as usize].get_mut(key) {
-            record.prune(keep_from);
-            return f(record);
+        if let Some(held) = shard.table.find_mut(hash, |h| h.is(kind, key)) {
+            held.record.prune(keep_from);
+            return f(&mut held.record);
         }
-        if shard.len() >= self.per_shard_cap {
+        if shard.table.len() >= self.per_shard_cap {
             let victim = shard
-                .maps
+                .table
                 .iter()
-                .enumerate()
-                .flat_map(|(k, m)| {
-                    m.iter()
-                        .take(8)
-                        .map(move |(key, r)| (k, key, r.last_active))
-                })
-                .min_by_key(|&(_, _, last)| last)
-                .map(|(k, key, _)| (k, key.clone()));
-            if let Some((k, victim)) = victim {
-                shard.maps[k].remove(&victim);
+                .take(32)
+                .min_by_key(|h| h.record.last_active)
+                .map(|h| (h.kind, h.key.clone()));
+            if let Some((kind, key)) = victim {
+                let victim_hash = self.hash(kind, &key);
+                if let Ok(entry) = shard
+                    .table
+                    .find_entry(victim_hash, |h| h.kind == kind && h.key == key)
+                {
+                    entry.remove();
+                }
             }
         }
-        let record = shard.maps[kind as usize].entry(key.into()).or_default();
-        record.prune(keep_from);
-        f(record)
+        let held = shard
+            .table
+            .insert_unique(
+                hash,
+                Held {
+                    kind,
+                    key: HeldKey::from_slice(key.as_bytes()),
+                    record: EntityRecord::default(),
+                },
+                |h| self.hash(h.kind, &h.key),
+            )
+            .into_mut();
+        held.record.prune(keep_from);
+        f(&mut held.record)
     }
 
     /// Reads the entity, if held.
@@ -476,20 +507,37 @@ impl EntityStore {
         key: &str,
         f: impl FnOnce(&EntityRecord) -> R,
     ) -> Option<R> {
-        let shard = self.shard(kind, key).lock();
-        shard.maps[kind as usize].get(key).map(f)
+        let hash = self.hash(kind, key.as_bytes());
+        let shard = self.shard(hash).lock();
+        shard
+            .table
+            .find(hash, |h| h.is(kind, key))
+            .map(|h| f(&h.record))
     }
 
     /// Puts a record read from a snapshot in place (replacing one held under that key).
     pub fn insert(&self, kind: EntityKind, key: &str, record: EntityRecord) {
-        let mut shard = self.shard(kind, key).lock();
-        shard.maps[kind as usize].insert(key.into(), record);
+        let hash = self.hash(kind, key.as_bytes());
+        let mut shard = self.shard(hash).lock();
+        match shard
+            .table
+            .entry(hash, |h| h.is(kind, key), |h| self.hash(h.kind, &h.key))
+        {
+            hashbrown::hash_table::Entry::Occupied(mut held) => held.get_mut().record = record,
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert(Held {
+                    kind,
+                    key: HeldKey::from_slice(key.as_bytes()),
+                    record,
+                });
+            }
+        }
     }
 
     /// Drops every entity.
     pub fn clear(&self) {
         for shard in self.shards.iter() {
-            shard.lock().maps = Default::default();
+            *shard.lock() = Shard::default();
         }
     }
 
@@ -497,9 +545,10 @@ impl EntityStore {
     /// lock, for snapshots.
     pub fn for_each_in_shard(&self, i: usize, mut f: impl FnMut(EntityKind, &str, &EntityRecord)) {
         let shard = self.shards[i].lock();
-        for (k, map) in shard.maps.iter().enumerate() {
-            for (key, record) in map {
-                f(EntityKind::ALL[k], key, record);
+        for held in &shard.table {
+            // Held keys are copied from `&str`s, so always UTF-8.
+            if let Ok(key) = std::str::from_utf8(&held.key) {
+                f(held.kind, key, &held.record);
             }
         }
     }
@@ -511,7 +560,7 @@ impl EntityStore {
 
     /// Entities held.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.shards.iter().map(|s| s.lock().table.len()).sum()
     }
 
     /// Whether no entity is held.
@@ -519,16 +568,20 @@ impl EntityStore {
         self.len() == 0
     }
 
-    /// Bytes held by the entities' records (not the tables' own slack).
+    /// Bytes held by the entities (their place in the tables, their records' own allocations
+    /// and long keys; not the tables' slack).
     pub fn bytes(&self) -> usize {
         self.shards
             .iter()
             .map(|s| {
                 let s = s.lock();
-                s.maps
+                s.table
                     .iter()
-                    .flat_map(|m| m.iter())
-                    .map(|(k, r)| k.len() + r.bytes())
+                    .map(|h| {
+                        std::mem::size_of::<Held>() - std::mem::size_of::<EntityRecord>()
+                            + if h.key.spilled() { h.key.capacity() } else { 0 }
+                            + h.record.bytes()
+                    })
                     .sum::<usize>()
             })
             .sum()
