@@ -109,8 +109,8 @@ pub struct CustomerHistory<'a> {
     /// entry of its `entity_features`, read by the interceptor from the entity store.
     pub entities: &'a [entity::EntityValue],
     /// A guess at the median of the earlier amounts a median feature reads (the customer's
-    /// previous one): a median that moved at most one amount away from it takes one counting
-    /// pass instead of a selection. Any value gives the same features; 0 when unknown.
+    /// previous one): a median within an amount or two of it takes one to three counting
+    /// passes instead of a selection. Any value gives the same features; 0 when unknown.
     pub median_hint: i64,
 }
 
