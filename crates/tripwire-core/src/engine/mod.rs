@@ -248,6 +248,7 @@ fn ratio(num: i128, den: i128) -> Option<Value> {
 /// The value of a numeric slot, or `None` when the feature is missing for this transaction
 /// (no previous location, no credit line, no months...). A comparison with a missing value
 /// is false.
+#[inline]
 pub fn slot_value(slot: Slot, f: &Features) -> Option<Value> {
     let int = |v: i64| Some(Value::Int(v));
     match slot {
