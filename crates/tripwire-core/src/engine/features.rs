@@ -223,9 +223,9 @@ pub fn amount_stats(amounts: &mut [i64]) -> AmountStats {
 }
 
 /// The statistics `amount_to_*` and `amount_zscore` read (count and sum always; median,
-/// maximum and sum of squares as `needs` asks), in linear time: the median by one counting pass
-/// around `median_hint` when it is close, else by selection rather than a sort (see
-/// [`median_x4`]). The rest are left at zero.
+/// maximum and sum of squares as `needs` asks), in linear time: the median by up to three
+/// counting passes around `median_hint` when it is close, else by selection rather than a sort
+/// (see [`median_x4`]). The rest are left at zero.
 pub fn prior_stats(amounts: &mut [i64], needs: PriorNeeds, median_hint: i64) -> AmountStats {
     let n = amounts.len();
     if n == 0 {

@@ -176,7 +176,8 @@ pub struct Needs {
 /// The statistics of earlier amounts a rule set reads, beyond count and sum.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PriorNeeds {
-    /// The median (`amount_to_median`): a selection over the amounts.
+    /// The median (`amount_to_median`): counting passes around a guess, a selection when the
+    /// guess is far (`engine::features::median_x4`).
     pub median: bool,
     /// The largest (`amount_to_max`).
     pub max: bool,

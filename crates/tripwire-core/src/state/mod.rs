@@ -148,6 +148,15 @@ impl<'a> CustomerHistory<'a> {
     }
 }
 
+/// The shard of a hash: bits 32 and up. The shard's own table indexes by the low bits and
+/// tags each slot with the top seven, so the shard is picked by neither: taken from the top
+/// bits, every entry of a shard would share some of its tag bits, and a look-up would compare
+/// keys of entries it could have passed over by their tags alone.
+#[inline]
+pub(crate) fn shard_index(hash: u64, mask: u64) -> usize {
+    ((hash >> 32) & mask) as usize
+}
+
 impl CustomerRecord {
     fn new(key: &str) -> CustomerRecord {
         CustomerRecord {
@@ -402,8 +411,7 @@ impl Store {
     }
 
     fn shard(&self, hash: u64) -> &Mutex<Shard> {
-        // The table uses the low bits of the hash; the shard is picked by the high ones.
-        &self.shards[((hash >> 52) & self.shard_mask) as usize]
+        &self.shards[shard_index(hash, self.shard_mask)]
     }
 
     /// The shard holding `customer_id`, of [`Store::shard_count`]. Two stores built with the
@@ -412,7 +420,7 @@ impl Store {
     /// customers across threads by shard, so that each thread's store behaves as those shards
     /// of one store would.
     pub fn shard_of(&self, customer_id: &str) -> usize {
-        ((self.hash(customer_id) >> 52) & self.shard_mask) as usize
+        shard_index(self.hash(customer_id), self.shard_mask)
     }
 
     /// A keyed hash of a transaction id, for duplicate detection and outcome reports.
