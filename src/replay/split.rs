@@ -48,8 +48,11 @@ pub(crate) struct Plan {
 }
 
 /// Customer threads to use: `asked` when given; otherwise one per core, less the one the
-/// entity pass keeps busy when the rules read entities, at most 8 (measured on 2 cores with the
-/// shipped rules: one customer thread beside the entity pass beats two by about a tenth).
+/// entity pass keeps busy when the rules read entities, at most 8. Which is faster on 2 cores
+/// depends on the rules' balance, so the default keeps the one that never oversubscribes: on
+/// the 1.69 M-row card export, two customer threads beside the entity pass took 0.95 × the time
+/// of one with the shipped rules (more customer features) and 1.07 × with the card example's
+/// (lighter customer work, the entity pass the longer thread); see BENCHMARKS.md, replay.
 fn customer_threads(asked: Option<usize>, entity_pass: bool) -> usize {
     if let Some(n) = asked {
         return n;
