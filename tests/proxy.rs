@@ -682,6 +682,40 @@ fields = { transaction_id = "/id", customer_id = "/payer/id", amount = "/amount/
 }
 
 #[tokio::test]
+async fn device_and_ip_are_mapped_by_pointers_for_entity_windows() {
+    let upstream = Upstream::start().await;
+    let rules = "timezone: UTC\nrules:\n  - id: shared_device\n    action: deny\n    when:\n      distinct_customers: { by: device_id, window: 1d, at_least: 3 }\n  - id: shared_ip\n    action: review\n    when:\n      distinct_customers: { by: ip, window: 1d, at_least: 2 }\n";
+    let routes = r#"
+[[proxy.routes]]
+method = "POST"
+path = "/pay"
+fields = { transaction_id = "/id", customer_id = "/payer", amount = "/amount", timestamp = "/at", device_id = "/client/device", ip = "/client/ip" }
+"#;
+    let config = ServeConfig {
+        proxy: Some(proxy_config(upstream.addr, routes)),
+        ..ServeConfig::default()
+    };
+    let server = start_with(rules, StoreConfig::default(), config).await;
+    let addr = server.payment_addr();
+    let pay = |id: &str, customer: &str, minute: u32| {
+        let body = format!(
+            r#"{{"id":"{id}","payer":"{customer}","amount":"25.00","at":"2026-03-01T10:{minute:02}:00Z","client":{{"device":"dev-1","ip":"10.0.0.7"}}}}"#
+        );
+        async move { request(addr, Method::POST, "/pay", &body, &[JSON]).await }
+    };
+    // Three customers on one device and one IP: the second is the IP's second customer, the
+    // third the device's third. Without the mapping, neither entity would be seen.
+    assert_eq!(pay("d1", "c1", 0).await.0, StatusCode::OK);
+    assert_eq!(pay("d2", "c2", 1).await.0, StatusCode::OK);
+    let (status, _, text) = pay("d3", "c3", 2).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+    assert!(text.contains("shared_device"), "{text}");
+    let seen = upstream.seen();
+    assert_eq!(seen[0].headers["x-risk-decision"], "allow");
+    assert_eq!(seen[1].headers["x-risk-decision"], "review");
+}
+
+#[tokio::test]
 async fn overload_fails_open_or_closed_as_configured() {
     for (policy, expect) in [
         ("fail_open", StatusCode::OK),

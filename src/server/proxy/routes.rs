@@ -12,7 +12,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde_json::value::RawValue;
 
 /// The fields of a decide body, in the order they are written.
-pub const DECIDE_FIELDS: [&str; 11] = [
+pub const DECIDE_FIELDS: [&str; 13] = [
     "transaction_id",
     "customer_id",
     "timestamp",
@@ -24,6 +24,8 @@ pub const DECIDE_FIELDS: [&str; 11] = [
     "credit_granted_at",
     "channel",
     "merchant_id",
+    "device_id",
+    "ip",
 ];
 
 /// A request path pattern: segments match literally, `*` matches any one segment, and a final
