@@ -100,11 +100,16 @@ fn proxy_config(upstream: SocketAddr, extra: &str) -> ProxyConfig {
 }
 
 async fn start_proxy(upstream: SocketAddr, extra: &str) -> Server {
+    start_proxy_with(RULES, upstream, extra).await
+}
+
+/// A proxy to `upstream` deciding with `rules`, with `extra` added to its config.
+async fn start_proxy_with(rules: &str, upstream: SocketAddr, extra: &str) -> Server {
     let config = ServeConfig {
         proxy: Some(proxy_config(upstream, extra)),
         ..ServeConfig::default()
     };
-    start_with(RULES, StoreConfig::default(), config).await
+    start_with(rules, StoreConfig::default(), config).await
 }
 
 async fn request(
@@ -233,11 +238,7 @@ scorecard:
 #[tokio::test]
 async fn the_score_and_tags_travel_with_the_decision() {
     let upstream = Upstream::start().await;
-    let config = ServeConfig {
-        proxy: Some(proxy_config(upstream.addr, "")),
-        ..ServeConfig::default()
-    };
-    let server = start_with(SCORED_RULES, StoreConfig::default(), config).await;
+    let server = start_proxy_with(SCORED_RULES, upstream.addr, "").await;
     let first = txn("s1", "cust-s", "2026-03-01T10:00:00Z", "10");
     let (status, _, _) =
         request(server.payment_addr(), Method::POST, "/pay", &first, &[JSON]).await;
@@ -691,11 +692,7 @@ method = "POST"
 path = "/pay"
 fields = { transaction_id = "/id", customer_id = "/payer", amount = "/amount", timestamp = "/at", device_id = "/client/device", ip = "/client/ip" }
 "#;
-    let config = ServeConfig {
-        proxy: Some(proxy_config(upstream.addr, routes)),
-        ..ServeConfig::default()
-    };
-    let server = start_with(rules, StoreConfig::default(), config).await;
+    let server = start_proxy_with(rules, upstream.addr, routes).await;
     let addr = server.payment_addr();
     let pay = |id: &str, customer: &str, minute: u32| {
         let body = format!(
