@@ -492,22 +492,30 @@ fn parse_row(values: &Fields<'_>, mapping: &Mapping, file: u32, line: u64) -> Re
         (None, None) => None,
         _ => return Err("credit_limit and credit_granted_at must come together".into()),
     };
-    let outcome = match get(11).map(str::to_ascii_lowercase).as_deref() {
+    // Words compared without regard to case, without lowering a copy of every row's value.
+    let one_of = |value: &str, words: &[&str]| words.iter().any(|w| value.eq_ignore_ascii_case(w));
+    let outcome = match get(11) {
         None => None,
-        Some("settled") => Some(OutcomeStatus::Settled),
-        Some("failed") => Some(OutcomeStatus::Failed),
-        Some("reversed") => Some(OutcomeStatus::Reversed),
+        Some(v) if one_of(v, &["settled"]) => Some(OutcomeStatus::Settled),
+        Some(v) if one_of(v, &["failed"]) => Some(OutcomeStatus::Failed),
+        Some(v) if one_of(v, &["reversed"]) => Some(OutcomeStatus::Reversed),
         Some(other) => {
             return Err(format!(
-                "outcome {other:?} is not settled, failed or reversed"
+                "outcome {:?} is not settled, failed or reversed",
+                other.to_ascii_lowercase()
             ));
         }
     };
-    let label = match get(12).map(str::to_ascii_lowercase).as_deref() {
+    let label = match get(12) {
         None => None,
-        Some("1" | "true" | "yes" | "fraud") => Some(true),
-        Some("0" | "false" | "no" | "legit") => Some(false),
-        Some(other) => return Err(format!("label {other:?} is not 1/0, true/false or yes/no")),
+        Some(v) if one_of(v, &["1", "true", "yes", "fraud"]) => Some(true),
+        Some(v) if one_of(v, &["0", "false", "no", "legit"]) => Some(false),
+        Some(other) => {
+            return Err(format!(
+                "label {:?} is not 1/0, true/false or yes/no",
+                other.to_ascii_lowercase()
+            ));
+        }
     };
     Ok(Row {
         file,
@@ -803,7 +811,59 @@ pub fn read_all(path: &Path) -> Result<Vec<u8>, InputError> {
 
 #[cfg(test)]
 mod tests {
-    use super::cent_of_float_noise;
+    use super::{Mapping, cent_of_float_noise, read};
+    use crate::txn::OutcomeStatus;
+
+    /// Reads `body` under the default columns from a file of its own; with `fatal`, the first
+    /// bad row's error is returned.
+    fn read_csv(name: &str, body: &str) -> Result<Vec<super::Row>, String> {
+        let path = std::env::temp_dir().join(format!("tripwire-{}-{name}.csv", std::process::id()));
+        std::fs::write(&path, body).unwrap();
+        let read = read(std::slice::from_ref(&path), &Mapping::default(), true);
+        std::fs::remove_file(&path).unwrap();
+        read.map(|(rows, _)| rows).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn labels_and_outcomes_are_read_in_any_case() {
+        let header = "transaction_id,customer_id,timestamp,amount,outcome,is_fraud\n";
+        let rows = [
+            ("Settled", "Fraud", Some(OutcomeStatus::Settled), Some(true)),
+            ("FAILED", "TRUE", Some(OutcomeStatus::Failed), Some(true)),
+            ("reversed", "No", Some(OutcomeStatus::Reversed), Some(false)),
+            ("", "0", None, Some(false)),
+            ("settled", "", Some(OutcomeStatus::Settled), None),
+        ];
+        let mut body = header.to_string();
+        for (i, (outcome, label, _, _)) in rows.iter().enumerate() {
+            body += &format!("t{i},c1,2026-03-01T10:0{i}:00Z,10.00,{outcome},{label}\n");
+        }
+        let read = read_csv("cases", &body).unwrap();
+        let got: Vec<_> = read.iter().map(|r| (r.outcome, r.label)).collect();
+        let want: Vec<_> = rows.iter().map(|&(_, _, o, l)| (o, l)).collect();
+        assert_eq!(got, want);
+
+        let bad = read_csv(
+            "bad-label",
+            &format!("{header}t1,c1,2026-03-01T10:00:00Z,10.00,,Maybe\n"),
+        );
+        assert!(
+            bad.as_ref()
+                .unwrap_err()
+                .contains(r#"label "maybe" is not 1/0"#),
+            "{bad:?}"
+        );
+        let bad = read_csv(
+            "bad-outcome",
+            &format!("{header}t1,c1,2026-03-01T10:00:00Z,10.00,Pending,\n"),
+        );
+        assert!(
+            bad.as_ref()
+                .unwrap_err()
+                .contains(r#"outcome "pending" is not settled"#),
+            "{bad:?}"
+        );
+    }
 
     #[test]
     fn float_noise_past_the_cents_is_read_as_the_cent_meant() {
