@@ -664,11 +664,14 @@ fn replay_split_across_threads_decides_exactly_as_one_thread() {
     let replay = |threads: &str, input: &Path| {
         let decisions = d.join(format!("decisions-{threads}.jsonl"));
         let rules = rules();
+        let threads_flag: &[&str] = match threads {
+            "default" => &[],
+            n => &["--threads", n],
+        };
         let out = Command::new(BIN)
+            .arg("replay")
+            .args(threads_flag)
             .args([
-                "replay",
-                "--threads",
-                threads,
                 "--rules",
                 &card_rules,
                 "--against",
@@ -701,14 +704,36 @@ fn replay_split_across_threads_decides_exactly_as_one_thread() {
         hits(&one["rules"], "compromised_terminal") > 0,
         "entity windows fire"
     );
-    for threads in ["1", "3"] {
+    // One part beside the entity pass; more parts than cores; the default (one per core).
+    for threads in ["1", "3", "8", "default"] {
         let (split, split_decisions) = replay(threads, &csv);
-        assert_eq!(split, one, "{threads} customer threads");
+        assert_eq!(split, one, "{threads} customer parts");
         assert!(
             split_decisions == one_decisions,
-            "{threads} customer threads: the decision files differ"
+            "{threads} customer parts: the decision files differ"
         );
     }
+    // Decisions that cannot be written stop the split replay with the error: the threads
+    // deciding ahead are stopped, not left waiting.
+    let mut full = Command::new(BIN)
+        .args(["replay", "--rules", &card_rules, "--decisions", "/dev/full"])
+        .arg(&csv)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while full.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the replay did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let full = full.wait_with_output().unwrap();
+    assert!(!full.status.success());
+    let stderr = String::from_utf8_lossy(&full.stderr);
+    assert!(stderr.contains("cannot write decisions"), "{stderr}");
     // A repeated transaction id can only be told a duplicate by its customer's state: such
     // input is replayed on one thread, with the same answer as asked for one.
     let text = std::fs::read_to_string(&csv).unwrap();

@@ -42,8 +42,8 @@ pub struct ReplayConfig {
     /// Each row labelled fraud becomes a confirmed-fraud report this long after its
     /// transaction, applied in event-time order; `None`: labels are never shown to the rules.
     pub label_delay: Option<i64>,
-    /// Customer threads deciding in parallel (`--threads`); `None`: chosen from the cores; 0:
-    /// one thread in all.
+    /// Customer parts decided in parallel (`--threads`), on at most one thread per core;
+    /// `None`: one per core; 0: one thread in all.
     pub threads: Option<usize>,
 }
 

@@ -1,13 +1,17 @@
 //! Replay split across threads, with the decisions of the one-thread replay.
 //!
-//! Customers are independent: each customer thread decides the customers of some store shards
+//! Customers are independent: each customer part decides the customers of some store shards
 //! with a store of its own, built with the same configuration and hash seed, so each of its
 //! shards sees exactly the transactions, and makes exactly the evictions, that shard of one
 //! store would. What customers share is entity state (merchants, devices, IPs, channels for
 //! `by:` windows): one ordered pass keeps it, recording every transaction with its entities
-//! and reading their windows in the one-thread order, and hands each customer thread the
+//! and reading their windows in the one-thread order, and hands each customer part the
 //! values its rows would have read. Fraud labels come due in both in event-time order: the
-//! entity pass counts them on entities, the customer's own thread marks the customer's event.
+//! entity pass counts them on entities, the customer's own part marks the customer's event.
+//!
+//! The pass and the parts each run in order, a chunk of rows at a time, on a pool of at most
+//! one thread per core: a free thread takes the next chunk that is due, the entity pass's
+//! first (see [`Pool`]).
 //!
 //! Only a customer's own state can tell one thing the entity pass needs: whether a row is a
 //! duplicate, which must not be recorded with its entities. A row can be a duplicate only when
@@ -20,11 +24,13 @@
 //! entity is evicted depends on the run's hash keys, drawn afresh each run in both.
 
 use std::collections::VecDeque;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
+
+use parking_lot::{Condvar, Mutex};
 
 use crate::engine::Decision;
 use crate::interceptor::{self, Interceptor};
-use crate::live_rules::LiveRules;
+use crate::live_rules::{LiveRules, LoadedRules};
 use crate::rules::compile::MAX_ENTITY_FEATURES;
 use crate::rules::{Action, RuleSet};
 use crate::state::entity::EntityValue;
@@ -34,43 +40,46 @@ use crate::txn::EventTime;
 use super::input::Row;
 use super::{Kept, ReplayConfig, ReplayError};
 
-/// Rows handed between threads at a time.
+/// Rows in a chunk: the unit of work a thread takes and hands on.
 const CHUNK: usize = 4096;
 
-/// How a replay is split: the customer thread of each row, when the split applies.
+/// How a replay is split: the customer part of each row, when the split applies.
 pub(crate) struct Plan {
-    /// The customer thread deciding each row.
+    /// The customer part deciding each row.
     part: Vec<u8>,
-    /// Customer threads.
-    threads: usize,
-    /// The hash seed every thread's store is built with.
+    /// Customer parts: each decides the customers of some store shards, in row order.
+    parts: usize,
+    /// Threads sharing the parts and the entity pass.
+    workers: usize,
+    /// The hash seed every part's store is built with.
     seed: u64,
 }
 
-/// Customer threads to use: `asked` when given; otherwise one per core, less the one the
-/// entity pass keeps busy when the rules read entities, at most 8. Which is faster on 2 cores
-/// depends on the rules' balance, so the default keeps the one that never oversubscribes: on
-/// the 1.69 M-row card export, two customer threads beside the entity pass took 0.95 × the time
-/// of one with the shipped rules (more customer features) and 1.07 × with the card example's
-/// (lighter customer work, the entity pass the longer thread); see BENCHMARKS.md, replay.
-fn customer_threads(asked: Option<usize>, entity_pass: bool) -> usize {
-    if let Some(n) = asked {
-        return n;
-    }
+/// Customer parts and worker threads: `asked` parts when given, else one per core, at most
+/// 8; as many workers as there are parts and an entity pass to run, at most one per core. A
+/// worker takes whichever chunk of work is due, the entity pass first (see [`Pool`]), so two
+/// cores stay busy whichever side the rules load more. Before, on 2 cores, one customer
+/// thread ran beside the entity pass by default: with the shipped rules the customer thread
+/// was the longer one and the entity pass idled a third of the time, and a second customer
+/// thread, competing for the cores with the entity pass, was faster with the shipped rules
+/// (0.95 ×) and slower with the card example's (1.07 ×). The pool took 0.89 × and 1.02 × the
+/// old default's time on the same export (BENCHMARKS.md, replay).
+fn parts_and_workers(asked: Option<usize>, entity_pass: bool) -> (usize, usize) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cores - usize::from(entity_pass && cores > 1)).min(8)
+    let parts = asked.unwrap_or(cores.min(8));
+    (parts, cores.min(parts + usize::from(entity_pass)).max(1))
 }
 
 /// The split for `rows`, or `None` when replay must run on one thread: a (customer,
 /// transaction id) pair repeats, the input is too small to be worth threads, or `--threads 0`.
 pub(crate) fn plan(rows: &[Row], config: &ReplayConfig, set: &RuleSet) -> Option<Plan> {
-    let threads = customer_threads(config.threads, !set.entity_features.is_empty());
-    if threads == 0 || rows.len() < 2 * CHUNK {
+    let (parts, workers) = parts_and_workers(config.threads, !set.entity_features.is_empty());
+    if parts == 0 || rows.len() < 2 * CHUNK {
         return None;
     }
     // A fresh seed a run, as a store's own hash keys are.
     let seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0);
-    // Built as the customer threads' stores are, so that it agrees with them on shards.
+    // Built as the customer parts' stores are, so that it agrees with them on shards.
     let store = Store::with_seed(store_config(config, config.max_customers), seed);
     let shards = store.shard_count();
     let pairs = ahash::RandomState::new();
@@ -78,7 +87,7 @@ pub(crate) fn plan(rows: &[Row], config: &ReplayConfig, set: &RuleSet) -> Option
     let mut part = Vec::with_capacity(rows.len());
     for row in rows {
         pair_hashes.push(pairs.hash_one((row.customer_id(), row.transaction_id())));
-        part.push((store.shard_of(row.customer_id()) * threads / shards) as u8);
+        part.push((store.shard_of(row.customer_id()) * parts / shards) as u8);
     }
     if any_repeats(&pair_hashes) {
         // Possibly a duplicate (or two pairs whose hashes collide): one thread decides.
@@ -86,7 +95,8 @@ pub(crate) fn plan(rows: &[Row], config: &ReplayConfig, set: &RuleSet) -> Option
     }
     Some(Plan {
         part,
-        threads,
+        parts,
+        workers,
         seed,
     })
 }
@@ -151,45 +161,75 @@ pub(crate) fn run<T: Send>(
         rows,
         config,
     } = job;
-    let features = set.entity_features.len();
+    let compile =
+        || LiveRules::new(rules, which).map_err(|error| ReplayError::Rules { which, error });
+    let entity = if set.entity_features.is_empty() {
+        None
+    } else {
+        let live = compile()?;
+        Some(Mutex::new(EntityPass {
+            loaded: live.load_full(),
+            store: Store::with_seed(store_config(config, 1), plan.seed),
+            due: VecDeque::new(),
+        }))
+    };
+    let mut results = Vec::new();
+    let mut parts = Vec::new();
+    for _ in 0..plan.parts {
+        let (tx, rx) = mpsc::channel::<Vec<(Action, T)>>();
+        results.push(rx);
+        let live = compile()?;
+        parts.push(Mutex::new(CustomerPass {
+            loaded: live.load_full(),
+            interceptor: Interceptor::new(
+                Store::with_seed(store_config(config, config.max_customers), plan.seed),
+                live,
+            ),
+            decision: Decision::empty(),
+            due: VecDeque::new(),
+            results: Some(tx),
+        }));
+    }
+    let pool = Pool {
+        plan,
+        rows,
+        config,
+        chunks: rows.len().div_ceil(CHUNK),
+        entity,
+        parts,
+        schedule: Mutex::new(Schedule {
+            entity_next: 0,
+            entity_busy: false,
+            parts: (0..plan.parts)
+                .map(|_| PartProgress {
+                    next: 0,
+                    busy: false,
+                    values: VecDeque::new(),
+                })
+                .collect(),
+            stopped: false,
+        }),
+        changed: Condvar::new(),
+    };
     std::thread::scope(|scope| {
-        // Entity values for each customer thread, a chunk of rows at a time.
-        let mut given_tx = Vec::new();
-        let mut given_rx = Vec::new();
-        for _ in 0..plan.threads {
-            let (tx, rx) = mpsc::sync_channel::<Vec<EntityValue>>(16);
-            given_tx.push(tx);
-            given_rx.push(rx);
-        }
-        if features > 0 {
-            let entity_set = LiveRules::new(rules, which)
-                .map_err(|error| ReplayError::Rules { which, error })?;
+        let pool = &pool;
+        for w in 0..plan.workers {
             std::thread::Builder::new()
-                .name("replay-entities".into())
-                .spawn_scoped(scope, move || {
-                    entity_pass(plan, &entity_set.load().set, rows, config, given_tx)
-                })
-                .map_err(ReplayError::Output)?;
-        } else {
-            drop(given_tx);
-        }
-        let mut results = Vec::new();
-        for (p, given) in given_rx.into_iter().enumerate() {
-            let (tx, rx) = mpsc::channel::<Result<Vec<(Action, T)>, ReplayError>>();
-            results.push(rx);
-            let given = (features > 0).then_some(given);
-            std::thread::Builder::new()
-                .name(format!("replay-customers-{p}"))
-                .spawn_scoped(scope, move || {
-                    if let Err(e) = customer_pass(plan, p, job, given, extract, &tx) {
-                        let _ = tx.send(Err(e));
-                    }
-                })
+                .name(format!("replay-worker-{w}"))
+                .spawn_scoped(scope, move || pool.work(extract))
                 .map_err(ReplayError::Output)?;
         }
-        // Results in row order: the next row's thread is the one waited on.
+        // Stops the workers however this returns: an error here, or the last row taken.
+        struct StopOnDrop<'p, 'a, T>(&'p Pool<'a, T>);
+        impl<T> Drop for StopOnDrop<'_, '_, T> {
+            fn drop(&mut self) {
+                self.0.stop();
+            }
+        }
+        let _stop = StopOnDrop(pool);
+        // Results in row order: the next row's part is the one waited on.
         let mut pending: Vec<std::vec::IntoIter<(Action, T)>> =
-            (0..plan.threads).map(|_| Vec::new().into_iter()).collect();
+            (0..plan.parts).map(|_| Vec::new().into_iter()).collect();
         let mut kept = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
             let p = plan.part[i] as usize;
@@ -198,26 +238,16 @@ pub(crate) fn run<T: Send>(
                     break next;
                 }
                 match results[p].recv() {
-                    Ok(Ok(chunk)) => pending[p] = chunk.into_iter(),
-                    Ok(Err(e)) => return Err(e),
-                    // This thread stopped early because another failed and the entity pass
-                    // stopped with it: that failure is the one to report. (A panic is
-                    // propagated by the scope when the threads are joined.)
+                    Ok(chunk) => pending[p] = chunk.into_iter(),
+                    // A worker panicked (the scope propagates it when the threads are joined).
                     Err(_) => {
-                        return Err(results
-                            .iter()
-                            .flat_map(|r| r.try_iter())
-                            .find_map(Result::err)
-                            .unwrap_or_else(|| {
-                                ReplayError::Output(std::io::Error::other(
-                                    "a replay thread stopped before its last row",
-                                ))
-                            }));
+                        return Err(ReplayError::Output(std::io::Error::other(
+                            "a replay thread stopped before its last row",
+                        )));
                     }
                 }
             };
             kept.push(Kept { action });
-            // An error here drops the receivers: the threads stop at their next send.
             each(row, t, set)?;
             if i % 65_536 == 0 {
                 progress.set_position(i as u64);
@@ -227,24 +257,181 @@ pub(crate) fn run<T: Send>(
     })
 }
 
-/// The ordered pass over entity state: due fraud labels counted, then each row recorded with
-/// its entities and their windows read, in row order, as the one-thread replay does.
-fn entity_pass(
-    plan: &Plan,
-    set: &RuleSet,
-    rows: &[Row],
-    config: &ReplayConfig,
-    given: Vec<mpsc::SyncSender<Vec<EntityValue>>>,
-) {
-    let store = Store::with_seed(store_config(config, 1), plan.seed);
-    let features = set.entity_features.len();
-    let mut due: VecDeque<(EventTime, usize)> = VecDeque::new();
-    for (c, chunk) in rows.chunks(CHUNK).enumerate() {
-        let mut out: Vec<Vec<EntityValue>> = (0..plan.threads)
-            .map(|_| Vec::with_capacity(CHUNK * features / plan.threads + features))
+/// How far, in chunks, the entity pass may run ahead of the slowest customer part (the values
+/// it hands on are held until then).
+const ENTITY_LEAD: usize = 16;
+
+/// The work of one replay, in chunks: the entity pass and each customer part are each done in
+/// order, one chunk at a time, by whichever worker is free. The pass comes first whenever it
+/// may run, since every part waits on it; the part furthest behind comes next. So no core idles
+/// while either kind of work is left, whatever the rules' balance between the two, and no
+/// thread competes with the ordered pass for a core.
+struct Pool<'a, T> {
+    plan: &'a Plan,
+    rows: &'a [Row],
+    config: &'a ReplayConfig,
+    chunks: usize,
+    /// The entity pass, when the rules read entity windows.
+    entity: Option<Mutex<EntityPass>>,
+    parts: Vec<Mutex<CustomerPass<T>>>,
+    schedule: Mutex<Schedule>,
+    /// Signalled whenever a chunk is done or the replay stops.
+    changed: Condvar,
+}
+
+/// Who is doing what. Each pass's own state is locked only by the worker the schedule gave it
+/// to, so those locks are never contended.
+struct Schedule {
+    /// The entity pass's next chunk.
+    entity_next: usize,
+    entity_busy: bool,
+    parts: Vec<PartProgress>,
+    /// The caller stopped taking results (an error, or every row taken).
+    stopped: bool,
+}
+
+struct PartProgress {
+    /// The part's next chunk.
+    next: usize,
+    busy: bool,
+    /// Entity values for its next chunks, from the entity pass.
+    values: VecDeque<Vec<EntityValue>>,
+}
+
+/// One chunk of work, as the schedule hands it out.
+enum Task {
+    Entity(usize),
+    Part(usize, usize, Vec<EntityValue>),
+}
+
+/// The ordered pass over entity state between its chunks.
+struct EntityPass {
+    loaded: Arc<LoadedRules>,
+    store: Store,
+    /// Fraud labels coming due: when, and the row.
+    due: VecDeque<(EventTime, usize)>,
+}
+
+/// One customer part between its chunks.
+struct CustomerPass<T> {
+    loaded: Arc<LoadedRules>,
+    interceptor: Interceptor,
+    decision: Decision,
+    /// Fraud labels coming due: when, and the row.
+    due: VecDeque<(EventTime, usize)>,
+    /// Where its results go; `None` once a worker panicked.
+    results: Option<mpsc::Sender<Vec<(Action, T)>>>,
+}
+
+impl<T> Pool<'_, T> {
+    /// Stops the workers at their next task.
+    fn stop(&self) {
+        self.schedule.lock().stopped = true;
+        self.changed.notify_all();
+    }
+}
+
+impl<T: Send> Pool<'_, T> {
+    /// A worker: takes the next task the schedule allows, until none is left.
+    fn work(&self, extract: &(impl Fn(&Row, Result<&Decision, Action>, &RuleSet) -> T + Sync)) {
+        // A panic here must not leave the caller waiting for results that will never come:
+        // the parts' senders are dropped, which ends the caller's wait, and the others stop.
+        struct OnPanic<'p, 'a, T>(&'p Pool<'a, T>);
+        impl<T> Drop for OnPanic<'_, '_, T> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    for part in &self.0.parts {
+                        part.lock().results = None;
+                    }
+                    self.0.stop();
+                }
+            }
+        }
+        let _on_panic = OnPanic(self);
+        while let Some(task) = self.next_task() {
+            match task {
+                Task::Entity(c) => {
+                    let values = self.entity_chunk(c);
+                    let mut schedule = self.schedule.lock();
+                    schedule.entity_next += 1;
+                    schedule.entity_busy = false;
+                    for (part, values) in schedule.parts.iter_mut().zip(values) {
+                        part.values.push_back(values);
+                    }
+                }
+                Task::Part(p, c, values) => {
+                    let sent = self.part_chunk(p, c, &values, extract);
+                    let mut schedule = self.schedule.lock();
+                    schedule.parts[p].next += 1;
+                    schedule.parts[p].busy = false;
+                    if !sent {
+                        schedule.stopped = true;
+                    }
+                }
+            }
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits for a task, or `None` when all are done or the replay stopped.
+    fn next_task(&self) -> Option<Task> {
+        let mut schedule = self.schedule.lock();
+        loop {
+            if schedule.stopped {
+                return None;
+            }
+            let slowest = schedule.parts.iter().map(|p| p.next).min().unwrap_or(0);
+            if self.entity.is_some()
+                && !schedule.entity_busy
+                && schedule.entity_next < self.chunks
+                && schedule.entity_next < slowest + ENTITY_LEAD
+            {
+                schedule.entity_busy = true;
+                return Some(Task::Entity(schedule.entity_next));
+            }
+            let ready = |part: &PartProgress| {
+                !part.busy
+                    && part.next < self.chunks
+                    && (self.entity.is_none() || !part.values.is_empty())
+            };
+            if let Some((p, part)) = schedule
+                .parts
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, part)| ready(part))
+                .min_by_key(|(_, part)| part.next)
+            {
+                part.busy = true;
+                let values = part.values.pop_front().unwrap_or_default();
+                return Some(Task::Part(p, part.next, values));
+            }
+            if slowest >= self.chunks {
+                return None;
+            }
+            self.changed.wait(&mut schedule);
+        }
+    }
+
+    /// Chunk `c` of the entity pass: due fraud labels counted, then each row recorded with
+    /// its entities and their windows read, in row order, as the one-thread replay does.
+    /// Returns each part's values for the chunk.
+    fn entity_chunk(&self, c: usize) -> Vec<Vec<EntityValue>> {
+        let mut pass = self
+            .entity
+            .as_ref()
+            .expect("entity tasks only when there is a pass")
+            .lock();
+        let EntityPass { loaded, store, due } = &mut *pass;
+        let set = &loaded.set;
+        let (plan, rows, config) = (self.plan, self.rows, self.config);
+        let features = set.entity_features.len();
+        let first = c * CHUNK;
+        let chunk = &rows[first..(first + CHUNK).min(rows.len())];
+        let mut out: Vec<Vec<EntityValue>> = (0..plan.parts)
+            .map(|_| Vec::with_capacity(CHUNK * features / plan.parts + features))
             .collect();
         for (k, row) in chunk.iter().enumerate() {
-            let i = c * CHUNK + k;
+            let i = first + k;
             if config.label_delay.is_some() {
                 while due.front().is_some_and(|&(at, _)| at <= row.at) {
                     let (_, j) = due.pop_front().expect("checked");
@@ -279,52 +466,36 @@ fn entity_pass(
                 due.push_back((row.at.saturating_add(delay), i));
             }
         }
-        for (tx, values) in given.iter().zip(out) {
-            if tx.send(values).is_err() {
-                return; // the replay stopped
-            }
-        }
+        out
     }
-}
 
-/// One customer thread: the rows of its shards, in row order, with their due fraud labels
-/// marked on the customer's events first; results sent a chunk at a time.
-fn customer_pass<T: Send>(
-    plan: &Plan,
-    p: usize,
-    job: Job<'_>,
-    given: Option<mpsc::Receiver<Vec<EntityValue>>>,
-    extract: &(impl Fn(&Row, Result<&Decision, Action>, &RuleSet) -> T + Sync),
-    results: &mpsc::Sender<Result<Vec<(Action, T)>, ReplayError>>,
-) -> Result<(), ReplayError> {
-    let Job {
-        rules,
-        which,
-        rows,
-        config,
-    } = job;
-    let live = LiveRules::new(rules, which).map_err(|error| ReplayError::Rules { which, error })?;
-    let loaded = live.load_full();
-    let set = &loaded.set;
-    let features = set.entity_features.len();
-    let interceptor = Interceptor::new(
-        Store::with_seed(store_config(config, config.max_customers), plan.seed),
-        live,
-    );
-    let mut decision = Decision::empty();
-    let mut due: VecDeque<(EventTime, usize)> = VecDeque::new();
-    for (c, chunk) in rows.chunks(CHUNK).enumerate() {
-        let values = match &given {
-            Some(rx) => match rx.recv() {
-                Ok(values) => values,
-                Err(_) => return Ok(()), // the replay stopped
-            },
-            None => Vec::new(),
-        };
+    /// Chunk `c` of customer part `p`: its rows in row order, with their due fraud labels
+    /// marked on the customer's events first; the results sent on. Returns whether the caller
+    /// still takes them.
+    fn part_chunk(
+        &self,
+        p: usize,
+        c: usize,
+        values: &[EntityValue],
+        extract: &(impl Fn(&Row, Result<&Decision, Action>, &RuleSet) -> T + Sync),
+    ) -> bool {
+        let mut pass = self.parts[p].lock();
+        let CustomerPass {
+            loaded,
+            interceptor,
+            decision,
+            due,
+            results,
+        } = &mut *pass;
+        let set = &loaded.set;
+        let (plan, rows, config) = (self.plan, self.rows, self.config);
+        let features = set.entity_features.len();
         let mut values = values.chunks_exact(features.max(1));
-        let mut out = Vec::with_capacity(CHUNK / plan.threads + 1);
+        let first = c * CHUNK;
+        let chunk = &rows[first..(first + CHUNK).min(rows.len())];
+        let mut out = Vec::with_capacity(CHUNK / plan.parts + 1);
         for (k, row) in chunk.iter().enumerate() {
-            let i = c * CHUNK + k;
+            let i = first + k;
             if plan.part[i] as usize != p {
                 continue;
             }
@@ -340,18 +511,14 @@ fn customer_pass<T: Send>(
                     );
                 }
             }
-            let row_values = if features > 0 {
-                Some(
-                    values
-                        .next()
-                        .expect("the entity pass sends a value set per row"),
-                )
-            } else {
-                None
-            };
+            let row_values = (features > 0).then(|| {
+                values
+                    .next()
+                    .expect("the entity pass gives a value set per row")
+            });
             let decided = interceptor
-                .replay_with(set, &row.txn(), row.outcome, row_values, &mut decision)
-                .map(|()| &decision);
+                .replay_with(set, &row.txn(), row.outcome, row_values, decision)
+                .map(|()| &*decision);
             out.push((Kept::of(decided).action, extract(row, decided, set)));
             if let Some(delay) = config.label_delay
                 && row.label == Some(true)
@@ -359,11 +526,8 @@ fn customer_pass<T: Send>(
                 due.push_back((row.at.saturating_add(delay), i));
             }
         }
-        if results.send(Ok(out)).is_err() {
-            return Ok(()); // the replay stopped
-        }
+        results.as_ref().is_some_and(|r| r.send(out).is_ok())
     }
-    Ok(())
 }
 
 #[cfg(test)]
