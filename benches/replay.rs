@@ -1,5 +1,5 @@
-//! Replay throughput on generated history, single-threaded, against only parsing the same
-//! file (the csv crate reading every record, nothing converted).
+//! Replay throughput on generated history, on the replay's own threads, against only parsing
+//! the same file (the csv crate reading every record, nothing converted).
 //!
 //!     cargo bench --bench replay -- [--customers 30000] [--days 30] [--rounds 3]
 //!
