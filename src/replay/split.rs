@@ -213,13 +213,8 @@ pub(crate) fn run<T: Send>(
     };
     std::thread::scope(|scope| {
         let pool = &pool;
-        for w in 0..plan.workers {
-            std::thread::Builder::new()
-                .name(format!("replay-worker-{w}"))
-                .spawn_scoped(scope, move || pool.work(extract))
-                .map_err(ReplayError::Output)?;
-        }
-        // Stops the workers however this returns: an error here, or the last row taken.
+        // Stops the workers however this returns: an error here (a thread that could not be
+        // started, a result the caller refuses), or the last row taken.
         struct StopOnDrop<'p, 'a, T>(&'p Pool<'a, T>);
         impl<T> Drop for StopOnDrop<'_, '_, T> {
             fn drop(&mut self) {
@@ -227,6 +222,12 @@ pub(crate) fn run<T: Send>(
             }
         }
         let _stop = StopOnDrop(pool);
+        for w in 0..plan.workers {
+            std::thread::Builder::new()
+                .name(format!("replay-worker-{w}"))
+                .spawn_scoped(scope, move || pool.work(extract))
+                .map_err(ReplayError::Output)?;
+        }
         // Results in row order: the next row's part is the one waited on.
         let mut pending: Vec<std::vec::IntoIter<(Action, T)>> =
             (0..plan.parts).map(|_| Vec::new().into_iter()).collect();
@@ -264,8 +265,9 @@ const ENTITY_LEAD: usize = 16;
 /// The work of one replay, in chunks: the entity pass and each customer part are each done in
 /// order, one chunk at a time, by whichever worker is free. The pass comes first whenever it
 /// may run, since every part waits on it; the part furthest behind comes next. So no core idles
-/// while either kind of work is left, whatever the rules' balance between the two, and no
-/// thread competes with the ordered pass for a core.
+/// while either kind of work is left, whatever the rules' balance between the two, and no other
+/// worker competes with the ordered pass for a core (the calling thread, taking results in row
+/// order, is the only thread beside them).
 struct Pool<'a, T> {
     plan: &'a Plan,
     rows: &'a [Row],
@@ -279,8 +281,8 @@ struct Pool<'a, T> {
     changed: Condvar,
 }
 
-/// Who is doing what. Each pass's own state is locked only by the worker the schedule gave it
-/// to, so those locks are never contended.
+/// Who is doing what. Each pass's own state is locked by the worker the schedule gave it to,
+/// so those locks are contended only when a worker panics (see [`Pool::work`]).
 struct Schedule {
     /// The entity pass's next chunk.
     entity_next: usize,
