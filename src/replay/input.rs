@@ -843,26 +843,21 @@ mod tests {
         let want: Vec<_> = rows.iter().map(|&(_, _, o, l)| (o, l)).collect();
         assert_eq!(got, want);
 
-        let bad = read_csv(
-            "bad-label",
-            &format!("{header}t1,c1,2026-03-01T10:00:00Z,10.00,,Maybe\n"),
-        );
-        assert!(
-            bad.as_ref()
-                .unwrap_err()
-                .contains(r#"label "maybe" is not 1/0"#),
-            "{bad:?}"
-        );
-        let bad = read_csv(
-            "bad-outcome",
-            &format!("{header}t1,c1,2026-03-01T10:00:00Z,10.00,Pending,\n"),
-        );
-        assert!(
-            bad.as_ref()
-                .unwrap_err()
-                .contains(r#"outcome "pending" is not settled"#),
-            "{bad:?}"
-        );
+        // A word it does not know is named, lower-cased, in the error.
+        for (name, values, error) in [
+            ("bad-label", ",Maybe", r#"label "maybe" is not 1/0"#),
+            (
+                "bad-outcome",
+                "Pending,",
+                r#"outcome "pending" is not settled"#,
+            ),
+        ] {
+            let bad = read_csv(
+                name,
+                &format!("{header}t1,c1,2026-03-01T10:00:00Z,10.00,{values}\n"),
+            );
+            assert!(bad.as_ref().unwrap_err().contains(error), "{bad:?}");
+        }
     }
 
     #[test]
