@@ -57,8 +57,8 @@ pub(crate) struct Plan {
 
 /// Customer parts and worker threads: `asked` parts when given, else one per core, at most
 /// 8; as many workers as there are parts and an entity pass to run, at most one per core. A
-/// worker takes whichever chunk of work is due, the entity pass first (see [`Pool`]), so two
-/// cores stay busy whichever side the rules load more. Before, on 2 cores, one customer
+/// worker takes whichever chunk of work is due, the entity pass first (see [`Pool`]), so no
+/// core idles while work that may run is left, whichever side the rules load more. Before, on 2 cores, one customer
 /// thread ran beside the entity pass by default: with the shipped rules the customer thread
 /// was the longer one and the entity pass idled a third of the time, and a second customer
 /// thread, competing for the cores with the entity pass, was faster with the shipped rules
