@@ -493,12 +493,11 @@ fn parse_row(values: &Fields<'_>, mapping: &Mapping, file: u32, line: u64) -> Re
         _ => return Err("credit_limit and credit_granted_at must come together".into()),
     };
     // Words compared without regard to case, without lowering a copy of every row's value.
-    let one_of = |value: &str, words: &[&str]| words.iter().any(|w| value.eq_ignore_ascii_case(w));
     let outcome = match get(11) {
         None => None,
-        Some(v) if one_of(v, &["settled"]) => Some(OutcomeStatus::Settled),
-        Some(v) if one_of(v, &["failed"]) => Some(OutcomeStatus::Failed),
-        Some(v) if one_of(v, &["reversed"]) => Some(OutcomeStatus::Reversed),
+        Some(v) if v.eq_ignore_ascii_case("settled") => Some(OutcomeStatus::Settled),
+        Some(v) if v.eq_ignore_ascii_case("failed") => Some(OutcomeStatus::Failed),
+        Some(v) if v.eq_ignore_ascii_case("reversed") => Some(OutcomeStatus::Reversed),
         Some(other) => {
             return Err(format!(
                 "outcome {:?} is not settled, failed or reversed",
@@ -506,6 +505,7 @@ fn parse_row(values: &Fields<'_>, mapping: &Mapping, file: u32, line: u64) -> Re
             ));
         }
     };
+    let one_of = |value: &str, words: &[&str]| words.iter().any(|w| value.eq_ignore_ascii_case(w));
     let label = match get(12) {
         None => None,
         Some(v) if one_of(v, &["1", "true", "yes", "fraud"]) => Some(true),
@@ -814,8 +814,8 @@ mod tests {
     use super::{Mapping, cent_of_float_noise, read};
     use crate::txn::OutcomeStatus;
 
-    /// Reads `body` under the default columns from a file of its own; with `fatal`, the first
-    /// bad row's error is returned.
+    /// Reads `body` under the default columns from a file of its own, bad rows fatal: the
+    /// first one's error is returned.
     fn read_csv(name: &str, body: &str) -> Result<Vec<super::Row>, String> {
         let path = std::env::temp_dir().join(format!("tripwire-{}-{name}.csv", std::process::id()));
         std::fs::write(&path, body).unwrap();

@@ -265,7 +265,7 @@ const ENTITY_LEAD: usize = 16;
 /// The work of one replay, in chunks: the entity pass and each customer part are each done in
 /// order, one chunk at a time, by whichever worker is free. The pass comes first whenever it
 /// may run, since every part waits on it; the part furthest behind comes next. So no core idles
-/// while either kind of work is left, whatever the rules' balance between the two, and no other
+/// while work that may run is left, whatever the rules' balance between the two, and no other
 /// worker competes with the ordered pass for a core (the calling thread, taking results in row
 /// order, is the only thread beside them).
 struct Pool<'a, T> {
@@ -326,6 +326,15 @@ struct CustomerPass<T> {
 }
 
 impl<T> Pool<'_, T> {
+    /// Chunk `c`: the index of its first row, and its rows.
+    fn chunk(&self, c: usize) -> (usize, &[Row]) {
+        let first = c * CHUNK;
+        (
+            first,
+            &self.rows[first..(first + CHUNK).min(self.rows.len())],
+        )
+    }
+
     /// Stops the workers at their next task.
     fn stop(&self) {
         self.schedule.lock().stopped = true;
@@ -427,8 +436,7 @@ impl<T: Send> Pool<'_, T> {
         let set = &loaded.set;
         let (plan, rows, config) = (self.plan, self.rows, self.config);
         let features = set.entity_features.len();
-        let first = c * CHUNK;
-        let chunk = &rows[first..(first + CHUNK).min(rows.len())];
+        let (first, chunk) = self.chunk(c);
         let mut out: Vec<Vec<EntityValue>> = (0..plan.parts)
             .map(|_| Vec::with_capacity(CHUNK * features / plan.parts + features))
             .collect();
@@ -493,8 +501,7 @@ impl<T: Send> Pool<'_, T> {
         let (plan, rows, config) = (self.plan, self.rows, self.config);
         let features = set.entity_features.len();
         let mut values = values.chunks_exact(features.max(1));
-        let first = c * CHUNK;
-        let chunk = &rows[first..(first + CHUNK).min(rows.len())];
+        let (first, chunk) = self.chunk(c);
         let mut out = Vec::with_capacity(CHUNK / plan.parts + 1);
         for (k, row) in chunk.iter().enumerate() {
             let i = first + k;
