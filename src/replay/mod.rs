@@ -8,6 +8,7 @@
 //! transactions whose decision would change.
 
 pub mod command;
+mod entities;
 pub mod generate;
 pub mod generate_card;
 pub mod input;

@@ -4,14 +4,17 @@
 //! with a store of its own, built with the same configuration and hash seed, so each of its
 //! shards sees exactly the transactions, and makes exactly the evictions, that shard of one
 //! store would. What customers share is entity state (merchants, devices, IPs, channels for
-//! `by:` windows): one ordered pass keeps it, recording every transaction with its entities
-//! and reading their windows in the one-thread order, and hands each customer part the
-//! values its rows would have read. Fraud labels come due in both in event-time order: the
-//! entity pass counts them on entities, the customer's own part marks the customer's event.
+//! `by:` windows). Before the parts start, the values each row's entity windows read are
+//! found entity by entity (see [`super::entities`]), which gives the one-thread values as long
+//! as the store would never drop an entity to stay within its cap. Otherwise one ordered pass
+//! keeps entity state, recording every transaction with its entities and reading their windows
+//! in the one-thread order, and hands each customer part the values its rows would have read.
+//! Fraud labels come due in event-time order: the entity pass counts them on entities, the
+//! customer's own part marks the customer's event.
 //!
-//! The pass and the parts each run in order, a chunk of rows at a time, on a pool of at most
-//! one thread per core: a free thread takes the next chunk that is due, the entity pass's
-//! first (see [`Pool`]).
+//! The ordered pass and the parts each run in order, a chunk of rows at a time, on a pool of
+//! at most one thread per core: a free thread takes the next chunk that is due, the entity
+//! pass's first (see [`Pool`]).
 //!
 //! Only a customer's own state can tell one thing the entity pass needs: whether a row is a
 //! duplicate, which must not be recorded with its entities. A row can be a duplicate only when
@@ -37,6 +40,7 @@ use crate::state::entity::EntityValue;
 use crate::state::{Store, StoreConfig};
 use crate::txn::EventTime;
 
+use super::entities::{self, EntityValues};
 use super::input::Row;
 use super::{Kept, ReplayConfig, ReplayError};
 
@@ -53,6 +57,9 @@ pub(crate) struct Plan {
     workers: usize,
     /// The hash seed every part's store is built with.
     seed: u64,
+    /// Whether entity values may be found entity by entity (see `super::entities`) rather
+    /// than by the ordered pass; always, but for the test comparing the two.
+    by_entity: bool,
 }
 
 /// Customer parts and worker threads: `asked` parts when given, else one per core, at most
@@ -98,6 +105,7 @@ pub(crate) fn plan(rows: &[Row], config: &ReplayConfig, set: &RuleSet) -> Option
         parts,
         workers,
         seed,
+        by_entity: true,
     })
 }
 
@@ -163,7 +171,15 @@ pub(crate) fn run<T: Send>(
     } = job;
     let compile =
         || LiveRules::new(rules, which).map_err(|error| ReplayError::Rules { which, error });
-    let entity = if set.entity_features.is_empty() {
+    // Entity by entity when that gives the ordered pass's values (see `super::entities`).
+    let by_entity = if set.entity_features.is_empty() {
+        None
+    } else {
+        plan.by_entity
+            .then(|| entities::by_entity(rows, config, set, plan.seed, plan.workers))
+            .flatten()
+    };
+    let entity = if set.entity_features.is_empty() || by_entity.is_some() {
         None
     } else {
         let live = compile()?;
@@ -196,6 +212,7 @@ pub(crate) fn run<T: Send>(
         config,
         chunks: rows.len().div_ceil(CHUNK),
         entity,
+        by_entity,
         parts,
         schedule: Mutex::new(Schedule {
             entity_next: 0,
@@ -222,7 +239,12 @@ pub(crate) fn run<T: Send>(
             }
         }
         let _stop = StopOnDrop(pool);
-        for w in 0..plan.workers {
+        let workers = if pool.entity.is_some() {
+            plan.workers
+        } else {
+            plan.workers.min(plan.parts)
+        };
+        for w in 0..workers {
             std::thread::Builder::new()
                 .name(format!("replay-worker-{w}"))
                 .spawn_scoped(scope, move || pool.work(extract))
@@ -273,8 +295,11 @@ struct Pool<'a, T> {
     rows: &'a [Row],
     config: &'a ReplayConfig,
     chunks: usize,
-    /// The entity pass, when the rules read entity windows.
+    /// The ordered entity pass, when the rules read entity windows and their values were not
+    /// found entity by entity before.
     entity: Option<Mutex<EntityPass>>,
+    /// The entity values of every row, when found entity by entity.
+    by_entity: Option<EntityValues>,
     parts: Vec<Mutex<CustomerPass<T>>>,
     schedule: Mutex<Schedule>,
     /// Signalled whenever a chunk is done or the replay stops.
@@ -520,11 +545,14 @@ impl<T: Send> Pool<'_, T> {
                     );
                 }
             }
-            let row_values = (features > 0).then(|| {
-                values
-                    .next()
-                    .expect("the entity pass gives a value set per row")
-            });
+            let row_values = match &self.by_entity {
+                Some(given) => Some(given.of_row(i)),
+                None => (features > 0).then(|| {
+                    values
+                        .next()
+                        .expect("the entity pass gives a value set per row")
+                }),
+            };
             let decided = interceptor
                 .replay_with(set, &row.txn(), row.outcome, row_values, decision)
                 .map(|()| &*decision);
@@ -558,5 +586,93 @@ mod tests {
         }
         // Equal top bytes, different hashes: no repeat.
         assert!(!any_repeats(&[7 << 56, (7 << 56) | 1, (7 << 56) | 2]));
+    }
+
+    /// Entity values found entity by entity are the ordered pass's: on a card history with
+    /// entity windows and fraud labels coming due, every decision, with every feature it read,
+    /// is the same both ways. (Replay's tests compare either with the one-thread replay.)
+    #[test]
+    fn entity_values_found_entity_by_entity_are_the_ordered_pass_values() {
+        use super::super::generate::GenConfig;
+        use super::super::{generate_card, input};
+        use super::{Action, Decision, Job, Row, RuleSet, plan, run};
+        use crate::live_rules::LiveRules;
+
+        let dir = std::env::temp_dir().join(format!("tripwire-split-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let csv = dir.join("card.csv");
+        let gen_config = GenConfig {
+            customers: 300,
+            days: 30,
+            seed: 11,
+            per_pattern: 3,
+        };
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&csv).unwrap());
+        generate_card::generate(&gen_config, &mut file).unwrap();
+        drop(file);
+        let (mut rows, bad) = input::read(&[csv], &input::Mapping::default(), true).unwrap();
+        assert!(bad.is_empty());
+        super::super::sort(&mut rows);
+        let rules = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/card/rules.yaml"
+        ))
+        .unwrap();
+        let live = LiveRules::new(&rules, "live").unwrap();
+        let set = &live.load_full().set;
+        assert!(!set.entity_features.is_empty());
+        let config = super::ReplayConfig {
+            label_delay: Some(7 * 86_400_000_000),
+            threads: Some(2),
+            ..Default::default()
+        };
+        let terminal = set
+            .rules()
+            .iter()
+            .position(|r| &*r.id == "compromised_terminal")
+            .unwrap() as u16;
+        let decide = |plan: &super::Plan| {
+            let job = Job {
+                rules: &rules,
+                which: "live",
+                rows: &rows,
+                config: &config,
+            };
+            let mut decided = Vec::new();
+            let extract = |_: &Row, d: Result<&Decision, Action>, _: &RuleSet| {
+                d.map(|d| {
+                    let read = (d.action, &d.hits, &d.shadow, &d.tags, &d.features);
+                    let terminal_fired = [&d.hits, &d.shadow, &d.tags]
+                        .iter()
+                        .any(|hits| hits.contains(&terminal));
+                    (format!("{read:?}"), terminal_fired)
+                })
+            };
+            let each = |_: &Row, d, _: &RuleSet| {
+                decided.push(d);
+                Ok(())
+            };
+            run(
+                plan,
+                job,
+                set,
+                &extract,
+                each,
+                &indicatif::ProgressBar::hidden(),
+            )
+            .unwrap();
+            decided
+        };
+        let mut plan = plan(&rows, &config, set).expect("the history splits");
+        let by_entity = decide(&plan);
+        plan.by_entity = false;
+        let ordered = decide(&plan);
+        assert_eq!(by_entity.len(), rows.len());
+        assert!(by_entity == ordered, "the two passes disagree");
+        assert!(
+            by_entity.iter().any(|d| d.as_ref().is_ok_and(|d| d.1)),
+            "an entity window fired"
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -13,7 +13,7 @@ use crate::live_rules::{LiveRules, LoadedRules};
 use crate::rules::Action;
 use crate::rules::RuleSet;
 use crate::rules::ir::EntityMeasure;
-use crate::state::entity::{BUCKET_MICROS, EntityKind, EntityStore, EntityValue};
+use crate::state::entity::{BUCKET_MICROS, EntityKind, EntityRecord, EntityStore, EntityValue};
 use crate::state::journal::EntityKeys;
 use crate::state::journal::{ChangeSink, Frame, Journal};
 use crate::state::persist;
@@ -108,7 +108,7 @@ fn wall_clock_micros() -> i64 {
 /// Records the transaction with each entity the rules read and reads their features;
 /// `values[i]` answers `set.entity_features[i]`. One shard lock per entity kind. `customer`
 /// gives the customer's hash ([`Store::customer_hash`]), asked for at most once. Replay's
-/// entity pass calls this as the interceptor does, so both count alike.
+/// entity passes do the same through [`record_with_entity`], so all count alike.
 pub fn record_entities<'t>(
     entities: &EntityStore,
     set: &RuleSet,
@@ -117,7 +117,7 @@ pub fn record_entities<'t>(
     values: &mut [EntityValue; crate::rules::compile::MAX_ENTITY_FEATURES],
     recorded: &mut EntityKeys<'t>,
 ) {
-    let keep_from = txn.at - set.needs.entity_reach - BUCKET_MICROS;
+    let keep_from = entity_keep_from(set, txn.at);
     let mut customer_hash = None;
     for kind in EntityKind::ALL {
         if !set.needs.entity_kinds[kind as usize] {
@@ -129,28 +129,59 @@ pub fn record_entities<'t>(
         let customer = *customer_hash.get_or_insert_with(&customer);
         recorded[kind as usize] = Some(key);
         entities.with_entity(kind, key, keep_from, |record| {
-            record.record(txn.at, txn.amount.minor(), customer);
-            for (k, e) in set.entity_features.iter().enumerate() {
-                if e.by != Some(kind) {
-                    continue;
-                }
-                let to = txn.at - e.mature;
-                let from = to - e.window.micros;
-                let (count, sum, fraud) = record.totals(from, to);
-                values[k] = EntityValue {
-                    present: true,
-                    count,
-                    sum,
-                    fraud,
-                    // A scan of up to 64 customers: done only for the feature that reads it.
-                    distinct: if e.measure == EntityMeasure::DistinctCustomers {
-                        record.distinct_customers(from, to)
-                    } else {
-                        0
-                    },
-                };
-            }
+            record_with_entity(
+                record,
+                kind,
+                set,
+                txn.at,
+                txn.amount.minor(),
+                customer,
+                values,
+            );
         });
+    }
+}
+
+/// The oldest time an entity must keep buckets for, when a transaction or a fraud report at
+/// `at` reaches it: its buckets older than this are dropped first.
+#[inline]
+pub fn entity_keep_from(set: &RuleSet, at: EventTime) -> EventTime {
+    at - set.needs.entity_reach - BUCKET_MICROS
+}
+
+/// What [`record_entities`] does with the record of the transaction's entity of `kind`, once
+/// it is pruned to [`entity_keep_from`]: records the transaction, made at `at` for `amount`
+/// minor units by the customer whose hash is `customer`, and reads the windows of the
+/// features `by` that kind into `values`.
+pub fn record_with_entity(
+    record: &mut EntityRecord,
+    kind: EntityKind,
+    set: &RuleSet,
+    at: EventTime,
+    amount: i64,
+    customer: u64,
+    values: &mut [EntityValue; crate::rules::compile::MAX_ENTITY_FEATURES],
+) {
+    record.record(at, amount, customer);
+    for (k, e) in set.entity_features.iter().enumerate() {
+        if e.by != Some(kind) {
+            continue;
+        }
+        let to = at - e.mature;
+        let from = to - e.window.micros;
+        let (count, sum, fraud) = record.totals(from, to);
+        values[k] = EntityValue {
+            present: true,
+            count,
+            sum,
+            fraud,
+            // A scan of up to 64 customers: done only for the feature that reads it.
+            distinct: if e.measure == EntityMeasure::DistinctCustomers {
+                record.distinct_customers(from, to)
+            } else {
+                0
+            },
+        };
     }
 }
 
@@ -166,7 +197,7 @@ pub fn count_fraud_on_entities<'k>(
     keys: &mut EntityKeys<'k>,
 ) -> bool {
     let needs = &set.needs;
-    let keep_from = at - needs.entity_reach - BUCKET_MICROS;
+    let keep_from = entity_keep_from(set, at);
     let mut reached = false;
     for kind in EntityKind::ALL {
         if !needs.entity_kinds[kind as usize] {

@@ -109,7 +109,7 @@ impl Running {
 }
 
 /// One entity's state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EntityRecord {
     /// Running totals at each active hour, oldest first. A window's totals are the difference
     /// of two entries, so a 28-day window of a merchant active every hour costs two look-ups
@@ -117,6 +117,10 @@ pub struct EntityRecord {
     /// entry only; one counted in an older hour (a fraud report, a late arrival) adds to every
     /// entry from its hour on, which is rare.
     running: VecDeque<Running>,
+    /// The hour of `running`'s oldest entry (`i64::MAX` when it has none), kept beside it:
+    /// pruning, done before every look-up, then reads the record's own memory instead of the
+    /// deque's buffer, which on a large store is a cache miss on nearly every look-up.
+    oldest_hour: i64,
     /// The running totals just before the oldest hour held: what pruning dropped.
     base: Running,
     /// (customer hash, last seen) of the most recently seen distinct customers.
@@ -124,6 +128,19 @@ pub struct EntityRecord {
     /// Transaction hashes of the latest fraud reports.
     frauds: SmallVec<[u64; 4]>,
     last_active: EventTime,
+}
+
+impl Default for EntityRecord {
+    fn default() -> EntityRecord {
+        EntityRecord {
+            running: VecDeque::new(),
+            oldest_hour: i64::MAX,
+            base: Running::default(),
+            customers: SmallVec::new(),
+            frauds: SmallVec::new(),
+            last_active: EventTime::default(),
+        }
+    }
 }
 
 /// The hour holding `at`.
@@ -157,6 +174,7 @@ impl EntityRecord {
                 };
                 next.add(count, fraud, sum);
                 self.running.push_back(next);
+                self.oldest_hour = self.oldest_hour.min(hour);
                 return;
             }
         }
@@ -164,6 +182,7 @@ impl EntityRecord {
         if self.running[pos].hour != hour {
             let before = pos.checked_sub(1).map_or(self.base, |i| self.running[i]);
             self.running.insert(pos, Running { hour, ..before });
+            self.oldest_hour = self.oldest_hour.min(hour);
         }
         for later in self.running.range_mut(pos..) {
             later.add(count, fraud, sum);
@@ -270,8 +289,9 @@ impl EntityRecord {
     /// Drops buckets wholly older than `keep_from`.
     pub fn prune(&mut self, keep_from: EventTime) {
         let lo = hour_of(keep_from);
-        while self.running.front().is_some_and(|b| b.hour < lo) {
-            self.base = self.running.pop_front().expect("checked");
+        while self.oldest_hour < lo {
+            self.base = self.running.pop_front().expect("an oldest hour is held");
+            self.oldest_hour = self.running.front().map_or(i64::MAX, |b| b.hour);
         }
     }
 
@@ -446,6 +466,25 @@ impl EntityStore {
     #[inline]
     fn shard(&self, hash: u64) -> &Mutex<Shard> {
         &self.shards[super::shard_index(hash, self.shards.len() as u64 - 1)]
+    }
+
+    /// Whether this store, empty, would hold every one of `keys` (distinct entities) without
+    /// dropping any: none of its shards would pass its share of the cap. Only then does each
+    /// entity's state depend on its own transactions alone, which replay's entity pass taken
+    /// entity by entity relies on.
+    pub fn would_hold_all<'k>(
+        &self,
+        keys: impl IntoIterator<Item = (EntityKind, &'k str)>,
+    ) -> bool {
+        let mut held = vec![0usize; self.shards.len()];
+        keys.into_iter().all(|(kind, key)| {
+            let shard = super::shard_index(
+                self.hash(kind, key.as_bytes()),
+                self.shards.len() as u64 - 1,
+            );
+            held[shard] += 1;
+            held[shard] <= self.per_shard_cap
+        })
     }
 
     /// Runs `f` on the entity under its shard lock, creating it (and dropping an approximately
@@ -700,6 +739,10 @@ mod tests {
                         }
                     }
                 }
+                proptest::prop_assert_eq!(
+                    record.oldest_hour,
+                    record.running.front().map_or(i64::MAX, |b| b.hour)
+                );
                 for (back, width) in [(0, 1), (0, 24), (7 * 24, 28 * 24), (3, 5), (40, 2), (0, 400)] {
                     let to = latest - back * H;
                     let from = to - width * H;
@@ -723,6 +766,23 @@ mod tests {
                 proptest::prop_assert_eq!(restored.totals(from, to), model.totals(from, to));
             }
         }
+    }
+
+    #[test]
+    fn a_store_knows_which_entities_it_would_hold_without_dropping_one() {
+        // One shard, holding 300.
+        let store = EntityStore::new(300);
+        let keys: Vec<String> = (0..301).map(|i| format!("m{i}")).collect();
+        let all = |n: usize| keys[..n].iter().map(|k| (EntityKind::Merchant, k.as_str()));
+        assert!(store.would_hold_all(all(300)));
+        assert!(!store.would_hold_all(all(301)));
+        // A larger store's shards fill unevenly: past some shard's share, not all are held.
+        let store = EntityStore::new(100_000);
+        let keys: Vec<String> = (0..100_001).map(|i| format!("d{i}")).collect();
+        assert!(
+            !store.would_hold_all(keys.iter().map(|k| (EntityKind::Device, k.as_str()))),
+            "100,001 entities pass some shard's share of 100,000"
+        );
     }
 
     #[test]
