@@ -177,6 +177,11 @@ pub(crate) fn by_entity(
     seed: u64,
     threads: usize,
 ) -> Option<EntityValues> {
+    // Rows are numbered in 32 bits here; a history that long (over 4 billion rows) takes the
+    // ordered pass.
+    if u32::try_from(rows.len()).is_err() {
+        return None;
+    }
     let features = set.entity_features.len();
     let hashes = Store::with_seed(
         StoreConfig {
@@ -258,8 +263,8 @@ pub(crate) fn by_entity(
         bounds.push(groups.keys.len());
         std::thread::scope(|scope| {
             let mut rest = grouped.as_mut_slice();
-            for run in bounds.windows(2) {
-                let (first, end) = (run[0], run[1]);
+            for span in bounds.windows(2) {
+                let (first, end) = (span[0], span[1]);
                 let len = (groups.starts[end] - groups.starts[first]) as usize * width;
                 let (mine, later) = rest.split_at_mut(len);
                 rest = later;
