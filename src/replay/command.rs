@@ -70,7 +70,7 @@ pub struct ReplayArgs {
     /// Turn each row labelled fraud into a confirmed-fraud report this long after its transaction (e.g. 7d), applied in event-time order; without it labels are never shown to the rules.
     #[arg(long)]
     pub label_delay: Option<String>,
-    /// Customer parts decided in parallel, on at most one thread per core [default: one per core]; 0 decides everything on one thread. The decisions are the same either way.
+    /// Customer parts decided in parallel, on at most one thread per core shared with the pass that keeps merchant, device, IP and channel state [default: one per core]; 0 decides everything on one thread. The decisions are the same either way.
     #[arg(long, value_parser = clap::value_parser!(u16).range(0..=64))]
     pub threads: Option<u16>,
 }

@@ -1,22 +1,25 @@
-//! Replay's entity pass taken entity by entity, when that gives the ordered pass's values.
+//! Replay's entity pass taken entity by entity, a segment of rows at a time, when that gives the
+//! ordered pass's values.
 //!
 //! The ordered entity pass (see [`super::split`]) walks the rows in time order and finds each
 //! row's merchant (device, IP, channel) in a store of thousands; the merchant's previous
 //! transaction is usually thousands of rows back, so nearly every row misses the cache several
-//! times (the record, the oldest and newest hours, the window's first hour). On a 1.7 M-row card
-//! export it was a third of the replay's CPU.
+//! times (the record, the oldest and newest hours, the window's first and last hours). On a
+//! 1.7 M-row card export it was a third of the replay's CPU.
 //!
 //! An entity's windows depend on its own transactions and fraud reports alone, in their order,
 //! as long as the store never drops an entity to stay within its cap. Then the same values come
-//! from taking the entities one at a time, each with its own rows in time order and its own
-//! fraud reports coming due between them where the ordered pass would count them: the record
-//! stays in cache and needs no look-up, and entities are shared out between threads. Whether
-//! the store would drop one is known before the pass, from the distinct entities; when it
-//! would, replay runs the ordered pass.
+//! from taking a segment of rows (a few weeks of a large export) entity by entity: each entity's
+//! rows of the segment in time order, its fraud reports coming due between them where the
+//! ordered pass would count them. An entity's record is then read once a segment instead of
+//! once a row, and entities are numbered beforehand, so it is found without a look-up; records
+//! are kept between segments, so each segment's values can be handed on, and forgotten, as the
+//! customer parts take them. Whether the store would drop an entity is known before the pass,
+//! from the distinct entities; when it would, replay runs the ordered pass.
 
 use std::collections::VecDeque;
 
-use crate::interceptor::{self};
+use crate::interceptor;
 use crate::rules::RuleSet;
 use crate::rules::compile::MAX_ENTITY_FEATURES;
 use crate::state::entity::{EntityKind, EntityRecord, EntityValue};
@@ -26,45 +29,57 @@ use crate::txn::EventTime;
 use super::ReplayConfig;
 use super::input::Row;
 
-/// The entity values every row read: `set.entity_features.len()` of them a row, in row order.
-pub(crate) struct EntityValues {
-    values: Vec<EntityValue>,
+/// No entity: the row does not name one of the kind.
+const NONE: u32 = u32::MAX;
+
+/// The pass between segments: every row's entity of each kind the rules read, and each
+/// entity's state so far.
+pub(crate) struct ByEntity {
+    kinds: Vec<KindPass>,
+    /// Entity features the rules read (values a row).
     features: usize,
+    /// Hashes customers and transactions as the replay's stores do.
+    hashes: Store,
+    /// What the pass reads of each row of the segment, in row order.
+    named: Vec<Named>,
+    /// A kind's rows of the segment grouped by entity (indices into `named`), and where each
+    /// entity's start.
+    grouped: Vec<u32>,
+    starts: Vec<u32>,
 }
 
-impl EntityValues {
-    /// The values row `i` read, one per entity feature.
-    pub(crate) fn of_row(&self, i: usize) -> &[EntityValue] {
-        &self.values[i * self.features..(i + 1) * self.features]
-    }
+/// One entity kind the rules read.
+struct KindPass {
+    kind: EntityKind,
+    /// The features it answers.
+    of_kind: Vec<usize>,
+    /// Each row's entity of this kind, numbered in the order first seen ([`NONE`] for none).
+    entity_of: Vec<u32>,
+    /// Each entity's state.
+    held: Vec<Held>,
 }
 
-/// What the pass reads of a row naming an entity, copied out of the row in row order: the
-/// pass takes rows in entity order, and reading the rows themselves there (and their texts,
-/// for the customer's hash) missed the cache on nearly every one.
-#[derive(Clone, Copy, Default)]
+/// One entity's state between segments.
+#[derive(Default)]
+struct Held {
+    record: EntityRecord,
+    /// Fraud reports on its rows not yet due: when they come due, and the row.
+    due: VecDeque<(EventTime, u32)>,
+}
+
+/// What the pass reads of a row, copied out of the row in row order: the pass takes the rows
+/// in entity order, and reading the rows themselves there (and their texts, for the customer's
+/// hash) missed the cache on nearly every one.
+#[derive(Clone, Copy)]
 struct Named {
-    row: u32,
     fraud: bool,
     at: EventTime,
     amount: i64,
     customer: u64,
 }
 
-/// The rows that name entities of one kind, grouped by entity: `named[starts[g]..starts[g +
-/// 1]]` are entity `g`'s rows, in row order.
-struct Groups<'r> {
-    keys: Vec<&'r str>,
-    starts: Vec<u32>,
-    named: Vec<Named>,
-}
-
-/// No entity: the row does not name one of the kind.
-const NONE: u32 = u32::MAX;
-
 /// What one thread found in its run of rows for one entity kind: the entities in the order
 /// first seen, and each row's among them ([`NONE`] for a row naming none).
-#[derive(Default)]
 struct Found<'r> {
     keys: Vec<&'r str>,
     entity_of: Vec<u32>,
@@ -94,68 +109,31 @@ fn find<'r>(rows: &'r [Row], kinds: &[EntityKind]) -> Vec<Found<'r>> {
         .collect()
 }
 
-impl<'r> Groups<'r> {
-    /// The groups of one kind from what each run of rows found, the runs in row order (each
-    /// `run` rows long), with what the pass reads of each row copied out of `rows`.
-    fn merge(rows: &[Row], run: usize, runs: Vec<Found<'r>>, hashes: &Store) -> Groups<'r> {
-        let mut index: ahash::AHashMap<&'r str, u32> = ahash::AHashMap::new();
-        let mut keys = Vec::new();
-        // Each run's entities as numbered here.
-        let numbered: Vec<Vec<u32>> = runs
+/// One kind's entities numbered across the runs (in row order): the distinct keys, and each
+/// row's entity.
+fn number<'r>(runs: Vec<Found<'r>>) -> (Vec<&'r str>, Vec<u32>) {
+    let mut index: ahash::AHashMap<&'r str, u32> = ahash::AHashMap::new();
+    let mut keys = Vec::new();
+    let mut entity_of = Vec::with_capacity(runs.iter().map(|r| r.entity_of.len()).sum());
+    for found in runs {
+        let numbers: Vec<u32> = found
+            .keys
             .iter()
-            .map(|found| {
-                found
-                    .keys
-                    .iter()
-                    .map(|&key| {
-                        *index.entry(key).or_insert_with(|| {
-                            keys.push(key);
-                            keys.len() as u32 - 1
-                        })
-                    })
-                    .collect()
+            .map(|&key| {
+                *index.entry(key).or_insert_with(|| {
+                    keys.push(key);
+                    keys.len() as u32 - 1
+                })
             })
             .collect();
-        // A counting sort by entity, stable, so each entity's rows stay in row order.
-        let mut starts = vec![0u32; keys.len() + 1];
-        for (found, numbers) in runs.iter().zip(&numbered) {
-            for &g in found.entity_of.iter().filter(|&&g| g != NONE) {
-                starts[numbers[g as usize] as usize + 1] += 1;
-            }
-        }
-        for g in 1..starts.len() {
-            starts[g] += starts[g - 1];
-        }
-        let mut next = starts.clone();
-        let mut named = vec![Named::default(); starts[keys.len()] as usize];
-        for (t, (found, numbers)) in runs.iter().zip(&numbered).enumerate() {
-            for (k, &g) in found.entity_of.iter().enumerate() {
-                if g == NONE {
-                    continue;
-                }
-                let i = t * run + k;
-                let row = &rows[i];
-                let g = numbers[g as usize] as usize;
-                named[next[g] as usize] = Named {
-                    row: i as u32,
-                    fraud: row.label == Some(true),
-                    at: row.at,
-                    amount: row.amount.minor(),
-                    customer: hashes.customer_hash(row.customer_id()),
-                };
-                next[g] += 1;
-            }
-        }
-        Groups {
-            keys,
-            starts,
-            named,
-        }
+        entity_of.extend(
+            found
+                .entity_of
+                .iter()
+                .map(|&g| if g == NONE { NONE } else { numbers[g as usize] }),
+        );
     }
-
-    fn of_entity(&self, g: usize) -> &[Named] {
-        &self.named[self.starts[g] as usize..self.starts[g + 1] as usize]
-    }
+    (keys, entity_of)
 }
 
 fn entity_key(row: &Row, kind: EntityKind) -> Option<&str> {
@@ -167,187 +145,194 @@ fn entity_key(row: &Row, kind: EntityKind) -> Option<&str> {
     }
 }
 
-/// The entity values of every row, computed entity by entity on `threads` threads, or `None`
-/// when the ordered pass's store (built with `seed`, as the replay's stores are) would drop an
-/// entity, which makes a value depend on other entities' transactions.
-pub(crate) fn by_entity(
-    rows: &[Row],
-    config: &ReplayConfig,
-    set: &RuleSet,
-    seed: u64,
-    threads: usize,
-) -> Option<EntityValues> {
-    // Rows are numbered in 32 bits here; a history that long (over 4 billion rows) takes the
-    // ordered pass.
-    if u32::try_from(rows.len()).is_err() {
-        return None;
-    }
-    let features = set.entity_features.len();
-    let hashes = Store::with_seed(
-        StoreConfig {
-            max_customers: 1,
-            ring_capacity: config.ring_capacity,
-        },
-        seed,
-    );
-    let read: Vec<EntityKind> = EntityKind::ALL
-        .into_iter()
-        .filter(|&kind| set.needs.entity_kinds[kind as usize])
-        .collect();
-    // Each thread finds the entities of a run of rows; the runs are then merged, per kind.
-    let run = rows.len().div_ceil(threads.max(1)).max(1);
-    let runs: Vec<Vec<Found<'_>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = rows
-            .chunks(run)
-            .map(|chunk| {
-                let read = &read;
-                scope.spawn(move || find(chunk, read))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    });
-    let mut per_kind: Vec<Vec<Found<'_>>> = read.iter().map(|_| Vec::new()).collect();
-    for found in runs {
-        for (kind, found) in per_kind.iter_mut().zip(found) {
-            kind.push(found);
+impl ByEntity {
+    /// Numbers every row's entities on `threads` threads, or `None` when the ordered pass's
+    /// store (built with `seed`, as the replay's stores are) would drop an entity, which makes
+    /// a value depend on other entities' transactions.
+    pub(crate) fn prepare(
+        rows: &[Row],
+        config: &ReplayConfig,
+        set: &RuleSet,
+        seed: u64,
+        threads: usize,
+    ) -> Option<ByEntity> {
+        // Rows and entities are numbered in 32 bits; a history that long (over 4 billion rows)
+        // takes the ordered pass.
+        if u32::try_from(rows.len()).is_err() {
+            return None;
         }
-    }
-    // A thread a kind.
-    let kinds: Vec<(EntityKind, Groups<'_>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = read
-            .iter()
-            .zip(per_kind)
-            .map(|(&kind, runs)| {
-                let hashes = &hashes;
-                scope.spawn(move || (kind, Groups::merge(rows, run, runs, hashes)))
-            })
-            .collect();
-        handles
+        let hashes = Store::with_seed(
+            StoreConfig {
+                max_customers: 1,
+                ring_capacity: config.ring_capacity,
+            },
+            seed,
+        );
+        let read: Vec<EntityKind> = EntityKind::ALL
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    });
-    let every_entity = kinds
-        .iter()
-        .flat_map(|(kind, groups)| groups.keys.iter().map(move |key| (*kind, *key)));
-    if !hashes.entities().would_hold_all(every_entity) {
-        return None;
-    }
-    let mut values = vec![EntityValue::default(); rows.len() * features];
-    // Each kind's groups are dropped once its values are in place.
-    for (kind, groups) in kinds {
-        let (kind, groups) = (&kind, &groups);
-        // The features read by this kind, and each entity's rows' values for them, in the
-        // groups' order; threads take runs of entities with about as many rows each.
-        let of_kind: Vec<usize> = (0..features)
-            .filter(|&k| set.entity_features[k].by == Some(*kind))
+            .filter(|&kind| set.needs.entity_kinds[kind as usize])
             .collect();
-        let width = of_kind.len();
-        let mut grouped = vec![EntityValue::default(); groups.named.len() * width];
-        let threads = threads.clamp(1, groups.keys.len().max(1));
-        let mut bounds = vec![0usize];
-        for t in 1..threads {
-            let target = (groups.named.len() * t / threads) as u32;
-            let g = groups.starts.partition_point(|&s| s < target);
-            bounds.push(g.max(*bounds.last().expect("starts with 0")));
-        }
-        bounds.push(groups.keys.len());
-        std::thread::scope(|scope| {
-            let mut rest = grouped.as_mut_slice();
-            for span in bounds.windows(2) {
-                let (first, end) = (span[0], span[1]);
-                let len = (groups.starts[end] - groups.starts[first]) as usize * width;
-                let (mine, later) = rest.split_at_mut(len);
-                rest = later;
-                let (hashes, of_kind, kind) = (&hashes, &of_kind, *kind);
-                scope.spawn(move || {
-                    let mut out = mine.chunks_exact_mut(width.max(1));
-                    let mut due = VecDeque::new();
-                    for g in first..end {
-                        entity_rows(
-                            rows,
-                            groups.of_entity(g),
-                            kind,
-                            set,
-                            config,
-                            hashes,
-                            &mut due,
-                            |values| {
-                                let slots = out.next().expect("a slot per row");
-                                for (slot, &k) in slots.iter_mut().zip(of_kind) {
-                                    *slot = values[k];
-                                }
-                            },
-                        );
-                    }
-                });
-            }
+        // Each thread finds the entities of a run of rows; then each kind's are numbered across
+        // the runs, a thread a kind.
+        let run = rows.len().div_ceil(threads.max(1)).max(1);
+        let runs: Vec<Vec<Found<'_>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = rows
+                .chunks(run)
+                .map(|chunk| {
+                    let read = &read;
+                    scope.spawn(move || find(chunk, read))
+                })
+                .collect();
+            handles.into_iter().map(join).collect()
         });
-        // Into row order.
-        for (n, read) in groups.named.iter().zip(grouped.chunks_exact(width.max(1))) {
-            let i = n.row as usize;
-            let row = &mut values[i * features..(i + 1) * features];
-            for (&k, value) in of_kind.iter().zip(read) {
-                row[k] = *value;
+        let mut per_kind: Vec<Vec<Found<'_>>> = read.iter().map(|_| Vec::new()).collect();
+        for found in runs {
+            for (kind, found) in per_kind.iter_mut().zip(found) {
+                kind.push(found);
             }
         }
+        let numbered: Vec<(Vec<&str>, Vec<u32>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = per_kind
+                .into_iter()
+                .map(|runs| scope.spawn(move || number(runs)))
+                .collect();
+            handles.into_iter().map(join).collect()
+        });
+        let every_entity = read
+            .iter()
+            .zip(&numbered)
+            .flat_map(|(&kind, (keys, _))| keys.iter().map(move |&key| (kind, key)));
+        if !hashes.entities().would_hold_all(every_entity) {
+            return None;
+        }
+        let features = set.entity_features.len();
+        let kinds = read
+            .into_iter()
+            .zip(numbered)
+            .map(|(kind, (keys, entity_of))| KindPass {
+                kind,
+                of_kind: (0..features)
+                    .filter(|&k| set.entity_features[k].by == Some(kind))
+                    .collect(),
+                entity_of,
+                held: keys.iter().map(|_| Held::default()).collect(),
+            })
+            .collect();
+        Some(ByEntity {
+            kinds,
+            features,
+            hashes,
+            named: Vec::new(),
+            grouped: Vec::new(),
+            starts: Vec::new(),
+        })
     }
-    Some(EntityValues { values, features })
+
+    /// The entity values of `rows[first..end]`, the segment after the last one asked for (or
+    /// the first), in row order, one per entity feature a row.
+    pub(crate) fn segment(
+        &mut self,
+        rows: &[Row],
+        first: usize,
+        end: usize,
+        set: &RuleSet,
+        config: &ReplayConfig,
+    ) -> Vec<EntityValue> {
+        let ByEntity {
+            kinds,
+            features,
+            hashes,
+            named,
+            grouped,
+            starts,
+        } = self;
+        let features = *features;
+        let segment = &rows[first..end];
+        named.clear();
+        named.extend(segment.iter().map(|row| Named {
+            fraud: row.label == Some(true),
+            at: row.at,
+            amount: row.amount.minor(),
+            customer: hashes.customer_hash(row.customer_id()),
+        }));
+        let mut values = vec![EntityValue::default(); segment.len() * features];
+        let mut read = [EntityValue::default(); MAX_ENTITY_FEATURES];
+        for pass in kinds.iter_mut() {
+            // The segment's rows grouped by entity: a stable counting sort, so each entity's
+            // rows stay in row order.
+            let entity_of = &pass.entity_of[first..end];
+            starts.clear();
+            starts.resize(pass.held.len() + 1, 0);
+            for &g in entity_of.iter().filter(|&&g| g != NONE) {
+                starts[g as usize + 1] += 1;
+            }
+            for g in 1..starts.len() {
+                starts[g] += starts[g - 1];
+            }
+            grouped.clear();
+            grouped.resize(starts[pass.held.len()] as usize, 0);
+            for (k, &g) in entity_of.iter().enumerate() {
+                if g != NONE {
+                    let next = &mut starts[g as usize];
+                    grouped[*next as usize] = k as u32;
+                    *next += 1;
+                }
+            }
+            // `starts[g]` is now where entity g's rows end, and where entity g + 1's start.
+            let mut from = 0;
+            for (held, &to) in pass.held.iter_mut().zip(starts.iter()) {
+                for &k in &grouped[from..to as usize] {
+                    let k = k as usize;
+                    let row = &named[k];
+                    entity_row(held, row, rows, pass.kind, set, hashes, &mut read);
+                    let slots = &mut values[k * features..(k + 1) * features];
+                    for &f in &pass.of_kind {
+                        slots[f] = read[f];
+                    }
+                    if let Some(delay) = config.label_delay
+                        && row.fraud
+                    {
+                        held.due
+                            .push_back((row.at.saturating_add(delay), (first + k) as u32));
+                    }
+                }
+                from = to as usize;
+            }
+        }
+        values
+    }
 }
 
-/// One entity's rows, `mine`, in row order: before each, the fraud reports on its earlier rows
-/// that have come due by then (the ordered pass counts a report before the first row at or
-/// after its due time, whichever entity that row names), then the row recorded and the
-/// windows read, handed to `read`. The same calls, in the same order, as the ordered pass
-/// makes on this entity.
-#[allow(clippy::too_many_arguments)]
-fn entity_rows(
+/// One entity's next row: first the fraud reports on its earlier rows that have come due by
+/// then (the ordered pass counts a report before the first row at or after its due time,
+/// whichever entity that row names), then the row recorded and the windows read into `read`.
+/// The same calls, in the same order, as the ordered pass makes on this entity.
+fn entity_row(
+    held: &mut Held,
+    row: &Named,
     rows: &[Row],
-    mine: &[Named],
     kind: EntityKind,
     set: &RuleSet,
-    config: &ReplayConfig,
     hashes: &Store,
-    due: &mut VecDeque<(EventTime, usize)>,
-    mut read: impl FnMut(&[EntityValue; MAX_ENTITY_FEATURES]),
+    read: &mut [EntityValue; MAX_ENTITY_FEATURES],
 ) {
-    let mut record = EntityRecord::default();
-    let mut values = [EntityValue::default(); MAX_ENTITY_FEATURES];
-    due.clear();
-    for n in mine {
-        while due.front().is_some_and(|&(at, _)| at <= n.at) {
-            let (_, j) = due.pop_front().expect("checked");
-            let fraud = &rows[j];
-            record.prune(interceptor::entity_keep_from(set, fraud.at));
-            record.record_fraud(
-                fraud.at,
-                hashes.txn_hash(fraud.customer_id(), fraud.transaction_id()),
-            );
-        }
-        record.prune(interceptor::entity_keep_from(set, n.at));
-        interceptor::record_with_entity(
-            &mut record,
-            kind,
-            set,
-            n.at,
-            n.amount,
-            n.customer,
-            &mut values,
+    let record = &mut held.record;
+    while held.due.front().is_some_and(|&(at, _)| at <= row.at) {
+        let (_, j) = held.due.pop_front().expect("checked");
+        let fraud = &rows[j as usize];
+        record.prune(interceptor::entity_keep_from(set, fraud.at));
+        record.record_fraud(
+            fraud.at,
+            hashes.txn_hash(fraud.customer_id(), fraud.transaction_id()),
         );
-        read(&values);
-        if let Some(delay) = config.label_delay
-            && n.fraud
-        {
-            due.push_back((n.at.saturating_add(delay), n.row as usize));
-        }
     }
+    record.prune(interceptor::entity_keep_from(set, row.at));
+    interceptor::record_with_entity(record, kind, set, row.at, row.amount, row.customer, read);
+}
+
+/// A scoped thread's result, its panic passed on.
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }

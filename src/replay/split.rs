@@ -4,17 +4,17 @@
 //! with a store of its own, built with the same configuration and hash seed, so each of its
 //! shards sees exactly the transactions, and makes exactly the evictions, that shard of one
 //! store would. What customers share is entity state (merchants, devices, IPs, channels for
-//! `by:` windows). Before the parts start, the values each row's entity windows read are
-//! found entity by entity (see [`super::entities`]), which gives the one-thread values as long
-//! as the store would never drop an entity to stay within its cap. Otherwise one ordered pass
-//! keeps entity state, recording every transaction with its entities and reading their windows
-//! in the one-thread order, and hands each customer part the values its rows would have read.
-//! Fraud labels come due in event-time order: the entity pass counts them on entities, the
-//! customer's own part marks the customer's event.
+//! `by:` windows). One entity pass keeps it and hands each customer part the values its rows
+//! would have read. It takes a segment of rows at a time entity by entity (see
+//! [`super::entities`]), which gives the one-thread values as long as the store would never
+//! drop an entity to stay within its cap; otherwise it goes row by row over one store,
+//! recording every transaction with its entities and reading their windows in the one-thread
+//! order. Fraud labels come due in event-time order: the entity pass counts them on entities,
+//! the customer's own part marks the customer's event.
 //!
-//! The ordered pass and the parts each run in order, a chunk of rows at a time, on a pool of
-//! at most one thread per core: a free thread takes the next chunk that is due, the entity
-//! pass's first (see [`Pool`]).
+//! The entity pass and the parts each run in order, a chunk of rows (or, for the pass entity
+//! by entity, a segment) at a time, on a pool of at most one thread per core: a free thread
+//! takes the next task that is due, the entity pass's first (see [`Pool`]).
 //!
 //! Only a customer's own state can tell one thing the entity pass needs: whether a row is a
 //! duplicate, which must not be recorded with its entities. A row can be a duplicate only when
@@ -40,7 +40,7 @@ use crate::state::entity::EntityValue;
 use crate::state::{Store, StoreConfig};
 use crate::txn::EventTime;
 
-use super::entities::{self, EntityValues};
+use super::entities::ByEntity;
 use super::input::Row;
 use super::{Kept, ReplayConfig, ReplayError};
 
@@ -60,6 +60,8 @@ pub(crate) struct Plan {
     /// Whether entity values may be found entity by entity (see `super::entities`) rather
     /// than by the ordered pass; always, but for the test comparing the two.
     by_entity: bool,
+    /// Chunks in a segment of the pass entity by entity: [`SEGMENT_CHUNKS`], but in that test.
+    segment_chunks: usize,
 }
 
 /// Customer parts and worker threads: `asked` parts when given, else one per core, at most
@@ -106,6 +108,7 @@ pub(crate) fn plan(rows: &[Row], config: &ReplayConfig, set: &RuleSet) -> Option
         workers,
         seed,
         by_entity: true,
+        segment_chunks: SEGMENT_CHUNKS,
     })
 }
 
@@ -171,22 +174,25 @@ pub(crate) fn run<T: Send>(
     } = job;
     let compile =
         || LiveRules::new(rules, which).map_err(|error| ReplayError::Rules { which, error });
-    // Entity by entity when that gives the ordered pass's values (see `super::entities`).
-    let by_entity = if set.entity_features.is_empty() {
-        None
-    } else {
-        plan.by_entity
-            .then(|| entities::by_entity(rows, config, set, plan.seed, plan.workers))
-            .flatten()
-    };
-    let entity = if set.entity_features.is_empty() || by_entity.is_some() {
+    let entity = if set.entity_features.is_empty() {
         None
     } else {
         let live = compile()?;
+        // Entity by entity when that gives the ordered pass's values (see `super::entities`).
+        let way = match plan
+            .by_entity
+            .then(|| ByEntity::prepare(rows, config, set, plan.seed, plan.workers))
+            .flatten()
+        {
+            Some(by_entity) => EntityWay::ByEntity(Box::new(by_entity)),
+            None => EntityWay::Ordered {
+                store: Box::new(Store::with_seed(store_config(config, 1), plan.seed)),
+                due: VecDeque::new(),
+            },
+        };
         Some(Mutex::new(EntityPass {
             loaded: live.load_full(),
-            store: Store::with_seed(store_config(config, 1), plan.seed),
-            due: VecDeque::new(),
+            way,
         }))
     };
     let mut results = Vec::new();
@@ -211,8 +217,11 @@ pub(crate) fn run<T: Send>(
         rows,
         config,
         chunks: rows.len().div_ceil(CHUNK),
+        entity_lead: entity.as_ref().map_or(0, |pass| match pass.lock().way {
+            EntityWay::Ordered { .. } => ENTITY_LEAD,
+            EntityWay::ByEntity(_) => 2 * plan.segment_chunks,
+        }),
         entity,
-        by_entity,
         parts,
         schedule: Mutex::new(Schedule {
             entity_next: 0,
@@ -239,12 +248,7 @@ pub(crate) fn run<T: Send>(
             }
         }
         let _stop = StopOnDrop(pool);
-        let workers = if pool.entity.is_some() {
-            plan.workers
-        } else {
-            plan.workers.min(plan.parts)
-        };
-        for w in 0..workers {
+        for w in 0..plan.workers {
             std::thread::Builder::new()
                 .name(format!("replay-worker-{w}"))
                 .spawn_scoped(scope, move || pool.work(extract))
@@ -280,9 +284,13 @@ pub(crate) fn run<T: Send>(
     })
 }
 
-/// How far, in chunks, the entity pass may run ahead of the slowest customer part (the values
-/// it hands on are held until then).
+/// How far, in chunks, the ordered entity pass may run ahead of the slowest customer part (the
+/// values it hands on are held until then).
 const ENTITY_LEAD: usize = 16;
+
+/// Chunks in a segment of the entity pass taken entity by entity (131,072 rows: on a large card
+/// export nine days, in which a terminal has about nine rows); it may run two segments ahead.
+const SEGMENT_CHUNKS: usize = 32;
 
 /// The work of one replay, in chunks: the entity pass and each customer part are each done in
 /// order, one chunk at a time, by whichever worker is free. The pass comes first whenever it
@@ -295,11 +303,10 @@ struct Pool<'a, T> {
     rows: &'a [Row],
     config: &'a ReplayConfig,
     chunks: usize,
-    /// The ordered entity pass, when the rules read entity windows and their values were not
-    /// found entity by entity before.
+    /// The entity pass, when the rules read entity windows.
     entity: Option<Mutex<EntityPass>>,
-    /// The entity values of every row, when found entity by entity.
-    by_entity: Option<EntityValues>,
+    /// How far, in chunks, the entity pass may run ahead of the slowest part (0: no pass).
+    entity_lead: usize,
     parts: Vec<Mutex<CustomerPass<T>>>,
     schedule: Mutex<Schedule>,
     /// Signalled whenever a chunk is done or the replay stops.
@@ -331,12 +338,22 @@ enum Task {
     Part(usize, usize, Vec<EntityValue>),
 }
 
-/// The ordered pass over entity state between its chunks.
+/// The entity pass between its tasks.
 struct EntityPass {
     loaded: Arc<LoadedRules>,
-    store: Store,
-    /// Fraud labels coming due: when, and the row.
-    due: VecDeque<(EventTime, usize)>,
+    way: EntityWay,
+}
+
+/// How the entity pass goes.
+enum EntityWay {
+    /// Row by row over one store, a chunk a task.
+    Ordered {
+        store: Box<Store>,
+        /// Fraud labels coming due: when, and the row.
+        due: VecDeque<(EventTime, usize)>,
+    },
+    /// Entity by entity, a segment of chunks a task (see [`SEGMENT_CHUNKS`]).
+    ByEntity(Box<ByEntity>),
 }
 
 /// One customer part between its chunks.
@@ -387,12 +404,14 @@ impl<T: Send> Pool<'_, T> {
         while let Some(task) = self.next_task() {
             match task {
                 Task::Entity(c) => {
-                    let values = self.entity_chunk(c);
+                    let chunks = self.entity_task(c);
                     let mut schedule = self.schedule.lock();
-                    schedule.entity_next += 1;
+                    schedule.entity_next += chunks.len();
                     schedule.entity_busy = false;
-                    for (part, values) in schedule.parts.iter_mut().zip(values) {
-                        part.values.push_back(values);
+                    for values in chunks {
+                        for (part, values) in schedule.parts.iter_mut().zip(values) {
+                            part.values.push_back(values);
+                        }
                     }
                 }
                 Task::Part(p, c, values) => {
@@ -420,7 +439,7 @@ impl<T: Send> Pool<'_, T> {
             if self.entity.is_some()
                 && !schedule.entity_busy
                 && schedule.entity_next < self.chunks
-                && schedule.entity_next < slowest + ENTITY_LEAD
+                && schedule.entity_next < slowest + self.entity_lead
             {
                 schedule.entity_busy = true;
                 return Some(Task::Entity(schedule.entity_next));
@@ -448,60 +467,52 @@ impl<T: Send> Pool<'_, T> {
         }
     }
 
-    /// Chunk `c` of the entity pass: due fraud labels counted, then each row recorded with
-    /// its entities and their windows read, in row order, as the one-thread replay does.
-    /// Returns each part's values for the chunk.
-    fn entity_chunk(&self, c: usize) -> Vec<Vec<EntityValue>> {
+    /// The entity pass's task starting at chunk `c`: each part's values for each chunk the task
+    /// covers (one for the ordered pass, a segment entity by entity), in order.
+    fn entity_task(&self, c: usize) -> Vec<Vec<Vec<EntityValue>>> {
         let mut pass = self
             .entity
             .as_ref()
             .expect("entity tasks only when there is a pass")
             .lock();
-        let EntityPass { loaded, store, due } = &mut *pass;
+        let EntityPass { loaded, way } = &mut *pass;
         let set = &loaded.set;
         let (plan, rows, config) = (self.plan, self.rows, self.config);
         let features = set.entity_features.len();
-        let (first, chunk) = self.chunk(c);
-        let mut out: Vec<Vec<EntityValue>> = (0..plan.parts)
-            .map(|_| Vec::with_capacity(CHUNK * features / plan.parts + features))
-            .collect();
-        for (k, row) in chunk.iter().enumerate() {
-            let i = first + k;
-            if config.label_delay.is_some() {
-                while due.front().is_some_and(|&(at, _)| at <= row.at) {
-                    let (_, j) = due.pop_front().expect("checked");
-                    let fraud = &rows[j];
-                    let txn = fraud.txn();
-                    let mut keys = [None; 4];
-                    interceptor::count_fraud_on_entities(
-                        store.entities(),
-                        set,
-                        fraud.at,
-                        store.txn_hash(fraud.customer_id(), fraud.transaction_id()),
-                        |kind| txn.entity_key(kind),
-                        &mut keys,
-                    );
+        let out = |chunk: &[Row]| -> Vec<Vec<EntityValue>> {
+            (0..plan.parts)
+                .map(|_| Vec::with_capacity(chunk.len() * features / plan.parts + features))
+                .collect()
+        };
+        match way {
+            EntityWay::Ordered { store, due } => {
+                let (first, chunk) = self.chunk(c);
+                let mut out = out(chunk);
+                for i in first..first + chunk.len() {
+                    let values = ordered_row(set, config, rows, store, due, i);
+                    out[plan.part[i] as usize].extend_from_slice(&values[..features]);
                 }
+                vec![out]
             }
-            let txn = row.txn();
-            let mut values = [EntityValue::default(); MAX_ENTITY_FEATURES];
-            let mut keys = [None; 4];
-            interceptor::record_entities(
-                store.entities(),
-                set,
-                &txn,
-                || store.customer_hash(row.customer_id()),
-                &mut values,
-                &mut keys,
-            );
-            out[plan.part[i] as usize].extend_from_slice(&values[..features]);
-            if let Some(delay) = config.label_delay
-                && row.label == Some(true)
-            {
-                due.push_back((row.at.saturating_add(delay), i));
+            EntityWay::ByEntity(by_entity) => {
+                let end = (c + plan.segment_chunks).min(self.chunks);
+                let first = c * CHUNK;
+                let values =
+                    by_entity.segment(rows, first, (end * CHUNK).min(rows.len()), set, config);
+                let mut values = values.chunks_exact(features.max(1));
+                (c..end)
+                    .map(|cc| {
+                        let (first, chunk) = self.chunk(cc);
+                        let mut out = out(chunk);
+                        for i in first..first + chunk.len() {
+                            let row_values = values.next().expect("values for every row");
+                            out[plan.part[i] as usize].extend_from_slice(row_values);
+                        }
+                        out
+                    })
+                    .collect()
             }
         }
-        out
     }
 
     /// Chunk `c` of customer part `p`: its rows in row order, with their due fraud labels
@@ -545,14 +556,11 @@ impl<T: Send> Pool<'_, T> {
                     );
                 }
             }
-            let row_values = match &self.by_entity {
-                Some(given) => Some(given.of_row(i)),
-                None => (features > 0).then(|| {
-                    values
-                        .next()
-                        .expect("the entity pass gives a value set per row")
-                }),
-            };
+            let row_values = (features > 0).then(|| {
+                values
+                    .next()
+                    .expect("the entity pass gives a value set per row")
+            });
             let decided = interceptor
                 .replay_with(set, &row.txn(), row.outcome, row_values, decision)
                 .map(|()| &*decision);
@@ -565,6 +573,52 @@ impl<T: Send> Pool<'_, T> {
         }
         results.as_ref().is_some_and(|r| r.send(out).is_ok())
     }
+}
+
+/// The ordered pass's row `i`: due fraud labels counted, then the row recorded with its
+/// entities and their windows read, as the one-thread replay does.
+fn ordered_row(
+    set: &RuleSet,
+    config: &ReplayConfig,
+    rows: &[Row],
+    store: &Store,
+    due: &mut VecDeque<(EventTime, usize)>,
+    i: usize,
+) -> [EntityValue; MAX_ENTITY_FEATURES] {
+    let row = &rows[i];
+    if config.label_delay.is_some() {
+        while due.front().is_some_and(|&(at, _)| at <= row.at) {
+            let (_, j) = due.pop_front().expect("checked");
+            let fraud = &rows[j];
+            let txn = fraud.txn();
+            let mut keys = [None; 4];
+            interceptor::count_fraud_on_entities(
+                store.entities(),
+                set,
+                fraud.at,
+                store.txn_hash(fraud.customer_id(), fraud.transaction_id()),
+                |kind| txn.entity_key(kind),
+                &mut keys,
+            );
+        }
+    }
+    let txn = row.txn();
+    let mut values = [EntityValue::default(); MAX_ENTITY_FEATURES];
+    let mut keys = [None; 4];
+    interceptor::record_entities(
+        store.entities(),
+        set,
+        &txn,
+        || store.customer_hash(row.customer_id()),
+        &mut values,
+        &mut keys,
+    );
+    if let Some(delay) = config.label_delay
+        && row.label == Some(true)
+    {
+        due.push_back((row.at.saturating_add(delay), i));
+    }
+    values
 }
 
 #[cfg(test)]
@@ -664,11 +718,22 @@ mod tests {
             decided
         };
         let mut plan = plan(&rows, &config, set).expect("the history splits");
+        assert!(
+            rows.len() < super::SEGMENT_CHUNKS * super::CHUNK,
+            "one segment"
+        );
         let by_entity = decide(&plan);
+        // Segments of one chunk: entities' records and fraud reports carried between them.
+        plan.segment_chunks = 1;
+        let in_segments = decide(&plan);
         plan.by_entity = false;
         let ordered = decide(&plan);
         assert_eq!(by_entity.len(), rows.len());
         assert!(by_entity == ordered, "the two passes disagree");
+        assert!(
+            in_segments == ordered,
+            "the two passes disagree, in segments"
+        );
         assert!(
             by_entity.iter().any(|d| d.as_ref().is_ok_and(|d| d.1)),
             "an entity window fired"
