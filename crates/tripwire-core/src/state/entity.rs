@@ -456,6 +456,23 @@ impl EntityStore {
         }
     }
 
+    /// A store like this one, empty, holding at most `max_entities`, with the same hash keys.
+    pub fn emptied_with_cap(&self, max_entities: usize) -> EntityStore {
+        EntityStore {
+            hasher: self.hasher.clone(),
+            ..EntityStore::new(max_entities)
+        }
+    }
+
+    /// This store with hash keys from `seed` instead of the OS (only before any entity is
+    /// held): the same entities then fall in the same shards, run after run.
+    pub fn seeded(self, seed: u64) -> EntityStore {
+        EntityStore {
+            hasher: ahash::RandomState::with_seeds(seed ^ 6, seed ^ 7, seed ^ 8, seed ^ 9),
+            ..self
+        }
+    }
+
     /// A key's hash, over its bytes: the same for the `&str` looked up and the bytes held.
     #[inline]
     fn hash(&self, kind: EntityKind, key: &[u8]) -> u64 {
@@ -783,6 +800,31 @@ mod tests {
             !store.would_hold_all(keys.iter().map(|k| (EntityKind::Device, k.as_str()))),
             "100,001 entities pass some shard's share of 100,000"
         );
+    }
+
+    /// With the same seed, a store's check names exactly the entity that would make another
+    /// store drop one.
+    #[test]
+    fn a_seeded_store_drops_an_entity_exactly_where_its_twin_says_it_would() {
+        let check = EntityStore::new(1_000).seeded(7);
+        let keys: Vec<String> = (0..2_000).map(|i| format!("t{i}")).collect();
+        let named = |n: usize| keys[..n].iter().map(|k| (EntityKind::Merchant, k.as_str()));
+        let first_dropped = (1..=keys.len())
+            .find(|&n| !check.would_hold_all(named(n)))
+            .expect("2,000 entities pass some shard's share of 1,000");
+        let store = EntityStore::new(1_000).seeded(7);
+        for key in &keys[..first_dropped - 1] {
+            store.with_entity(EntityKind::Merchant, key, 0, |r| r.record(H, 1, 1));
+        }
+        assert_eq!(store.len(), first_dropped - 1, "none dropped before");
+        store.with_entity(EntityKind::Merchant, &keys[first_dropped - 1], 0, |r| {
+            r.record(H, 1, 1)
+        });
+        assert_eq!(store.len(), first_dropped - 1, "one dropped for the next");
+        // A resized store keeps its hash keys.
+        let resized = store.emptied_with_cap(1_000);
+        assert!(resized.would_hold_all(named(first_dropped - 1)));
+        assert!(!resized.would_hold_all(named(first_dropped)));
     }
 
     #[test]

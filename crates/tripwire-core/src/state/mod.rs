@@ -383,11 +383,14 @@ impl Store {
     }
 
     /// A store whose hashes come from `seed` instead of the OS: the same inputs then take the
-    /// same paths, run after run. For instruction-count benchmarks; a server uses [`Store::new`].
+    /// same paths, run after run, and fall in the same shards of customers and entities. For
+    /// instruction-count benchmarks and replay's parts and passes, which must agree on shards;
+    /// a server uses [`Store::new`].
     pub fn with_seed(config: StoreConfig, seed: u64) -> Store {
         let mut store = Store::new(config);
         store.hasher = ahash::RandomState::with_seeds(seed, seed ^ 1, seed ^ 2, seed ^ 3);
         store.txn_keys = (seed ^ 4, seed ^ 5);
+        store.entities = store.entities.seeded(seed);
         store
     }
 
@@ -398,7 +401,7 @@ impl Store {
 
     /// Holds at most `max` entities (only before any is recorded).
     pub fn set_max_entities(&mut self, max: usize) {
-        self.entities = entity::EntityStore::new(max);
+        self.entities = self.entities.emptied_with_cap(max);
     }
 
     /// The configuration the store was built with.
