@@ -96,7 +96,7 @@ fn find<'r>(rows: &'r [Row], kinds: &[EntityKind]) -> Vec<Found<'r>> {
                 entity_of: Vec::with_capacity(rows.len()),
             };
             for row in rows {
-                let g = entity_key(row, kind).map_or(NONE, |key| {
+                let g = row.entity_key(kind).map_or(NONE, |key| {
                     *index.entry(key).or_insert_with(|| {
                         found.keys.push(key);
                         found.keys.len() as u32 - 1
@@ -134,15 +134,6 @@ fn number<'r>(runs: Vec<Found<'r>>) -> (Vec<&'r str>, Vec<u32>) {
         );
     }
     (keys, entity_of)
-}
-
-fn entity_key(row: &Row, kind: EntityKind) -> Option<&str> {
-    match kind {
-        EntityKind::Merchant => row.merchant_id(),
-        EntityKind::Device => row.device_id(),
-        EntityKind::Ip => row.ip(),
-        EntityKind::Channel => row.channel(),
-    }
 }
 
 impl ByEntity {

@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::state::entity::EntityKind;
 use crate::txn::{self, Amount, CreditLine, EventTime, GeoPoint, OutcomeStatus, Txn};
 
 /// The fields a history row can carry; the first four are required. `group` (e.g. a fraud
@@ -252,6 +253,17 @@ impl Row {
     /// The row's group for the report (`--group-by`), when given.
     pub fn group(&self) -> Option<&str> {
         self.texts.optional(6)
+    }
+
+    /// Its entity of `kind`, when it names one (what [`Txn::entity_key`] gives of the row's
+    /// transaction, without building it).
+    pub fn entity_key(&self, kind: EntityKind) -> Option<&str> {
+        match kind {
+            EntityKind::Merchant => self.merchant_id(),
+            EntityKind::Device => self.device_id(),
+            EntityKind::Ip => self.ip(),
+            EntityKind::Channel => self.channel(),
+        }
     }
 
     /// The row as a transaction for the engine.

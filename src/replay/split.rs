@@ -174,8 +174,9 @@ pub(crate) fn run<T: Send>(
     } = job;
     let compile =
         || LiveRules::new(rules, which).map_err(|error| ReplayError::Rules { which, error });
-    let entity = if set.entity_features.is_empty() {
-        None
+    // The entity pass, and how far, in chunks, it may run ahead of the slowest part.
+    let (entity, entity_lead) = if set.entity_features.is_empty() {
+        (None, 0)
     } else {
         let live = compile()?;
         // Entity by entity when that gives the ordered pass's values (see `super::entities`).
@@ -190,10 +191,15 @@ pub(crate) fn run<T: Send>(
                 due: VecDeque::new(),
             },
         };
-        Some(Mutex::new(EntityPass {
+        let lead = match way {
+            EntityWay::Ordered { .. } => ENTITY_LEAD,
+            EntityWay::ByEntity(_) => 2 * plan.segment_chunks,
+        };
+        let pass = EntityPass {
             loaded: live.load_full(),
             way,
-        }))
+        };
+        (Some(Mutex::new(pass)), lead)
     };
     let mut results = Vec::new();
     let mut parts = Vec::new();
@@ -217,11 +223,8 @@ pub(crate) fn run<T: Send>(
         rows,
         config,
         chunks: rows.len().div_ceil(CHUNK),
-        entity_lead: entity.as_ref().map_or(0, |pass| match pass.lock().way {
-            EntityWay::Ordered { .. } => ENTITY_LEAD,
-            EntityWay::ByEntity(_) => 2 * plan.segment_chunks,
-        }),
         entity,
+        entity_lead,
         parts,
         schedule: Mutex::new(Schedule {
             entity_next: 0,
@@ -590,14 +593,13 @@ fn ordered_row(
         while due.front().is_some_and(|&(at, _)| at <= row.at) {
             let (_, j) = due.pop_front().expect("checked");
             let fraud = &rows[j];
-            let txn = fraud.txn();
             let mut keys = [None; 4];
             interceptor::count_fraud_on_entities(
                 store.entities(),
                 set,
                 fraud.at,
                 store.txn_hash(fraud.customer_id(), fraud.transaction_id()),
-                |kind| txn.entity_key(kind),
+                |kind| fraud.entity_key(kind),
                 &mut keys,
             );
         }

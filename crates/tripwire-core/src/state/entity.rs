@@ -479,10 +479,16 @@ impl EntityStore {
         self.hasher.hash_one((kind as u8, key))
     }
 
-    /// The shard of a hash (see [`super::shard_index`]).
+    /// The index of a hash's shard (see [`super::shard_index`]).
+    #[inline]
+    fn shard_of(&self, hash: u64) -> usize {
+        super::shard_index(hash, self.shards.len() as u64 - 1)
+    }
+
+    /// The shard of a hash.
     #[inline]
     fn shard(&self, hash: u64) -> &Mutex<Shard> {
-        &self.shards[super::shard_index(hash, self.shards.len() as u64 - 1)]
+        &self.shards[self.shard_of(hash)]
     }
 
     /// Whether this store, empty, would hold every one of `keys` (distinct entities) without
@@ -495,10 +501,7 @@ impl EntityStore {
     ) -> bool {
         let mut held = vec![0usize; self.shards.len()];
         keys.into_iter().all(|(kind, key)| {
-            let shard = super::shard_index(
-                self.hash(kind, key.as_bytes()),
-                self.shards.len() as u64 - 1,
-            );
+            let shard = self.shard_of(self.hash(kind, key.as_bytes()));
             held[shard] += 1;
             held[shard] <= self.per_shard_cap
         })
