@@ -751,9 +751,22 @@ mod tests {
             let (scan, found) = scan_indices(&damaged, &bytes, &spans);
             let want: Vec<usize> = (0..n).filter(|i| !lost.contains(i)).collect();
             proptest::prop_assert_eq!(&found, &want);
+            // Damage at the end can read as a tail cut short by a crash: two flips, one raising
+            // a header's length and one its id's length by the same amount, leave a header and
+            // a body that agree on a frame longer than the bytes left, which is what a torn
+            // write looks like. Then the torn bytes are whole lost frames at the end, and the
+            // rest of the loss is damage.
+            let mut torn_from = n;
+            let mut torn_bytes = 0;
+            while torn_bytes < scan.torn_bytes as usize && torn_from > 0 {
+                torn_from -= 1;
+                proptest::prop_assert!(lost.contains(&torn_from), "an intact frame read as torn");
+                torn_bytes += spans[torn_from].1;
+            }
+            proptest::prop_assert_eq!(scan.torn_bytes, torn_bytes as u64);
+            lost.retain(|&i| i < torn_from);
             let lost_bytes: usize = lost.iter().map(|&i| spans[i].1).sum();
             proptest::prop_assert_eq!(scan.damaged_bytes(), lost_bytes as u64);
-            proptest::prop_assert_eq!(scan.torn_bytes, 0);
             let runs = lost.iter().filter(|&&i| i == 0 || !lost.contains(&(i - 1))).count();
             proptest::prop_assert_eq!(scan.damaged.len(), runs);
             proptest::prop_assert!(scan.damaged_frames() >= runs as u64);
