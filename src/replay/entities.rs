@@ -42,9 +42,8 @@ pub(crate) struct ByEntity {
     hashes: Store,
     /// What the pass reads of each row of the segment, in row order.
     named: Vec<Named>,
-    /// A kind's rows of the segment grouped by entity (indices into `named`), and where each
-    /// entity's start.
-    grouped: Vec<u32>,
+    /// The same, a kind's rows grouped by entity, and where each entity's start.
+    grouped: Vec<Named>,
     starts: Vec<u32>,
 }
 
@@ -67,11 +66,14 @@ struct Held {
     due: VecDeque<(EventTime, u32)>,
 }
 
-/// What the pass reads of a row, copied out of the row in row order: the pass takes the rows
-/// in entity order, and reading the rows themselves there (and their texts, for the customer's
-/// hash) missed the cache on nearly every one.
-#[derive(Clone, Copy)]
+/// What the pass reads of a row, copied out of the row in row order, then copied again into
+/// entity order as the rows are grouped: the pass takes the rows in entity order, and reading
+/// the rows themselves there (and their texts, for the customer's hash) missed the cache on
+/// nearly every one, as did reading these copies in row order through a list of indices.
+#[derive(Clone, Copy, Default)]
 struct Named {
+    /// The row's index in its segment.
+    k: u32,
     fraud: bool,
     at: EventTime,
     amount: i64,
@@ -240,7 +242,9 @@ impl ByEntity {
         let features = *features;
         let segment = &rows[first..end];
         named.clear();
-        named.extend(segment.iter().map(|row| Named {
+        named.extend(segment.iter().enumerate().map(|(k, row)| Named {
+            // A segment is part of a history numbered in 32 bits (see `prepare`).
+            k: k as u32,
             fraud: row.label == Some(true),
             at: row.at,
             amount: row.amount.minor(),
@@ -261,20 +265,19 @@ impl ByEntity {
                 starts[g] += starts[g - 1];
             }
             grouped.clear();
-            grouped.resize(starts[pass.held.len()] as usize, 0);
-            for (k, &g) in entity_of.iter().enumerate() {
+            grouped.resize(starts[pass.held.len()] as usize, Named::default());
+            for (row, &g) in named.iter().zip(entity_of) {
                 if g != NONE {
                     let next = &mut starts[g as usize];
-                    grouped[*next as usize] = k as u32;
+                    grouped[*next as usize] = *row;
                     *next += 1;
                 }
             }
             // `starts[g]` is now where entity g's rows end, and where entity g + 1's start.
             let mut from = 0;
             for (held, &to) in pass.held.iter_mut().zip(starts.iter()) {
-                for &k in &grouped[from..to as usize] {
-                    let k = k as usize;
-                    let row = &named[k];
+                for row in &grouped[from..to as usize] {
+                    let k = row.k as usize;
                     entity_row(held, row, rows, pass.kind, set, hashes, &mut read);
                     let slots = &mut values[k * features..(k + 1) * features];
                     for &f in &pass.of_kind {
