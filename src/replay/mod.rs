@@ -583,8 +583,8 @@ struct Tally {
     flagged: (u64, u64, i64),
     /// Per group (`--group-by`): fraud rows, fraud reviewed or denied, and fraud hits per rule.
     groups: std::collections::BTreeMap<Box<str>, GroupTally>,
-    /// (score, fraud) of labelled rows, when the rules have a scorecard.
-    scored: Vec<(i64, bool)>,
+    /// Labelled rows by score and fraud, when the rules have a scorecard.
+    scored: crate::scorecard::quality::ScoreCounts,
     /// Decisions per UTC day: allow, review, deny.
     daily: std::collections::BTreeMap<i64, [u64; 3]>,
 }
@@ -621,7 +621,7 @@ impl Tally {
             _ => 2,
         }] += 1;
         if let (Some(label), Some(score)) = (row.label, decided.score) {
-            self.scored.push((score, label));
+            self.scored.add(score, label);
         }
         if let Some(label) = row.label {
             if label {
@@ -815,17 +815,18 @@ pub fn run(
             (date, c[0], c[1], c[2])
         })
         .collect();
-    if !tally.scored.is_empty() && tally.scored.iter().any(|s| s.1) {
-        let scores: Vec<i64> = tally.scored.iter().map(|s| s.0).collect();
-        let cuts = crate::scorecard::quality::bands(&scores);
+    if tally.scored.rows_and_bads().1 > 0 {
+        let cuts = tally.scored.bands();
         report.score_bands = Some(
-            crate::scorecard::quality::bad_rates(&tally.scored, &cuts)
+            tally
+                .scored
+                .bad_rates(&cuts)
                 .iter()
                 .enumerate()
                 .map(|(i, &(_, rate))| (i.checked_sub(1).map(|j| cuts[j]), rate))
                 .collect(),
         );
-        report.score_quality = Some(crate::scorecard::quality::quality(&tally.scored));
+        report.score_quality = Some(tally.scored.quality());
     }
     report.decisions = std::mem::take(&mut tally.decisions);
     report.duplicates = tally.duplicates;
