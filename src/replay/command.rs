@@ -270,6 +270,12 @@ pub fn replay(
     } else {
         write!(out, "{}", report.table()).map_err(stdout_error)?;
     }
+    // Freeing the rows one allocation at a time takes about 50 ms for 1.7 M of them, with
+    // nothing left to do: on a thread of its own, the process need not wait for it to exit.
+    // (If the thread cannot start, the rows are freed here as the closure is dropped.)
+    let _ = std::thread::Builder::new()
+        .name("replay-free".into())
+        .spawn(move || drop(rows));
     Ok(())
 }
 
