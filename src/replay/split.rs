@@ -92,13 +92,26 @@ pub(crate) fn plan(rows: &[Row], config: &ReplayConfig, set: &RuleSet) -> Option
     let store = Store::with_seed(store_config(config, config.max_customers), seed);
     let shards = store.shard_count();
     let pairs = ahash::RandomState::new();
-    let mut pair_hashes = Vec::with_capacity(rows.len());
-    let mut part = Vec::with_capacity(rows.len());
-    for row in rows {
-        pair_hashes.push(pairs.hash_one((row.customer_id(), row.transaction_id())));
-        part.push((store.shard_of(row.customer_id()) * parts / shards) as u8);
-    }
-    if any_repeats(&pair_hashes) {
+    let mut pair_hashes = vec![0u64; rows.len()];
+    let mut part = vec![0u8; rows.len()];
+    // Each row hashed twice, a run of rows a thread: nothing else runs yet.
+    let run = rows.len().div_ceil(workers);
+    std::thread::scope(|scope| {
+        for ((rows, pair_hashes), part) in rows
+            .chunks(run)
+            .zip(pair_hashes.chunks_mut(run))
+            .zip(part.chunks_mut(run))
+        {
+            let (store, pairs) = (&store, &pairs);
+            scope.spawn(move || {
+                for ((row, pair_hash), part) in rows.iter().zip(pair_hashes).zip(part) {
+                    *pair_hash = pairs.hash_one((row.customer_id(), row.transaction_id()));
+                    *part = (store.shard_of(row.customer_id()) * parts / shards) as u8;
+                }
+            });
+        }
+    });
+    if any_repeats(&pair_hashes, workers) {
         // Possibly a duplicate (or two pairs whose hashes collide): one thread decides.
         return None;
     }
@@ -115,8 +128,8 @@ pub(crate) fn plan(rows: &[Row], config: &ReplayConfig, set: &RuleSet) -> Option
 /// Whether any of the hashes repeats. They are spread over 256 buckets by their top byte, and
 /// each bucket is checked with a set small enough to stay in cache: one set over every row's
 /// hash (1.7 M in a large export) missed the cache on nearly every insert, and this runs
-/// before any thread starts deciding.
-fn any_repeats(hashes: &[u64]) -> bool {
+/// before any thread starts deciding; the buckets are checked on `threads` threads.
+fn any_repeats(hashes: &[u64], threads: usize) -> bool {
     let bucket = |h: u64| (h >> 56) as usize;
     let mut starts = [0usize; 257];
     for &h in hashes {
@@ -132,10 +145,34 @@ fn any_repeats(hashes: &[u64]) -> bool {
         by_bucket[next[b]] = h;
         next[b] += 1;
     }
-    let mut seen = ahash::AHashSet::new();
-    starts.windows(2).any(|w| {
-        seen.clear();
-        by_bucket[w[0]..w[1]].iter().any(|&h| !seen.insert(h))
+    // The buckets checked on `threads` threads, a run of buckets each.
+    let per_thread = 256usize.div_ceil(threads.max(1));
+    std::thread::scope(|scope| {
+        let checks: Vec<_> = (0..256)
+            .step_by(per_thread)
+            .map(|first| {
+                let (starts, by_bucket) = (&starts, &by_bucket);
+                scope.spawn(move || {
+                    let mut seen = ahash::AHashSet::new();
+                    starts[first..=(first + per_thread).min(256)]
+                        .windows(2)
+                        .any(|w| {
+                            seen.clear();
+                            by_bucket[w[0]..w[1]].iter().any(|&h| !seen.insert(h))
+                        })
+                })
+            })
+            .collect();
+        // Every thread joined, a panic passed on.
+        let repeats: Vec<bool> = checks
+            .into_iter()
+            .map(|check| {
+                check
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            })
+            .collect();
+        repeats.contains(&true)
     })
 }
 
@@ -292,7 +329,8 @@ pub(crate) fn run<T: Send>(
 const ENTITY_LEAD: usize = 16;
 
 /// Chunks in a segment of the entity pass taken entity by entity (131,072 rows: on a large card
-/// export nine days, in which a terminal has about nine rows); it may run two segments ahead.
+/// export nine days, in which a terminal has about nine rows), once the first few, shorter ones
+/// are done; it may run two segments ahead.
 const SEGMENT_CHUNKS: usize = 32;
 
 /// The work of one replay, in chunks: the entity pass and each customer part are each done in
@@ -498,7 +536,10 @@ impl<T: Send> Pool<'_, T> {
                 vec![out]
             }
             EntityWay::ByEntity(by_entity) => {
-                let end = (c + plan.segment_chunks).min(self.chunks);
+                // Segments double from one chunk up to their size: the parts wait on the
+                // first, so it is short, and each takes the pass less time than the parts take
+                // on the one before.
+                let end = (c + plan.segment_chunks.min(c.max(1))).min(self.chunks);
                 let first = c * CHUNK;
                 let values =
                     by_entity.segment(rows, first, (end * CHUNK).min(rows.len()), set, config);
@@ -629,19 +670,27 @@ mod tests {
 
     #[test]
     fn a_repeated_hash_is_found_in_whichever_bucket_it_falls() {
-        assert!(!any_repeats(&[]));
-        let spread: Vec<u64> = (0..5_000u64)
-            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
-            .collect();
-        assert!(!any_repeats(&spread));
-        for at in [0, 1, 2_500, 4_999] {
-            let mut repeated = spread.clone();
-            repeated.push(spread[at]);
-            repeated.swap(0, 5_000);
-            assert!(any_repeats(&repeated), "the repeat of entry {at}");
+        // On one thread, and on threads of a bucket or two each and of an uneven share.
+        for threads in [1, 3, 200] {
+            assert!(!any_repeats(&[], threads));
+            let spread: Vec<u64> = (0..5_000u64)
+                .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                .collect();
+            assert!(!any_repeats(&spread, threads));
+            for at in [0, 1, 2_500, 4_999] {
+                let mut repeated = spread.clone();
+                repeated.push(spread[at]);
+                repeated.swap(0, 5_000);
+                assert!(any_repeats(&repeated, threads), "the repeat of entry {at}");
+            }
+            // The last bucket's.
+            assert!(any_repeats(&[u64::MAX, 1, u64::MAX], threads));
+            // Equal top bytes, different hashes: no repeat.
+            assert!(!any_repeats(
+                &[7 << 56, (7 << 56) | 1, (7 << 56) | 2],
+                threads
+            ));
         }
-        // Equal top bytes, different hashes: no repeat.
-        assert!(!any_repeats(&[7 << 56, (7 << 56) | 1, (7 << 56) | 2]));
     }
 
     /// Entity values found entity by entity are the ordered pass's: on a card history with
