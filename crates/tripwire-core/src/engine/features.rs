@@ -259,48 +259,38 @@ pub fn prior_stats(amounts: &mut [i64], needs: PriorNeeds, median_hint: i64) -> 
 /// 4 × the median of `amounts` (not empty), interpolated as [`amount_stats`] does, with
 /// `guess` as a guess at it. A customer's median moves little from one transaction to the next
 /// (one amount joins the window, a few leave), so with the previous median as the guess, one
-/// pass counting the amounts below and equal to it, and finding the nearest amount on either
-/// side, usually places both middle ranks: each is below, at, or next to the guess. When it
+/// pass counting the amounts below and equal to it (and, when a rank needs it, finding the
+/// nearest amount on that side) usually places both middle ranks: each is below, at, or next
+/// to the guess. When it
 /// does not, the guess steps to that nearest amount towards the median and the pass runs again,
-/// up to three passes in all (`MEDIAN_PASSES`); a guess still further off (or none) leaves the median to
-/// selection. Either way the result is the same: the guess only decides the cost.
+/// up to three passes in all ([`MEDIAN_PASSES`]); a guess still further off (or none) leaves
+/// the median to selection. Either way the result is the same: the guess only decides the cost.
 pub fn median_x4(amounts: &mut [i64], guess: i64) -> i64 {
     let n = amounts.len();
     // Linear interpolation at h = 2(n−1)/4 between the closest ranks, as `amount_stats`.
     let h = 2 * (n - 1);
     let (i, r) = (h / 4, (h % 4) as i64);
-    let mut pivot = guess;
-    for _ in 0..MEDIAN_PASSES {
-        let (mut below, mut equal) = (0usize, 0usize);
-        let (mut below_max, mut above_min) = (i64::MIN, i64::MAX);
-        // Branch-free: which side an amount falls on is as unpredictable as the amounts.
-        for &a in amounts.iter() {
-            let (lower, higher) = (a < pivot, a > pivot);
-            below += usize::from(lower);
-            equal += usize::from(a == pivot);
-            below_max = below_max.max(if lower { a } else { i64::MIN });
-            above_min = above_min.min(if higher { a } else { i64::MAX });
+    // Amounts are minor units and nearly always under 2^31 (21 million in a two-decimal
+    // currency): counted as 32-bit lanes, four compare at once (the machine's baseline vector
+    // width), where 64-bit compares are one at a time. The OR of all of them tells whether
+    // every amount is in 0..2^31 in one vectorised pass.
+    let narrow = n <= NARROW_AMOUNTS
+        && amounts.iter().fold(0u64, |bits, &a| bits | a as u64) <= i32::MAX as u64;
+    let placed = if narrow {
+        let mut lanes = [0i32; NARROW_AMOUNTS];
+        for (lane, &a) in lanes.iter_mut().zip(amounts.iter()) {
+            *lane = a as i32;
         }
-        // The amount of rank k (0-based, ascending), when the pass places it.
-        let at_rank = |k: usize| {
-            if k < below {
-                (k + 1 == below).then_some(below_max)
-            } else if k < below + equal {
-                Some(pivot)
-            } else {
-                (k == below + equal).then_some(above_min)
-            }
-        };
-        let placed = match at_rank(i) {
-            Some(lo) if r == 0 => Some((lo, lo)),
-            Some(lo) => at_rank(i + 1).map(|hi| (lo, hi)),
-            None => None,
-        };
-        if let Some((lo, hi)) = placed {
-            return 4 * lo + r * (hi - lo);
-        }
-        // A rank left unplaced lies beyond the nearest amount on its side: step there.
-        pivot = if i < below { below_max } else { above_min };
+        // Any pivot gives the same median (it only decides the passes): clamping keeps it a lane.
+        let pivot = guess.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+        median_by_passes(&lanes[..n], pivot, i, r)
+    } else if u32::try_from(n).is_ok() {
+        median_by_passes(amounts, guess, i, r)
+    } else {
+        None
+    };
+    if let Some(median_x4) = placed {
+        return median_x4;
     }
     let (_, &mut lo, right) = amounts.select_nth_unstable(i);
     let hi = if r == 0 {
@@ -309,6 +299,131 @@ pub fn median_x4(amounts: &mut [i64], guess: i64) -> i64 {
         right.iter().copied().min().unwrap_or(lo)
     };
     4 * lo + r * (hi - lo)
+}
+
+/// Amounts [`median_x4`] counts as 32-bit lanes at most (on its stack): what a window of the
+/// default 64-event ring holds; a larger ring's longer windows take 64-bit lanes.
+const NARROW_AMOUNTS: usize = 64;
+
+/// 4 × the median of `amounts` interpolated at rank `i` and `r` quarters towards `i + 1`, by up
+/// to [`MEDIAN_PASSES`] counting passes from `pivot`, or `None` when they do not place both
+/// ranks (see [`median_x4`]).
+///
+/// A pass counts the amounts below and equal to the pivot; the nearest amount below it, or
+/// above, is looked for only when a rank needs it (a rank next to the pivot's run, or the
+/// next pivot): a pass of compares and adds alone is the cheapest there is, and with a
+/// customer's median moving little, the two ranks often both fall in the pivot's run.
+#[inline(always)]
+fn median_by_passes<T: Lane>(amounts: &[T], mut pivot: T, i: usize, r: i64) -> Option<i64> {
+    let top = if r == 0 { i } else { i + 1 };
+    for _ in 0..MEDIAN_PASSES {
+        let (below, equal) = T::count_around(amounts, pivot);
+        let (below, equal) = (below as usize, equal as usize);
+        // Read only when an amount is below (above) the pivot, and then that extreme.
+        let below_max = if i < below {
+            T::max_below(amounts, pivot)
+        } else {
+            pivot
+        };
+        let above_min = if top >= below + equal {
+            T::min_above(amounts, pivot)
+        } else {
+            pivot
+        };
+        // The amount of rank k (0-based, ascending), when the pass places it.
+        let at_rank = |k: usize| -> Option<i64> {
+            if k < below {
+                (k + 1 == below).then_some(below_max.into())
+            } else if k < below + equal {
+                Some(pivot.into())
+            } else {
+                (k == below + equal).then_some(above_min.into())
+            }
+        };
+        let placed = match at_rank(i) {
+            Some(lo) if r == 0 => Some((lo, lo)),
+            Some(lo) => at_rank(i + 1).map(|hi| (lo, hi)),
+            None => None,
+        };
+        if let Some((lo, hi)) = placed {
+            return Some(4 * lo + r * (hi - lo));
+        }
+        // A rank left unplaced lies beyond the nearest amount on its side: step there.
+        pivot = if i < below { below_max } else { above_min };
+    }
+    None
+}
+
+/// An amount as [`median_by_passes`] counts it: 64 bits, or 32 when every amount fits.
+///
+/// Each pass is kept out of line: on its own a loop vectorises for 32-bit lanes (four a
+/// compare with the baseline SSE2), where inlined into the passes around it, it did not.
+/// Branch-free, since which side an amount falls on is as unpredictable as the amounts.
+trait Lane: Copy + Ord + Into<i64> {
+    /// The amounts below and equal to `pivot`, counted in 32 bits (the narrow lanes' width,
+    /// so that the loop vectorises; a window holds far fewer than 2^32 amounts).
+    fn count_around(amounts: &[Self], pivot: Self) -> (u32, u32);
+    /// The largest amount below `pivot` (at least one is).
+    fn max_below(amounts: &[Self], pivot: Self) -> Self;
+    /// The smallest amount above `pivot` (at least one is).
+    fn min_above(amounts: &[Self], pivot: Self) -> Self;
+}
+
+/// Amounts in 0..2^31 (what [`median_x4`] gives 32-bit lanes). Never negative, which lets an
+/// extreme be a masked maximum: the amounts below the pivot, others as 0; `i32::MAX − a` (an
+/// XOR) for those above, so that their minimum is `i32::MAX` less the maximum. SSE2 has no
+/// 32-bit maximum or minimum, and each select it builds from three instructions.
+impl Lane for i32 {
+    #[inline(never)]
+    fn count_around(amounts: &[i32], pivot: i32) -> (u32, u32) {
+        let (mut below, mut equal) = (0u32, 0u32);
+        for &a in amounts {
+            below += u32::from(a < pivot);
+            equal += u32::from(a == pivot);
+        }
+        (below, equal)
+    }
+
+    #[inline(never)]
+    fn max_below(amounts: &[i32], pivot: i32) -> i32 {
+        let mut max = 0;
+        for &a in amounts {
+            max = max.max(if a < pivot { a } else { 0 });
+        }
+        max
+    }
+
+    #[inline(never)]
+    fn min_above(amounts: &[i32], pivot: i32) -> i32 {
+        let mut flipped = 0;
+        for &a in amounts {
+            flipped = flipped.max(if a > pivot { a ^ i32::MAX } else { 0 });
+        }
+        flipped ^ i32::MAX
+    }
+}
+
+impl Lane for i64 {
+    fn count_around(amounts: &[i64], pivot: i64) -> (u32, u32) {
+        let (mut below, mut equal) = (0u32, 0u32);
+        for &a in amounts {
+            below += u32::from(a < pivot);
+            equal += u32::from(a == pivot);
+        }
+        (below, equal)
+    }
+
+    fn max_below(amounts: &[i64], pivot: i64) -> i64 {
+        amounts.iter().fold(i64::MIN, |m, &a| {
+            m.max(if a < pivot { a } else { i64::MIN })
+        })
+    }
+
+    fn min_above(amounts: &[i64], pivot: i64) -> i64 {
+        amounts.iter().fold(i64::MAX, |m, &a| {
+            m.min(if a > pivot { a } else { i64::MAX })
+        })
+    }
 }
 
 /// Counting passes [`median_x4`] makes before it falls back to selection: each costs about a

@@ -1192,6 +1192,10 @@ proptest! {
         amounts in prop_oneof![
             prop::collection::vec(0i64..6, 1..12),
             prop::collection::vec(0i64..1_000, 1..80),
+            // Around the 32-bit lanes' limit, and past the most they take.
+            prop::collection::vec((1i64 << 31) - 4..(1i64 << 31) + 4, 1..12),
+            prop::collection::vec(0i64..1_000, 120..140),
+            prop::collection::vec(0i64..(1 << 48), 1..80),
         ],
         guess in (any::<prop::sample::Index>(), -2i64..=2, 0u8..5),
     ) {
