@@ -57,10 +57,25 @@ impl Decision {
 /// characteristic falls in (or its missing points).
 pub fn score(set: &RuleSet, f: &Features) -> Option<i64> {
     let card = set.scorecard.as_ref()?;
-    Some(score_values(
-        card,
-        card.characteristics.iter().map(|c| slot_value(c.slot, f)),
-    ))
+    // What `score_values` gives for the slots' values, with plain integers binned in place.
+    Some(
+        card.base_score
+            + card
+                .characteristics
+                .iter()
+                .map(|c| match plain_value(c.slot, f) {
+                    Plain::Int(v) => c
+                        .bins
+                        .iter()
+                        .find(|b| {
+                            b.from.is_none_or(|lo| v >= lo) && b.below.is_none_or(|hi| v < hi)
+                        })
+                        .map_or(0, |b| b.points),
+                    Plain::Missing => c.missing_points,
+                    Plain::Derived => bin_points(c, derived_value(c.slot, f)),
+                })
+                .sum::<i64>(),
+    )
 }
 
 /// The score from each characteristic's value (`None`: missing), in the card's order: what
@@ -159,7 +174,7 @@ pub fn evaluate_into(
     out.shadow.clear();
     out.tags.clear();
     for (i, rule) in set.rules.iter().enumerate() {
-        if !holds(set, rule.root, &out.features, txn) {
+        if !node_holds(set, rule.root, &out.features, txn) {
             continue;
         }
         // Rule counts are capped far below u16::MAX by validation.
@@ -177,14 +192,27 @@ pub fn evaluate_into(
 
 /// Whether node `node` of the arena holds.
 pub fn holds(set: &RuleSet, node: u32, f: &Features, txn: Option<&Txn<'_>>) -> bool {
+    node_holds(set, node, f, txn)
+}
+
+/// [`holds`], with the node's leaves (itself, or its children) tested in place and only
+/// deeper nesting through a call. A rule is nearly always a leaf or a list of leaves, so the
+/// rules' loop makes no call at all: a call of `holds` cost some 45 instructions of its own
+/// (saving registers, the dispatch), more than most leaf tests.
+#[inline(always)]
+fn node_holds(set: &RuleSet, node: u32, f: &Features, txn: Option<&Txn<'_>>) -> bool {
+    let child_holds = |c: u32| match set.nodes[c as usize] {
+        Node::Leaf(leaf) => leaf_holds(set, leaf.slot, leaf.test, f, txn),
+        _ => holds(set, c, f, txn),
+    };
     match set.nodes[node as usize] {
         Node::All { start, len } => set.children[start as usize..(start + len) as usize]
             .iter()
-            .all(|&c| holds(set, c, f, txn)),
+            .all(|&c| child_holds(c)),
         Node::Any { start, len } => set.children[start as usize..(start + len) as usize]
             .iter()
-            .any(|&c| holds(set, c, f, txn)),
-        Node::Not(child) => !holds(set, child, f, txn),
+            .any(|&c| child_holds(c)),
+        Node::Not(child) => !child_holds(child),
         Node::Leaf(leaf) => leaf_holds(set, leaf.slot, leaf.test, f, txn),
     }
 }
@@ -250,27 +278,99 @@ fn ratio(num: i128, den: i128) -> Option<Value> {
 /// is false.
 #[inline]
 pub fn slot_value(slot: Slot, f: &Features) -> Option<Value> {
-    let int = |v: i64| Some(Value::Int(v));
+    match plain_value(slot, f) {
+        Plain::Int(v) => Some(Value::Int(v)),
+        Plain::Missing => None,
+        Plain::Derived => derived_value(slot, f),
+    }
+}
+
+/// A slot's value as [`plain_value`] reads it.
+enum Plain {
+    /// An integer feature, as it is.
+    Int(i64),
+    /// Missing for this transaction.
+    Missing,
+    /// Computed from several features (a ratio, a root): see [`derived_value`].
+    Derived,
+}
+
+/// The value of a slot that is one integer of the features, read in place; the slots computed
+/// from several ([`Plain::Derived`]) are left to [`derived_value`]. The rule tests and the
+/// scorecard read most slots this way: no [`Value`] (with its 128-bit fields) is built and
+/// passed, and the ratios' code stays out of their loop.
+#[inline(always)]
+fn plain_value(slot: Slot, f: &Features) -> Plain {
+    let int = Plain::Int;
+    // A feature of the current transaction: missing in a scan without one.
+    let of_txn = |v: i64| {
+        if f.amount.is_some() {
+            Plain::Int(v)
+        } else {
+            Plain::Missing
+        }
+    };
+    let or_missing = |v: Option<i64>| v.map_or(Plain::Missing, Plain::Int);
     match slot {
         Slot::Window(m, w) => {
             let a = &f.windows[w as usize];
             match m {
                 WindowMeasure::Count => int(i64::from(a.count)),
                 WindowMeasure::Sum => int(a.sum),
-                WindowMeasure::SameAmountCount => f.amount.and(int(i64::from(a.same_amount))),
+                WindowMeasure::SameAmountCount => of_txn(i64::from(a.same_amount)),
                 WindowMeasure::FailedCount => int(i64::from(a.failed)),
                 WindowMeasure::FailedSum => int(a.failed_sum),
                 WindowMeasure::SettledCount => int(i64::from(a.settled)),
                 WindowMeasure::SettledSum => int(a.settled_sum),
                 WindowMeasure::FlaggedCount => int(i64::from(a.flagged)),
-                WindowMeasure::DrawnToLimit => {
-                    ratio(i128::from(a.sum) * PPM, i128::from(f.credit_limit?))
-                }
+                WindowMeasure::DrawnToLimit => Plain::Derived,
             }
         }
         Slot::ListCount(k) => int(i64::from(f.list_counts[k as usize])),
         Slot::InHours(Measure::Count, k) => int(i64::from(f.hour_aggs[k as usize].0)),
         Slot::InHours(Measure::Sum, k) => int(f.hour_aggs[k as usize].1),
+        Slot::Entity(measure, k, _) => {
+            let e = &f.entity[k as usize];
+            if !e.present {
+                return Plain::Missing;
+            }
+            match measure {
+                EntityMeasure::Count => int(i64::from(e.count)),
+                EntityMeasure::Sum => int(e.sum),
+                EntityMeasure::DistinctCustomers => int(i64::from(e.distinct)),
+                EntityMeasure::FraudCount => int(i64::from(e.fraud)),
+                EntityMeasure::FraudRate => Plain::Derived,
+            }
+        }
+        Slot::Amount => or_missing(f.amount),
+        Slot::LocalTime => of_txn(i64::from(f.local_secs)),
+        Slot::LocalHour => of_txn(i64::from(f.local_secs / 3600)),
+        Slot::DistanceKm => or_missing(f.travel.map(|t| t.distance_m)),
+        Slot::SpeedKmh => or_missing(f.travel.map(|t| t.speed_m_per_h)),
+        Slot::SinceCreditGrant => or_missing(f.since_grant),
+        Slot::Channel | Slot::MerchantId => Plain::Missing,
+        Slot::IncreasingStreak => of_txn(i64::from(f.increasing_streak)),
+        Slot::DecreasingStreak => of_txn(i64::from(f.decreasing_streak)),
+        Slot::SinceLastTransaction => or_missing(f.since_last),
+        Slot::Score => or_missing(f.score),
+        Slot::Stat(..)
+        | Slot::ToHistory(..)
+        | Slot::AmountToLimit
+        | Slot::Trend(..)
+        | Slot::MonthlyCountCv => Plain::Derived,
+    }
+}
+
+/// The value of a slot [`plain_value`] calls derived, or `None` when it is missing. Out of
+/// line: its 128-bit arithmetic would crowd the rule tests' loop.
+#[inline(never)]
+fn derived_value(slot: Slot, f: &Features) -> Option<Value> {
+    let int = |v: i64| Some(Value::Int(v));
+    match slot {
+        Slot::Window(WindowMeasure::DrawnToLimit, w) => ratio(
+            i128::from(f.windows[w as usize].sum) * PPM,
+            i128::from(f.credit_limit?),
+        ),
         Slot::Stat(stat, k) => {
             let s = &f.stats[k as usize];
             if s.n == 0 {
@@ -329,35 +429,14 @@ pub fn slot_value(slot: Slot, f: &Features) -> Option<Value> {
                 }
             }
         }
-        Slot::Entity(measure, k, min) => {
+        Slot::Entity(EntityMeasure::FraudRate, k, min) => {
             let e = &f.entity[k as usize];
-            if !e.present {
+            if !e.present || e.count == 0 || e.count < min {
                 return None;
             }
-            match measure {
-                EntityMeasure::Count => int(i64::from(e.count)),
-                EntityMeasure::Sum => int(e.sum),
-                EntityMeasure::DistinctCustomers => int(i64::from(e.distinct)),
-                EntityMeasure::FraudCount => int(i64::from(e.fraud)),
-                EntityMeasure::FraudRate => {
-                    if e.count == 0 || e.count < min {
-                        return None;
-                    }
-                    ratio(i128::from(e.fraud) * PPM, i128::from(e.count))
-                }
-            }
+            ratio(i128::from(e.fraud) * PPM, i128::from(e.count))
         }
-        Slot::Amount => f.amount.map(Value::Int),
-        Slot::LocalTime => f.amount.and(int(i64::from(f.local_secs))),
-        Slot::LocalHour => f.amount.and(int(i64::from(f.local_secs / 3600))),
-        Slot::DistanceKm => f.travel.map(|t| Value::Int(t.distance_m)),
-        Slot::SpeedKmh => f.travel.map(|t| Value::Int(t.speed_m_per_h)),
-        Slot::SinceCreditGrant => f.since_grant.map(Value::Int),
         Slot::AmountToLimit => ratio(i128::from(f.amount?) * PPM, i128::from(f.credit_limit?)),
-        Slot::Channel | Slot::MerchantId => None,
-        Slot::IncreasingStreak => f.amount.and(int(i64::from(f.increasing_streak))),
-        Slot::DecreasingStreak => f.amount.and(int(i64::from(f.decreasing_streak))),
-        Slot::SinceLastTransaction => f.since_last.map(Value::Int),
         Slot::Trend(kind, measure) => {
             let m = f.months?;
             let v = |k: usize| -> i128 {
@@ -386,7 +465,8 @@ pub fn slot_value(slot: Slot, f: &Features) -> Option<Value> {
                 den: sum * sum,
             })
         }
-        Slot::Score => f.score.map(Value::Int),
+        // Read by `plain_value`.
+        _ => None,
     }
 }
 
@@ -448,7 +528,7 @@ fn op_holds_f64(op: CmpOp, v: f64, k: f64) -> bool {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn leaf_holds(
     set: &RuleSet,
     slot: Slot,
@@ -457,9 +537,12 @@ fn leaf_holds(
     txn: Option<&Txn<'_>>,
 ) -> bool {
     match test {
-        LeafTest::Compare(op, threshold) => {
-            slot_value(slot, f).is_some_and(|v| compare(v, op, threshold))
-        }
+        LeafTest::Compare(op, threshold) => match plain_value(slot, f) {
+            // What `compare` does with an integer.
+            Plain::Int(v) => op.holds(v, threshold),
+            Plain::Missing => false,
+            Plain::Derived => derived_value(slot, f).is_some_and(|v| compare(v, op, threshold)),
+        },
         LeafTest::InList { list, negate } => {
             let member = match slot {
                 Slot::Amount => f
