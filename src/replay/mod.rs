@@ -512,12 +512,13 @@ pub(crate) struct Decided {
 impl Decided {
     fn of(decided: Result<&Decision, Action>) -> Decided {
         match decided {
+            // Copied as slices: `clone` goes element by element through an iterator.
             Ok(d) => Decided {
                 action: d.action,
                 duplicate: false,
-                hits: d.hits.clone(),
-                shadow: d.shadow.clone(),
-                tags: d.tags.clone(),
+                hits: crate::engine::Hits::from_slice(&d.hits),
+                shadow: crate::engine::Hits::from_slice(&d.shadow),
+                tags: crate::engine::Hits::from_slice(&d.tags),
                 score: d.features.score,
             },
             Err(first) => Decided {
@@ -572,7 +573,9 @@ struct DecisionLine<'a> {
 struct Tally {
     stats: Vec<RuleStats>,
     rule_amounts: Vec<i64>,
-    decisions: std::collections::BTreeMap<&'static str, u64>,
+    /// Decisions by action (allow, review, deny, tag): an array, not a map keyed by name, since
+    /// every row adds to it.
+    by_action: [u64; 4],
     duplicates: u64,
     fraud: u64,
     legit: u64,
@@ -587,6 +590,9 @@ struct Tally {
     scored: crate::scorecard::quality::ScoreCounts,
     /// Decisions per UTC day: allow, review, deny.
     daily: std::collections::BTreeMap<i64, [u64; 3]>,
+    /// The day rows are coming in for, counted here and added to `daily` when another comes
+    /// (rows come in time order, so that is once a day, not a look-up a row).
+    today: Option<(i64, [u64; 3])>,
 }
 
 #[derive(Default)]
@@ -612,14 +618,19 @@ impl Tally {
             self.rule_amounts = vec![0; self.stats.len()];
         }
         let action = decided.action;
-        *self.decisions.entry(action.as_str()).or_default() += 1;
-        self.daily
-            .entry(row.at.div_euclid(86_400_000_000))
-            .or_default()[match action {
-            Action::Allow => 0,
-            Action::Review => 1,
-            _ => 2,
-        }] += 1;
+        self.by_action[action as usize] += 1;
+        let day = row.at.div_euclid(86_400_000_000);
+        if self.today.is_none_or(|(today, _)| today != day) {
+            self.close_day();
+            self.today = Some((day, [0; 3]));
+        }
+        if let Some((_, counts)) = &mut self.today {
+            counts[match action {
+                Action::Allow => 0,
+                Action::Review => 1,
+                _ => 2,
+            }] += 1;
+        }
         if let (Some(label), Some(score)) = (row.label, decided.score) {
             self.scored.add(score, label);
         }
@@ -681,6 +692,25 @@ impl Tally {
                 }
             }
         }
+    }
+
+    /// Adds the day being counted to the days counted.
+    fn close_day(&mut self) {
+        if let Some((day, counts)) = self.today.take() {
+            let held = self.daily.entry(day).or_default();
+            for (held, n) in held.iter_mut().zip(counts) {
+                *held += n;
+            }
+        }
+    }
+
+    /// Decisions by the name of their action, for the actions given at least once.
+    fn decisions(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        [Action::Allow, Action::Review, Action::Deny, Action::Tag]
+            .into_iter()
+            .filter(|&a| self.by_action[a as usize] > 0)
+            .map(|a| (a.as_str(), self.by_action[a as usize]))
+            .collect()
     }
 
     /// Recall by group: of each group's fraud, the share each rule hit and the share reviewed
@@ -805,6 +835,7 @@ pub fn run(
         Ok(())
     })?;
     report.groups = tally.group_recall();
+    tally.close_day();
     report.decisions_by_day = tally
         .daily
         .iter()
@@ -828,7 +859,7 @@ pub fn run(
         );
         report.score_quality = Some(tally.scored.quality());
     }
-    report.decisions = std::mem::take(&mut tally.decisions);
+    report.decisions = tally.decisions();
     report.duplicates = tally.duplicates;
     (report.rules, report.labels) = tally.finish();
 
