@@ -204,9 +204,14 @@ impl EntityRecord {
         // first.hour <= hour < last.hour. A busy entity is active nearly every hour, so the
         // entry's place is guessed from the hours; a short walk corrects the guess, and a binary
         // search takes over when the hours are uneven.
-        let span = (last.hour - first.hour) as u128;
+        let (offset, span) = ((hour - first.hour) as u64, (last.hour - first.hour) as u64);
         let len = self.running.len();
-        let guess = ((hour - first.hour) as u128 * (len as u128 - 1) / span) as usize;
+        // In 64 bits whenever the product fits, as it does for any real history (hours of ten
+        // thousand years times as many entries): a 128-bit division is a library call.
+        let guess = match offset.checked_mul(len as u64 - 1) {
+            Some(product) => product / span,
+            None => (u128::from(offset) * (len as u128 - 1) / u128::from(span)) as u64,
+        } as usize;
         // The last entry at or before `hour`: index `i` with running[i].hour <= hour and
         // running[i + 1].hour > hour (the last entry is past `hour`, so i + 1 < len).
         let mut i = guess.min(len - 2);
