@@ -267,38 +267,79 @@ pub fn prior_stats(amounts: &mut [i64], needs: PriorNeeds, median_hint: i64) -> 
 /// the median to selection. Either way the result is the same: the guess only decides the cost.
 pub fn median_x4(amounts: &mut [i64], guess: i64) -> i64 {
     let n = amounts.len();
-    // Linear interpolation at h = 2(n−1)/4 between the closest ranks, as `amount_stats`.
-    let h = 2 * (n - 1);
-    let (i, r) = (h / 4, (h % 4) as i64);
     // Amounts are minor units and nearly always under 2^31 (21 million in a two-decimal
     // currency): counted as 32-bit lanes, four compare at once (the machine's baseline vector
     // width), where 64-bit compares are one at a time. The OR of all of them tells whether
     // every amount is in 0..2^31 in one vectorised pass.
-    let narrow = n <= NARROW_AMOUNTS
-        && amounts.iter().fold(0u64, |bits, &a| bits | a as u64) <= i32::MAX as u64;
-    let placed = if narrow {
+    if n <= NARROW_AMOUNTS
+        && amounts.iter().fold(0u64, |bits, &a| bits | a as u64) <= i32::MAX as u64
+    {
         let mut lanes = [0i32; NARROW_AMOUNTS];
         for (lane, &a) in lanes.iter_mut().zip(amounts.iter()) {
             *lane = a as i32;
         }
-        // Any pivot gives the same median (it only decides the passes): clamping keeps it a lane.
-        let pivot = guess.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
-        median_by_passes(&lanes[..n], pivot, i, r)
-    } else if u32::try_from(n).is_ok() {
-        median_by_passes(amounts, guess, i, r)
-    } else {
-        None
-    };
-    if let Some(median_x4) = placed {
+        return median_x4_of(&mut lanes[..n], guess);
+    }
+    median_x4_of(amounts, guess)
+}
+
+/// [`median_x4`] of amounts in lanes of either width.
+fn median_x4_of<T: Lane>(amounts: &mut [T], guess: i64) -> i64 {
+    let n = amounts.len();
+    // Linear interpolation at h = 2(n−1)/4 between the closest ranks, as `amount_stats`.
+    let h = 2 * (n - 1);
+    let (i, r) = (h / 4, (h % 4) as i64);
+    if u32::try_from(n).is_ok()
+        && let Some(median_x4) = median_by_passes(amounts, T::pivot(guess), i, r)
+    {
         return median_x4;
     }
     let (_, &mut lo, right) = amounts.select_nth_unstable(i);
-    let hi = if r == 0 {
-        lo
+    let (lo, hi) = if r == 0 {
+        (lo.into(), lo.into())
     } else {
-        right.iter().copied().min().unwrap_or(lo)
+        (lo.into(), right.iter().copied().min().unwrap_or(lo).into())
     };
     4 * lo + r * (hi - lo)
+}
+
+/// The statistics of the amounts of `parts` (the events of a prior window, in time order) as
+/// [`prior_stats`] gives them when no rule reads their maximum or squares; `None` when an
+/// amount does not fit a 32-bit lane (or there are too many), for the caller to take that way.
+/// The amounts go from the events straight into lanes, summed on the way: no 64-bit copy
+/// and second pass to narrow it.
+fn prior_stats_narrow(parts: [&[Event]; 2], median: bool, median_hint: i64) -> Option<AmountStats> {
+    let n = parts[0].len() + parts[1].len();
+    if n == 0 {
+        return Some(AmountStats::default());
+    }
+    if n > NARROW_AMOUNTS {
+        return None;
+    }
+    let mut lanes = [0i32; NARROW_AMOUNTS];
+    let (mut sum, mut bits) = (0i64, 0u64);
+    let (first, second) = lanes.split_at_mut(parts[0].len());
+    for (lanes, events) in [(first, parts[0]), (second, parts[1])] {
+        for (lane, ev) in lanes.iter_mut().zip(events) {
+            let a = ev.amount_minor();
+            sum += a;
+            bits |= a as u64;
+            *lane = a as i32;
+        }
+    }
+    if bits > i32::MAX as u64 {
+        return None;
+    }
+    Some(AmountStats {
+        n: n as u32,
+        sum,
+        q50_x4: if median {
+            median_x4_of(&mut lanes[..n], median_hint)
+        } else {
+            0
+        },
+        ..AmountStats::default()
+    })
 }
 
 /// Amounts [`median_x4`] counts as 32-bit lanes at most (on its stack): what a window of the
@@ -360,6 +401,9 @@ fn median_by_passes<T: Lane>(amounts: &[T], mut pivot: T, i: usize, r: i64) -> O
 /// compare with the baseline SSE2), where inlined into the passes around it, it did not.
 /// Branch-free, since which side an amount falls on is as unpredictable as the amounts.
 trait Lane: Copy + Ord + Into<i64> {
+    /// A guess at the median as a pivot: any pivot gives the same median (it only decides the
+    /// passes), so a guess beyond the lanes' range is clamped into it.
+    fn pivot(guess: i64) -> Self;
     /// The amounts below and equal to `pivot`, counted in 32 bits (the narrow lanes' width,
     /// so that the loop vectorises; a window holds far fewer than 2^32 amounts).
     fn count_around(amounts: &[Self], pivot: Self) -> (u32, u32);
@@ -374,6 +418,10 @@ trait Lane: Copy + Ord + Into<i64> {
 /// XOR) for those above, so that their minimum is `i32::MAX` less the maximum. SSE2 has no
 /// 32-bit maximum or minimum, and each select it builds from three instructions.
 impl Lane for i32 {
+    fn pivot(guess: i64) -> i32 {
+        guess.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
+    }
+
     #[inline(never)]
     fn count_around(amounts: &[i32], pivot: i32) -> (u32, u32) {
         let (mut below, mut equal) = (0u32, 0u32);
@@ -404,6 +452,10 @@ impl Lane for i32 {
 }
 
 impl Lane for i64 {
+    fn pivot(guess: i64) -> i64 {
+        guess
+    }
+
     fn count_around(amounts: &[i64], pivot: i64) -> (u32, u32) {
         let (mut below, mut equal) = (0u32, 0u32);
         for &a in amounts {
@@ -856,9 +908,22 @@ pub fn extract_into(
             amounts.extend(amount);
             f.stats[k] = amount_stats(&mut amounts);
         }
+        let needs = set.needs.prior;
         for (k, &wi) in set.prior_windows.iter().enumerate() {
+            if history.in_time_order && !needs.max && !needs.sum_sq {
+                let ((older, newer), (older_start, newer_start)) =
+                    (at_or_before, starts[usize::from(wi)]);
+                if let Some(stats) = prior_stats_narrow(
+                    [&older[older_start..], &newer[newer_start..]],
+                    needs.median,
+                    history.median_hint,
+                ) {
+                    f.prior[k] = stats;
+                    continue;
+                }
+            }
             earlier(wi, &mut amounts);
-            f.prior[k] = prior_stats(&mut amounts, set.needs.prior, history.median_hint);
+            f.prior[k] = prior_stats(&mut amounts, needs, history.median_hint);
         }
     }
     if want_streaks && !history.in_time_order {
