@@ -263,7 +263,7 @@ pub fn prior_stats(amounts: &mut [i64], needs: PriorNeeds, median_hint: i64) -> 
 /// nearest amount on that side) usually places both middle ranks: each is below, at, or next
 /// to the guess. When it
 /// does not, the guess steps to that nearest amount towards the median and the pass runs again,
-/// up to three passes in all ([`MEDIAN_PASSES`]); a guess still further off (or none) leaves
+/// up to three passes in all (`MEDIAN_PASSES`); a guess still further off (or none) leaves
 /// the median to selection. Either way the result is the same: the guess only decides the cost.
 pub fn median_x4(amounts: &mut [i64], guess: i64) -> i64 {
     let n = amounts.len();
