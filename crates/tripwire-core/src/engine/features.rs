@@ -134,9 +134,19 @@ pub fn travel(from: GeoPoint, from_at: EventTime, to: GeoPoint, to_at: EventTime
     let speed_m_per_h = if elapsed <= 0 {
         if distance_m > 0 { i64::MAX } else { 0 }
     } else {
-        let num = i128::from(distance_m) * i128::from(3_600 * MICROS_PER_SECOND);
-        let den = i128::from(elapsed);
-        i64::try_from((num + den / 2) / den).unwrap_or(i64::MAX)
+        // Rounded to the nearest. In 64 bits whenever they hold it (any distance on earth
+        // does): a 128-bit division is a library call, on every decision that has a location.
+        match distance_m
+            .checked_mul(3_600 * MICROS_PER_SECOND)
+            .and_then(|num| num.checked_add(elapsed / 2))
+        {
+            Some(num) => num / elapsed,
+            None => {
+                let num = i128::from(distance_m) * i128::from(3_600 * MICROS_PER_SECOND);
+                let den = i128::from(elapsed);
+                i64::try_from((num + den / 2) / den).unwrap_or(i64::MAX)
+            }
+        }
     };
     Travel {
         distance_m,

@@ -1210,4 +1210,20 @@ proptest! {
         };
         prop_assert_eq!(super::features::median_x4(&mut amounts.clone(), pivot), expected);
     }
+
+    /// The speed between two located events is the distance over the time, rounded to the
+    /// nearest metre an hour, as 128-bit arithmetic gives it, from a microsecond apart to years.
+    #[test]
+    fn travel_speed_is_the_exact_rounded_quotient(
+        lat in -90.0f64..=90.0,
+        lon in -180.0f64..=180.0,
+        elapsed in prop_oneof![1i64..1_000, 1i64..(1 << 40), 1i64..i64::MAX / 2],
+    ) {
+        let from = crate::txn::GeoPoint { lat: 0.0, lon: 0.0 };
+        let to = crate::txn::GeoPoint { lat, lon };
+        let t = super::features::travel(from, 0, to, elapsed);
+        let (num, den) = (i128::from(t.distance_m) * 3_600_000_000, i128::from(elapsed));
+        let expected = i64::try_from((num + den / 2) / den).unwrap_or(i64::MAX);
+        prop_assert_eq!(t.speed_m_per_h, expected);
+    }
 }
