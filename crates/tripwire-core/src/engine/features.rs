@@ -271,10 +271,10 @@ pub fn prior_stats(amounts: &mut [i64], needs: PriorNeeds, median_hint: i64) -> 
 /// (one amount joins the window, a few leave), so with the previous median as the guess, one
 /// pass counting the amounts below and equal to it (and, when a rank needs it, finding the
 /// nearest amount on that side) usually places both middle ranks: each is below, at, or next
-/// to the guess. When it
-/// does not, the guess steps to that nearest amount towards the median and the pass runs again,
-/// up to three passes in all (`MEDIAN_PASSES`); a guess still further off (or none) leaves
-/// the median to selection. Either way the result is the same: the guess only decides the cost.
+/// to the guess. When it does not, the guess steps to that nearest amount towards the median
+/// and the pass runs again, up to three passes in all (`MEDIAN_PASSES`); a guess still further
+/// off (or none) leaves the median to selection. Either way the result is the same: the guess
+/// only decides the cost.
 pub fn median_x4(amounts: &mut [i64], guess: i64) -> i64 {
     let n = amounts.len();
     // Amounts are minor units and nearly always under 2^31 (21 million in a two-decimal
@@ -416,7 +416,15 @@ trait Lane: Copy + Ord + Into<i64> {
     fn pivot(guess: i64) -> Self;
     /// The amounts below and equal to `pivot`, counted in 32 bits (the narrow lanes' width,
     /// so that the loop vectorises; a window holds far fewer than 2^32 amounts).
-    fn count_around(amounts: &[Self], pivot: Self) -> (u32, u32);
+    #[inline(never)]
+    fn count_around(amounts: &[Self], pivot: Self) -> (u32, u32) {
+        let (mut below, mut equal) = (0u32, 0u32);
+        for &a in amounts {
+            below += u32::from(a < pivot);
+            equal += u32::from(a == pivot);
+        }
+        (below, equal)
+    }
     /// The largest amount below `pivot` (at least one is).
     fn max_below(amounts: &[Self], pivot: Self) -> Self;
     /// The smallest amount above `pivot` (at least one is).
@@ -430,16 +438,6 @@ trait Lane: Copy + Ord + Into<i64> {
 impl Lane for i32 {
     fn pivot(guess: i64) -> i32 {
         guess.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
-    }
-
-    #[inline(never)]
-    fn count_around(amounts: &[i32], pivot: i32) -> (u32, u32) {
-        let (mut below, mut equal) = (0u32, 0u32);
-        for &a in amounts {
-            below += u32::from(a < pivot);
-            equal += u32::from(a == pivot);
-        }
-        (below, equal)
     }
 
     #[inline(never)]
@@ -464,15 +462,6 @@ impl Lane for i32 {
 impl Lane for i64 {
     fn pivot(guess: i64) -> i64 {
         guess
-    }
-
-    fn count_around(amounts: &[i64], pivot: i64) -> (u32, u32) {
-        let (mut below, mut equal) = (0u32, 0u32);
-        for &a in amounts {
-            below += u32::from(a < pivot);
-            equal += u32::from(a == pivot);
-        }
-        (below, equal)
     }
 
     fn max_below(amounts: &[i64], pivot: i64) -> i64 {

@@ -64,13 +64,7 @@ pub fn score(set: &RuleSet, f: &Features) -> Option<i64> {
                 .characteristics
                 .iter()
                 .map(|c| match plain_value(c.slot, f) {
-                    Plain::Int(v) => c
-                        .bins
-                        .iter()
-                        .find(|b| {
-                            b.from.is_none_or(|lo| v >= lo) && b.below.is_none_or(|hi| v < hi)
-                        })
-                        .map_or(0, |b| b.points),
+                    Plain::Int(v) => int_bin_points(c, v),
                     Plain::Missing => c.missing_points,
                     Plain::Derived => bin_points(c, derived_value(c.slot, f)),
                 })
@@ -98,6 +92,7 @@ pub fn score_values(
 pub fn bin_points(c: &crate::rules::compile::CompiledCharacteristic, value: Option<Value>) -> i64 {
     match value {
         None => c.missing_points,
+        Some(Value::Int(v)) => int_bin_points(c, v),
         Some(v) => c
             .bins
             .iter()
@@ -107,6 +102,14 @@ pub fn bin_points(c: &crate::rules::compile::CompiledCharacteristic, value: Opti
             })
             .map_or(0, |b| b.points),
     }
+}
+
+/// [`bin_points`] of an integer value: compared as it is, with no [`Value`] built.
+fn int_bin_points(c: &crate::rules::compile::CompiledCharacteristic, v: i64) -> i64 {
+    c.bins
+        .iter()
+        .find(|b| b.from.is_none_or(|lo| v >= lo) && b.below.is_none_or(|hi| v < hi))
+        .map_or(0, |b| b.points)
 }
 
 /// Adverse-action reasons: the characteristics that cost the decision the most points against
