@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use hashbrown::HashTable;
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 
 pub use event::{Event, Outcome};
 pub use ring::Ring;
@@ -45,7 +46,7 @@ impl Default for StoreConfig {
 #[derive(Debug)]
 pub struct CustomerRecord {
     /// The customer id.
-    pub key: Box<str>,
+    pub key: CustomerKey,
     /// Recent events, arrival order.
     pub ring: Ring,
     /// Credit limit in minor units; 0 when no line is known (a line's limit is always > 0).
@@ -157,10 +158,43 @@ pub(crate) fn shard_index(hash: u64, mask: u64) -> usize {
     ((hash >> 32) & mask) as usize
 }
 
+/// A customer id, held in the record itself when it is at most 24 bytes long (most ids: card
+/// numbers, account numbers, short UUIDs), else on the heap. A decision's look-up compares it
+/// with the id asked for, so an id held apart from its record was one more cache miss on the
+/// path to every customer's history.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CustomerKey(SmallVec<[u8; 24]>);
+
+impl CustomerKey {
+    fn new(id: &str) -> CustomerKey {
+        CustomerKey(SmallVec::from_slice(id.as_bytes()))
+    }
+
+    /// Whether this is the id `id`.
+    #[inline]
+    fn is(&self, id: &str) -> bool {
+        self.0.as_slice() == id.as_bytes()
+    }
+}
+
+impl std::ops::Deref for CustomerKey {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("a customer key is built from a str")
+    }
+}
+
+impl std::fmt::Debug for CustomerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
 impl CustomerRecord {
     fn new(key: &str) -> CustomerRecord {
         CustomerRecord {
-            key: key.into(),
+            key: CustomerKey::new(key),
             ring: Ring::default(),
             credit_limit: 0,
             credit_granted_at: 0,
@@ -308,7 +342,7 @@ impl Shard {
         let slots = &self.slots;
         self.table
             .find(hash, |&s| {
-                slots[s as usize].as_ref().is_some_and(|r| &*r.key == key)
+                slots[s as usize].as_ref().is_some_and(|r| r.key.is(key))
             })
             .copied()
     }
@@ -616,7 +650,7 @@ impl Store {
             .iter()
             .flatten()
             .map(|r| CustomerCopy {
-                key: r.key.clone(),
+                key: (*r.key).into(),
                 events: r.ring.iter().copied().collect(),
                 in_time_order: r.ring.in_time_order(),
                 credit_line: r.credit_line(),
@@ -733,6 +767,50 @@ mod tests {
         assert_eq!(store.with_existing("fresh", |r| r.ring.len()), Some(1));
         assert_eq!(store.customers(), 2);
         assert_eq!(store.events(), 1);
+    }
+
+    /// Ids held in the record (up to 24 bytes) and on the heap (longer) are found again, told
+    /// apart by their last byte, evicted by the cap, and copied out as they came in.
+    #[test]
+    fn short_and_long_customer_ids_are_found_and_evicted_alike() {
+        let store = Store::new(StoreConfig {
+            max_customers: 8,
+            ring_capacity: 4,
+        });
+        // About that many bytes, the last two lengths in two-byte characters.
+        let ids: Vec<String> = [
+            (1, "x"),
+            (23, "x"),
+            (24, "x"),
+            (25, "x"),
+            (24, "é"),
+            (128, "é"),
+        ]
+        .iter()
+        .flat_map(|&(len, fill)| {
+            ["a", "b"].map(|last| format!("{}{last}", fill.repeat((len - 1) / fill.len())))
+        })
+        .collect();
+        assert_eq!(ids[5].len(), 24);
+        assert_eq!(ids[7].len(), 25);
+        for (t, id) in ids.iter().enumerate() {
+            push(&store, id, t as i64);
+        }
+        assert_eq!(store.customers(), 8);
+        assert_eq!(store.evictions(), 4);
+        for (t, id) in ids.iter().enumerate() {
+            let held = store.with_existing(id, |r| (r.key.to_string(), r.last_event_at));
+            if t < 4 {
+                assert_eq!(held, None, "{id} evicted");
+            } else {
+                assert_eq!(held, Some((id.clone(), t as i64)), "{id} found");
+            }
+        }
+        let copied: std::collections::BTreeSet<String> = (0..store.shard_count())
+            .flat_map(|shard| store.copy_shard(shard))
+            .map(|c| c.key.to_string())
+            .collect();
+        assert_eq!(copied, ids[4..].iter().cloned().collect());
     }
 
     #[test]
