@@ -582,7 +582,12 @@ impl<T: Send> Pool<'_, T> {
         let features = set.entity_features.len();
         let mut values = values.chunks_exact(features.max(1));
         let (first, chunk) = self.chunk(c);
-        let mut out = Vec::with_capacity(CHUNK / plan.parts + 1);
+        // Sized to the part's rows: a guess could fall short, and growing copied the results.
+        let mine = plan.part[first..first + chunk.len()]
+            .iter()
+            .filter(|&&q| usize::from(q) == p)
+            .count();
+        let mut out = Vec::with_capacity(mine);
         for (k, row) in chunk.iter().enumerate() {
             let i = first + k;
             if plan.part[i] as usize != p {
@@ -606,7 +611,17 @@ impl<T: Send> Pool<'_, T> {
                     .expect("the entity pass gives a value set per row")
             });
             let decided = interceptor
-                .replay_with(set, &row.txn(), row.outcome, row_values, decision)
+                .replay_with(
+                    set,
+                    &row.txn(),
+                    row.outcome,
+                    interceptor::Known {
+                        entities: row_values,
+                        // The split is used only when no (customer, transaction id) repeats.
+                        first_of_its_id: true,
+                    },
+                    decision,
+                )
                 .map(|()| &*decision);
             out.push((Kept::of(decided).action, extract(row, decided, set)));
             if let Some(delay) = config.label_delay

@@ -398,8 +398,13 @@ scorecard:
             txn.transaction_id = Cow::Borrowed(id);
             txn.channel = Some(Cow::Borrowed(channel));
             let mut decision = Decision::empty();
-            let recorded =
-                interceptor.evaluate_and_record(&rules.set, &txn, None, None, &mut decision);
+            let recorded = interceptor.evaluate_and_record(
+                &rules.set,
+                &txn,
+                None,
+                Default::default(),
+                &mut decision,
+            );
             assert!(recorded.is_ok(), "a new transaction is no duplicate");
             let mut written = Vec::new();
             write_answer(&mut written, &rules, &txn, &decision);

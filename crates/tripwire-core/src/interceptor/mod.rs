@@ -87,6 +87,19 @@ impl AsRef<Store> for Interceptor {
     }
 }
 
+/// What a caller replaying history may already know of a transaction, so that the decision
+/// need not find it out.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Known<'a> {
+    /// The entity features' values (`entities[i]` answers `set.entity_features[i]`), read by a
+    /// pass that recorded the transaction with its entities: this store's entities are then
+    /// neither read nor written.
+    pub entities: Option<&'a [EntityValue]>,
+    /// No earlier transaction of the customer had this id: the duplicate check, a scan of the
+    /// customer's history, is skipped.
+    pub first_of_its_id: bool,
+}
+
 /// A transaction id decided before: its first decision, and when that transaction happened.
 struct Duplicate {
     action: Action,
@@ -297,7 +310,7 @@ impl Interceptor {
         decision: &mut Decision,
     ) -> DecideSummary {
         let rules = self.rules.load();
-        let evaluated = self.evaluate_and_record(&rules.set, txn, None, None, decision);
+        let evaluated = self.evaluate_and_record(&rules.set, txn, None, Known::default(), decision);
         self.store.observe_event_time(
             txn.at
                 .min(wall_clock_micros().saturating_add(WATERMARK_SKEW_MICROS)),
@@ -338,13 +351,15 @@ impl Interceptor {
         set: &RuleSet,
         txn: &Txn<'_>,
         outcome: Option<OutcomeStatus>,
-        given: Option<&[EntityValue]>,
+        known: Known<'_>,
         decision: &mut Decision,
     ) -> Result<(), Duplicate> {
         let txn_hash = self.store.txn_hash(&txn.customer_id, &txn.transaction_id);
         self.store
             .with_customer(&txn.customer_id, |record, capacity| {
-                if let Some(first) = record.ring.find(txn_hash) {
+                if !known.first_of_its_id
+                    && let Some(first) = record.ring.find(txn_hash)
+                {
                     return Err(Duplicate {
                         action: first.decision(),
                         first_at: first.at,
@@ -364,7 +379,7 @@ impl Interceptor {
                     [EntityValue::default(); crate::rules::compile::MAX_ENTITY_FEATURES];
                 let mut keys: EntityKeys<'_> = [None; 4];
                 let mut history = record.history();
-                if let Some(given) = given {
+                if let Some(given) = known.entities {
                     history.entities = given;
                 } else if !set.entity_features.is_empty() {
                     record_entities(
@@ -389,7 +404,8 @@ impl Interceptor {
                 if let Some(status) = outcome {
                     event.set_outcome(status.into());
                 }
-                // The duplicate check above already looked for this transaction.
+                // The duplicate check above already looked for this transaction, or the caller
+                // knew it new.
                 record.record_new(event, capacity);
                 if set.needs.months {
                     let month = set.zone.month_of(txn.at);
@@ -429,22 +445,20 @@ impl Interceptor {
         outcome: Option<OutcomeStatus>,
         decision: &mut Decision,
     ) -> Result<(), Action> {
-        self.replay_with(set, txn, outcome, None, decision)
+        self.replay_with(set, txn, outcome, Known::default(), decision)
     }
 
-    /// [`Interceptor::replay`] with the entity features' values already read (`given[i]`
-    /// answers `set.entity_features[i]`) by a pass that recorded the transaction with its
-    /// entities: this store's entities are neither read nor written. For replay split into an
-    /// ordered entity pass and customer passes on several threads.
+    /// [`Interceptor::replay`] with what the caller already knows of the transaction (see
+    /// [`Known`]). For replay split into an entity pass and customer passes on several threads.
     pub fn replay_with(
         &self,
         set: &RuleSet,
         txn: &Txn<'_>,
         outcome: Option<OutcomeStatus>,
-        given: Option<&[EntityValue]>,
+        known: Known<'_>,
         decision: &mut Decision,
     ) -> Result<(), Action> {
-        match self.evaluate_and_record(set, txn, outcome, given, decision) {
+        match self.evaluate_and_record(set, txn, outcome, known, decision) {
             Ok(()) => {
                 self.store.observe_event_time(txn.at);
                 Ok(())
