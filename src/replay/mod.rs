@@ -789,7 +789,6 @@ pub fn run(
     let mut report = Report {
         transactions: rows.len() as u64 - warmup_rows,
         skipped_rows,
-        amounts_normalised: rows.iter().filter(|r| r.amount_normalised).count() as u64,
         warmup_rows,
         measured_from: config.measure_from.map(crate::txn::format_timestamp),
         measured_until: config.measure_until.map(crate::txn::format_timestamp),
@@ -806,7 +805,10 @@ pub fn run(
     let keep = |row: &Row, decided: Result<&Decision, Action>, _: &crate::rules::RuleSet| {
         (row.at >= from).then(|| Decided::of(decided))
     };
+    // Counted here, as the rows come back, rather than in a pass of their own before.
+    let mut amounts_normalised = 0u64;
     let live = run_one(rules, "live", rows, config, keep, |row, decided, set| {
+        amounts_normalised += u64::from(row.amount_normalised);
         let Some(decided) = decided else {
             return Ok(());
         };
@@ -834,6 +836,7 @@ pub fn run(
         }
         Ok(())
     })?;
+    report.amounts_normalised = amounts_normalised;
     report.groups = tally.group_recall();
     tally.close_day();
     report.decisions_by_day = tally
