@@ -82,13 +82,22 @@ struct Named {
 
 /// What one thread found in its run of rows for one entity kind: the entities in the order
 /// first seen, and each row's among them ([`NONE`] for a row naming none).
-struct Found<'r> {
+pub(crate) struct Found<'r> {
     keys: Vec<&'r str>,
     entity_of: Vec<u32>,
 }
 
-/// Finds the entities of `kinds` named by `rows`, a run of rows.
-fn find<'r>(rows: &'r [Row], kinds: &[EntityKind]) -> Vec<Found<'r>> {
+/// The entity kinds the rules read windows of.
+pub(crate) fn kinds_read(set: &RuleSet) -> Vec<EntityKind> {
+    EntityKind::ALL
+        .into_iter()
+        .filter(|&kind| set.needs.entity_kinds[kind as usize])
+        .collect()
+}
+
+/// Finds the entities of `kinds` named by `rows`, a run of rows. Replay's plan calls it on each
+/// of its threads, in the pass over the rows it makes anyway (see `super::split::plan`).
+pub(crate) fn find<'r>(rows: &'r [Row], kinds: &[EntityKind]) -> Vec<Found<'r>> {
     kinds
         .iter()
         .map(|&kind| {
@@ -113,7 +122,7 @@ fn find<'r>(rows: &'r [Row], kinds: &[EntityKind]) -> Vec<Found<'r>> {
 
 /// One kind's entities numbered across the runs (in row order): the distinct keys, and each
 /// row's entity.
-fn number<'r>(runs: Vec<Found<'r>>) -> (Vec<&'r str>, Vec<u32>) {
+fn number<'r>(runs: Vec<&Found<'r>>) -> (Vec<&'r str>, Vec<u32>) {
     let mut index: ahash::AHashMap<&'r str, u32> = ahash::AHashMap::new();
     let mut keys = Vec::new();
     let mut entity_of = Vec::with_capacity(runs.iter().map(|r| r.entity_of.len()).sum());
@@ -142,12 +151,14 @@ impl ByEntity {
     /// Numbers every row's entities on `threads` threads, or `None` when the ordered pass's
     /// store (built with `seed`, as the replay's stores are) would drop an entity, which makes
     /// a value depend on other entities' transactions.
+    /// `found`: what [`find`] found in each run of the rows, in row order, for the kinds of
+    /// [`kinds_read`].
     pub(crate) fn prepare(
         rows: &[Row],
         config: &ReplayConfig,
         set: &RuleSet,
         seed: u64,
-        threads: usize,
+        found: &[Vec<Found<'_>>],
     ) -> Option<ByEntity> {
         // Rows and entities are numbered in 32 bits; a history that long (over 4 billion rows)
         // takes the ordered pass.
@@ -161,25 +172,10 @@ impl ByEntity {
             },
             seed,
         );
-        let read: Vec<EntityKind> = EntityKind::ALL
-            .into_iter()
-            .filter(|&kind| set.needs.entity_kinds[kind as usize])
-            .collect();
-        // Each thread finds the entities of a run of rows; then each kind's are numbered across
-        // the runs, a thread a kind.
-        let run = rows.len().div_ceil(threads.max(1)).max(1);
-        let runs: Vec<Vec<Found<'_>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = rows
-                .chunks(run)
-                .map(|chunk| {
-                    let read = &read;
-                    scope.spawn(move || find(chunk, read))
-                })
-                .collect();
-            handles.into_iter().map(join).collect()
-        });
-        let mut per_kind: Vec<Vec<Found<'_>>> = read.iter().map(|_| Vec::new()).collect();
-        for found in runs {
+        let read = kinds_read(set);
+        // Each kind's entities numbered across the runs, a thread a kind.
+        let mut per_kind: Vec<Vec<&Found<'_>>> = read.iter().map(|_| Vec::new()).collect();
+        for found in found {
             for (kind, found) in per_kind.iter_mut().zip(found) {
                 kind.push(found);
             }

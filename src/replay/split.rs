@@ -40,7 +40,7 @@ use crate::state::entity::EntityValue;
 use crate::state::{Store, StoreConfig};
 use crate::txn::EventTime;
 
-use super::entities::ByEntity;
+use super::entities::{self, ByEntity};
 use super::input::Row;
 use super::{Kept, ReplayConfig, ReplayError};
 
@@ -48,7 +48,7 @@ use super::{Kept, ReplayConfig, ReplayError};
 const CHUNK: usize = 4096;
 
 /// How a replay is split: the customer part of each row, when the split applies.
-pub(crate) struct Plan {
+pub(crate) struct Plan<'r> {
     /// The customer part deciding each row.
     part: Vec<u8>,
     /// Customer parts: each decides the customers of some store shards, in row order.
@@ -62,6 +62,9 @@ pub(crate) struct Plan {
     by_entity: bool,
     /// Chunks in a segment of the pass entity by entity: [`SEGMENT_CHUNKS`], but in that test.
     segment_chunks: usize,
+    /// The entities each thread of the plan found in its run of rows, for the pass entity by
+    /// entity (see [`entities::find`]); none when the rules read no entity windows.
+    found: Vec<Vec<entities::Found<'r>>>,
 }
 
 /// Customer parts and worker threads: `asked` parts when given, else one per core, at most
@@ -81,7 +84,7 @@ fn parts_and_workers(asked: Option<usize>, entity_pass: bool) -> (usize, usize) 
 
 /// The split for `rows`, or `None` when replay must run on one thread: a (customer,
 /// transaction id) pair repeats, the input is too small to be worth threads, or `--threads 0`.
-pub(crate) fn plan(rows: &[Row], config: &ReplayConfig, set: &RuleSet) -> Option<Plan> {
+pub(crate) fn plan<'r>(rows: &'r [Row], config: &ReplayConfig, set: &RuleSet) -> Option<Plan<'r>> {
     let (parts, workers) = parts_and_workers(config.threads, !set.entity_features.is_empty());
     if parts == 0 || rows.len() < 2 * CHUNK {
         return None;
@@ -94,22 +97,39 @@ pub(crate) fn plan(rows: &[Row], config: &ReplayConfig, set: &RuleSet) -> Option
     let pairs = ahash::RandomState::new();
     let mut pair_hashes = vec![0u64; rows.len()];
     let mut part = vec![0u8; rows.len()];
-    // Each row hashed twice, a run of rows a thread: nothing else runs yet.
+    // Each row hashed twice, and its entities found, a run of rows a thread: nothing else runs
+    // yet. One pass over the rows for both: on a large export, reading the rows from memory
+    // took longer than the work done with them.
+    let kinds = if set.entity_features.is_empty() {
+        Vec::new()
+    } else {
+        entities::kinds_read(set)
+    };
     let run = rows.len().div_ceil(workers);
-    std::thread::scope(|scope| {
-        for ((rows, pair_hashes), part) in rows
+    let found: Vec<Vec<entities::Found<'r>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = rows
             .chunks(run)
             .zip(pair_hashes.chunks_mut(run))
             .zip(part.chunks_mut(run))
-        {
-            let (store, pairs) = (&store, &pairs);
-            scope.spawn(move || {
-                for ((row, pair_hash), part) in rows.iter().zip(pair_hashes).zip(part) {
-                    *pair_hash = pairs.hash_one((row.customer_id(), row.transaction_id()));
-                    *part = (store.shard_of(row.customer_id()) * parts / shards) as u8;
-                }
-            });
-        }
+            .map(|((rows, pair_hashes), part)| {
+                let (store, pairs, kinds) = (&store, &pairs, &kinds);
+                scope.spawn(move || {
+                    for ((row, pair_hash), part) in rows.iter().zip(pair_hashes).zip(part) {
+                        *pair_hash = pairs.hash_one((row.customer_id(), row.transaction_id()));
+                        *part = (store.shard_of(row.customer_id()) * parts / shards) as u8;
+                    }
+                    entities::find(rows, kinds)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            })
+            .collect()
     });
     if any_repeats(&pair_hashes, workers) {
         // Possibly a duplicate (or two pairs whose hashes collide): one thread decides.
@@ -122,6 +142,7 @@ pub(crate) fn plan(rows: &[Row], config: &ReplayConfig, set: &RuleSet) -> Option
         seed,
         by_entity: true,
         segment_chunks: SEGMENT_CHUNKS,
+        found,
     })
 }
 
@@ -196,7 +217,7 @@ pub(crate) struct Job<'a> {
 /// Runs one rule set over the rows as [`super::run_one`] does, on the threads of `plan`.
 /// `set` is the caller's compiled copy of the rules, handed to `each`.
 pub(crate) fn run<T: Send>(
-    plan: &Plan,
+    plan: &Plan<'_>,
     job: Job<'_>,
     set: &RuleSet,
     extract: &(impl Fn(&Row, Result<&Decision, Action>, &RuleSet) -> T + Sync),
@@ -219,7 +240,7 @@ pub(crate) fn run<T: Send>(
         // Entity by entity when that gives the ordered pass's values (see `super::entities`).
         let way = match plan
             .by_entity
-            .then(|| ByEntity::prepare(rows, config, set, plan.seed, plan.workers))
+            .then(|| ByEntity::prepare(rows, config, set, plan.seed, &plan.found))
             .flatten()
         {
             Some(by_entity) => EntityWay::ByEntity(Box::new(by_entity)),
@@ -340,7 +361,7 @@ const SEGMENT_CHUNKS: usize = 32;
 /// worker competes with the ordered pass for a core (the calling thread, taking results in row
 /// order, is the only thread beside them).
 struct Pool<'a, T> {
-    plan: &'a Plan,
+    plan: &'a Plan<'a>,
     rows: &'a [Row],
     config: &'a ReplayConfig,
     chunks: usize,
