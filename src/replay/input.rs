@@ -419,12 +419,22 @@ pub fn cent_of_float_noise(text: &str) -> Option<String> {
     Some(format!("{}.{}", &text[..split], &text[split..]))
 }
 
+/// `text` without leading and trailing whitespace, as [`str::trim`] gives it; a value that
+/// starts and ends with a visible ASCII character (nearly every one) is returned as it is,
+/// without the search for Unicode whitespace.
+fn trim(text: &str) -> &str {
+    match (text.as_bytes().first(), text.as_bytes().last()) {
+        (Some(a), Some(b)) if a.is_ascii_graphic() && b.is_ascii_graphic() => text,
+        _ => text.trim(),
+    }
+}
+
 struct Fields<'a> {
     values: [Option<&'a str>; FIELDS.len()],
 }
 
 fn parse_row(values: &Fields<'_>, mapping: &Mapping, file: u32, line: u64) -> Result<Row, String> {
-    let get = |i: usize| values.values[i].map(str::trim).filter(|v| !v.is_empty());
+    let get = |i: usize| values.values[i].map(trim).filter(|v| !v.is_empty());
     let required = |i: usize| get(i).ok_or_else(|| format!("{} is empty", FIELDS[i]));
     let id = |i: usize| -> Result<&str, String> {
         let v = required(i)?;
@@ -671,6 +681,12 @@ pub fn read(
                     });
                 }
             }
+            // The fields the mapping reads, and their columns.
+            let mapped: Vec<(usize, usize)> = positions
+                .iter()
+                .enumerate()
+                .filter_map(|(field, p)| Some((field, (*p)?)))
+                .collect();
             // Decompressing and splitting records on a thread of their own while this one
             // validates them: the two take about as long, and overlap.
             std::thread::scope(|scope| -> Result<(), InputError> {
@@ -714,17 +730,15 @@ pub fn read(
                         // a character's boundary. Anything else, such as a bad byte in a
                         // column the mapping does not read, goes field by field as before.
                         let whole = std::str::from_utf8(record.as_slice()).ok();
-                        for (slot, pos) in values.values.iter_mut().zip(positions) {
-                            if let Some(p) = pos {
-                                let cut = whole.zip(record.range(p)).and_then(|(w, r)| w.get(r));
-                                match cut
-                                    .map(Ok)
-                                    .or_else(|| record.get(p).map(std::str::from_utf8))
-                                {
-                                    Some(Ok(v)) => *slot = Some(v),
-                                    Some(Err(_)) => utf8_ok = false,
-                                    None => {}
-                                }
+                        for &(field, p) in &mapped {
+                            let cut = whole.zip(record.range(p)).and_then(|(w, r)| w.get(r));
+                            match cut
+                                .map(Ok)
+                                .or_else(|| record.get(p).map(std::str::from_utf8))
+                            {
+                                Some(Ok(v)) => values.values[field] = Some(v),
+                                Some(Err(_)) => utf8_ok = false,
+                                None => {}
                             }
                         }
                         if !utf8_ok {
@@ -834,7 +848,7 @@ pub fn read_all(path: &Path) -> Result<Vec<u8>, InputError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Mapping, cent_of_float_noise, read};
+    use super::{Mapping, cent_of_float_noise, read, trim};
     use crate::txn::OutcomeStatus;
 
     /// Reads `body` under the default columns from a file of its own, bad rows fatal: the
@@ -948,6 +962,17 @@ mod tests {
             ".300000001",
         ] {
             assert_eq!(cent_of_float_noise(text), None, "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        /// A field is trimmed as `str::trim` trims it, whatever its first and last characters:
+        /// ASCII, Unicode whitespace (no-break and ideographic spaces), or neither.
+        #[test]
+        fn trim_is_str_trim(
+            text in proptest::string::string_regex("[ a\t\n\u{a0}\u{3000}é,.-]{0,6}").unwrap()
+        ) {
+            proptest::prop_assert_eq!(trim(&text), text.trim());
         }
     }
 }
