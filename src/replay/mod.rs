@@ -457,7 +457,7 @@ pub(crate) fn run_one<T: Send>(
             rows,
             config,
         };
-        let kept = split::run(&plan, job, &loaded.set, &extract, each, &progress)?;
+        let kept = split::run(plan, job, &loaded.set, &extract, each, &progress)?;
         progress.finish_and_clear();
         return Ok(kept);
     }

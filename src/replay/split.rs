@@ -63,7 +63,8 @@ pub(crate) struct Plan<'r> {
     /// Chunks in a segment of the pass entity by entity: [`SEGMENT_CHUNKS`], but in that test.
     segment_chunks: usize,
     /// The entities each thread of the plan found in its run of rows, for the pass entity by
-    /// entity (see [`entities::find`]); none when the rules read no entity windows.
+    /// entity (see [`entities::find`]); none when the rules read no entity windows. Taken by
+    /// the replay that uses the plan, and freed once numbered.
     found: Vec<Vec<entities::Found<'r>>>,
 }
 
@@ -217,7 +218,7 @@ pub(crate) struct Job<'a> {
 /// Runs one rule set over the rows as [`super::run_one`] does, on the threads of `plan`.
 /// `set` is the caller's compiled copy of the rules, handed to `each`.
 pub(crate) fn run<T: Send>(
-    plan: &Plan<'_>,
+    mut plan: Plan<'_>,
     job: Job<'_>,
     set: &RuleSet,
     extract: &(impl Fn(&Row, Result<&Decision, Action>, &RuleSet) -> T + Sync),
@@ -232,6 +233,9 @@ pub(crate) fn run<T: Send>(
     } = job;
     let compile =
         || LiveRules::new(rules, which).map_err(|error| ReplayError::Rules { which, error });
+    // Freed once the entity pass has numbered them.
+    let found = std::mem::take(&mut plan.found);
+    let plan = &plan;
     // The entity pass, and how far, in chunks, it may run ahead of the slowest part.
     let (entity, entity_lead) = if set.entity_features.is_empty() {
         (None, 0)
@@ -240,7 +244,7 @@ pub(crate) fn run<T: Send>(
         // Entity by entity when that gives the ordered pass's values (see `super::entities`).
         let way = match plan
             .by_entity
-            .then(|| ByEntity::prepare(rows, config, set, plan.seed, &plan.found))
+            .then(|| ByEntity::prepare(rows, config, set, plan.seed, &found))
             .flatten()
         {
             Some(by_entity) => EntityWay::ByEntity(Box::new(by_entity)),
@@ -259,6 +263,7 @@ pub(crate) fn run<T: Send>(
         };
         (Some(Mutex::new(pass)), lead)
     };
+    drop(found);
     let mut results = Vec::new();
     let mut parts = Vec::new();
     for _ in 0..plan.parts {
@@ -772,7 +777,7 @@ mod tests {
             .iter()
             .position(|r| &*r.id == "compromised_terminal")
             .unwrap() as u16;
-        let decide = |plan: &super::Plan| {
+        let decide = |plan: super::Plan| {
             let job = Job {
                 rules: &rules,
                 which: "live",
@@ -804,17 +809,20 @@ mod tests {
             .unwrap();
             decided
         };
-        let mut plan = plan(&rows, &config, set).expect("the history splits");
+        // A plan a replay, as a replay's own.
+        let plan = || plan(&rows, &config, set).expect("the history splits");
         assert!(
             rows.len() < super::SEGMENT_CHUNKS * super::CHUNK,
             "one segment"
         );
-        let by_entity = decide(&plan);
+        let by_entity = decide(plan());
         // Segments of one chunk: entities' records and fraud reports carried between them.
-        plan.segment_chunks = 1;
-        let in_segments = decide(&plan);
-        plan.by_entity = false;
-        let ordered = decide(&plan);
+        let mut in_segments = plan();
+        in_segments.segment_chunks = 1;
+        let in_segments = decide(in_segments);
+        let mut ordered = plan();
+        ordered.by_entity = false;
+        let ordered = decide(ordered);
         assert_eq!(by_entity.len(), rows.len());
         assert!(by_entity == ordered, "the two passes disagree");
         assert!(
