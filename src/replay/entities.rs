@@ -19,6 +19,8 @@
 
 use std::collections::VecDeque;
 
+use smallvec::SmallVec;
+
 use crate::interceptor;
 use crate::rules::RuleSet;
 use crate::rules::compile::MAX_ENTITY_FEATURES;
@@ -95,29 +97,58 @@ pub(crate) fn kinds_read(set: &RuleSet) -> Vec<EntityKind> {
         .collect()
 }
 
-/// Finds the entities of `kinds` named by `rows`, a run of rows. Replay's plan calls it on each
-/// of its threads, in the pass over the rows it makes anyway (see `super::split::plan`).
-pub(crate) fn find<'r>(rows: &'r [Row], kinds: &[EntityKind]) -> Vec<Found<'r>> {
-    kinds
-        .iter()
-        .map(|&kind| {
-            let mut index: ahash::AHashMap<&'r str, u32> = ahash::AHashMap::new();
-            let mut found = Found {
-                keys: Vec::new(),
-                entity_of: Vec::with_capacity(rows.len()),
-            };
-            for row in rows {
-                let g = row.entity_key(kind).map_or(NONE, |key| {
-                    *index.entry(key).or_insert_with(|| {
+/// Finds the entities of some kinds named by a run of rows, a row at a time. Replay's plan
+/// runs one on each of its threads, in the pass over the rows it makes anyway (see
+/// `super::split::plan`).
+pub(crate) struct Finder<'r, 'k> {
+    kinds: &'k [EntityKind],
+    /// Each kind's entities so far, by their bytes, held in the map itself: a look-up compares
+    /// them there, not in the row that first named the entity, which is long out of cache.
+    index: Vec<ahash::AHashMap<SmallVec<[u8; 24]>, u32>>,
+    found: Vec<Found<'r>>,
+}
+
+impl<'r, 'k> Finder<'r, 'k> {
+    /// A finder of `kinds`, for a run of about `rows` rows.
+    pub(crate) fn new(kinds: &'k [EntityKind], rows: usize) -> Finder<'r, 'k> {
+        Finder {
+            kinds,
+            index: kinds.iter().map(|_| Default::default()).collect(),
+            found: kinds
+                .iter()
+                .map(|_| Found {
+                    keys: Vec::new(),
+                    entity_of: Vec::with_capacity(rows),
+                })
+                .collect(),
+        }
+    }
+
+    /// The run's next row.
+    #[inline]
+    pub(crate) fn add(&mut self, row: &'r Row) {
+        for ((&kind, index), found) in self.kinds.iter().zip(&mut self.index).zip(&mut self.found) {
+            let g = match row.entity_key(kind) {
+                None => NONE,
+                Some(key) => match index.get(key.as_bytes()) {
+                    Some(&g) => g,
+                    None => {
+                        // A run is part of a history numbered in 32 bits (see `prepare`).
+                        let g = found.keys.len() as u32;
                         found.keys.push(key);
-                        found.keys.len() as u32 - 1
-                    })
-                });
-                found.entity_of.push(g);
-            }
-            found
-        })
-        .collect()
+                        index.insert(SmallVec::from_slice(key.as_bytes()), g);
+                        g
+                    }
+                },
+            };
+            found.entity_of.push(g);
+        }
+    }
+
+    /// What was found, a kind at a time.
+    pub(crate) fn finish(self) -> Vec<Found<'r>> {
+        self.found
+    }
 }
 
 /// One kind's entities numbered across the runs (in row order): the distinct keys, and each
@@ -151,7 +182,7 @@ impl ByEntity {
     /// Numbers every row's entities on `threads` threads, or `None` when the ordered pass's
     /// store (built with `seed`, as the replay's stores are) would drop an entity, which makes
     /// a value depend on other entities' transactions.
-    /// `found`: what [`find`] found in each run of the rows, in row order, for the kinds of
+    /// `found`: what a [`Finder`] found in each run of the rows, in row order, for the kinds of
     /// [`kinds_read`].
     pub(crate) fn prepare(
         rows: &[Row],

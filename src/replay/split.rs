@@ -63,7 +63,7 @@ pub(crate) struct Plan<'r> {
     /// Chunks in a segment of the pass entity by entity: [`SEGMENT_CHUNKS`], but in that test.
     segment_chunks: usize,
     /// The entities each thread of the plan found in its run of rows, for the pass entity by
-    /// entity (see [`entities::find`]); none when the rules read no entity windows. Taken by
+    /// entity (see [`entities::Finder`]); none when the rules read no entity windows. Taken by
     /// the replay that uses the plan, and freed once numbered.
     found: Vec<Vec<entities::Found<'r>>>,
 }
@@ -115,11 +115,13 @@ pub(crate) fn plan<'r>(rows: &'r [Row], config: &ReplayConfig, set: &RuleSet) ->
             .map(|((rows, pair_hashes), part)| {
                 let (store, pairs, kinds) = (&store, &pairs, &kinds);
                 scope.spawn(move || {
+                    let mut finder = entities::Finder::new(kinds, rows.len());
                     for ((row, pair_hash), part) in rows.iter().zip(pair_hashes).zip(part) {
                         *pair_hash = pairs.hash_one((row.customer_id(), row.transaction_id()));
                         *part = (store.shard_of(row.customer_id()) * parts / shards) as u8;
+                        finder.add(row);
                     }
-                    entities::find(rows, kinds)
+                    finder.finish()
                 })
             })
             .collect();
