@@ -28,8 +28,8 @@ use crate::state::entity::{EntityKind, EntityRecord, EntityValue};
 use crate::state::{Store, StoreConfig};
 use crate::txn::EventTime;
 
-use super::ReplayConfig;
 use super::input::Row;
+use super::{ReplayConfig, join};
 
 /// No entity: the row does not name one of the kind.
 const NONE: u32 = u32::MAX;
@@ -179,11 +179,10 @@ fn number<'r>(runs: Vec<&Found<'r>>) -> (Vec<&'r str>, Vec<u32>) {
 }
 
 impl ByEntity {
-    /// Numbers every row's entities on `threads` threads, or `None` when the ordered pass's
-    /// store (built with `seed`, as the replay's stores are) would drop an entity, which makes
-    /// a value depend on other entities' transactions.
-    /// `found`: what a [`Finder`] found in each run of the rows, in row order, for the kinds of
-    /// [`kinds_read`].
+    /// Numbers every row's entities, a thread a kind, from `found`: what a [`Finder`] found in
+    /// each run of the rows, in row order, for the kinds of [`kinds_read`]. `None` when the
+    /// ordered pass's store (built with `seed`, as the replay's stores are) would drop an
+    /// entity, which makes a value depend on other entities' transactions.
     pub(crate) fn prepare(
         rows: &[Row],
         config: &ReplayConfig,
@@ -349,11 +348,4 @@ fn entity_row(
     }
     record.prune(interceptor::entity_keep_from(set, row.at));
     interceptor::record_with_entity(record, kind, set, row.at, row.amount, row.customer, read);
-}
-
-/// A scoped thread's result, its panic passed on.
-fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
-    handle
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }

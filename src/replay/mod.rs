@@ -403,6 +403,13 @@ fn money(minor: i64) -> String {
     crate::txn::Amount::from_minor(minor).map_or_else(|| minor.to_string(), |a| a.to_string())
 }
 
+/// A scoped thread's result, its panic passed on.
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 /// Puts rows in event-time order; rows with equal times keep their input order.
 pub fn sort(rows: &mut [Row]) {
     rows.sort_by_key(|r| (r.at, r.file, r.line));

@@ -42,7 +42,7 @@ use crate::txn::EventTime;
 
 use super::entities::{self, ByEntity};
 use super::input::Row;
-use super::{Kept, ReplayConfig, ReplayError};
+use super::{Kept, ReplayConfig, ReplayError, join};
 
 /// Rows in a chunk: the unit of work a thread takes and hands on.
 const CHUNK: usize = 4096;
@@ -101,11 +101,7 @@ pub(crate) fn plan<'r>(rows: &'r [Row], config: &ReplayConfig, set: &RuleSet) ->
     // Each row hashed twice, and its entities found, a run of rows a thread: nothing else runs
     // yet. One pass over the rows for both: on a large export, reading the rows from memory
     // took longer than the work done with them.
-    let kinds = if set.entity_features.is_empty() {
-        Vec::new()
-    } else {
-        entities::kinds_read(set)
-    };
+    let kinds = entities::kinds_read(set);
     let run = rows.len().div_ceil(workers);
     let found: Vec<Vec<entities::Found<'r>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = rows
@@ -125,14 +121,7 @@ pub(crate) fn plan<'r>(rows: &'r [Row], config: &ReplayConfig, set: &RuleSet) ->
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
-            })
-            .collect()
+        handles.into_iter().map(join).collect()
     });
     if any_repeats(&pair_hashes, workers) {
         // Possibly a duplicate (or two pairs whose hashes collide): one thread decides.
@@ -188,14 +177,7 @@ fn any_repeats(hashes: &[u64], threads: usize) -> bool {
             })
             .collect();
         // Every thread joined, a panic passed on.
-        let repeats: Vec<bool> = checks
-            .into_iter()
-            .map(|check| {
-                check
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
-            })
-            .collect();
+        let repeats: Vec<bool> = checks.into_iter().map(join).collect();
         repeats.contains(&true)
     })
 }
