@@ -559,6 +559,15 @@ fn add_event(agg: &mut WindowAgg, ev: &Event, current: i64) {
     agg.count += 1;
     agg.sum += a;
     agg.same_amount += u32::from(a == current);
+    // Most events are pending and allowed, and add nothing more.
+    if !ev.pending_and_allowed() {
+        add_status(agg, ev, a);
+    }
+}
+
+/// Adds what was reported on an event, and its decision, to a window's aggregate.
+#[inline(always)]
+fn add_status(agg: &mut WindowAgg, ev: &Event, a: i64) {
     match ev.outcome() {
         Outcome::Failed => {
             agg.failed += 1;
@@ -571,6 +580,19 @@ fn add_event(agg: &mut WindowAgg, ev: &Event, current: i64) {
         Outcome::Pending | Outcome::Reversed => {}
     }
     agg.flagged += u32::from(ev.decision() != crate::rules::Action::Allow);
+}
+
+/// Adds the aggregate `from` into `into`.
+#[inline(always)]
+fn add_agg(into: &mut WindowAgg, from: &WindowAgg) {
+    into.count += from.count;
+    into.sum += from.sum;
+    into.same_amount += from.same_amount;
+    into.failed += from.failed;
+    into.failed_sum += from.failed_sum;
+    into.settled += from.settled;
+    into.settled_sum += from.settled_sum;
+    into.flagged += from.flagged;
 }
 
 /// Adds each event of a slice in time order (all at or before t) to the aggregate of the
@@ -593,8 +615,18 @@ fn add_to_windows(
     // Window (t − w, t] holds the events after t − w.
     let mut wi = 0;
     let mut from = t.saturating_sub(first.micros);
+    // The count, sum and same-amount count of the window's events are kept in locals until the
+    // window changes (the count as where its events start): adding each event into
+    // `windows[wi]` made it wait on the stores of the one before. What was reported on an
+    // event, and its decision, goes straight in: most events add nothing there.
+    let (mut sum, mut same_amount, mut end) = (0, 0, events.len());
     for (i, ev) in events.iter().enumerate().rev() {
         while ev.at <= from {
+            let agg = &mut windows[wi];
+            agg.count += (end - (i + 1)) as u32;
+            agg.sum += sum;
+            agg.same_amount += same_amount;
+            (sum, same_amount, end) = (0, 0, i + 1);
             *start(&mut starts[wi]) = i + 1;
             wi += 1;
             match set.windows.get(wi) {
@@ -602,8 +634,17 @@ fn add_to_windows(
                 None => return,
             }
         }
-        add_event(&mut windows[wi], ev, current);
+        let a = ev.amount_minor();
+        sum += a;
+        same_amount += u32::from(a == current);
+        if !ev.pending_and_allowed() {
+            add_status(&mut windows[wi], ev, a);
+        }
     }
+    let agg = &mut windows[wi];
+    agg.count += end as u32;
+    agg.sum += sum;
+    agg.same_amount += same_amount;
 }
 
 /// The window features of a history that arrived in time order, without looking at any event
@@ -841,15 +882,7 @@ pub fn extract_into(
     // Carry each window's events into every longer window.
     for i in 1..nw {
         let shorter = f.windows[i - 1];
-        let agg = &mut f.windows[i];
-        agg.count += shorter.count;
-        agg.sum += shorter.sum;
-        agg.same_amount += shorter.same_amount;
-        agg.failed += shorter.failed;
-        agg.failed_sum += shorter.failed_sum;
-        agg.settled += shorter.settled;
-        agg.settled_sum += shorter.settled_sum;
-        agg.flagged += shorter.flagged;
+        add_agg(&mut f.windows[i], &shorter);
     }
 
     // The current transaction is in every window.

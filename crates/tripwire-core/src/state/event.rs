@@ -186,7 +186,15 @@ impl Event {
         new
     }
 
+    /// Whether nothing has been reported on it and it was allowed: outcome pending and
+    /// decision allow, the usual event, tested with one mask.
+    #[inline]
+    pub fn pending_and_allowed(&self) -> bool {
+        self.packed & (0b1111 << OUTCOME_SHIFT) == 0
+    }
+
     /// The decision given when the transaction was first seen.
+    #[inline]
     pub fn decision(&self) -> Action {
         match (self.packed >> DECISION_SHIFT) & 0b11 {
             0 => Action::Allow,
