@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::records::{Batch, Records};
 use crate::state::entity::EntityKind;
 use crate::txn::{self, Amount, CreditLine, EventTime, GeoPoint, OutcomeStatus, Txn};
 
@@ -656,14 +657,19 @@ pub fn read(
                 }
             }
         } else {
-            let mut csv = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
-            let headers = csv
-                .byte_headers()
-                .map_err(|e| InputError::Io {
+            let mut records = Records::new(reader);
+            let mut header = Batch::default();
+            records
+                .read_into(&mut header)
+                .map_err(|source| InputError::Io {
                     path: name.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })?
-                .clone();
+                    source,
+                })?;
+            let headers: Vec<&[u8]> = header
+                .iter()
+                .next()
+                .map(|h| (0..h.len()).filter_map(|i| h.get(i)).collect())
+                .unwrap_or_default();
             let header_names: Vec<String> = headers
                 .iter()
                 .map(|h| String::from_utf8_lossy(h).trim().to_string())
@@ -690,25 +696,18 @@ pub fn read(
             // Decompressing and splitting records on a thread of their own while this one
             // validates them: the two take about as long, and overlap.
             std::thread::scope(|scope| -> Result<(), InputError> {
-                let (full_tx, full_rx) = mpsc::sync_channel::<Vec<Split>>(4);
-                let (empty_tx, empty_rx) = mpsc::channel::<Vec<Split>>();
+                let (full_tx, full_rx) = mpsc::sync_channel::<Split>(4);
+                let (empty_tx, empty_rx) = mpsc::channel::<Batch>();
                 std::thread::Builder::new()
                     .name("replay-read".into())
-                    .spawn_scoped(scope, move || split_records(csv, &empty_rx, &full_tx))
+                    .spawn_scoped(scope, move || split_records(records, &empty_rx, &full_tx))
                     .map_err(|source| InputError::Io {
                         path: name.clone(),
                         source,
                     })?;
-                for batch in full_rx {
-                    for split in &batch {
-                        let record = match split {
-                            Split::Record(record) => record,
-                            Split::Malformed { line, message } => {
-                                bad(*line, format!("malformed CSV: {message}"))?;
-                                continue;
-                            }
-                        };
-                        let line = record.position().map_or(0, |p| p.line());
+                for Split { batch, failed } in full_rx {
+                    for record in batch.iter() {
+                        let line = record.line;
                         if record.len() != headers.len() {
                             bad(
                                 line,
@@ -750,8 +749,12 @@ pub fn read(
                             Err(message) => bad(line, message)?,
                         }
                     }
-                    // Handed back for its records' allocations. The reader may have stopped
-                    // (end of input): then the batch is dropped.
+                    if let Some(e) = failed {
+                        // As the `csv` crate reported it: an I/O error has no line.
+                        bad(0, format!("malformed CSV: {e}"))?;
+                    }
+                    // Handed back for its allocations. The reader may have stopped (end of
+                    // input): then the batch is dropped.
                     let _ = empty_tx.send(batch);
                 }
                 Ok(())
@@ -765,53 +768,44 @@ pub fn read(
 /// Records a batch holds.
 const BATCH: usize = 2048;
 
-/// A CSV record as split by the reader thread, or why it could not be.
-enum Split {
-    Record(csv::ByteRecord),
-    Malformed { line: u64, message: String },
+/// A batch of records split by the reader thread, and the error that ended the input, if one
+/// did (after the batch's records).
+struct Split {
+    batch: Batch,
+    failed: Option<std::io::Error>,
 }
 
 /// The reader thread: fills batches of records (reusing those handed back on `empty`) and
 /// sends them on `full`, until the input ends or the receiver is gone. An error reading the
-/// input itself (not a malformed record) ends the input, as it ended the one-thread reader.
+/// input itself ends the input.
 fn split_records(
-    mut csv: csv::Reader<Box<dyn BufRead + Send>>,
-    empty: &mpsc::Receiver<Vec<Split>>,
-    full: &mpsc::SyncSender<Vec<Split>>,
+    mut records: Records<Box<dyn BufRead + Send>>,
+    empty: &mpsc::Receiver<Batch>,
+    full: &mpsc::SyncSender<Split>,
 ) {
     loop {
         let mut batch = empty.try_recv().unwrap_or_default();
-        let mut spare: Vec<csv::ByteRecord> = batch
-            .drain(..)
-            .filter_map(|s| match s {
-                Split::Record(r) => Some(r),
-                Split::Malformed { .. } => None,
-            })
-            .collect();
+        batch.clear();
+        let mut failed = None;
         let mut done = false;
         while batch.len() < BATCH {
-            let mut record = spare.pop().unwrap_or_default();
-            match csv.read_byte_record(&mut record) {
+            match records.read_into(&mut batch) {
+                Ok(true) => {}
                 Ok(false) => {
                     done = true;
                     break;
                 }
-                Ok(true) => batch.push(Split::Record(record)),
                 Err(e) => {
-                    let line = e.position().map_or(0, |p| p.line());
-                    let io = matches!(e.kind(), csv::ErrorKind::Io(_));
-                    batch.push(Split::Malformed {
-                        line,
-                        message: e.to_string(),
-                    });
-                    if io {
-                        done = true;
-                        break;
-                    }
+                    failed = Some(e);
+                    done = true;
+                    break;
                 }
             }
         }
-        if (!batch.is_empty() && full.send(batch).is_err()) || done {
+        if (!batch.is_empty() || failed.is_some()) && full.send(Split { batch, failed }).is_err() {
+            return;
+        }
+        if done {
             return;
         }
     }

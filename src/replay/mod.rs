@@ -12,6 +12,7 @@ mod entities;
 pub mod generate;
 pub mod generate_card;
 pub mod input;
+mod records;
 mod split;
 
 use std::io::Write;
