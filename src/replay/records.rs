@@ -174,8 +174,9 @@ impl<R: BufRead> Records<R> {
         use csv_core::ReadRecordResult;
         self.core.set_line(self.line);
         let (bytes_from, fields_from) = (batch.bytes.len(), batch.fields.len());
+        // Field ends as `csv_core` gives them, taken into `batch.fields` after every call.
         let mut ends = [0usize; 64];
-        let (mut out_len, mut ends_len) = (bytes_from, 0usize);
+        let mut out_len = bytes_from;
         // Room for the record: `csv_core` stops when it runs out, and is given more.
         batch.bytes.resize(out_len + 256, 0);
         let mut field_start = bytes_from;
@@ -191,17 +192,15 @@ impl<R: BufRead> Records<R> {
             };
             let (result, read, written, ended) =
                 self.core
-                    .read_record(input, &mut batch.bytes[out_len..], &mut ends[ends_len..]);
+                    .read_record(input, &mut batch.bytes[out_len..], &mut ends);
             self.input.consume(read);
             self.started = true;
             out_len += written;
-            ends_len += ended;
             // Field ends are counted from the record's start.
-            for &end in &ends[..ends_len] {
+            for &end in &ends[..ended] {
                 batch.fields.push(field_start..bytes_from + end);
                 field_start = bytes_from + end;
             }
-            ends_len = 0;
             match result {
                 ReadRecordResult::InputEmpty => {}
                 ReadRecordResult::OutputFull => {
@@ -286,6 +285,16 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
+        // Records longer, and with more fields, than `csv_core` is given room for at once.
+        let wide = vec!["f"; 150].join(",");
+        let long = format!(
+            "a,\"{}\",b\n{wide}\n\"{wide}\"\n\"q\",{wide}\n",
+            "x".repeat(1000)
+        );
+        let records = ours(long.as_bytes());
+        assert_eq!(records, theirs(long.as_bytes()));
+        let fields: Vec<usize> = records.iter().map(|(fields, _)| fields.len()).collect();
+        assert_eq!(fields, [3, 150, 1, 151]);
     }
 
     proptest! {
