@@ -668,7 +668,7 @@ pub fn read(
             let headers: Vec<&[u8]> = header
                 .iter()
                 .next()
-                .map(|h| (0..h.len()).filter_map(|i| h.get(i)).collect())
+                .map(|h| h.fields().collect())
                 .unwrap_or_default();
             let header_names: Vec<String> = headers
                 .iter()
