@@ -42,6 +42,8 @@ pub(crate) struct ByEntity {
     features: usize,
     /// Hashes customers and transactions as the replay's stores do.
     hashes: Store,
+    /// Whether any kind keeps its distinct customers, and so each row's customer is hashed.
+    customers_read: bool,
     /// What the pass reads of each row of the segment, in row order.
     named: Vec<Named>,
     /// The same, a kind's rows grouped by entity, and where each entity's start.
@@ -54,6 +56,8 @@ struct KindPass {
     kind: EntityKind,
     /// The features it answers.
     of_kind: Vec<usize>,
+    /// Whether one of them reads the entities' distinct customers: only then are they kept.
+    distinct_read: bool,
     /// Each row's entity of this kind, numbered in the order first seen ([`NONE`] for none).
     entity_of: Vec<u32>,
     /// Each entity's state.
@@ -225,7 +229,7 @@ impl ByEntity {
             return None;
         }
         let features = set.entity_features.len();
-        let kinds = read
+        let kinds: Vec<KindPass> = read
             .into_iter()
             .zip(numbered)
             .map(|(kind, (keys, entity_of))| KindPass {
@@ -233,11 +237,13 @@ impl ByEntity {
                 of_kind: (0..features)
                     .filter(|&k| set.entity_features[k].by == Some(kind))
                     .collect(),
+                distinct_read: interceptor::reads_distinct(set, kind),
                 entity_of,
                 held: keys.iter().map(|_| Held::default()).collect(),
             })
             .collect();
         Some(ByEntity {
+            customers_read: kinds.iter().any(|k| k.distinct_read),
             kinds,
             features,
             hashes,
@@ -261,6 +267,7 @@ impl ByEntity {
             kinds,
             features,
             hashes,
+            customers_read,
             named,
             grouped,
             starts,
@@ -274,7 +281,11 @@ impl ByEntity {
             fraud: row.label == Some(true),
             at: row.at,
             amount: row.amount.minor(),
-            customer: hashes.customer_hash(row.customer_id()),
+            customer: if *customers_read {
+                hashes.customer_hash(row.customer_id())
+            } else {
+                0
+            },
         }));
         let mut values = vec![EntityValue::default(); segment.len() * features];
         let mut read = [EntityValue::default(); MAX_ENTITY_FEATURES];
@@ -301,10 +312,12 @@ impl ByEntity {
             }
             // `starts[g]` is now where entity g's rows end, and where entity g + 1's start.
             let mut from = 0;
+            // The customer goes with the row only when this kind keeps distinct customers.
+            let kind = (pass.kind, pass.distinct_read);
             for (held, &to) in pass.held.iter_mut().zip(starts.iter()) {
                 for row in &grouped[from..to as usize] {
                     let k = row.k as usize;
-                    entity_row(held, row, rows, pass.kind, set, hashes, &mut read);
+                    entity_row(held, row, rows, kind, set, hashes, &mut read);
                     let slots = &mut values[k * features..(k + 1) * features];
                     for &f in &pass.of_kind {
                         slots[f] = read[f];
@@ -326,12 +339,13 @@ impl ByEntity {
 /// One entity's next row: first the fraud reports on its earlier rows that have come due by
 /// then (the ordered pass counts a report before the first row at or after its due time,
 /// whichever entity that row names), then the row recorded and the windows read into `read`.
-/// The same calls, in the same order, as the ordered pass makes on this entity.
+/// The same calls, in the same order, as the ordered pass makes on this entity, but that the
+/// customer is left out where no rule reads the kind's distinct customers.
 fn entity_row(
     held: &mut Held,
     row: &Named,
     rows: &[Row],
-    kind: EntityKind,
+    (kind, distinct_read): (EntityKind, bool),
     set: &RuleSet,
     hashes: &Store,
     read: &mut [EntityValue; MAX_ENTITY_FEATURES],
@@ -347,5 +361,6 @@ fn entity_row(
         );
     }
     record.prune(interceptor::entity_keep_from(set, row.at));
-    interceptor::record_with_entity(record, kind, set, row.at, row.amount, row.customer, read);
+    let customer = distinct_read.then_some(row.customer);
+    interceptor::record_with_entity(record, kind, set, row.at, row.amount, customer, read);
 }

@@ -148,7 +148,7 @@ pub fn record_entities<'t>(
                 set,
                 txn.at,
                 txn.amount.minor(),
-                customer,
+                Some(customer),
                 values,
             );
         });
@@ -166,16 +166,23 @@ pub fn entity_keep_from(set: &RuleSet, at: EventTime) -> EventTime {
 /// it is pruned to [`entity_keep_from`]: records the transaction, made at `at` for `amount`
 /// minor units by the customer whose hash is `customer`, and reads the windows of the
 /// features `by` that kind into `values`.
+///
+/// `customer` is `None` only for a caller whose rule set is fixed and reads no distinct
+/// customers of this kind ([`reads_distinct`] is false): replay. The server records them
+/// always, so that a rule set reloaded to read them finds them there.
 pub fn record_with_entity(
     record: &mut EntityRecord,
     kind: EntityKind,
     set: &RuleSet,
     at: EventTime,
     amount: i64,
-    customer: u64,
+    customer: Option<u64>,
     values: &mut [EntityValue; crate::rules::compile::MAX_ENTITY_FEATURES],
 ) {
-    record.record(at, amount, customer);
+    match customer {
+        Some(customer) => record.record(at, amount, customer),
+        None => record.record_activity(at, amount),
+    }
     for (k, e) in set.entity_features.iter().enumerate() {
         if e.by != Some(kind) {
             continue;
@@ -196,6 +203,13 @@ pub fn record_with_entity(
             },
         };
     }
+}
+
+/// Whether a feature of `set` reads the distinct customers of entities of `kind`.
+pub fn reads_distinct(set: &RuleSet, kind: EntityKind) -> bool {
+    set.entity_features
+        .iter()
+        .any(|e| e.by == Some(kind) && e.measure == EntityMeasure::DistinctCustomers)
 }
 
 /// Counts a confirmed fraud on transaction `txn_hash`, made at `at`, in its hour on every
