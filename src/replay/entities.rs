@@ -199,7 +199,7 @@ impl ByEntity {
         if u32::try_from(rows.len()).is_err() {
             return None;
         }
-        let hashes = Store::with_seed(
+        let hashes = Store::for_one_run(
             StoreConfig {
                 max_customers: 1,
                 ring_capacity: config.ring_capacity,

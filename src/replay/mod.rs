@@ -469,11 +469,16 @@ pub(crate) fn run_one<T: Send>(
         progress.finish_and_clear();
         return Ok(kept);
     }
+    // A fresh seed a run, as a server's store draws its keys afresh.
+    let seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0);
     let interceptor = Interceptor::new(
-        Store::new(StoreConfig {
-            max_customers: config.max_customers,
-            ring_capacity: config.ring_capacity,
-        }),
+        Store::for_one_run(
+            StoreConfig {
+                max_customers: config.max_customers,
+                ring_capacity: config.ring_capacity,
+            },
+            seed,
+        ),
         live,
     );
     let mut kept = Vec::with_capacity(rows.len());

@@ -233,7 +233,7 @@ pub(crate) fn run<T: Send>(
         {
             Some(by_entity) => EntityWay::ByEntity(Box::new(by_entity)),
             None => EntityWay::Ordered {
-                store: Box::new(Store::with_seed(store_config(config, 1), plan.seed)),
+                store: Box::new(Store::for_one_run(store_config(config, 1), plan.seed)),
                 due: VecDeque::new(),
             },
         };
@@ -257,7 +257,7 @@ pub(crate) fn run<T: Send>(
         parts.push(Mutex::new(CustomerPass {
             loaded: live.load_full(),
             interceptor: Interceptor::new(
-                Store::with_seed(store_config(config, config.max_customers), plan.seed),
+                Store::for_one_run(store_config(config, config.max_customers), plan.seed),
                 live,
             ),
             decision: Decision::empty(),

@@ -368,6 +368,9 @@ pub struct Store {
     per_shard_cap: usize,
     hasher: ahash::RandomState,
     txn_keys: (u64, u64),
+    /// Hashes transactions in place of the keyed SipHash, for a store that lives one run
+    /// ([`Store::for_one_run`]).
+    run_hasher: Option<ahash::RandomState>,
     config: StoreConfig,
     customers: AtomicUsize,
     events: AtomicUsize,
@@ -406,6 +409,7 @@ impl Store {
             per_shard_cap: max_customers.div_ceil(shard_count),
             hasher: ahash::RandomState::new(),
             txn_keys: random_keys(),
+            run_hasher: None,
             config,
             customers: AtomicUsize::new(0),
             events: AtomicUsize::new(0),
@@ -425,6 +429,22 @@ impl Store {
         store.hasher = ahash::RandomState::with_seeds(seed, seed ^ 1, seed ^ 2, seed ^ 3);
         store.txn_keys = (seed ^ 4, seed ^ 5);
         store.entities = store.entities.seeded(seed);
+        store
+    }
+
+    /// [`Store::with_seed`] for a store that lives one run and is never persisted or shared
+    /// (replay's): transactions and customers are hashed with a hash seeded from `seed`
+    /// instead of [`Store::txn_hash`]'s keyed SipHash, which is kept stable across versions
+    /// and replicas for persisted state and costs three times as much. Within a run the two
+    /// tell transactions apart alike: both are 64-bit hashes with keys of the run.
+    pub fn for_one_run(config: StoreConfig, seed: u64) -> Store {
+        let mut store = Store::with_seed(config, seed);
+        store.run_hasher = Some(ahash::RandomState::with_seeds(
+            seed ^ 6,
+            seed ^ 7,
+            seed ^ 8,
+            seed ^ 9,
+        ));
         store
     }
 
@@ -464,8 +484,12 @@ impl Store {
     ///
     /// SipHash-1-3 with secret keys: nobody can craft an id that collides with another
     /// transaction, and the value is stable across versions, so persisted state keeps matching.
+    /// A store of one run ([`Store::for_one_run`]) uses its own seeded hash instead.
     pub fn txn_hash(&self, customer_id: &str, transaction_id: &str) -> u64 {
         use std::hash::Hasher;
+        if let Some(run) = &self.run_hasher {
+            return run.hash_one((customer_id, transaction_id));
+        }
         let mut h = siphasher::sip::SipHasher13::new_with_keys(self.txn_keys.0, self.txn_keys.1);
         h.write(customer_id.as_bytes());
         h.write_u8(0xff);
@@ -480,8 +504,13 @@ impl Store {
         self.txn_hash(customer_id, "")
     }
 
-    /// The keys of [`Store::txn_hash`], persisted with the state.
+    /// The keys of [`Store::txn_hash`], persisted with the state (never that of a store of
+    /// one run, whose hashes they do not give).
     pub fn txn_keys(&self) -> (u64, u64) {
+        debug_assert!(
+            self.run_hasher.is_none(),
+            "a store of one run is not persisted"
+        );
         self.txn_keys
     }
 
@@ -711,6 +740,32 @@ mod tests {
             );
             r.last_event_at = r.last_event_at.max(at);
         });
+    }
+
+    #[test]
+    fn a_store_of_one_run_hashes_transactions_apart_with_the_seeded_stores_shards() {
+        let config = StoreConfig::default();
+        let run = Store::for_one_run(config, 7);
+        // Replay's parts and passes each build their own from one seed: they agree.
+        let other_part = Store::for_one_run(config, 7);
+        assert_eq!(run.txn_hash("c1", "t1"), other_part.txn_hash("c1", "t1"));
+        assert_ne!(run.txn_hash("c1", "t1"), run.txn_hash("c1", "t2"));
+        assert_ne!(run.txn_hash("c1", "t1"), run.txn_hash("c2", "t1"));
+        assert_ne!(
+            run.txn_hash("c1", "t1"),
+            run.txn_hash("c1t", "1"),
+            "where the customer id ends counts"
+        );
+        assert_eq!(run.customer_hash("c1"), run.txn_hash("c1", ""));
+        let seeded = Store::with_seed(config, 7);
+        assert_ne!(
+            run.txn_hash("c1", "t1"),
+            seeded.txn_hash("c1", "t1"),
+            "not the persisted keyed hash"
+        );
+        for id in ["c1", "c2", "a customer"] {
+            assert_eq!(run.shard_of(id), seeded.shard_of(id));
+        }
     }
 
     #[test]
