@@ -532,6 +532,9 @@ fn parse_row(values: &Fields<'_>, mapping: &Mapping, file: u32, line: u64) -> Re
     let one_of = |value: &str, words: &[&str]| words.iter().any(|w| value.eq_ignore_ascii_case(w));
     let label = match get(12) {
         None => None,
+        // The usual spellings first, compared as they are.
+        Some("0") => Some(false),
+        Some("1") => Some(true),
         Some(v) if one_of(v, &["1", "true", "yes", "fraud"]) => Some(true),
         Some(v) if one_of(v, &["0", "false", "no", "legit"]) => Some(false),
         Some(other) => {
