@@ -404,6 +404,11 @@ fn money(minor: i64) -> String {
     crate::txn::Amount::from_minor(minor).map_or_else(|| minor.to_string(), |a| a.to_string())
 }
 
+/// A seed for a run's stores, drawn afresh each run, as a server's store draws its keys.
+fn fresh_seed() -> u64 {
+    std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0)
+}
+
 /// A scoped thread's result, its panic passed on.
 fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
     handle
@@ -469,15 +474,13 @@ pub(crate) fn run_one<T: Send>(
         progress.finish_and_clear();
         return Ok(kept);
     }
-    // A fresh seed a run, as a server's store draws its keys afresh.
-    let seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0);
     let interceptor = Interceptor::new(
         Store::for_one_run(
             StoreConfig {
                 max_customers: config.max_customers,
                 ring_capacity: config.ring_capacity,
             },
-            seed,
+            fresh_seed(),
         ),
         live,
     );

@@ -42,7 +42,7 @@ use crate::txn::EventTime;
 
 use super::entities::{self, ByEntity};
 use super::input::Row;
-use super::{Kept, ReplayConfig, ReplayError, join};
+use super::{Kept, ReplayConfig, ReplayError, fresh_seed, join};
 
 /// Rows in a chunk: the unit of work a thread takes and hands on.
 const CHUNK: usize = 4096;
@@ -90,8 +90,7 @@ pub(crate) fn plan<'r>(rows: &'r [Row], config: &ReplayConfig, set: &RuleSet) ->
     if parts == 0 || rows.len() < 2 * CHUNK {
         return None;
     }
-    // A fresh seed a run, as a store's own hash keys are.
-    let seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0);
+    let seed = fresh_seed();
     // Built as the customer parts' stores are, so that it agrees with them on shards.
     let store = Store::with_seed(store_config(config, config.max_customers), seed);
     let shards = store.shard_count();
