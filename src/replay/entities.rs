@@ -42,8 +42,6 @@ pub(crate) struct ByEntity {
     features: usize,
     /// Hashes customers and transactions as the replay's stores do.
     hashes: Store,
-    /// Whether any kind keeps its distinct customers, and so each row's customer is hashed.
-    customers_read: bool,
     /// What the pass reads of each row of the segment, in row order.
     named: Vec<Named>,
     /// The same, a kind's rows grouped by entity, and where each entity's start.
@@ -229,7 +227,7 @@ impl ByEntity {
             return None;
         }
         let features = set.entity_features.len();
-        let kinds: Vec<KindPass> = read
+        let kinds = read
             .into_iter()
             .zip(numbered)
             .map(|(kind, (keys, entity_of))| KindPass {
@@ -243,7 +241,6 @@ impl ByEntity {
             })
             .collect();
         Some(ByEntity {
-            customers_read: kinds.iter().any(|k| k.distinct_read),
             kinds,
             features,
             hashes,
@@ -267,13 +264,14 @@ impl ByEntity {
             kinds,
             features,
             hashes,
-            customers_read,
             named,
             grouped,
             starts,
         } = self;
         let features = *features;
         let segment = &rows[first..end];
+        // A row's customer is hashed only when some kind keeps its entities' customers.
+        let customers_read = kinds.iter().any(|pass| pass.distinct_read);
         named.clear();
         named.extend(segment.iter().enumerate().map(|(k, row)| Named {
             // A segment is part of a history numbered in 32 bits (see `prepare`).
@@ -281,7 +279,7 @@ impl ByEntity {
             fraud: row.label == Some(true),
             at: row.at,
             amount: row.amount.minor(),
-            customer: if *customers_read {
+            customer: if customers_read {
                 hashes.customer_hash(row.customer_id())
             } else {
                 0
