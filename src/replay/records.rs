@@ -124,6 +124,33 @@ fn comma_bits(word: &[u8]) -> u64 {
     !(((zeroed & LOW7) + LOW7) | zeroed | LOW7)
 }
 
+/// Pushes the fields of `text`, a record with no quote that starts at `from` in its batch's
+/// bytes, cut at its commas.
+#[inline(always)]
+fn split_fields(text: &[u8], from: usize, fields: &mut Vec<Range<usize>>) {
+    let mut start = from;
+    let mut field_end = |comma: usize| {
+        fields.push(start..comma);
+        start = comma + 1;
+    };
+    let mut words = text.chunks_exact(8);
+    let mut word_at = from;
+    for word in &mut words {
+        let mut commas = comma_bits(word);
+        while commas != 0 {
+            field_end(word_at + (commas.trailing_zeros() / 8) as usize);
+            commas &= commas - 1;
+        }
+        word_at += 8;
+    }
+    for (i, &b) in words.remainder().iter().enumerate() {
+        if b == b',' {
+            field_end(word_at + i);
+        }
+    }
+    fields.push(start..from + text.len());
+}
+
 /// Splits CSV records from a buffered input.
 pub(crate) struct Records<R> {
     input: R,
@@ -181,26 +208,7 @@ impl<R: BufRead> Records<R> {
                 let (bytes_from, fields_from) = (batch.bytes.len(), batch.fields.len());
                 let text = &rest[..end];
                 batch.bytes.extend_from_slice(text);
-                let mut start = bytes_from;
-                let mut word_at = bytes_from;
-                let mut words = text.chunks_exact(8);
-                for word in &mut words {
-                    let mut commas = comma_bits(word);
-                    while commas != 0 {
-                        let comma = word_at + (commas.trailing_zeros() / 8) as usize;
-                        batch.fields.push(start..comma);
-                        start = comma + 1;
-                        commas &= commas - 1;
-                    }
-                    word_at += 8;
-                }
-                for (i, &b) in words.remainder().iter().enumerate() {
-                    if b == b',' {
-                        batch.fields.push(start..word_at + i);
-                        start = word_at + i + 1;
-                    }
-                }
-                batch.fields.push(start..bytes_from + text.len());
+                split_fields(text, bytes_from, &mut batch.fields);
                 batch.push(bytes_from, fields_from, line);
                 self.input.consume(skip + end + 1);
                 self.line += newlines;
