@@ -511,14 +511,13 @@ impl Interceptor {
             .store
             .with_existing(&report.customer_id, |record| {
                 let outcome: Outcome = status.into();
-                let Some(event) = record.ring.find_mut(txn_hash) else {
+                let Some(reported) = record.ring.set_outcome(txn_hash, outcome) else {
                     return false;
                 };
-                let newly_failed = outcome == Outcome::Failed && event.outcome() != Outcome::Failed;
-                event.set_outcome(outcome);
-                let at = event.at;
-                if newly_failed && let Some(months) = record.months.as_mut() {
-                    months.fail(self.rules.load().set.zone.month_of(at));
+                if reported.newly_failed
+                    && let Some(months) = record.months.as_mut()
+                {
+                    months.fail(self.rules.load().set.zone.month_of(reported.at));
                 }
                 if let Some(journal) = &self.journal {
                     journal.outcome(&report.customer_id, txn_hash, outcome);
@@ -545,9 +544,10 @@ impl Interceptor {
     pub fn mark_fraud(&self, customer_id: &str, txn_hash: u64) -> Option<EventTime> {
         self.store
             .with_existing(customer_id, |record| {
-                let event = record.ring.find_mut(txn_hash)?;
-                event.set_fraud();
-                Some(event.at)
+                record.ring.update(txn_hash, |event| {
+                    event.set_fraud();
+                    event.at
+                })
             })
             .flatten()
     }

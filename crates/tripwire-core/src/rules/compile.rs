@@ -171,6 +171,10 @@ pub struct Needs {
     /// Which statistics of the earlier amounts (`amount_to_*`, `amount_zscore`) are read
     /// beyond their count and sum: the rest are left at zero.
     pub prior: PriorNeeds,
+    /// The windows, of [`RuleSet::windows`] shortest first, up to the longest whose count of
+    /// the current amount (`same_amount_count`) is read: counted in these alone, since the
+    /// count depends on the amount decided and no running total can give it.
+    pub same_amount_windows: u8,
 }
 
 /// The statistics of earlier amounts a rule set reads, beyond count and sum.
@@ -432,7 +436,12 @@ fn slot_for(set: &mut RuleSet, feature: Feature, t: &Tables) -> Slot {
     let w = |w: Window| small(t.windows.binary_search(&w).expect("gathered"));
     let needs = &mut set.needs;
     match feature {
-        Feature::Window(m, win) => Slot::Window(m, w(win)),
+        Feature::Window(m, win) => {
+            if m == WindowMeasure::SameAmountCount {
+                needs.same_amount_windows = needs.same_amount_windows.max(w(win) + 1);
+            }
+            Slot::Window(m, w(win))
+        }
         Feature::ListCount(win, list) => Slot::ListCount(small(
             t.list_windows
                 .binary_search(&(win, list))

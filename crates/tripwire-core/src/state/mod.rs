@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 pub use event::{Event, Outcome};
-pub use ring::Ring;
+pub use ring::{Ring, RingTotals};
 
 use crate::txn::{Amount, CreditLine, EventTime};
 
@@ -87,6 +87,7 @@ impl CustomerCopy {
             events: (&self.events, &[]),
             credit_line: self.credit_line,
             in_time_order: self.in_time_order,
+            totals: Some(RingTotals::of(&self.events)),
             months: self.months.as_ref(),
             entities: &[],
             median_hint: 0,
@@ -104,6 +105,9 @@ pub struct CustomerHistory<'a> {
     /// Events arrived in time order (each stamped no earlier than the one before), so a scan
     /// from the newest may stop at the first event older than every window.
     pub in_time_order: bool,
+    /// What the events add up to, when known: the aggregates of any window holding them all,
+    /// so that a scan in time order stops before such a window (see [`RingTotals`]).
+    pub totals: Option<RingTotals>,
     /// Calendar-month totals, when kept.
     pub months: Option<&'a months::MonthBuckets>,
     /// The values of the rule set's entity features (`by:` a merchant, device...), one per
@@ -121,6 +125,7 @@ impl<'a> CustomerHistory<'a> {
         events: (&[], &[]),
         credit_line: None,
         in_time_order: true,
+        totals: None,
         months: None,
         entities: &[],
         median_hint: 0,
@@ -142,6 +147,7 @@ impl<'a> CustomerHistory<'a> {
             events,
             credit_line,
             in_time_order,
+            totals: Some(RingTotals::of(events.0.iter().chain(events.1))),
             months: None,
             entities: &[],
             median_hint: 0,
@@ -209,10 +215,16 @@ impl CustomerRecord {
     /// The engine's view of this record.
     #[inline]
     pub fn history(&self) -> CustomerHistory<'_> {
+        debug_assert_eq!(
+            self.ring.totals(),
+            RingTotals::of(self.ring.iter()),
+            "the ring's totals follow its events"
+        );
         CustomerHistory {
             events: self.ring.as_slices(),
             credit_line: self.credit_line(),
             in_time_order: self.ring.in_time_order(),
+            totals: Some(self.ring.totals()),
             months: self.months.as_ref(),
             entities: &[],
             median_hint: self.median_hint,

@@ -40,7 +40,7 @@ use tracing::{error, info, warn};
 use super::entity::EntityKind;
 use super::journal::{self, Frame, Journal};
 use super::months::{MONTHS, MonthBucket, MonthBuckets};
-use super::{CustomerRecord, Event, Outcome, Store};
+use super::{CustomerRecord, Event, Store};
 use crate::txn::{Amount, CreditLine};
 
 mod snapshot;
@@ -1030,16 +1030,13 @@ pub fn apply_frame(
         }
         Frame::Outcome(id, hash, outcome) => store
             .with_existing(id, |record| {
-                let Some(event) = record.ring.find_mut(hash) else {
+                let Some(reported) = record.ring.set_outcome(hash, outcome) else {
                     return false;
                 };
-                let newly_failed = outcome == Outcome::Failed && event.outcome() != Outcome::Failed;
-                event.set_outcome(outcome);
-                let at = event.at;
-                if newly_failed
+                if reported.newly_failed
                     && let (Some(month_of), Some(months)) = (month_of, record.months.as_mut())
                 {
-                    months.fail(month_of(at));
+                    months.fail(month_of(reported.at));
                 }
                 if let Some(journal) = journal {
                     journal.outcome(id, hash, outcome);
@@ -1060,9 +1057,10 @@ pub fn apply_frame(
         Frame::Fraud(id, hash, at, keys) => {
             let held_at = store
                 .with_existing(id, |record| {
-                    let event = record.ring.find_mut(hash)?;
-                    event.set_fraud();
-                    Some(event.at)
+                    record.ring.update(hash, |event| {
+                        event.set_fraud();
+                        event.at
+                    })
                 })
                 .flatten();
             let mut reached = held_at.is_some();
@@ -1091,7 +1089,7 @@ mod tests {
 
     use super::*;
     use crate::rules::Action;
-    use crate::state::StoreConfig;
+    use crate::state::{Outcome, StoreConfig};
     use crate::txn::GeoPoint;
 
     const DAY: i64 = 86_400_000_000;
@@ -1190,13 +1188,14 @@ mod tests {
             let hash = self.store.txn_hash(customer, id);
             self.store
                 .with_existing(customer, |record| {
-                    let event = record.ring.find_mut(hash).expect("the event is held");
-                    let newly_failed =
-                        outcome == Outcome::Failed && event.outcome() != Outcome::Failed;
-                    event.set_outcome(outcome);
-                    let at = event.at;
-                    if newly_failed && let Some(months) = record.months.as_mut() {
-                        months.fail(month_of(at));
+                    let reported = record
+                        .ring
+                        .set_outcome(hash, outcome)
+                        .expect("the event is held");
+                    if reported.newly_failed
+                        && let Some(months) = record.months.as_mut()
+                    {
+                        months.fail(month_of(reported.at));
                     }
                     self.journal.outcome(customer, hash, outcome);
                 })
