@@ -731,7 +731,9 @@ pub fn read(
                         // of it), each field then cut out of them where it starts and ends on
                         // a character's boundary. Anything else, such as a bad byte in a
                         // column the mapping does not read, goes field by field as before.
-                        let whole = std::str::from_utf8(record.as_slice()).ok();
+                        let whole = record
+                            .as_str()
+                            .or_else(|| std::str::from_utf8(record.as_slice()).ok());
                         for &(field, p) in &mapped {
                             let cut = whole.zip(record.range(p)).and_then(|(w, r)| w.get(r));
                             match cut
@@ -805,6 +807,7 @@ fn split_records(
                 }
             }
         }
+        batch.check_text();
         if (!batch.is_empty() || failed.is_some()) && full.send(Split { batch, failed }).is_err() {
             return;
         }

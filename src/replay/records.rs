@@ -18,8 +18,12 @@ use std::ops::Range;
 /// Records split from the input, a batch at a time, in input order.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
-    /// The bytes of the batch's records.
+    /// The bytes of the batch's records, until [`Batch::check_text`] finds them text.
     bytes: Vec<u8>,
+    /// The same bytes once found to be UTF-8 throughout (`bytes` is then empty): checked once
+    /// for the batch, on the thread that splits it, instead of record by record on the thread
+    /// that validates the rows, which has the more work of the two.
+    text: String,
     /// Each field's bytes in `bytes`, record after record.
     fields: Vec<Range<usize>>,
     /// Each record: its fields in `fields`, its bytes in `bytes`, and its line.
@@ -30,6 +34,8 @@ pub(crate) struct Batch {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Record<'b> {
     bytes: &'b [u8],
+    /// The same bytes as text, when the batch was found to be text.
+    text: Option<&'b str>,
     start: usize,
     fields: &'b [Range<usize>],
     /// The line the `csv` crate gives as the record's position: the line after the previous
@@ -50,22 +56,48 @@ impl Batch {
 
     /// Empties it, keeping its allocations.
     pub(crate) fn clear(&mut self) {
+        if self.bytes.is_empty() {
+            self.bytes = std::mem::take(&mut self.text).into_bytes();
+        }
         self.bytes.clear();
         self.fields.clear();
         self.records.clear();
     }
 
+    /// Finds whether the records' bytes are all UTF-8, in one pass (a run of ASCII goes a word
+    /// at a time), so that each record's text is had without a check of its own
+    /// ([`Record::as_str`]). Done once the batch is full: records are only added to bytes.
+    pub(crate) fn check_text(&mut self) {
+        if !self.text.is_empty() {
+            return;
+        }
+        match String::from_utf8(std::mem::take(&mut self.bytes)) {
+            Ok(text) => self.text = text,
+            Err(not_text) => self.bytes = not_text.into_bytes(),
+        }
+    }
+
     /// The records, in input order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = Record<'_>> {
-        self.records.iter().map(|(fields, bytes, line)| Record {
-            bytes: &self.bytes[bytes.clone()],
-            start: bytes.start,
-            fields: &self.fields[fields.clone()],
-            line: *line,
-        })
+        let (bytes, text) = if self.bytes.is_empty() {
+            (self.text.as_bytes(), Some(self.text.as_str()))
+        } else {
+            (&self.bytes[..], None)
+        };
+        self.records
+            .iter()
+            .map(move |(fields, range, line)| Record {
+                bytes: &bytes[range.clone()],
+                // A record starts and ends at a line's edge: on a character's boundary.
+                text: text.and_then(|t| t.get(range.clone())),
+                start: range.start,
+                fields: &self.fields[fields.clone()],
+                line: *line,
+            })
     }
 
     fn push(&mut self, bytes_from: usize, fields_from: usize, line: u64) {
+        debug_assert!(self.text.is_empty(), "records added after the check");
         self.records.push((
             fields_from..self.fields.len(),
             bytes_from..self.bytes.len(),
@@ -83,6 +115,12 @@ impl<'b> Record<'b> {
     /// The record's bytes: its fields, and maybe what separates them.
     pub(crate) fn as_slice(&self) -> &'b [u8] {
         self.bytes
+    }
+
+    /// [`Record::as_slice`] as text, when its batch was found to be text
+    /// ([`Batch::check_text`]).
+    pub(crate) fn as_str(&self) -> Option<&'b str> {
+        self.text
     }
 
     /// Where field `i` is in [`Record::as_slice`].
@@ -295,13 +333,48 @@ mod tests {
             .read_into(&mut batch)
             .expect("no I/O error in memory")
         {}
+        batch.check_text();
         batch
             .iter()
             .map(|r| {
+                // Text when the batch was found to be, and then the record's own bytes.
+                let text = std::str::from_utf8(r.as_slice()).ok();
+                assert!(r.as_str().is_none() || r.as_str() == text);
                 let fields = r.fields().map(<[u8]>::to_vec).collect();
                 (fields, r.line)
             })
             .collect()
+    }
+
+    #[test]
+    fn a_batch_is_found_text_once_and_refilled_after_it() {
+        let mut batch = Batch::default();
+        let mut records = Records::new("a,b\nc,d\n".as_bytes());
+        while records.read_into(&mut batch).expect("in memory") {}
+        batch.check_text();
+        // A record's bytes as text, whichever way it was split (`csv_core` drops the commas).
+        assert_eq!(batch.len(), 2);
+        assert!(
+            batch
+                .iter()
+                .all(|r| r.as_str().map(str::as_bytes) == Some(r.as_slice()))
+        );
+        batch.clear();
+        let mut records = Records::new(&b"e,\xff\ng,h\n"[..]);
+        while records.read_into(&mut batch).expect("in memory") {}
+        batch.check_text();
+        // One record is not text, so none is had as text; each is read as bytes.
+        assert_eq!(batch.len(), 2);
+        assert!(batch.iter().all(|r| r.as_str().is_none()));
+        let fields: Vec<Vec<&[u8]>> = batch.iter().map(|r| r.fields().collect()).collect();
+        assert_eq!(fields, [vec![&b"e"[..], b"\xff"], vec![b"g", b"h"]]);
+        batch.clear();
+        let mut records = Records::new("i,j\n".as_bytes());
+        while records.read_into(&mut batch).expect("in memory") {}
+        batch.check_text();
+        let fields: Vec<Vec<&[u8]>> = batch.iter().map(|r| r.fields().collect()).collect();
+        assert_eq!(fields, [vec![&b"i"[..], b"j"]]);
+        assert!(batch.iter().all(|r| r.as_str().is_some()));
     }
 
     /// Each record's fields and line, through the `csv` crate as replay configured it.
