@@ -185,16 +185,6 @@ pub fn in_hours<T: PartialOrd>(s: T, from: T, to: T) -> bool {
     }
 }
 
-#[inline]
-pub(crate) fn in_sorted(list: &[i64], amount: i64) -> bool {
-    // Lists are a handful of entries; a linear scan beats a binary search there.
-    if list.len() <= 16 {
-        list.contains(&amount)
-    } else {
-        list.binary_search(&amount).is_ok()
-    }
-}
-
 /// Statistics of a set of amounts (sorted here).
 pub fn amount_stats(amounts: &mut [i64]) -> AmountStats {
     let n = amounts.len();
@@ -509,7 +499,7 @@ fn visit(set: &RuleSet, f: &mut Features, ev: &Event, t: EventTime, fixed_offset
     let ev_amount = ev.amount_minor();
     add_event(&mut f.windows[first], ev, current_or_none(f.amount));
     for (k, &(wi, list)) in set.list_windows.iter().enumerate() {
-        if usize::from(wi) >= first && in_sorted(&set.amount_lists[list], ev_amount) {
+        if usize::from(wi) >= first && set.amount_lists[list].contains(ev_amount) {
             f.list_counts[k] += 1;
         }
     }
@@ -724,7 +714,7 @@ fn scan_in_time_order<'a>(
         for part in in_window(wi) {
             f.list_counts[k] += part
                 .iter()
-                .filter(|ev| in_sorted(list, ev.amount_minor()))
+                .filter(|ev| list.contains(ev.amount_minor()))
                 .count() as u32;
         }
     }
@@ -952,7 +942,7 @@ pub fn extract_into(
             agg.same_amount = 0;
         }
         for (k, &(_, list)) in set.list_windows.iter().enumerate() {
-            if in_sorted(&set.amount_lists[list], amount) {
+            if set.amount_lists[list].contains(amount) {
                 f.list_counts[k] += 1;
             }
         }

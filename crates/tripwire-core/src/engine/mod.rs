@@ -548,9 +548,7 @@ fn leaf_holds(
         },
         LeafTest::InList { list, negate } => {
             let member = match slot {
-                Slot::Amount => f
-                    .amount
-                    .is_some_and(|a| features::in_sorted(&set.amount_lists[list], a)),
+                Slot::Amount => f.amount.is_some_and(|a| set.amount_lists[list].contains(a)),
                 Slot::Channel => txn.and_then(|t| t.channel.as_deref()).is_some_and(|c| {
                     set.string_lists[list]
                         .binary_search_by(|e| (**e).cmp(c))

@@ -148,6 +148,52 @@ pub struct CompiledScorecard {
     pub characteristics: Vec<CompiledCharacteristic>,
 }
 
+/// A list of amounts, as membership is tested: `list_count` tests every event of its window, so
+/// a test is mostly a miss, told in a few instructions by a 64-bit summary of the members
+/// before the members themselves are compared.
+#[derive(Clone, Debug)]
+pub struct AmountList {
+    /// The members, minor units, sorted.
+    members: Box<[i64]>,
+    /// Bit `slot(m)` set for every member `m`: an amount whose bit is clear is no member.
+    slots: u64,
+}
+
+impl AmountList {
+    /// The list of `members` (minor units; sorted, as validation leaves them).
+    pub fn new(members: Box<[i64]>) -> AmountList {
+        debug_assert!(members.is_sorted());
+        let slots = members.iter().fold(0, |bits, &m| bits | 1 << Self::slot(m));
+        AmountList { members, slots }
+    }
+
+    /// The members, sorted.
+    pub fn members(&self) -> &[i64] {
+        &self.members
+    }
+
+    /// Whether `amount` is a member.
+    #[inline]
+    pub fn contains(&self, amount: i64) -> bool {
+        if self.slots >> Self::slot(amount) & 1 == 0 {
+            return false;
+        }
+        // Lists are a handful of entries; a linear scan beats a binary search there.
+        if self.members.len() <= 16 {
+            self.members.contains(&amount)
+        } else {
+            self.members.binary_search(&amount).is_ok()
+        }
+    }
+
+    /// Which of 64 slots an amount falls in: the top six bits of a multiplicative hash, since
+    /// amounts cluster on round figures that their low bits would not tell apart.
+    #[inline(always)]
+    fn slot(amount: i64) -> u32 {
+        ((amount as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as u32
+    }
+}
+
 /// Which optional features any rule or the scorecard reads, so the engine computes only those.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Needs {
@@ -221,8 +267,8 @@ pub struct RuleSet {
     /// Distinct entity features: what the interceptor reads from the entity store (or, for
     /// the customer's own frauds, extraction from the ring) before evaluating.
     pub entity_features: Vec<EntityFeature>,
-    /// Per list, its members as sorted minor-unit amounts (empty unless used for amounts).
-    pub amount_lists: Vec<Box<[i64]>>,
+    /// Per list, its members as minor-unit amounts (empty unless used for amounts).
+    pub amount_lists: Vec<AmountList>,
     /// Per list, its members as sorted strings.
     pub string_lists: Vec<Box<[Box<str>]>>,
     /// Condition arena.
@@ -379,7 +425,7 @@ pub fn compile(valid: &ValidRules) -> RuleSet {
         amount_lists: valid
             .lists
             .iter()
-            .map(|l| l.amounts.iter().map(|a| a.minor()).collect())
+            .map(|l| AmountList::new(l.amounts.iter().map(|a| a.minor()).collect()))
             .collect(),
         string_lists: valid
             .lists
@@ -634,7 +680,10 @@ mod tests {
             .iter()
             .position(|l| l.name == "shops")
             .unwrap();
-        assert_eq!(&*s.amount_lists[probes], &[9_900, 49_900]);
+        assert_eq!(s.amount_lists[probes].members(), &[9_900, 49_900]);
+        let list = &s.amount_lists[probes];
+        assert!(list.contains(9_900) && list.contains(49_900));
+        assert!(!list.contains(9_901) && !list.contains(0) && !list.contains(49_900 * 64));
         let names: Vec<&str> = s.string_lists[shops].iter().map(|e| &**e).collect();
         assert_eq!(names, vec!["m1", "m2"]);
     }
