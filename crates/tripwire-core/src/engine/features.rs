@@ -18,7 +18,7 @@ use crate::rules::zone::ZoneTable;
 use crate::rules::{MAX_DISTINCT_WINDOWS, MAX_LIST_WINDOWS};
 use crate::state::entity::EntityValue;
 use crate::state::months::MonthBuckets;
-use crate::state::{CustomerHistory, Event, Outcome, RingTotals};
+use crate::state::{CustomerHistory, Event, RingTotals};
 use crate::txn::{EventTime, GeoPoint, MICROS_PER_SECOND, Txn};
 
 /// Aggregates over one window.
@@ -560,18 +560,16 @@ fn add_event(agg: &mut WindowAgg, ev: &Event, current: i64) {
 /// Adds what was reported on an event, and its decision, to a window's aggregate.
 #[inline(always)]
 fn add_status(agg: &mut WindowAgg, ev: &Event, a: i64) {
-    match ev.outcome() {
-        Outcome::Failed => {
-            agg.failed += 1;
-            agg.failed_sum += a;
-        }
-        Outcome::Settled => {
-            agg.settled += 1;
-            agg.settled_sum += a;
-        }
-        Outcome::Pending | Outcome::Reversed => {}
+    let counted = ev.counted();
+    if counted.failed {
+        agg.failed += 1;
+        agg.failed_sum += a;
     }
-    agg.flagged += u32::from(ev.decision() != crate::rules::Action::Allow);
+    if counted.settled {
+        agg.settled += 1;
+        agg.settled_sum += a;
+    }
+    agg.flagged += u32::from(counted.flagged);
 }
 
 /// Adds the aggregate `from` into `into`.

@@ -55,6 +55,19 @@ const NO_GEO: i32 = i32::MIN;
 /// Degrees are kept in units of 1e-7 (about a centimetre).
 const GEO_SCALE: f64 = 1e7;
 
+/// Which of a window's counts an event adds to, beside its count and sum (see
+/// [`Event::counted`]): failed or settled as reported (a reversed or pending one to neither),
+/// flagged when it was decided review or deny.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counted {
+    /// Reported failed.
+    pub failed: bool,
+    /// Reported settled.
+    pub settled: bool,
+    /// Decided review or deny.
+    pub flagged: bool,
+}
+
 /// One recorded transaction.
 ///
 /// Packed to 4-byte alignment, so that 28 bytes are 28 bytes in a ring: fields are read by
@@ -191,6 +204,18 @@ impl Event {
     #[inline]
     pub fn pending_and_allowed(&self) -> bool {
         self.packed & (0b1111 << OUTCOME_SHIFT) == 0
+    }
+
+    /// Which of a window's counts of reported and flagged transactions this event adds to:
+    /// one place for what the window scan and a ring's totals both count.
+    #[inline(always)]
+    pub fn counted(&self) -> Counted {
+        let outcome = self.outcome();
+        Counted {
+            failed: outcome == Outcome::Failed,
+            settled: outcome == Outcome::Settled,
+            flagged: self.decision() != Action::Allow,
+        }
     }
 
     /// The decision given when the transaction was first seen.

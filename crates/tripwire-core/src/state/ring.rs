@@ -8,7 +8,6 @@
 //! ([`Ring::update`]), which keeps the totals true.
 
 use super::event::{Event, Outcome};
-use crate::rules::Action;
 use crate::txn::EventTime;
 
 /// What the events of a ring add up to: a window's aggregates for a window holding them all,
@@ -70,18 +69,16 @@ impl RingTotals {
         if ev.pending_and_allowed() {
             return;
         }
-        match ev.outcome() {
-            Outcome::Failed => {
-                self.failed = self.failed.wrapping_add(step);
-                self.failed_sum += signed;
-            }
-            Outcome::Settled => {
-                self.settled = self.settled.wrapping_add(step);
-                self.settled_sum += signed;
-            }
-            Outcome::Pending | Outcome::Reversed => {}
+        let counted = ev.counted();
+        if counted.failed {
+            self.failed = self.failed.wrapping_add(step);
+            self.failed_sum += signed;
         }
-        if ev.decision() != Action::Allow {
+        if counted.settled {
+            self.settled = self.settled.wrapping_add(step);
+            self.settled_sum += signed;
+        }
+        if counted.flagged {
             self.flagged = self.flagged.wrapping_add(step);
         }
     }
@@ -223,6 +220,7 @@ impl Ring {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::Action;
     use crate::txn::Amount;
     use proptest::prelude::*;
     use std::collections::VecDeque;
