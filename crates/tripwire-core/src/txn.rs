@@ -658,30 +658,31 @@ fn expected_type(field: &str) -> &'static str {
 
 fn check_id<'a>(field: &'static str, id: Option<Cow<'a, str>>) -> Result<Cow<'a, str>, TxnError> {
     let id = id.ok_or_else(|| TxnError::field(field, "is required"))?;
-    // One pass over the bytes for the common ASCII id; the general path only for the rest.
-    let (chars, blank, control) = if id.is_ascii() {
-        let bytes = id.as_bytes();
-        (
-            bytes.len(),
-            bytes.iter().all(u8::is_ascii_whitespace),
-            bytes.iter().any(|b| b.is_ascii_control()),
-        )
+    // The common ASCII id takes the byte paths; the general path only for the rest.
+    let ascii = id.is_ascii();
+    let blank = if ascii {
+        id.bytes().all(|b| b.is_ascii_whitespace())
     } else {
-        (
-            id.chars().count(),
-            id.trim().is_empty(),
-            id.chars().any(char::is_control),
-        )
+        id.trim().is_empty()
     };
-    if chars == 0 || blank {
+    if id.is_empty() || blank {
         return Err(TxnError::field(field, "must not be empty"));
     }
-    if chars > MAX_ID_CHARS {
-        return Err(TxnError::field(
-            field,
-            format!("must be at most {MAX_ID_CHARS} characters, got {chars}"),
-        ));
+    // No more characters than bytes: only a long id is counted.
+    if id.len() > MAX_ID_CHARS {
+        let chars = id.chars().count();
+        if chars > MAX_ID_CHARS {
+            return Err(TxnError::field(
+                field,
+                format!("must be at most {MAX_ID_CHARS} characters, got {chars}"),
+            ));
+        }
     }
+    let control = if ascii {
+        has_ascii_control(id.as_bytes())
+    } else {
+        id.chars().any(char::is_control)
+    };
     if control {
         return Err(TxnError::field(
             field,
@@ -691,11 +692,30 @@ fn check_id<'a>(field: &'static str, id: Option<Cow<'a, str>>) -> Result<Cow<'a,
     Ok(id)
 }
 
+/// Whether ASCII `bytes` hold a control character (below 0x20, or DEL), eight bytes at a time.
+fn has_ascii_control(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Bytes below `n` get their top bit set (ASCII bytes have it clear). A borrow can flag a
+    // byte above a flagged one wrongly, but only above one flagged rightly, so "any" is exact.
+    let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let x = u64::from_le_bytes(word.try_into().expect("a chunk is eight bytes"));
+        if below(x, 0x20) | below(x ^ (ONES * 0x7f), 1) != 0 {
+            return true;
+        }
+    }
+    words.remainder().iter().any(u8::is_ascii_control)
+}
+
 fn check_label<'a>(
     field: &'static str,
     label: Option<Cow<'a, str>>,
 ) -> Result<Option<Cow<'a, str>>, TxnError> {
+    // No more characters than bytes: only a long label is counted.
     if let Some(text) = &label
+        && text.len() > MAX_ID_CHARS
         && text.chars().count() > MAX_ID_CHARS
     {
         return Err(TxnError::field(
@@ -1082,6 +1102,26 @@ mod tests {
             );
             if let Some(at) = plain_rfc3339(text.as_bytes()) {
                 prop_assert_eq!(Ok(at), parse_timestamp_by_jiff(&text), "{}", text);
+            }
+        }
+    }
+
+    proptest! {
+        /// The word-at-a-time control check finds a control byte (or DEL) wherever it falls in
+        /// a word, and nothing else.
+        #[test]
+        fn ascii_control_bytes_are_found_eight_at_a_time(
+            bytes in prop::collection::vec(
+                prop_oneof![8 => 0x20u8..0x7f, 1 => 0u8..0x20, 1 => Just(0x7fu8)],
+                0..40,
+            ),
+        ) {
+            for from in 0..=bytes.len() {
+                let tail = &bytes[from..];
+                prop_assert_eq!(
+                    has_ascii_control(tail),
+                    tail.iter().any(u8::is_ascii_control)
+                );
             }
         }
     }
