@@ -172,7 +172,7 @@ fn raw(value: Value<'_>) -> Option<Option<&str>> {
     }
 }
 
-/// A number of degrees: read here when it is a plain decimal of at most 15 significant digits
+/// A number of degrees: read here when it is a plain decimal of at most 15 digits
 /// (then `digits / 10^k` is one correctly rounded division, as serde_json's own fast path
 /// computes it), else by serde_json itself, so that it rounds as it always has.
 fn degrees(value: Value<'_>) -> Option<Option<f64>> {
@@ -185,29 +185,30 @@ fn degrees(value: Value<'_>) -> Option<Option<f64>> {
     }
 }
 
-/// `-?digits(.digits)?` with 1 to 15 significant digits, not zero, as an f64.
+/// `-?digits(.digits)?` with 1 to 15 digits (leading zeros counted), not zero, as an f64.
 fn plain_decimal(text: &str) -> Option<f64> {
     const POW10: [f64; 16] = [
         1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
     ];
-    let bytes = text.as_bytes();
-    let negative = bytes.first() == Some(&b'-');
-    let (mut digits, mut significant, mut fraction) = (0u64, 0usize, None);
-    for (i, &b) in bytes.iter().enumerate().skip(usize::from(negative)) {
-        match b {
-            b'0'..=b'9' => {
-                digits = digits * 10 + u64::from(b - b'0');
-                significant += usize::from(digits != 0);
-                if significant > 15 {
-                    return None;
-                }
-            }
-            b'.' if fraction.is_none() => fraction = Some(bytes.len() - i - 1),
+    let (negative, body) = match text.as_bytes() {
+        [b'-', rest @ ..] => (true, rest),
+        bytes => (false, bytes),
+    };
+    // At most 15 digits in all, leading zeros included (a number with more, as rare as
+    // "0.0000000000000001", goes to serde_json, which rounds it the same way), and a point.
+    if body.len() > 16 {
+        return None;
+    }
+    let (mut digits, mut point) = (0u64, None);
+    for (i, &b) in body.iter().enumerate() {
+        match b.wrapping_sub(b'0') {
+            d @ 0..=9 => digits = digits * 10 + u64::from(d),
+            _ if b == b'.' && point.is_none() => point = Some(i),
             _ => return None,
         }
     }
-    let fraction = fraction.unwrap_or(0);
-    if digits == 0 || fraction > 15 {
+    let fraction = point.map_or(0, |i| body.len() - i - 1);
+    if digits == 0 || body.len() - usize::from(point.is_some()) > 15 {
         return None;
     }
     // Below 10^15 < 2^53: exact as an f64, and so is 10^k.
@@ -432,6 +433,24 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// A plain decimal read here is the number serde_json reads, bit for bit.
+        #[test]
+        fn plain_decimals_read_as_serde_json_reads_them(
+            negative in any::<bool>(),
+            whole in "(0|[1-9][0-9]{0,15})",
+            fraction in proptest::option::of("[0-9]{1,17}"),
+        ) {
+            let text = format!(
+                "{}{whole}{}",
+                if negative { "-" } else { "" },
+                fraction.map_or(String::new(), |f| format!(".{f}"))
+            );
+            if let Some(value) = super::plain_decimal(&text) {
+                let expected: f64 = serde_json::from_str(&text).unwrap();
+                prop_assert_eq!(value.to_bits(), expected.to_bits(), "{}", text);
+            }
+        }
 
         /// Whatever the fast reader accepts, serde_json reads the same.
         #[test]
