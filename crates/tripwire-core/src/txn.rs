@@ -422,6 +422,9 @@ pub struct TxnError {
 }
 
 impl TxnError {
+    // Errors are the rare path: kept out of line, so that the everyday decide's code stays
+    // dense in the instruction cache.
+    #[cold]
     fn field(field: &'static str, message: impl Into<String>) -> TxnError {
         TxnError {
             field: Some(field),
@@ -429,6 +432,7 @@ impl TxnError {
         }
     }
 
+    #[cold]
     fn body(message: impl Into<String>) -> TxnError {
         TxnError {
             field: None,
