@@ -696,17 +696,28 @@ fn check_id<'a>(field: &'static str, id: Option<Cow<'a, str>>) -> Result<Cow<'a,
     Ok(id)
 }
 
-/// Whether ASCII `bytes` hold a control character (below 0x20, or DEL), eight bytes at a time.
-fn has_ascii_control(bytes: &[u8]) -> bool {
+/// Eight bytes at once (`word`, little-endian): the top bit of each byte below `n` (at most
+/// 0x80) among those with their own top bit clear. The lowest flag is exact, and so is whether
+/// any is set: a borrow can flag a byte wrongly, but only above one flagged rightly.
+#[inline(always)]
+fn bytes_below(word: u64, n: u8) -> u64 {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    // Bytes below `n` get their top bit set (ASCII bytes have it clear). A borrow can flag a
-    // byte above a flagged one wrongly, but only above one flagged rightly, so "any" is exact.
-    let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH;
+    word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH
+}
+
+/// The same as [`bytes_below`], for the bytes of `word` equal to `byte`.
+#[inline(always)]
+fn bytes_equal(word: u64, byte: u8) -> u64 {
+    bytes_below(word ^ u64::from_ne_bytes([byte; 8]), 1)
+}
+
+/// Whether ASCII `bytes` hold a control character (below 0x20, or DEL), eight bytes at a time.
+fn has_ascii_control(bytes: &[u8]) -> bool {
     let mut words = bytes.chunks_exact(8);
     for word in &mut words {
         let x = u64::from_le_bytes(word.try_into().expect("a chunk is eight bytes"));
-        if below(x, 0x20) | below(x ^ (ONES * 0x7f), 1) != 0 {
+        if bytes_below(x, 0x20) | bytes_equal(x, 0x7f) != 0 {
             return true;
         }
     }

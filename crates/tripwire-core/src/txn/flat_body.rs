@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use super::DecideFields;
+use super::{DecideFields, bytes_below, bytes_equal};
 
 /// A value of the flat shape.
 enum Value<'a> {
@@ -139,18 +139,13 @@ impl<'a> Scanner<'a> {
 }
 
 /// The bytes of `word` (eight) that end or spoil a plain string (a quote, a backslash, a byte
-/// below 0x20), as the top bit of each; the lowest one set is exact (a byte above the first such one may be
-/// flagged wrongly, by a borrow, which the caller never looks at: it stops at the first).
+/// below 0x20), as the top bit of each; the lowest one set is exact (a byte above the first
+/// such one may be flagged wrongly, by a borrow, which the caller never looks at: it stops at
+/// the first).
 #[inline(always)]
 fn special_bytes(word: &[u8]) -> u64 {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     let x = u64::from_le_bytes(word.try_into().expect("a word is eight bytes"));
-    // Bytes below `n` (at most 0x80): their top bit clear, and set once `n` is taken off.
-    let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH;
-    below(x ^ (ONES * u64::from(b'"')), 1)
-        | below(x ^ (ONES * u64::from(b'\\')), 1)
-        | below(x, 0x20)
+    bytes_equal(x, b'"') | bytes_equal(x, b'\\') | bytes_below(x, 0x20)
 }
 
 /// A known string field: a string (UTF-8) or null.
