@@ -511,13 +511,9 @@ impl Interceptor {
             .store
             .with_existing(&report.customer_id, |record| {
                 let outcome: Outcome = status.into();
-                let Some(reported) = record.ring.set_outcome(txn_hash, outcome) else {
+                let month_of = |at| self.rules.load().set.zone.month_of(at);
+                if !record.set_outcome(txn_hash, outcome, Some(month_of)) {
                     return false;
-                };
-                if reported.newly_failed
-                    && let Some(months) = record.months.as_mut()
-                {
-                    months.fail(self.rules.load().set.zone.month_of(reported.at));
                 }
                 if let Some(journal) = &self.journal {
                     journal.outcome(&report.customer_id, txn_hash, outcome);

@@ -212,6 +212,27 @@ impl CustomerRecord {
         }
     }
 
+    /// Records what the gateway reported on the transaction with this hash, if held: its
+    /// event's outcome and, once it has failed, its calendar month's failures when months are
+    /// kept here and `month_of` (an instant's month in the rule set's zone) is given. Returns
+    /// whether the transaction was held.
+    pub fn set_outcome(
+        &mut self,
+        txn_hash: u64,
+        outcome: Outcome,
+        month_of: Option<impl FnOnce(EventTime) -> i32>,
+    ) -> bool {
+        let Some(reported) = self.ring.set_outcome(txn_hash, outcome) else {
+            return false;
+        };
+        if reported.newly_failed
+            && let (Some(month_of), Some(months)) = (month_of, self.months.as_mut())
+        {
+            months.fail(month_of(reported.at));
+        }
+        true
+    }
+
     /// The engine's view of this record.
     #[inline]
     pub fn history(&self) -> CustomerHistory<'_> {

@@ -1030,13 +1030,8 @@ pub fn apply_frame(
         }
         Frame::Outcome(id, hash, outcome) => store
             .with_existing(id, |record| {
-                let Some(reported) = record.ring.set_outcome(hash, outcome) else {
+                if !record.set_outcome(hash, outcome, month_of) {
                     return false;
-                };
-                if reported.newly_failed
-                    && let (Some(month_of), Some(months)) = (month_of, record.months.as_mut())
-                {
-                    months.fail(month_of(reported.at));
                 }
                 if let Some(journal) = journal {
                     journal.outcome(id, hash, outcome);
@@ -1188,15 +1183,10 @@ mod tests {
             let hash = self.store.txn_hash(customer, id);
             self.store
                 .with_existing(customer, |record| {
-                    let reported = record
-                        .ring
-                        .set_outcome(hash, outcome)
-                        .expect("the event is held");
-                    if reported.newly_failed
-                        && let Some(months) = record.months.as_mut()
-                    {
-                        months.fail(month_of(reported.at));
-                    }
+                    assert!(
+                        record.set_outcome(hash, outcome, Some(month_of)),
+                        "the event is held"
+                    );
                     self.journal.outcome(customer, hash, outcome);
                 })
                 .expect("the customer is held");
