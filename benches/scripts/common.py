@@ -22,7 +22,7 @@ def build():
     subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "tripwire"], cwd=ROOT, check=True)
     out = subprocess.run(
         ["cargo", "bench", "--locked", "--no-run", "--message-format=json",
-         "--bench", "echo", "--bench", "loadgen"],
+         "--bench", "echo", "--bench", "loadgen", "--bench", "bare_proxy"],
         cwd=ROOT, check=True, capture_output=True, text=True,
     ).stdout
     paths = {"tripwire": os.path.join(ROOT, "target", "release", "tripwire")}
@@ -33,7 +33,7 @@ def build():
             continue
         if msg.get("reason") == "compiler-artifact" and msg.get("executable"):
             paths[msg["target"]["name"]] = msg["executable"]
-    for name in ("tripwire", "echo", "loadgen"):
+    for name in ("tripwire", "echo", "loadgen", "bare_proxy"):
         if name not in paths:
             sys.exit(f"could not find the {name} binary")
     return paths

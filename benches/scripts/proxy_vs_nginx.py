@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Proxy overhead at a fixed rate: the upstream called directly, behind nginx as a plain
-reverse proxy (proxy_pass, keep-alive upstream, no rules), and behind tripwire in proxy mode
-with the shipped rules.
+reverse proxy (proxy_pass, keep-alive upstream, no rules), behind a bare hyper reverse proxy
+(`benches/bare_proxy.rs`: tripwire's HTTP stack doing nothing of its own, the floor of any
+proxy built on it), and behind tripwire in proxy mode with the shipped rules.
 
     python3 benches/scripts/proxy_vs_nginx.py [--rate 2000] [--duration 8] [--rounds 5]
 
 The upstream (the repo's echo server) and the proxy under test share core 0; the load generator
 runs on core 1; the placement is the same for nginx and tripwire. Rounds alternate direct,
 nginx, tripwire; each round's added latency is the proxied figure minus that round's direct
-figure. Prints a table and the median over rounds of tripwire's added latency against nginx's.
+figure. Prints a table and the median over rounds of tripwire's added latency against nginx's,
+and of the bare hyper proxy's against nginx's (what the stack costs) and tripwire's against the
+bare hyper proxy's (what tripwire's own work costs).
 
 Also the CPU time each proxy process spent per request (the scheduler's count from /proc:
 nginx's worker, every thread of tripwire's), which a noisy machine disturbs far less than latency: the
@@ -34,7 +37,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import ROOT, build, loadgen, log, median, pinned, start, stop  # noqa: E402
 
-UPSTREAM, NGINX, TRIPWIRE, ADMIN, CANDIDATE, CANDIDATE_ADMIN = 19000, 19001, 19002, 19003, 19004, 19005
+UPSTREAM, NGINX, TRIPWIRE, ADMIN, CANDIDATE, CANDIDATE_ADMIN, HYPER = 19000, 19001, 19002, 19003, 19004, 19005, 19006
 
 NGINX_CONF = """
 worker_processes 1;
@@ -124,7 +127,9 @@ def main():
                                         "--listen", f"127.0.0.1:{TRIPWIRE}", "--admin-listen", f"127.0.0.1:{ADMIN}",
                                         "--workers", "1", "--upstream", f"http://127.0.0.1:{UPSTREAM}"]),
                            TRIPWIRE, env={**os.environ, "RUST_LOG": "warn"}))
-        targets = [("direct", UPSTREAM), ("nginx", NGINX), ("tripwire", TRIPWIRE)]
+        procs.append(start(pinned("0", [paths["bare_proxy"], "--listen", f"127.0.0.1:{HYPER}",
+                                        "--upstream", f"127.0.0.1:{UPSTREAM}", "--workers", "1"]), HYPER))
+        targets = [("direct", UPSTREAM), ("nginx", NGINX), ("hyper", HYPER), ("tripwire", TRIPWIRE)]
         if a.candidate:
             procs.append(start(pinned("0", [a.candidate, "serve", "--rules", os.path.join(ROOT, "rules.yaml"),
                                             "--listen", f"127.0.0.1:{CANDIDATE}",
@@ -134,16 +139,17 @@ def main():
             targets.append(("candidate", CANDIDATE))
         # The process whose CPU each target's requests cost: the proxy's (the upstream's for
         # direct calls).
-        spenders = {"direct": procs[0].pid, "nginx": nginx_worker(procs[1].pid), "tripwire": procs[2].pid}
+        spenders = {"direct": procs[0].pid, "nginx": nginx_worker(procs[1].pid), "tripwire": procs[2].pid,
+                     "hyper": procs[3].pid}
         if a.candidate:
-            spenders["candidate"] = procs[3].pid
+            spenders["candidate"] = procs[4].pid
         rows = []
         for r in range(a.rounds):
             row = {}
             order = targets
-            if a.candidate and r % 2:
-                # The two builds take turns going first.
-                order = targets[:2] + targets[:1:-1]
+            if r % 2:
+                # The proxies take turns going first.
+                order = targets[:1] + targets[:0:-1]
             for name, port in order:
                 before = cpu_seconds(spenders[name])
                 res = loadgen(paths, "1", port, "/pay", a.rate, a.duration, offset=r * 100_000)
@@ -167,14 +173,21 @@ def main():
     for q in ("p50_us", "p99_us"):
         nginx_added = [added(row, "nginx", q) for row in rows]
         tripwire_added = [added(row, "tripwire", q) for row in rows]
+        hyper_added = [added(row, "hyper", q) for row in rows]
         summary[q] = {
             "direct": median([row["direct"][q] for row in rows]),
             "nginx": median([row["nginx"][q] for row in rows]),
+            "hyper": median([row["hyper"][q] for row in rows]),
             "tripwire": median([row["tripwire"][q] for row in rows]),
             "nginx_added": median(nginx_added),
+            "hyper_added": median(hyper_added),
             "tripwire_added": median(tripwire_added),
             "added_ratio_tripwire_over_nginx": median(
                 [t / n if n > 0 else float("inf") for t, n in zip(tripwire_added, nginx_added)]),
+            "added_ratio_hyper_over_nginx": median(
+                [h / n if n > 0 else float("inf") for h, n in zip(hyper_added, nginx_added)]),
+            "added_ratio_tripwire_over_hyper": median(
+                [t / h if h > 0 else float("inf") for t, h in zip(tripwire_added, hyper_added)]),
         }
     names = [name for name, _ in targets]
     if a.candidate:
@@ -191,18 +204,25 @@ def main():
     if a.candidate:
         summary["cpu_us_per_request"]["ratio_candidate_over_tripwire"] = median(
             [row["candidate"]["cpu_us_per_request"] / row["tripwire"]["cpu_us_per_request"] for row in rows])
-    summary["cpu_us_per_request"]["ratio_tripwire_over_nginx"] = median(
-        [row["tripwire"]["cpu_us_per_request"] / row["nginx"]["cpu_us_per_request"] for row in rows])
+    cpu_rows = summary["cpu_us_per_request"]
+    for over, under in (("tripwire", "nginx"), ("hyper", "nginx"), ("tripwire", "hyper")):
+        cpu_rows[f"ratio_{over}_over_{under}"] = median(
+            [row[over]["cpu_us_per_request"] / row[under]["cpu_us_per_request"] for row in rows])
     print(f"rate {a.rate} req/s, {a.duration} s per run, {a.rounds} rounds; medians over rounds")
-    print(f"{'':6} {'direct':>8} {'nginx':>8} {'tripwire':>9} {'nginx +':>8} {'tripwire +':>11} {'ratio':>6}")
+    print(f"{'':6} {'direct':>8} {'nginx':>8} {'hyper':>8} {'tripwire':>9} {'nginx +':>8} {'hyper +':>8} "
+          f"{'tripwire +':>11} {'tw/nginx':>9} {'hyper/nginx':>12} {'tw/hyper':>9}")
     for q, s in summary.items():
         if q == "cpu_us_per_request":
             continue
-        print(f"{q[:-3]:6} {s['direct']:>6}us {s['nginx']:>6}us {s['tripwire']:>7}us "
-              f"{s['nginx_added']:>6}us {s['tripwire_added']:>9}us {s['added_ratio_tripwire_over_nginx']:>5.2f}x")
+        print(f"{q[:-3]:6} {s['direct']:>6}us {s['nginx']:>6}us {s['hyper']:>6}us {s['tripwire']:>7}us "
+              f"{s['nginx_added']:>6}us {s['hyper_added']:>6}us {s['tripwire_added']:>9}us "
+              f"{s['added_ratio_tripwire_over_nginx']:>8.2f}x {s['added_ratio_hyper_over_nginx']:>11.2f}x "
+              f"{s['added_ratio_tripwire_over_hyper']:>8.2f}x")
     cpu = summary["cpu_us_per_request"]
     print(f"cpu per request: upstream {cpu['direct']} us (direct calls), nginx {cpu['nginx']} us, "
-          f"tripwire {cpu['tripwire']} us; tripwire/nginx {cpu['ratio_tripwire_over_nginx']:.2f}x")
+          f"bare hyper proxy {cpu['hyper']} us, tripwire {cpu['tripwire']} us; "
+          f"tripwire/nginx {cpu['ratio_tripwire_over_nginx']:.2f}x, hyper/nginx {cpu['ratio_hyper_over_nginx']:.2f}x, "
+          f"tripwire/hyper {cpu['ratio_tripwire_over_hyper']:.2f}x (medians of per-round ratios)")
     if a.candidate:
         print(f"candidate: p50 adds {summary['p50_us']['candidate_added']} us "
               f"({summary['p50_us']['added_ratio_candidate_over_tripwire']:.2f}x tripwire's), "
