@@ -198,6 +198,9 @@ pub struct Metrics {
     damaged_bytes: Counter,
     missing_journals: Counter,
     proxy_requests: Family<ProxyLabels, Counter>,
+    /// The counters of `proxy_requests` for forwarded_allow and forwarded_review, looked up
+    /// once: nearly every request counts in one, and a look-up by label hashes the label.
+    proxy_forwarded: [Counter; 2],
     proxy_failures: Family<ProxyFailureLabels, Counter>,
     upstream_seconds: Histogram,
     last_rules_info: parking_lot::Mutex<Option<RulesInfoLabels>>,
@@ -390,6 +393,11 @@ impl Metrics {
             "Proxy mode: requests by result (forwarded_allow, forwarded_review, denied, held, invalid_rejected, invalid_passed, passthrough, upstream_unreachable, upstream_timeout, upstream_error)",
             proxy_requests.clone(),
         );
+        let proxy_forwarded = ["forwarded_allow", "forwarded_review"].map(|result| {
+            proxy_requests
+                .get_or_create(&ProxyLabels { result })
+                .clone()
+        });
         let proxy_failures = Family::<ProxyFailureLabels, Counter>::default();
         registry.register(
             "tripwire_proxy_internal_failures",
@@ -415,6 +423,7 @@ impl Metrics {
             damaged_bytes,
             missing_journals,
             proxy_requests,
+            proxy_forwarded,
             proxy_failures,
             upstream_seconds,
             registry,
@@ -534,6 +543,11 @@ impl Metrics {
         self.proxy_requests
             .get_or_create(&ProxyLabels { result })
             .inc();
+    }
+
+    /// Counts a decided request forwarded to the upstream, under review or not.
+    pub fn record_forwarded(&self, under_review: bool) {
+        self.proxy_forwarded[usize::from(under_review)].inc();
     }
 
     /// Counts a request tripwire could not decide in proxy mode.

@@ -524,8 +524,10 @@ async fn serve_connection(
     );
     let service_state = Arc::clone(&state);
     let service_connection = Arc::clone(&connection);
+    let client = proxy::Peer::new(peer);
     let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let state = Arc::clone(&service_state);
+        let client = client.clone();
         if let Some(socket) = &socket {
             let deadline = service_connection.request_start() + request_timeout;
             req.extensions_mut().insert(http::RequestContext {
@@ -536,7 +538,7 @@ async fn serve_connection(
         }
         async move {
             Ok::<_, std::convert::Infallible>(match (role, &state.proxy) {
-                (Role::Payment, Some(proxy)) => proxy::handle(&state, proxy, req, peer).await,
+                (Role::Payment, Some(proxy)) => proxy::handle(&state, proxy, req, &client).await,
                 (Role::Payment, None) => http::boxed(payment::handle(&state, req).await),
                 (Role::Admin, _) => admin::handle(&state, req).await,
             })
@@ -550,30 +552,87 @@ async fn serve_connection(
     let mut hyper_connection = std::pin::pin!(hyper_connection);
     let mut idle_check =
         tokio::time::interval((idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+    let idle_millis = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+    let shed = connection.shed.notified();
+    let mut shed = std::pin::pin!(shed);
+    let stopped = stop.changed();
+    let mut stopped = std::pin::pin!(stopped);
+    // The watchers (shedding, shutdown, the idle check) are polled only when one of them woke
+    // the task: the connection wakes it a few times a request, and polling three idle
+    // watchers each time cost more than tripwire's whole header handling.
+    let watchers = Arc::new(WatcherWake::default());
+    let watcher_waker = std::task::Waker::from(Arc::clone(&watchers));
     let mut closing = false;
-    loop {
-        tokio::select! {
-            ended = hyper_connection.as_mut() => {
-                if let Err(e) = ended {
-                    debug!(%peer, error = %e, "connection ended with an error");
-                }
-                break;
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(ended) = hyper_connection.as_mut().poll(cx) {
+            if let Err(e) = ended {
+                debug!(%peer, error = %e, "connection ended with an error");
             }
-            _ = connection.shed.notified() => {
-                debug!(%peer, "stalled connection shed: the listener is at its connection limit");
-                break;
-            }
-            _ = stop.changed(), if !closing => {
-                closing = true;
-                hyper_connection.as_mut().graceful_shutdown();
-            }
-            _ = idle_check.tick(), if !closing => {
-                let quiet = connection.now().saturating_sub(connection.last_active.load(Ordering::Relaxed));
-                if quiet >= u64::try_from(idle.as_millis()).unwrap_or(u64::MAX) {
-                    closing = true;
-                    hyper_connection.as_mut().graceful_shutdown();
-                }
-            }
+            return std::task::Poll::Ready(());
+        }
+        if !watchers.take(cx.waker()) {
+            return std::task::Poll::Pending;
+        }
+        let mut watching = std::task::Context::from_waker(&watcher_waker);
+        if shed.as_mut().poll(&mut watching).is_ready() {
+            debug!(%peer, "stalled connection shed: the listener is at its connection limit");
+            return std::task::Poll::Ready(());
+        }
+        if closing {
+            return std::task::Poll::Pending;
+        }
+        let quiet = || {
+            connection
+                .now()
+                .saturating_sub(connection.last_active.load(Ordering::Relaxed))
+        };
+        let mut idle = false;
+        // Polled until pending, so that the next tick will wake the task.
+        while !idle && idle_check.poll_tick(&mut watching).is_ready() {
+            idle = quiet() >= idle_millis;
+        }
+        if idle || stopped.as_mut().poll(&mut watching).is_ready() {
+            closing = true;
+            hyper_connection.as_mut().graceful_shutdown();
+            // Polled again at once: the connection may end now that it was asked to.
+            cx.waker().wake_by_ref();
+        }
+        std::task::Poll::Pending
+    })
+    .await;
+}
+
+/// The waker the watchers of a connection are polled with: it marks that one of them woke the
+/// connection's task, then wakes the task.
+#[derive(Default)]
+struct WatcherWake {
+    woken: AtomicBool,
+    task: parking_lot::Mutex<Option<std::task::Waker>>,
+}
+
+impl WatcherWake {
+    /// Whether a watcher woke the task since the last call (true the first time), noting the
+    /// task's current waker for the next wake-up.
+    fn take(&self, task: &std::task::Waker) -> bool {
+        let mut held = self.task.lock();
+        let first = held.is_none();
+        if !held.as_ref().is_some_and(|w| w.will_wake(task)) {
+            *held = Some(task.clone());
+        }
+        drop(held);
+        self.woken.swap(false, Ordering::AcqRel) || first
+    }
+}
+
+impl std::task::Wake for WatcherWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        if let Some(task) = &*self.task.lock() {
+            task.wake_by_ref();
         }
     }
 }

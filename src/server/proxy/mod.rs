@@ -20,11 +20,13 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
+use smallvec::{SmallVec, smallvec};
 use tracing::{debug, warn};
 
 use super::AppState;
@@ -44,12 +46,29 @@ pub const TAGS_HEADER: &str = "x-risk-tags";
 
 /// Every header tripwire sets for the upstream. A client's own copies are removed from every
 /// forwarded request, decided or not, so that no client can send a payment the upstream would
-/// read as approved.
-const RISK_HEADERS: [&str; 4] = [DECISION_HEADER, VERSION_HEADER, SCORE_HEADER, TAGS_HEADER];
+/// read as approved. Built once: a header name given as text is parsed again at each use.
+static RISK_HEADERS: [HeaderName; 4] = [
+    HeaderName::from_static(DECISION_HEADER),
+    HeaderName::from_static(VERSION_HEADER),
+    HeaderName::from_static(SCORE_HEADER),
+    HeaderName::from_static(TAGS_HEADER),
+];
+
+/// `x-forwarded-for`: the client's address, appended to any the request already carries.
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `x-forwarded-proto`: the scheme the client used.
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// The risk headers of one forwarded request: at most one of each of [`RISK_HEADERS`].
+type RiskHeaders = SmallVec<[(&'static HeaderName, HeaderValue); 4]>;
 
 /// The proxy's state: settings, the upstream client, the in-flight count.
 pub struct Proxy {
     config: ProxyConfig,
+    /// The upstream's scheme and authority, parsed once (clones share their bytes). The
+    /// configuration checks that an upstream has a host.
+    scheme: Scheme,
+    authority: Option<Authority>,
     client: Client<HttpConnector, Body>,
     inflight: AtomicUsize,
     identity: FieldMapping,
@@ -74,6 +93,8 @@ impl Proxy {
             .pool_max_idle_per_host(256)
             .build(connector);
         Proxy {
+            scheme: config.upstream.scheme().cloned().unwrap_or(Scheme::HTTP),
+            authority: config.upstream.authority().cloned(),
             config,
             client,
             inflight: AtomicUsize::new(0),
@@ -89,13 +110,12 @@ impl Proxy {
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|ct| {
-                    let mime = ct
-                        .split(';')
-                        .next()
-                        .unwrap_or("")
-                        .trim()
-                        .to_ascii_lowercase();
-                    mime == "application/json" || mime.ends_with("+json")
+                    let mime = ct.split(';').next().unwrap_or("").trim().as_bytes();
+                    let ends_with = |suffix: &[u8]| {
+                        mime.len() >= suffix.len()
+                            && mime[mime.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                    };
+                    mime.eq_ignore_ascii_case(b"application/json") || ends_with(b"+json")
                 });
             return (req.method() == hyper::Method::POST && json).then_some(&self.identity);
         }
@@ -121,6 +141,22 @@ fn names_a_transaction(body: &[u8]) -> bool {
             .is_ok_and(|n| n.transaction_id.is_some() && n.customer_id.is_some())
 }
 
+/// The client of a connection, as the requests forwarded for it name it in
+/// `x-forwarded-for`: its address formatted once a connection, not once a request.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    ip: HeaderValue,
+}
+
+impl Peer {
+    /// The client at `addr`.
+    pub fn new(addr: SocketAddr) -> Peer {
+        let ip = HeaderValue::from_maybe_shared(Bytes::from(addr.ip().to_string()))
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        Peer { ip }
+    }
+}
+
 /// Counts an intercepted request in flight; the count drops when this does.
 struct InFlight<'a>(&'a AtomicUsize);
 
@@ -130,19 +166,46 @@ impl Drop for InFlight<'_> {
     }
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// The headers that describe one connection, not the message (RFC 9110 section 7.6.1): never
+/// forwarded.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
-/// Removes hop-by-hop headers, including those the `Connection` header names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// Whether `name` is one of [`HOP_BY_HOP`]: one comparison of text by length, where comparing
+/// with each name in turn costs a dozen.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names, and `also`.
+///
+/// Most messages carry none of them: one look at each of the message's few header names
+/// decides that, where removing each of a dozen names would hash and probe for every one.
+fn strip_hop_by_hop(headers: &mut HeaderMap, also: &[HeaderName]) {
+    if !headers
+        .keys()
+        .any(|name| is_hop_by_hop(name) || also.contains(name))
+    {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -150,10 +213,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
+    for name in named.iter().chain(&HOP_BY_HOP).chain(also) {
         headers.remove(name);
     }
 }
@@ -181,7 +241,7 @@ pub async fn handle(
     state: &Arc<AppState>,
     proxy: &Proxy,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    peer: &Peer,
 ) -> Response<Body> {
     let path = req.uri().path();
     if path == "/v1/decide" || path == "/v1/outcomes" || path.starts_with("/v1/customers/") {
@@ -197,7 +257,7 @@ pub async fn handle(
             body.boxed_unsync(),
             peer,
             None,
-            Vec::new(),
+            RiskHeaders::new(),
         )
         .await;
     };
@@ -263,7 +323,7 @@ pub async fn handle(
             let body = http_body_util::Full::new(body)
                 .map_err(|never| match never {})
                 .boxed_unsync();
-            return forward(state, proxy, parts, body, peer, None, Vec::new()).await;
+            return forward(state, proxy, parts, body, peer, None, RiskHeaders::new()).await;
         }
         Ok(Err(e)) => {
             let pointer = e.field.and_then(|f| mapping.pointer(f));
@@ -321,20 +381,17 @@ pub async fn handle(
     }
     state
         .metrics
-        .record_proxy(if summary.action == Action::Allow {
-            "forwarded_allow"
-        } else {
-            "forwarded_review"
-        });
-    let mut risk = vec![(
-        DECISION_HEADER,
+        .record_forwarded(summary.action != Action::Allow);
+    let [decision_header, version_header, score_header, tags_header] = &RISK_HEADERS;
+    let mut risk: RiskHeaders = smallvec![(
+        decision_header,
         HeaderValue::from_static(summary.action.as_str()),
     )];
     if let Ok(v) = HeaderValue::from_str(&summary.rules.version.label) {
-        risk.push((VERSION_HEADER, v));
+        risk.push((version_header, v));
     }
     if let Some(score) = summary.score {
-        risk.push((SCORE_HEADER, HeaderValue::from(score)));
+        risk.push((score_header, HeaderValue::from(score)));
     }
     if !summary.tags.is_empty() {
         let rules = summary.rules.set.rules();
@@ -344,7 +401,7 @@ pub async fn handle(
             .map(|&i| &*rules[usize::from(i)].id)
             .collect();
         if let Ok(v) = HeaderValue::from_str(&ids.join(",")) {
-            risk.push((TAGS_HEADER, v));
+            risk.push((tags_header, v));
         }
     }
     drop(summary);
@@ -360,7 +417,7 @@ async fn invalid(
     proxy: &Proxy,
     parts: hyper::http::request::Parts,
     body: Bytes,
-    peer: SocketAddr,
+    peer: &Peer,
     error: &str,
     field: Option<&str>,
     pointer: Option<&str>,
@@ -392,7 +449,7 @@ async fn internal_failure(
     state: &Arc<AppState>,
     proxy: &Proxy,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    peer: &Peer,
     cause: &'static str,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
@@ -403,7 +460,7 @@ async fn internal_failure_buffered(
     state: &Arc<AppState>,
     proxy: &Proxy,
     req: Request<http_body_util::Full<Bytes>>,
-    peer: SocketAddr,
+    peer: &Peer,
     cause: &'static str,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
@@ -416,7 +473,7 @@ async fn fail(
     proxy: &Proxy,
     parts: hyper::http::request::Parts,
     body: Body,
-    peer: SocketAddr,
+    peer: &Peer,
     cause: &'static str,
 ) -> Response<Body> {
     match proxy.config.on_internal_error {
@@ -437,8 +494,8 @@ async fn fail(
 }
 
 /// The marking of a request forwarded without a decision.
-fn unchecked() -> Vec<(&'static str, HeaderValue)> {
-    vec![(DECISION_HEADER, HeaderValue::from_static("unchecked"))]
+fn unchecked() -> RiskHeaders {
+    smallvec![(&RISK_HEADERS[0], HeaderValue::from_static("unchecked"))]
 }
 
 /// Sends the request to the upstream, carrying exactly the `risk` headers of tripwire's (any
@@ -452,18 +509,15 @@ async fn forward(
     proxy: &Proxy,
     mut parts: hyper::http::request::Parts,
     body: Body,
-    peer: SocketAddr,
+    peer: &Peer,
     outcome: Option<(String, String)>,
-    risk: Vec<(&'static str, HeaderValue)>,
+    risk: RiskHeaders,
 ) -> Response<Body> {
     // Hop-by-hop processing first: a client's `Connection:` may name any header, and must
     // never be able to remove one tripwire sets, so tripwire's are added after it.
-    strip_hop_by_hop(&mut parts.headers);
-    for name in RISK_HEADERS {
-        parts.headers.remove(name);
-    }
+    strip_hop_by_hop(&mut parts.headers, &RISK_HEADERS);
     for (name, value) in risk {
-        parts.headers.insert(name, value);
+        parts.headers.insert(name.clone(), value);
     }
     let record_outcome = |status: OutcomeStatus| {
         if let Some((customer_id, transaction_id)) = &outcome {
@@ -476,34 +530,37 @@ async fn forward(
         }
     };
     let upstream = &proxy.config.upstream;
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_string();
-    let uri = Uri::builder()
-        .scheme(upstream.scheme_str().unwrap_or("http"))
-        .authority(upstream.authority().map_or("", |a| a.as_str()))
-        .path_and_query(path_and_query)
-        .build();
-    let Ok(uri) = uri else {
+    // The upstream's scheme and authority with the request's own path and query, which are
+    // moved, not copied.
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.scheme = Some(proxy.scheme.clone());
+    uri.authority = proxy.authority.clone();
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    let Ok(uri) = Uri::from_parts(uri) else {
         return boxed(ApiError::BadGateway("cannot build the upstream URL".into()).response());
     };
     parts.uri = uri;
     let forwarded_for = match parts
         .headers
-        .get("x-forwarded-for")
+        .get(&X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
     {
-        Some(before) => format!("{before}, {}", peer.ip()),
-        None => peer.ip().to_string(),
+        // The text becomes the value's bytes without a copy.
+        Some(before) => HeaderValue::from_maybe_shared(Bytes::from(format!(
+            "{before}, {}",
+            peer.ip.to_str().unwrap_or_default()
+        )))
+        .ok(),
+        None => Some(peer.ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-        parts.headers.insert("x-forwarded-for", v);
+    if let Some(v) = forwarded_for {
+        parts.headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     parts
         .headers
-        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
 
     let started = Instant::now();
     let sent = tokio::time::timeout(
@@ -552,6 +609,51 @@ async fn forward(
         OutcomeStatus::Failed
     });
     let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    strip_hop_by_hop(&mut parts.headers, &[]);
     Response::from_parts(parts, body.boxed_unsync())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hop_by_hop_test_knows_exactly_the_listed_names() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        for name in RISK_HEADERS.iter().chain([&X_FORWARDED_FOR, &header::HOST]) {
+            assert!(!is_hop_by_hop(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn stripping_removes_hop_by_hop_named_and_extra_headers_only() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("example.com"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("x-secret, close"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(DECISION_HEADER, HeaderValue::from_static("allow"));
+        let mut response = headers.clone();
+        strip_hop_by_hop(&mut headers, &RISK_HEADERS);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["host"]);
+        // Without extra names, a risk header an upstream answers with is the upstream's own.
+        strip_hop_by_hop(&mut response, &[]);
+        let mut left: Vec<&str> = response.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["host", DECISION_HEADER]);
+        // Nothing to strip: the map is left as it was.
+        let mut plain = HeaderMap::new();
+        plain.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        strip_hop_by_hop(&mut plain, &RISK_HEADERS);
+        assert_eq!(plain.len(), 1);
+    }
 }
