@@ -12,7 +12,7 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use super::http::{ApiError, Body, HttpResponse, boxed, json, read_body, text};
+use super::http::{ApiError, Body, HttpResponse, RequestContext, boxed, json, read_body, text};
 use crate::live_rules::{HistoryEntry, LoadedRules};
 use crate::reload::{ReloadOutcome, ReloadTrigger};
 use crate::rules::{self, RulesError};
@@ -161,7 +161,11 @@ fn bearer_token(value: &str) -> Option<&str> {
 }
 
 /// Routes one request of the admin listener.
-pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    context: Option<&RequestContext>,
+) -> Response<Body> {
     if req.uri().path() == "/admin/customers" {
         if !authorized(state, &req) {
             return boxed(ApiError::Unauthorized.response());
@@ -175,7 +179,7 @@ pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> Response<B
             Err(e) => boxed(e.response()),
         };
     }
-    match route(state, req).await {
+    match route(state, req, context).await {
         Ok(response) => boxed(response),
         Err(e) => boxed(e.response()),
     }
@@ -188,7 +192,11 @@ fn method_not_allowed(req: &Request<Incoming>, allowed: &'static str) -> ApiErro
     }
 }
 
-async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+async fn route(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    context: Option<&RequestContext>,
+) -> Result<HttpResponse, ApiError> {
     let path = req.uri().path().to_owned();
     let is_get = req.method() == Method::GET || req.method() == Method::HEAD;
     match path.as_str() {
@@ -277,7 +285,7 @@ async fn route(state: &Arc<AppState>, req: Request<Incoming>) -> Result<HttpResp
             ))
         }
         ("/admin/rules", Method::PUT) => {
-            let body = match read_body(req, rules::MAX_RULES_BYTES).await {
+            let body = match read_body(context, req, rules::MAX_RULES_BYTES).await {
                 Ok(body) => body,
                 Err(e @ ApiError::PayloadTooLarge { .. }) => {
                     let error = RulesError::TooLarge {

@@ -26,8 +26,7 @@ pub fn boxed(response: HttpResponse) -> Response<Body> {
     response.map(|b| b.map_err(|never| match never {}).boxed_unsync())
 }
 
-/// What a handler knows of the request's connection, put in the request's extensions by the
-/// connection task.
+/// What a handler knows of the request's connection, handed to it by the connection task.
 #[derive(Clone, Debug)]
 pub struct RequestContext {
     /// The whole request (head and body) must have arrived by then.
@@ -287,19 +286,24 @@ pub fn empty(status: StatusCode) -> HttpResponse {
 }
 
 /// Reads the whole body, refusing it with 413 as soon as it is known to exceed `limit`.
-pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_body(
+    context: Option<&RequestContext>,
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let (parts, body) = req.into_parts();
-    read_limited(&parts, body, limit).await
+    read_limited(context, &parts.headers, body, limit).await
 }
 
-/// Reads a body whose headers are `headers`, refusing it with 413 past `limit`.
+/// Reads a body whose headers are `headers`, refusing it with 413 past `limit`, and with 408
+/// when it has not arrived by the request's deadline (`context`).
 pub async fn read_limited(
-    parts: &hyper::http::request::Parts,
+    context: Option<&RequestContext>,
+    headers: &hyper::HeaderMap,
     body: Incoming,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
-    let declared = parts
-        .headers
+    let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
@@ -307,7 +311,7 @@ pub async fn read_limited(
         return Err(ApiError::PayloadTooLarge { limit });
     }
     let collect = Limited::new(body, limit).collect();
-    let collected = match parts.extensions.get::<RequestContext>() {
+    let collected = match context {
         Some(context) => tokio::time::timeout_at(context.deadline, collect)
             .await
             .map_err(|_| ApiError::RequestTimeout {

@@ -525,22 +525,24 @@ async fn serve_connection(
     let service_state = Arc::clone(&state);
     let service_connection = Arc::clone(&connection);
     let client = proxy::Peer::new(peer);
-    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let state = Arc::clone(&service_state);
         let client = client.clone();
-        if let Some(socket) = &socket {
-            let deadline = service_connection.request_start() + request_timeout;
-            req.extensions_mut().insert(http::RequestContext {
-                deadline: deadline.into(),
-                timeout: request_timeout,
-                socket: Arc::clone(socket),
-            });
-        }
+        let context = socket.as_ref().map(|socket| http::RequestContext {
+            deadline: (service_connection.request_start() + request_timeout).into(),
+            timeout: request_timeout,
+            socket: Arc::clone(socket),
+        });
         async move {
+            let context = context.as_ref();
             Ok::<_, std::convert::Infallible>(match (role, &state.proxy) {
-                (Role::Payment, Some(proxy)) => proxy::handle(&state, proxy, req, &client).await,
-                (Role::Payment, None) => http::boxed(payment::handle(&state, req).await),
-                (Role::Admin, _) => admin::handle(&state, req).await,
+                (Role::Payment, Some(proxy)) => {
+                    proxy::handle(&state, proxy, req, &client, context).await
+                }
+                (Role::Payment, None) => http::boxed(payment::handle(&state, req, context).await),
+                // Boxed: the admin calls' future is the largest, and hyper moves the request's
+                // future into place whole, whichever listener it serves.
+                (Role::Admin, _) => Box::pin(admin::handle(&state, req, context)).await,
             })
         }
     });

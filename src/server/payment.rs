@@ -16,8 +16,12 @@ use super::http::{
 use crate::txn;
 
 /// Routes one request of the payment listener.
-pub async fn handle(state: &AppState, req: Request<Incoming>) -> HttpResponse {
-    match route(state, req).await {
+pub async fn handle(
+    state: &AppState,
+    req: Request<Incoming>,
+    context: Option<&RequestContext>,
+) -> HttpResponse {
+    match route(state, req, context).await {
         Ok(response) => response,
         Err(e) => {
             debug!(error = %e, "request refused");
@@ -27,8 +31,11 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> HttpResponse {
     }
 }
 
-async fn route(state: &AppState, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
-    let context = req.extensions().get::<RequestContext>().cloned();
+async fn route(
+    state: &AppState,
+    req: Request<Incoming>,
+    context: Option<&RequestContext>,
+) -> Result<HttpResponse, ApiError> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let limit = state.config.max_body_bytes;
@@ -41,8 +48,8 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<HttpResponse,
             if method != Method::POST {
                 return Err(not_allowed("POST"));
             }
-            let body = read_body(req, limit).await?;
-            ensure_client_present(context.as_ref())?;
+            let body = read_body(context, req, limit).await?;
+            ensure_client_present(context)?;
             let started = Instant::now();
             let mut out = Vec::with_capacity(512);
             let summary = state.interceptor.decide(&body, &mut out)?;
@@ -65,9 +72,9 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<HttpResponse,
             if method != Method::POST {
                 return Err(not_allowed("POST"));
             }
-            let body = read_body(req, limit).await?;
+            let body = read_body(context, req, limit).await?;
             let report = txn::parse_outcome(&body)?;
-            ensure_client_present(context.as_ref())?;
+            ensure_client_present(context)?;
             state.interceptor.record_outcome(&report)?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
@@ -96,9 +103,9 @@ async fn route(state: &AppState, req: Request<Incoming>) -> Result<HttpResponse,
                     })
                 })?;
                 txn::validate_customer_id(&customer_id)?;
-                let body = read_body(req, limit).await?;
+                let body = read_body(context, req, limit).await?;
                 let line = txn::parse_credit_line(&body)?;
-                ensure_client_present(context.as_ref())?;
+                ensure_client_present(context)?;
                 state.interceptor.set_credit_line(&customer_id, line);
                 return Ok(empty(StatusCode::NO_CONTENT));
             }

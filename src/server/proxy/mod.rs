@@ -30,7 +30,9 @@ use smallvec::{SmallVec, smallvec};
 use tracing::{debug, warn};
 
 use super::AppState;
-use super::http::{ApiError, Body, boxed, ensure_client_present, json, read_limited};
+use super::http::{
+    ApiError, Body, RequestContext, boxed, ensure_client_present, json, read_limited,
+};
 use crate::rules::Action;
 use crate::txn::{self, OutcomeReport, OutcomeStatus};
 use routes::FieldMapping;
@@ -242,10 +244,11 @@ pub async fn handle(
     proxy: &Proxy,
     req: Request<Incoming>,
     peer: &Peer,
+    context: Option<&RequestContext>,
 ) -> Response<Body> {
     let path = req.uri().path();
     if path == "/v1/decide" || path == "/v1/outcomes" || path.starts_with("/v1/customers/") {
-        return boxed(super::payment::handle(state, req).await);
+        return boxed(super::payment::handle(state, req, context).await);
     }
     let Some(mapping) = proxy.interception(&req) else {
         state.metrics.record_proxy("passthrough");
@@ -274,7 +277,8 @@ pub async fn handle(
     }
 
     let (parts, body) = req.into_parts();
-    let body = match read_limited(&parts, body, state.config.max_body_bytes).await {
+    let body = match read_limited(context, &parts.headers, body, state.config.max_body_bytes).await
+    {
         Ok(body) => body,
         Err(e) => {
             state.metrics.record_proxy("invalid_rejected");
@@ -293,7 +297,7 @@ pub async fn handle(
         }
     };
 
-    if let Err(e) = ensure_client_present(parts.extensions.get()) {
+    if let Err(e) = ensure_client_present(context) {
         state.metrics.record_proxy("client_gone");
         return boxed(e.response());
     }
