@@ -11,7 +11,7 @@ use tracing::debug;
 
 use super::AppState;
 use super::http::{
-    ApiError, HttpResponse, RequestContext, empty, ensure_client_present, json_bytes, read_body,
+    ApiError, HttpResponse, RequestContext, empty, ensure_client_present, json_bytes, read_limited,
 };
 use crate::txn;
 
@@ -36,19 +36,21 @@ async fn route(
     req: Request<Incoming>,
     context: Option<&RequestContext>,
 ) -> Result<HttpResponse, ApiError> {
-    let path = req.uri().path().to_owned();
-    let method = req.method().clone();
+    // The head is kept apart from the body, so the path is read where it lies.
+    let (head, body) = req.into_parts();
+    let (path, method) = (head.uri.path(), &head.method);
     let limit = state.config.max_body_bytes;
+    let read = |body| read_limited(context, &head.headers, body, limit);
     let not_allowed = |allowed| ApiError::MethodNotAllowed {
         method: method.to_string(),
         allowed,
     };
-    match path.as_str() {
+    match path {
         "/v1/decide" => {
             if method != Method::POST {
                 return Err(not_allowed("POST"));
             }
-            let body = read_body(context, req, limit).await?;
+            let body = read(body).await?;
             ensure_client_present(context)?;
             let started = Instant::now();
             let mut out = Vec::with_capacity(512);
@@ -72,7 +74,7 @@ async fn route(
             if method != Method::POST {
                 return Err(not_allowed("POST"));
             }
-            let body = read_body(context, req, limit).await?;
+            let body = read(body).await?;
             let report = txn::parse_outcome(&body)?;
             ensure_client_present(context)?;
             state.interceptor.record_outcome(&report)?;
@@ -103,13 +105,13 @@ async fn route(
                     })
                 })?;
                 txn::validate_customer_id(&customer_id)?;
-                let body = read_body(context, req, limit).await?;
+                let body = read(body).await?;
                 let line = txn::parse_credit_line(&body)?;
                 ensure_client_present(context)?;
                 state.interceptor.set_credit_line(&customer_id, line);
                 return Ok(empty(StatusCode::NO_CONTENT));
             }
-            Err(ApiError::NotFound(path))
+            Err(ApiError::NotFound(path.to_owned()))
         }
     }
 }
