@@ -20,7 +20,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::http::uri::{PathAndQuery, Scheme};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -67,10 +67,6 @@ type RiskHeaders = SmallVec<[(&'static HeaderName, HeaderValue); 4]>;
 /// The proxy's state: settings, the upstream client, the in-flight count.
 pub struct Proxy {
     config: ProxyConfig,
-    /// The upstream's scheme and authority, parsed once (clones share their bytes). The
-    /// configuration checks that an upstream has a host.
-    scheme: Scheme,
-    authority: Option<Authority>,
     client: Client<HttpConnector, Body>,
     inflight: AtomicUsize,
     identity: FieldMapping,
@@ -95,8 +91,6 @@ impl Proxy {
             .pool_max_idle_per_host(256)
             .build(connector);
         Proxy {
-            scheme: config.upstream.scheme().cloned().unwrap_or(Scheme::HTTP),
-            authority: config.upstream.authority().cloned(),
             config,
             client,
             inflight: AtomicUsize::new(0),
@@ -168,21 +162,8 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The headers that describe one connection, not the message (RFC 9110 section 7.6.1): never
+/// Whether `name` describes one connection, not the message (RFC 9110 section 7.6.1): never
 /// forwarded.
-static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// Whether `name` is one of [`HOP_BY_HOP`]: one comparison of text by length, where comparing
-/// with each name in turn costs a dozen.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
@@ -199,23 +180,27 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes hop-by-hop headers, including those the `Connection` header names, and `also`.
 ///
-/// Most messages carry none of them: one look at each of the message's few header names
-/// decides that, where removing each of a dozen names would hash and probe for every one.
+/// Only the names the message carries are looked at: most messages carry none of these, and
+/// then nothing is removed, where removing each of a dozen names would hash and probe for
+/// every one.
 fn strip_hop_by_hop(headers: &mut HeaderMap, also: &[HeaderName]) {
-    if !headers
+    let mut doomed: SmallVec<[HeaderName; 4]> = headers
         .keys()
-        .any(|name| is_hop_by_hop(name) || also.contains(name))
-    {
+        .filter(|name| is_hop_by_hop(name) || also.contains(name))
+        .cloned()
+        .collect();
+    if doomed.is_empty() {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(&HOP_BY_HOP).chain(also) {
+    doomed.extend(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
+    );
+    for name in &doomed {
         headers.remove(name);
     }
 }
@@ -534,11 +519,12 @@ async fn forward(
         }
     };
     let upstream = &proxy.config.upstream;
-    // The upstream's scheme and authority with the request's own path and query, which are
-    // moved, not copied.
+    // The upstream's scheme and authority (clones share the configured URI's bytes) with the
+    // request's own path and query, which are moved, not copied. The configuration checks
+    // that an upstream has a host.
     let mut uri = std::mem::take(&mut parts.uri).into_parts();
-    uri.scheme = Some(proxy.scheme.clone());
-    uri.authority = proxy.authority.clone();
+    uri.scheme = Some(upstream.scheme().cloned().unwrap_or(Scheme::HTTP));
+    uri.authority = upstream.authority().cloned();
     if uri.path_and_query.is_none() {
         uri.path_and_query = Some(PathAndQuery::from_static("/"));
     }
@@ -622,9 +608,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_hop_by_hop_test_knows_exactly_the_listed_names() {
-        for name in &HOP_BY_HOP {
-            assert!(is_hop_by_hop(name), "{name}");
+    fn the_hop_by_hop_test_knows_exactly_the_rfc_names() {
+        for name in [
+            header::CONNECTION,
+            HeaderName::from_static("keep-alive"),
+            header::PROXY_AUTHENTICATE,
+            header::PROXY_AUTHORIZATION,
+            header::TE,
+            header::TRAILER,
+            header::TRANSFER_ENCODING,
+            header::UPGRADE,
+        ] {
+            assert!(is_hop_by_hop(&name), "{name}");
         }
         for name in RISK_HEADERS.iter().chain([&X_FORWARDED_FOR, &header::HOST]) {
             assert!(!is_hop_by_hop(name), "{name}");
