@@ -296,6 +296,10 @@ impl CustomerRecord {
 
 const NIL: u32 = u32::MAX;
 
+/// Customer and transaction ids (with the separator) up to this many bytes are hashed in one
+/// piece from the stack by [`Store::txn_hash`]; longer ones, rare, piece by piece.
+const TXN_HASH_INLINE: usize = 128;
+
 /// Two random 64-bit keys, from the same OS randomness that seeds ahash.
 fn random_keys() -> (u64, u64) {
     (
@@ -523,10 +527,23 @@ impl Store {
         if let Some(run) = &self.run_hasher {
             return run.hash_one((customer_id, transaction_id));
         }
-        let mut h = siphasher::sip::SipHasher13::new_with_keys(self.txn_keys.0, self.txn_keys.1);
-        h.write(customer_id.as_bytes());
+        let sip = siphasher::sip::SipHasher13::new_with_keys(self.txn_keys.0, self.txn_keys.1);
+        // SipHash reads a stream of bytes: the hash of the pieces written one after the other
+        // is the hash of their concatenation. Hashed in one piece from the stack, the common
+        // case skips the hasher's buffering of each piece's tail.
+        let (customer, transaction) = (customer_id.as_bytes(), transaction_id.as_bytes());
+        let len = customer.len() + 1 + transaction.len();
+        let mut joined = [0u8; TXN_HASH_INLINE];
+        if len <= TXN_HASH_INLINE {
+            joined[..customer.len()].copy_from_slice(customer);
+            joined[customer.len()] = 0xff;
+            joined[customer.len() + 1..len].copy_from_slice(transaction);
+            return sip.hash(&joined[..len]);
+        }
+        let mut h = sip;
+        h.write(customer);
         h.write_u8(0xff);
-        h.write(transaction_id.as_bytes());
+        h.write(transaction);
         h.finish()
     }
 
@@ -758,6 +775,28 @@ mod tests {
     use super::*;
     use crate::rules::Action;
     use crate::txn::Amount;
+
+    #[test]
+    fn txn_hash_is_the_hash_of_the_pieces_written_in_turn() {
+        use std::hash::Hasher;
+        let store = Store::new(StoreConfig::default());
+        let (k0, k1) = store.txn_keys();
+        for (customer, id) in [
+            ("", ""),
+            ("c1", "t1"),
+            ("customer-0001", "txn-2026-12-06-000000001"),
+            ("客户", "交易-1"),
+            (&"c".repeat(70)[..], &"t".repeat(57)[..]),
+            (&"c".repeat(70)[..], &"t".repeat(58)[..]),
+            (&"c".repeat(128)[..], &"t".repeat(128)[..]),
+        ] {
+            let mut h = siphasher::sip::SipHasher13::new_with_keys(k0, k1);
+            h.write(customer.as_bytes());
+            h.write_u8(0xff);
+            h.write(id.as_bytes());
+            assert_eq!(store.txn_hash(customer, id), h.finish(), "{customer} {id}");
+        }
+    }
 
     fn push(store: &Store, id: &str, at: EventTime) {
         store.with_customer(id, |r, cap| {
