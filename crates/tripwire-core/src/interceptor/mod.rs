@@ -6,6 +6,7 @@ mod answer;
 pub mod upkeep;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::engine::{self, Decision, Hits};
@@ -79,6 +80,10 @@ pub struct Interceptor {
     journal: Option<Arc<Journal>>,
     /// Where changes are handed for replication (fleet mode); `None` costs one branch.
     changes: Option<Arc<dyn ChangeSink>>,
+    /// The wall clock when last read plus [`WATERMARK_SKEW_MICROS`]: an event time at or
+    /// below it is under the watermark's cap without reading the clock again (see
+    /// [`Interceptor::observe_event_time`]).
+    clock_ceiling: AtomicI64,
 }
 
 impl AsRef<Store> for Interceptor {
@@ -247,7 +252,25 @@ impl Interceptor {
             rules,
             journal: None,
             changes: None,
+            clock_ceiling: AtomicI64::new(i64::MIN),
         }
+    }
+
+    /// Moves the store's watermark to `at`, capped at the wall clock plus
+    /// [`WATERMARK_SKEW_MICROS`]. The clock is read only when `at` passes the cap as last read:
+    /// the wall clock has only moved on since, so a time below that cap is below the current
+    /// one too, and live traffic, stamped near the present, reads the clock once in five
+    /// minutes instead of once a decision (a clock stepped back is noticed once that cap is
+    /// passed).
+    fn observe_event_time(&self, at: EventTime) {
+        let at = if at <= self.clock_ceiling.load(Ordering::Relaxed) {
+            at
+        } else {
+            let ceiling = wall_clock_micros().saturating_add(WATERMARK_SKEW_MICROS);
+            self.clock_ceiling.store(ceiling, Ordering::Relaxed);
+            at.min(ceiling)
+        };
+        self.store.observe_event_time(at);
     }
 
     /// Holds at most `max` entities (merchants, devices, IPs, channels) for `by:` windows.
@@ -325,10 +348,7 @@ impl Interceptor {
     ) -> DecideSummary {
         let rules = self.rules.load();
         let evaluated = self.evaluate_and_record(&rules.set, txn, None, Known::default(), decision);
-        self.store.observe_event_time(
-            txn.at
-                .min(wall_clock_micros().saturating_add(WATERMARK_SKEW_MICROS)),
-        );
+        self.observe_event_time(txn.at);
         match evaluated {
             Ok(()) => {
                 answer::write_answer(out, &rules, txn, decision);
