@@ -128,14 +128,35 @@ impl ZoneTable {
         if !Self::in_span(secs) {
             return crate::engine::features::month_of(&self.zone, at);
         }
-        let local_day = (secs + i64::from(self.table_offset(secs))).div_euclid(86_400);
-        let (year, month) = civil_year_month(local_day);
+        // Inside the span the local time is at most a day before 1970, so the day count is
+        // found by unsigned division (a multiply, without the signed one's corrections).
+        let local = secs + i64::from(self.table_offset(secs)) + 86_400;
+        let local_day = (local as u64 / 86_400) as i64 - 1;
+        let (year, month) = civil_year_month_in_span(local_day);
         (year * 12 + month - 1) as i32
     }
 }
 
+/// [`civil_year_month`] for the days of the span (and the day before it), in unsigned 32-bit
+/// arithmetic: every division is by a constant, and unsigned ones compile to a multiply and
+/// a shift. It runs for every decision (twice when the rules read months).
+#[inline]
+fn civil_year_month_in_span(days: i64) -> (i64, i64) {
+    debug_assert!((-1..=SPAN_END_SECS / 86_400).contains(&days));
+    let z = (days + 719_468) as u32;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u32::from(month <= 2);
+    (i64::from(year), i64::from(month))
+}
+
 /// The proleptic Gregorian (year, month) of a day count from 1970-01-01 (H. Hinnant's
 /// `civil_from_days`).
+#[cfg(test)]
 fn civil_year_month(days: i64) -> (i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -152,6 +173,17 @@ fn civil_year_month(days: i64) -> (i64, i64) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn months_in_span_match_the_general_calendar_on_every_day() {
+        for days in -1..=SPAN_END_SECS / 86_400 {
+            assert_eq!(
+                civil_year_month_in_span(days),
+                civil_year_month(days),
+                "day {days}"
+            );
+        }
+    }
 
     fn zones() -> Vec<TimeZone> {
         [
