@@ -1185,6 +1185,24 @@ fn amounts_against_the_customers_own_history_match_hand_computed_figures() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
+    /// A point's distance to itself, answered without the haversine, is what the haversine
+    /// gives (including at the poles, the antimeridian and negative zero).
+    #[test]
+    fn the_distance_of_a_point_to_itself_is_the_haversines(
+        lat in prop_oneof![-90.0f64..=90.0, Just(90.0), Just(-90.0), Just(-0.0)],
+        lon in prop_oneof![-180.0f64..=180.0, Just(180.0), Just(-180.0), Just(-0.0)],
+    ) {
+        use geo::{Distance, Haversine, Point};
+        let p = GeoPoint { lat, lon };
+        let haversine = Haversine.distance(Point::new(lon, lat), Point::new(lon, lat));
+        prop_assert_eq!(super::features::distance_m(p, p), haversine.round() as i64);
+        let q = GeoPoint { lat: -lat, lon: -lon };
+        if lat == 0.0 && lon == 0.0 {
+            // 0.0 and -0.0 are the same place, and compare equal.
+            prop_assert_eq!(super::features::distance_m(p, q), 0);
+        }
+    }
+
     /// The median from a guess is the median from a sort, whether the guess is one of the
     /// amounts, next to one, the true median, or anywhere.
     #[test]
