@@ -258,19 +258,26 @@ impl Interceptor {
 
     /// Moves the store's watermark to `at`, capped at the wall clock plus
     /// [`WATERMARK_SKEW_MICROS`]. The clock is read only when `at` passes the cap as last read:
-    /// the wall clock has only moved on since, so a time below that cap is below the current
-    /// one too, and live traffic, stamped near the present, reads the clock once in five
-    /// minutes instead of once a decision (a clock stepped back is noticed once that cap is
-    /// passed).
+    /// while the wall clock moves forward, a time below that cap is below the current one too,
+    /// and live traffic, stamped near the present, reads the clock once in five minutes instead
+    /// of once a decision. A wall clock stepped back is caught up with by the next idle sweep,
+    /// which reads the clock anew ([`Interceptor::refresh_clock_ceiling`]); until then the cap
+    /// is at most the one read before the step.
     fn observe_event_time(&self, at: EventTime) {
         let at = if at <= self.clock_ceiling.load(Ordering::Relaxed) {
             at
         } else {
-            let ceiling = wall_clock_micros().saturating_add(WATERMARK_SKEW_MICROS);
-            self.clock_ceiling.store(ceiling, Ordering::Relaxed);
-            at.min(ceiling)
+            at.min(self.refresh_clock_ceiling())
         };
         self.store.observe_event_time(at);
+    }
+
+    /// Reads the wall clock and sets the watermark's cap from it (lower, when the clock was
+    /// stepped back); returns the cap.
+    fn refresh_clock_ceiling(&self) -> EventTime {
+        let ceiling = wall_clock_micros().saturating_add(WATERMARK_SKEW_MICROS);
+        self.clock_ceiling.store(ceiling, Ordering::Relaxed);
+        ceiling
     }
 
     /// Holds at most `max` entities (merchants, devices, IPs, channels) for `by:` windows.
@@ -619,6 +626,9 @@ impl Interceptor {
     /// Like [`Interceptor::sweep_idle`], keeping at least `floor_micros` of history however
     /// little the rules read (`--retain`).
     pub fn sweep_idle_keeping(&self, floor_micros: i64) -> usize {
+        // The upkeep's cadence is also how soon the watermark's cap follows a clock stepped
+        // back (see `observe_event_time`).
+        self.refresh_clock_ceiling();
         let Some(watermark) = self.store.watermark() else {
             return 0;
         };
@@ -650,6 +660,41 @@ rules:
     when:
       monthly_count_cv: { at_least: 1 }
 "#;
+
+    #[test]
+    fn the_watermark_is_capped_at_the_wall_clock_as_the_last_sweep_read_it() {
+        let (interceptor, _) = interceptor();
+        let now = wall_clock_micros();
+        let far = now + 400 * 24 * 3_600 * 1_000_000;
+        let body = |id: &str, at: i64| {
+            let at = jiff::Timestamp::from_microsecond(at).unwrap();
+            format!(
+                r#"{{"transaction_id":"{id}","customer_id":"c1","timestamp":"{at}","amount":"10.00"}}"#
+            )
+        };
+        let mut out = Vec::new();
+        interceptor
+            .decide(body("t1", far).as_bytes(), &mut out)
+            .unwrap();
+        let capped = interceptor.store().watermark().unwrap();
+        assert!(
+            (now..far).contains(&capped) && capped <= wall_clock_micros() + WATERMARK_SKEW_MICROS,
+            "a far-future event moves the watermark only to the clock's cap: {capped}"
+        );
+        // A cap read from a clock that was far ahead (and then stepped back) holds only until
+        // the next sweep reads the clock again.
+        interceptor.clock_ceiling.store(far + 1, Ordering::Relaxed);
+        interceptor.sweep_idle();
+        out.clear();
+        interceptor
+            .decide(body("t2", far).as_bytes(), &mut out)
+            .unwrap();
+        let after = interceptor.store().watermark().unwrap();
+        assert!(
+            after <= wall_clock_micros() + WATERMARK_SKEW_MICROS,
+            "the sweep brought the cap back to the clock: {after}"
+        );
+    }
 
     fn interceptor() -> (Interceptor, Arc<Journal>) {
         let rules = LiveRules::new(RULES.as_bytes(), "test").unwrap();
