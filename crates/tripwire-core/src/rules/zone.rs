@@ -128,21 +128,25 @@ impl ZoneTable {
         if !Self::in_span(secs) {
             return crate::engine::features::month_of(&self.zone, at);
         }
-        // Inside the span the local time is at most a day before 1970, so the day count is
-        // found by unsigned division (a multiply, without the signed one's corrections).
-        let local = secs + i64::from(self.table_offset(secs)) + 86_400;
-        let local_day = (local as u64 / 86_400) as i64 - 1;
+        // Zones' offsets are within a day (real ones within 14 hours), so inside the span the
+        // local time is at most a day before 1970: the day count is then found by unsigned
+        // division (a multiply, without the signed one's corrections).
+        let local = secs + i64::from(self.table_offset(secs));
+        if !(-86_400..SPAN_END_SECS + 86_400).contains(&local) {
+            return crate::engine::features::month_of(&self.zone, at);
+        }
+        let local_day = ((local + 86_400) as u64 / 86_400) as i64 - 1;
         let (year, month) = civil_year_month_in_span(local_day);
         (year * 12 + month - 1) as i32
     }
 }
 
-/// [`civil_year_month`] for the days of the span (and the day before it), in unsigned 32-bit
+/// [`civil_year_month`] for the days of the span (and a day either side), in unsigned 32-bit
 /// arithmetic: every division is by a constant, and unsigned ones compile to a multiply and
 /// a shift. It runs for every decision (twice when the rules read months).
 #[inline]
 fn civil_year_month_in_span(days: i64) -> (i64, i64) {
-    debug_assert!((-1..=SPAN_END_SECS / 86_400).contains(&days));
+    debug_assert!((-1..=SPAN_END_SECS / 86_400 + 1).contains(&days));
     let z = (days + 719_468) as u32;
     let era = z / 146_097;
     let doe = z - era * 146_097;
@@ -175,8 +179,24 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn offsets_of_more_than_a_day_take_the_general_path() {
+        for hours in [-25, -24, 24, 25] {
+            let zone = TimeZone::fixed(jiff::tz::Offset::constant(hours));
+            let table = ZoneTable::new(&zone);
+            for secs in [0, 3_600, 86_400, SPAN_END_SECS - 86_401, SPAN_END_SECS - 1] {
+                let at = secs * MICROS_PER_SECOND;
+                assert_eq!(
+                    table.month_of(at),
+                    crate::engine::features::month_of(&zone, at),
+                    "{hours} h at {secs}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn months_in_span_match_the_general_calendar_on_every_day() {
-        for days in -1..=SPAN_END_SECS / 86_400 {
+        for days in -1..=SPAN_END_SECS / 86_400 + 1 {
             assert_eq!(
                 civil_year_month_in_span(days),
                 civil_year_month(days),
