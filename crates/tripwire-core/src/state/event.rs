@@ -163,6 +163,31 @@ impl Event {
             && packed >> FIELD_BITS == txn_hash & ((1 << HASH_LOW_BITS) - 1)
     }
 
+    /// The index of the first of `events` that is the transaction `txn_hash`, as
+    /// `events.iter().position(|e| e.is_txn(txn_hash))` answers. Every decision scans its
+    /// customer's ring for a retry and nearly always finds none: the 32-bit words of four events
+    /// are compared together, a branch for four instead of one each.
+    #[inline]
+    pub fn position_of_txn(events: &[Event], txn_hash: u64) -> Option<usize> {
+        let high = hash_high_word(txn_hash);
+        let mut chunks = events.chunks_exact(4);
+        for (k, chunk) in chunks.by_ref().enumerate() {
+            let maybe = (chunk[0].hash_high == high)
+                | (chunk[1].hash_high == high)
+                | (chunk[2].hash_high == high)
+                | (chunk[3].hash_high == high);
+            if maybe && let Some(i) = chunk.iter().position(|e| e.is_txn(txn_hash)) {
+                return Some(4 * k + i);
+            }
+        }
+        let done = events.len() - chunks.remainder().len();
+        chunks
+            .remainder()
+            .iter()
+            .position(|e| e.is_txn(txn_hash))
+            .map(|i| done + i)
+    }
+
     /// Amount in minor units.
     #[inline]
     pub fn amount_minor(&self) -> i64 {
@@ -291,6 +316,31 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The retry scan answers what a plain scan answers, with hashes that often share
+        /// their 32-bit word (or their low bits) with another event's.
+        #[test]
+        fn a_transaction_is_found_as_a_plain_scan_finds_it(
+            hashes in prop::collection::vec((0u64..3, 0u64..3), 0..=70),
+            wanted in (0u64..3, 0u64..3),
+        ) {
+            let kept = |(high, low): (u64, u64)| (high << HASH_LOW_BITS) | low;
+            let events: Vec<Event> = hashes
+                .iter()
+                .enumerate()
+                .map(|(i, &h)| {
+                    Event::new(i as i64, kept(h), Amount::from_minor(100).unwrap(), None, Action::Allow)
+                })
+                .collect();
+            let h = kept(wanted);
+            prop_assert_eq!(
+                Event::position_of_txn(&events, h),
+                events.iter().position(|e| e.is_txn(h))
+            );
+        }
+    }
 
     #[test]
     fn packs_and_unpacks_every_field() {

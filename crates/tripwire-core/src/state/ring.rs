@@ -190,7 +190,7 @@ impl Ring {
 
     /// The event with this transaction hash, if held.
     pub fn find(&self, txn_hash: u64) -> Option<&Event> {
-        self.events.iter().find(|e| e.is_txn(txn_hash))
+        Event::position_of_txn(&self.events, txn_hash).map(|i| &self.events[i])
     }
 
     /// Number of events held.
