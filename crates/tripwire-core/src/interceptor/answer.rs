@@ -113,9 +113,11 @@ pub(super) fn write_answer(
         None => out.extend_from_slice(b"null"),
     }
     push_score_reasons(out, rules, decision);
-    out.extend_from_slice(b",\"rules_version\":");
-    push_string(out, &rules.version.label);
-    out.push(b'}');
+    // The label is "{seq}-{hex}" (`RulesVersion`): nothing in it needs escaping.
+    debug_assert!(needs_no_escape(&rules.version.label));
+    out.extend_from_slice(b",\"rules_version\":\"");
+    out.extend_from_slice(rules.version.label.as_bytes());
+    out.extend_from_slice(b"\"}");
 }
 
 /// Appends `,"score_reasons":[…]` when there are any to show (see [`shown_score_reasons`]).
