@@ -362,9 +362,11 @@ impl Interceptor {
                 DecideSummary {
                     action: decision.action,
                     duplicate: false,
-                    hits: decision.hits.clone(),
-                    shadow: decision.shadow.clone(),
-                    tags: decision.tags.clone(),
+                    // `from_slice` copies the rule indices in one go; `clone` collects them
+                    // one at a time through an iterator, for every decision.
+                    hits: Hits::from_slice(&decision.hits),
+                    shadow: Hits::from_slice(&decision.shadow),
+                    tags: Hits::from_slice(&decision.tags),
                     score: decision.features.score,
                     rules,
                 }
