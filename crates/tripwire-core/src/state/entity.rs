@@ -150,29 +150,12 @@ pub fn hour_of(at: EventTime) -> i64 {
 }
 
 /// Where `customer` is among `seen` (each hash is there at most once). At a busy merchant the
-/// customer is usually not among the 64 kept, so the whole list is read: four entries a step,
-/// compared together, instead of a branch per entry.
+/// customer is usually not among the 64 kept, so the whole list is read, four entries at a
+/// time ([`super::position_by_fours`]).
 #[inline]
 fn position_of(seen: &[(u64, EventTime)], customer: u64) -> Option<usize> {
-    let mut chunks = seen.chunks_exact(4);
-    for (k, chunk) in chunks.by_ref().enumerate() {
-        let hit = (chunk[0].0 == customer)
-            | (chunk[1].0 == customer)
-            | (chunk[2].0 == customer)
-            | (chunk[3].0 == customer);
-        if hit {
-            return chunk
-                .iter()
-                .position(|&(c, _)| c == customer)
-                .map(|i| 4 * k + i);
-        }
-    }
-    let done = seen.len() - chunks.remainder().len();
-    chunks
-        .remainder()
-        .iter()
-        .position(|&(c, _)| c == customer)
-        .map(|i| done + i)
+    let is = |&(c, _): &(u64, EventTime)| c == customer;
+    super::position_by_fours(seen, is, is)
 }
 
 /// The index of the first entry last seen earliest (`min_by_key`'s answer), for a non-empty

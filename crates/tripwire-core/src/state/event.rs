@@ -165,27 +165,12 @@ impl Event {
 
     /// The index of the first of `events` that is the transaction `txn_hash`, as
     /// `events.iter().position(|e| e.is_txn(txn_hash))` answers. Every decision scans its
-    /// customer's ring for a retry and nearly always finds none: the 32-bit words of four events
-    /// are compared together, a branch for four instead of one each.
+    /// customer's ring for a retry and nearly always finds none: the events' 32-bit hash words
+    /// are compared four at a time (`state::position_by_fours`).
     #[inline]
     pub fn position_of_txn(events: &[Event], txn_hash: u64) -> Option<usize> {
         let high = hash_high_word(txn_hash);
-        let mut chunks = events.chunks_exact(4);
-        for (k, chunk) in chunks.by_ref().enumerate() {
-            let maybe = (chunk[0].hash_high == high)
-                | (chunk[1].hash_high == high)
-                | (chunk[2].hash_high == high)
-                | (chunk[3].hash_high == high);
-            if maybe && let Some(i) = chunk.iter().position(|e| e.is_txn(txn_hash)) {
-                return Some(4 * k + i);
-            }
-        }
-        let done = events.len() - chunks.remainder().len();
-        chunks
-            .remainder()
-            .iter()
-            .position(|e| e.is_txn(txn_hash))
-            .map(|i| done + i)
+        super::position_by_fours(events, |e| e.hash_high == high, |e| e.is_txn(txn_hash))
     }
 
     /// Amount in minor units.
