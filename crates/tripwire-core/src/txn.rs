@@ -767,10 +767,10 @@ fn check_degrees(field: &'static str, value: f64, max: f64) -> Result<f64, TxnEr
 /// amounts from one body). The everyday flat body is read by a fast reader of its own; any
 /// other body, and every body in error, by serde_json, which names what is wrong.
 pub fn parse_decide(body: &[u8]) -> Result<Txn<'_>, TxnError> {
-    let raw = match flat_body::read(body) {
-        Some(fields) => fields,
-        None => read_decide_fields(body)?,
-    };
+    let mut raw = DecideFields::default();
+    if !flat_body::read_into(body, &mut raw) {
+        raw = read_decide_fields(body)?;
+    }
     check_decide(raw, parse_timestamp)
 }
 

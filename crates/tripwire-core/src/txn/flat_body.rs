@@ -211,16 +211,21 @@ fn plain_decimal(text: &str) -> Option<f64> {
     Some(if negative { -value } else { value })
 }
 
-/// Reads a flat decide body, or `None` when it is not of the simple shape (the general reader
-/// then decides what it is).
-pub(super) fn read(body: &[u8]) -> Option<DecideFields<'_>> {
+/// Reads a flat decide body into `out` (which comes as the default), or gives up (`false`,
+/// `out` then half-written) when it is not of the simple shape: the general reader then decides
+/// what it is. Written in place rather than returned: the fields, moved out in a return value,
+/// were copied with wider loads than the stores that had just written them, which stalls.
+pub(super) fn read_into<'a>(body: &'a [u8], out: &mut DecideFields<'a>) -> bool {
+    read(body, out).is_some()
+}
+
+fn read<'a>(body: &'a [u8], out: &mut DecideFields<'a>) -> Option<()> {
     // A body that is not UTF-8 may still be valid JSON (serde_json skips an unknown field's
     // string unread): the general reader decides.
     let mut scan = Scanner {
         text: std::str::from_utf8(body).ok()?,
         at: 0,
     };
-    let mut out = DecideFields::default();
     // One bit per known field: a field given twice goes to the general reader.
     let mut seen = 0u16;
     scan.skip_whitespace();
@@ -303,15 +308,20 @@ pub(super) fn read(body: &[u8]) -> Option<DecideFields<'_>> {
         }
     }
     scan.skip_whitespace();
-    (scan.at == body.len()).then_some(out)
+    (scan.at == body.len()).then_some(())
 }
 
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
-    use super::read;
-    use crate::txn::read_decide_fields;
+    use crate::txn::{DecideFields, read_decide_fields};
+
+    /// The fields the fast reader reads, or `None` when it gives up.
+    fn read(body: &[u8]) -> Option<DecideFields<'_>> {
+        let mut fields = DecideFields::default();
+        super::read_into(body, &mut fields).then_some(fields)
+    }
 
     const KEYS: &[&str] = &[
         "transaction_id",
