@@ -84,6 +84,9 @@ pub struct Months {
     pub counts: [i64; 12],
     /// Sums per month, minor units.
     pub sums: [i64; 12],
+    /// The calendar month they count back from (`year × 12 + month − 1`): the current
+    /// transaction's, which the interceptor then records it in without computing it again.
+    pub current: i32,
 }
 
 /// Every feature value one decision may read.
@@ -482,7 +485,10 @@ const MEDIAN_PASSES: usize = 3;
 /// Monthly totals for months 1–12 before the month of `t`.
 pub fn months(zone: &ZoneTable, buckets: &MonthBuckets, t: EventTime) -> Months {
     let current = zone.month_of(t);
-    let mut m = Months::default();
+    let mut m = Months {
+        current,
+        ..Months::default()
+    };
     // One pass over the few months held, rather than a search for each of the twelve.
     for b in buckets.held() {
         let k = i64::from(current) - 1 - i64::from(b.month);

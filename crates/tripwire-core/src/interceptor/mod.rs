@@ -451,7 +451,12 @@ impl Interceptor {
                 // knew it new.
                 record.record_new(event, capacity);
                 if set.needs.months {
-                    let month = set.zone.month_of(txn.at);
+                    // The features counted the customer's months back from this transaction's
+                    // month, when there were any: the calendar is worked out once a decision.
+                    let month = decision
+                        .features
+                        .months
+                        .map_or_else(|| set.zone.month_of(txn.at), |m| m.current);
                     let months = record.months.get_or_insert_with(Default::default);
                     months.add(month, txn.amount.minor());
                     if outcome == Some(OutcomeStatus::Failed) {
