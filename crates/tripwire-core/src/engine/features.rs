@@ -84,8 +84,9 @@ pub struct Months {
     pub counts: [i64; 12],
     /// Sums per month, minor units.
     pub sums: [i64; 12],
-    /// The calendar month they count back from (`year × 12 + month − 1`): the current
-    /// transaction's, which the interceptor then records it in without computing it again.
+    /// The calendar month they count back from (`year × 12 + month − 1`), the month of the
+    /// evaluation's time: for a decision, the transaction's own, which the interceptor then
+    /// records it in without working out the calendar again.
     pub current: i32,
 }
 
