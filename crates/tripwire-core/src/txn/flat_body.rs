@@ -2,7 +2,7 @@
 //! strings have no escapes and whose values are strings, numbers, booleans or null.
 //!
 //! It reads such a body in one pass over its bytes, about a third of what the general serde
-//! pass costs, and gives up (`None`) on anything else — an escape, a nested value, a key given
+//! pass costs, and gives up (`false`) on anything else — an escape, a nested value, a key given
 //! twice, a value of the wrong type, a syntax error — so that serde_json reads the body instead
 //! and produces exactly the answer and the error it always did. What it accepts it reads as
 //! serde_json would (the proptest below holds the two readers side by side on generated and
@@ -211,11 +211,12 @@ fn plain_decimal(text: &str) -> Option<f64> {
     Some(if negative { -value } else { value })
 }
 
-/// Reads a flat decide body into `out` (which comes as the default), or gives up (`false`,
-/// `out` then half-written) when it is not of the simple shape: the general reader then decides
-/// what it is. Written in place rather than returned: the fields, moved out in a return value,
-/// were copied with wider loads than the stores that had just written them, which stalls.
+/// Reads a flat decide body into `out` (which comes as the default: a field the body leaves
+/// out stays `None`), or gives up (`false`, `out` then half-written) when it is not of the
+/// simple shape: the general reader then decides what it is. Written in place rather than
+/// returned in an `Option`, whose move copied the fields once more every decision.
 pub(super) fn read_into<'a>(body: &'a [u8], out: &mut DecideFields<'a>) -> bool {
+    debug_assert!(*out == DecideFields::default(), "read into a fresh record");
     read(body, out).is_some()
 }
 
