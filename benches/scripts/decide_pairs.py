@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -43,7 +44,7 @@ def bench_binary(root, target_dir=None):
         env["CARGO_TARGET_DIR"] = target_dir
     out = subprocess.run(
         ["cargo", "bench", "--locked", "--no-run", "--message-format=json", "--bench", "decide"],
-        cwd=root, env=env, check=True, capture_output=True, text=True,
+        cwd=root, env=env, check=True, stdout=subprocess.PIPE, text=True,
     ).stdout
     for line in out.splitlines():
         try:
@@ -73,6 +74,8 @@ def baseline_binary(rev, keep_dir):
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT,
                            check=False, capture_output=True)
+            subprocess.run(["git", "worktree", "prune"], cwd=ROOT, check=False,
+                           capture_output=True)
 
 
 def run(binary, cpu, warm_up, measure):
@@ -81,7 +84,7 @@ def run(binary, cpu, warm_up, measure):
         pinned(str(cpu), [binary, "--bench", f"^({PARSE}|{DECIDE})$",
                           "--warm-up-time", str(warm_up), "--measurement-time", str(measure),
                           "--output-format", "bencher"]),
-        check=True, capture_output=True, text=True,
+        check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     ).stdout
     times = {}
     for line in out.splitlines():
@@ -107,10 +110,25 @@ def main():
     args = parser.parse_args()
     if args.pairs < 1:
         sys.exit("--pairs must be at least 1")
+    if args.warm_up <= 0 or args.measure <= 0:
+        sys.exit("--warm-up and --measure must be more than 0 seconds")
     given = (("--baseline-bin", args.baseline_bin), ("--candidate-bin", args.candidate_bin))
     for flag, path in given:
         if path is not None and not (os.path.isfile(path) and os.access(path, os.X_OK)):
             sys.exit(f"{flag} {path}: not an executable file")
+    # A path without a slash would be looked up on PATH by taskset.
+    args.baseline_bin = args.baseline_bin and os.path.abspath(args.baseline_bin)
+    args.candidate_bin = args.candidate_bin and os.path.abspath(args.candidate_bin)
+    # A mistyped revision is refused before anything is built.
+    if args.baseline is not None:
+        known = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"{args.baseline}^{{commit}}"],
+            cwd=ROOT, capture_output=True, text=True)
+        if known.returncode != 0:
+            sys.exit(f"--baseline {args.baseline}: not a commit of this repository")
+    # Stopped by a signal, the temporary worktree is still removed (the `finally` runs).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped"))
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit("stopped"))
 
     with tempfile.TemporaryDirectory() as keep:
         candidate = args.candidate_bin or bench_binary(ROOT)
