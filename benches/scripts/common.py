@@ -39,6 +39,27 @@ def build():
     return paths
 
 
+def bench_binary(name, root=ROOT, target_dir=None):
+    """Builds the criterion bench `name` of the tree at `root` (in `target_dir`, when given);
+    returns the path of its binary. Cargo's own messages go to the terminal."""
+    env = dict(os.environ)
+    if target_dir:
+        env["CARGO_TARGET_DIR"] = target_dir
+    out = subprocess.run(
+        ["cargo", "bench", "--locked", "--no-run", "--message-format=json", "--bench", name],
+        cwd=root, env=env, check=True, stdout=subprocess.PIPE, text=True,
+    ).stdout
+    for line in out.splitlines():
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if (msg.get("reason") == "compiler-artifact" and msg.get("executable")
+                and msg["target"]["name"] == name):
+            return msg["executable"]
+    sys.exit(f"could not find the {name} bench binary built in {root}")
+
+
 def pinned(cpus, argv):
     """argv run on the given CPUs (taskset), or as is when taskset is missing."""
     if shutil.which("taskset"):

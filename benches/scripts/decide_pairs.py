@@ -30,31 +30,11 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, log, pinned  # noqa: E402
+from common import ROOT, bench_binary, log, pinned  # noqa: E402
 
 PARSE = "decide/baseline_json_parse_request"
 DECIDE = "decide/decide_in_process_full_ring"
 LINE = re.compile(r"^test (\S+) \.\.\. bench:\s+([\d,]+) ns/iter")
-
-
-def bench_binary(root, target_dir=None):
-    """Builds the decide bench of the tree at `root`; returns the path of its binary."""
-    env = dict(os.environ)
-    if target_dir:
-        env["CARGO_TARGET_DIR"] = target_dir
-    out = subprocess.run(
-        ["cargo", "bench", "--locked", "--no-run", "--message-format=json", "--bench", "decide"],
-        cwd=root, env=env, check=True, stdout=subprocess.PIPE, text=True,
-    ).stdout
-    for line in out.splitlines():
-        try:
-            msg = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if (msg.get("reason") == "compiler-artifact" and msg.get("executable")
-                and msg["target"]["name"] == "decide"):
-            return msg["executable"]
-    sys.exit(f"could not find the decide bench binary built in {root}")
 
 
 def baseline_binary(rev, keep_dir):
@@ -67,7 +47,7 @@ def baseline_binary(rev, keep_dir):
             sys.exit(f"cannot check out {rev!r}: {added.stderr.strip()}")
         try:
             log(f"building the decide bench of {rev} ...")
-            built = bench_binary(tree, os.path.join(ROOT, "target", "decide-pairs"))
+            built = bench_binary("decide", tree, os.path.join(ROOT, "target", "decide-pairs"))
             kept = os.path.join(keep_dir, "decide-baseline")
             shutil.copy2(built, kept)
             return kept
@@ -131,7 +111,7 @@ def main():
     signal.signal(signal.SIGHUP, lambda *_: sys.exit("stopped"))
 
     with tempfile.TemporaryDirectory() as keep:
-        candidate = args.candidate_bin or bench_binary(ROOT)
+        candidate = args.candidate_bin or bench_binary("decide")
         if args.candidate_bin is None:
             # The working tree's build is replaced by the next cargo bench: run a copy.
             shutil.copy2(candidate, os.path.join(keep, "decide-candidate"))

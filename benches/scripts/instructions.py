@@ -19,25 +19,10 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, log  # noqa: E402
+from common import ROOT, bench_binary, log  # noqa: E402
 
 BASELINE = os.path.join(ROOT, "benches", "instructions-baseline.json")
 TOLERANCE = 0.05
-
-
-def bench_binary():
-    out = subprocess.run(
-        ["cargo", "bench", "--locked", "--no-run", "--message-format=json", "--bench", "instructions"],
-        cwd=ROOT, check=True, capture_output=True, text=True,
-    ).stdout
-    for line in out.splitlines():
-        try:
-            msg = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if msg.get("reason") == "compiler-artifact" and msg.get("executable") and msg["target"]["name"] == "instructions":
-            return msg["executable"]
-    sys.exit("could not find the instructions bench binary")
 
 
 # (baseline key, extra arguments of the bench binary, what it is)
@@ -71,7 +56,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--update", action="store_true")
     a = ap.parse_args()
-    binary = bench_binary()
+    binary = bench_binary("instructions")
     counts = {key: count(binary, extra) for key, extra, _ in WORKLOADS}
     if a.update or not os.path.exists(BASELINE):
         # Keeps the written reason for the change; edit it to say why the baseline moved.
